@@ -1,0 +1,12 @@
+.PHONY: all deps test-all demo bench
+
+all: deps
+
+deps:
+	./quickstart/deps.sh
+
+test-all:
+	./test-all.sh
+
+demo:
+	./quickstart/demo.sh

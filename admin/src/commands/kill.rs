@@ -1,0 +1,105 @@
+//! `admin kill -cluster DIR`: stops every worker of the cluster (SIGTERM, a grace period, then
+//! SIGKILL) and removes what they leave behind: pid files, sandbox processes, cgroups and scratch
+//! directories (via `worker::cleanup_leftovers`).
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::bail;
+use worker::config::Config;
+
+use crate::cluster_dir::ClusterDir;
+use crate::process::{self, Stopped};
+
+/// How long a worker gets between SIGTERM and SIGKILL (it drains calls for `shutdown_timeout_s`).
+const GRACE: Duration = Duration::from_secs(15);
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// The cluster directory
+    #[arg(long, value_name = "DIR")]
+    pub cluster: PathBuf,
+}
+
+pub fn run(args: &Args) -> anyhow::Result<()> {
+    let cluster = ClusterDir::open(&args.cluster)?;
+    let mut indexes: BTreeSet<u32> = cluster.pid_files()?.into_iter().collect();
+    indexes.extend(cluster.worker_configs()?);
+    if indexes.is_empty() {
+        println!("no workers in {}", cluster.root().display());
+        return Ok(());
+    }
+    let mut failures = 0;
+    for i in indexes {
+        let (process, ok_process) = stop_worker(&cluster, i);
+        let (leftovers, ok_leftovers) = clean_worker(&cluster, i);
+        if !(ok_process && ok_leftovers) {
+            failures += 1;
+        }
+        println!("worker-{i}: {process}; {leftovers}");
+    }
+    if failures > 0 {
+        bail!("{failures} worker(s) could not be cleaned up completely");
+    }
+    Ok(())
+}
+
+/// Stops the process named by the worker's pid file; returns a description and success.
+fn stop_worker(cluster: &ClusterDir, i: u32) -> (String, bool) {
+    let pid_file = cluster.pid_file(i);
+    let pid = match process::read_pid_file(&pid_file) {
+        Ok(Some(pid)) => pid,
+        Ok(None) => return ("no pid file".to_owned(), true),
+        Err(e) => {
+            // An unreadable pid file names no process we could stop; remove it if possible.
+            return match process::remove_pid_file(&pid_file) {
+                Ok(()) => (format!("{e:#} (removed)"), true),
+                Err(e2) => (format!("{e:#}; {e2:#}"), false),
+            };
+        }
+    };
+    let what = if !process::is_alive(pid) {
+        format!("not running (stale pid {pid})")
+    } else if !process::is_worker_process(pid) {
+        format!("pid {pid} is not a lambdaworker worker, left alone")
+    } else {
+        match process::stop(pid, GRACE) {
+            Ok(Stopped::Terminated(t)) => {
+                format!("stopped pid {pid} (SIGTERM, {:.1} s)", t.as_secs_f64())
+            }
+            Ok(Stopped::Killed) => format!(
+                "killed pid {pid} (no exit {} s after SIGTERM)",
+                GRACE.as_secs()
+            ),
+            Ok(Stopped::NotRunning) => format!("not running (pid {pid} exited)"),
+            Err(e) => return (format!("{e:#}"), false),
+        }
+    };
+    match process::remove_pid_file(&pid_file) {
+        Ok(()) => (what, true),
+        Err(e) => (format!("{what}; {e:#}"), false),
+    }
+}
+
+/// Removes the worker's leftover sandboxes, cgroups and scratch directories.
+fn clean_worker(cluster: &ClusterDir, i: u32) -> (String, bool) {
+    let path = cluster.worker_config(i);
+    if !path.is_file() {
+        return ("no config, nothing to clean".to_owned(), true);
+    }
+    let cfg = match Config::load(&path) {
+        Ok(c) => c,
+        Err(e) => return (format!("cannot clean up: {e}"), false),
+    };
+    if cfg.worker_dir.as_os_str().is_empty() {
+        return (
+            format!("cannot clean up: {} sets no worker_dir", path.display()),
+            false,
+        );
+    }
+    match worker::cleanup_leftovers(&cfg) {
+        Ok(summary) => (summary, true),
+        Err(e) => (format!("cleanup failed: {e}"), false),
+    }
+}

@@ -1,0 +1,244 @@
+//! `admin status -cluster DIR`: pings every worker of the cluster and lists its live sandboxes, in
+//! the OpenLambda README's shape:
+//! ```text
+//! Worker Pings:
+//! http://localhost:8080/status => ready [200 OK]
+//! Cluster containers:
+//!   hello  id=3  state=idle  pid=4567  uptime=12.3s  worker=worker-0
+//! ```
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::bail;
+use serde::Deserialize;
+use worker::config::Config;
+
+use super::local_host;
+use crate::cluster_dir::ClusterDir;
+use crate::http::{self, Response};
+
+/// Timeout for connecting to and reading from a worker.
+const TIMEOUT: Duration = Duration::from_secs(3);
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// The cluster directory
+    #[arg(long, value_name = "DIR")]
+    pub cluster: PathBuf,
+}
+
+/// The parts of a worker's `/stats` JSON that admin uses; other fields are ignored.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct Stats {
+    #[serde(default)]
+    pub worker: Option<WorkerStats>,
+    #[serde(default)]
+    pub sandboxes: Vec<SandboxRow>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct WorkerStats {
+    #[serde(default)]
+    pub pid: Option<i64>,
+}
+
+/// One live sandbox.
+#[derive(Debug, Clone, Deserialize)]
+pub struct SandboxRow {
+    pub lambda: String,
+    pub id: u64,
+    pub state: String,
+    #[serde(default)]
+    pub pid: Option<i64>,
+    #[serde(default)]
+    pub uptime_s: f64,
+}
+
+/// Parses a `/stats` body.
+pub fn parse_stats(body: &str) -> Result<Stats, String> {
+    serde_json::from_str(body).map_err(|e| format!("invalid /stats JSON: {e}"))
+}
+
+pub fn run(args: &Args) -> anyhow::Result<()> {
+    let cluster = ClusterDir::open(&args.cluster)?;
+    let mut pings = Vec::new();
+    let mut rows: Vec<(String, SandboxRow)> = Vec::new();
+    let mut problems = 0;
+    for i in cluster.worker_configs()? {
+        let name = format!("worker-{i}");
+        let cfg = match Config::load(&cluster.worker_config(i)) {
+            Ok(c) => c,
+            Err(e) => {
+                pings.push(format!("{name}: {e}"));
+                problems += 1;
+                continue;
+            }
+        };
+        let host = local_host(&cfg.worker_host);
+        let ping = http::get(host, cfg.worker_port, "/status", TIMEOUT)
+            .map_err(|e| http::describe_error(&e));
+        if !matches!(&ping, Ok(r) if r.status == 200) {
+            problems += 1;
+        }
+        pings.push(ping_line(cfg.worker_port, &ping));
+        if ping.is_err() {
+            continue;
+        }
+        match http::get(host, cfg.worker_port, "/stats", TIMEOUT) {
+            Ok(r) if r.status == 200 => match parse_stats(&r.body) {
+                Ok(stats) => rows.extend(stats.sandboxes.into_iter().map(|s| (name.clone(), s))),
+                Err(e) => pings.push(format!("  ({name}: {e})")),
+            },
+            Ok(r) => pings.push(format!("  ({name}: /stats answered {})", r.status_text())),
+            Err(e) => pings.push(format!("  ({name}: /stats: {})", http::describe_error(&e))),
+        }
+    }
+    println!("Worker Pings:");
+    for line in &pings {
+        println!("{line}");
+    }
+    println!("Cluster containers:");
+    for line in container_lines(&rows) {
+        println!("{line}");
+    }
+    if problems > 0 {
+        bail!("{problems} worker(s) not ready");
+    }
+    Ok(())
+}
+
+/// `http://localhost:8080/status => ready [200 OK]`, or `=> unreachable: <reason>`.
+pub fn ping_line(port: u16, result: &Result<Response, String>) -> String {
+    match result {
+        Ok(r) => {
+            let body: String = r.body.split_whitespace().collect::<Vec<_>>().join(" ");
+            let body = match body.char_indices().nth(100) {
+                Some((cut, _)) => format!("{}...", &body[..cut]),
+                None => body,
+            };
+            format!(
+                "http://localhost:{port}/status => {body} [{}]",
+                r.status_text()
+            )
+        }
+        Err(reason) => format!("http://localhost:{port}/status => unreachable: {reason}"),
+    }
+}
+
+/// One line per sandbox, the lambda names padded to a column.
+pub fn container_lines(rows: &[(String, SandboxRow)]) -> Vec<String> {
+    let width = rows.iter().map(|(_, r)| r.lambda.len()).max().unwrap_or(0);
+    rows.iter()
+        .map(|(worker, r)| {
+            let pid = r.pid.map_or_else(|| "-".to_owned(), |p| p.to_string());
+            format!(
+                "  {:width$}  id={}  state={}  pid={}  uptime={}  worker={}",
+                r.lambda,
+                r.id,
+                r.state,
+                pid,
+                format_uptime(r.uptime_s),
+                worker
+            )
+        })
+        .collect()
+}
+
+/// `12.3s`, `5m03s`, `2h05m`.
+pub fn format_uptime(secs: f64) -> String {
+    if !secs.is_finite() || secs < 0.0 {
+        return "-".to_owned();
+    }
+    if secs < 60.0 {
+        return format!("{secs:.1}s");
+    }
+    let whole = secs as u64;
+    if whole < 3600 {
+        format!("{}m{:02}s", whole / 60, whole % 60)
+    } else {
+        format!("{}h{:02}m", whole / 3600, (whole % 3600) / 60)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const STATS: &str = r#"{"worker": {"pid": 123, "uptime_s": 1.5, "cgroup_version": "v1"},
+        "sandboxes": [
+          {"lambda": "hello", "id": 3, "state": "idle", "pid": 4567, "uptime_s": 12.3, "calls": 5},
+          {"lambda": "echo-long-name", "id": 4, "state": "busy", "pid": 4570, "uptime_s": 3723, "calls": 1}
+        ],
+        "lambdas": {"hello": {"calls": 5, "cold_starts": 1, "warm_starts": 4, "errors": 0}}}"#;
+
+    #[test]
+    fn stats_json_becomes_the_container_table() {
+        let stats = parse_stats(STATS).unwrap();
+        assert_eq!(stats.worker.unwrap().pid, Some(123));
+        let rows: Vec<(String, SandboxRow)> = stats
+            .sandboxes
+            .into_iter()
+            .map(|s| ("worker-0".to_owned(), s))
+            .collect();
+        let lines = container_lines(&rows);
+        assert_eq!(
+            lines,
+            [
+                "  hello           id=3  state=idle  pid=4567  uptime=12.3s  worker=worker-0",
+                "  echo-long-name  id=4  state=busy  pid=4570  uptime=1h02m  worker=worker-0",
+            ]
+        );
+    }
+
+    #[test]
+    fn stats_tolerate_missing_and_extra_fields() {
+        let stats = parse_stats(
+            r#"{"sandboxes": [{"lambda": "a", "id": 1, "state": "idle", "new": true}]}"#,
+        )
+        .unwrap();
+        let lines = container_lines(&[("w".to_owned(), stats.sandboxes[0].clone())]);
+        assert_eq!(
+            lines,
+            ["  a  id=1  state=idle  pid=-  uptime=0.0s  worker=w"]
+        );
+        assert!(parse_stats("{}").unwrap().sandboxes.is_empty());
+        assert!(parse_stats("not json").is_err());
+        assert!(container_lines(&[]).is_empty());
+    }
+
+    #[test]
+    fn ping_lines_match_the_readme() {
+        let ok = Response {
+            status: 200,
+            reason: "OK".into(),
+            body: "ready".into(),
+        };
+        assert_eq!(
+            ping_line(8080, &Ok(ok)),
+            "http://localhost:8080/status => ready [200 OK]"
+        );
+        assert_eq!(
+            ping_line(8081, &Err("connection refused".into())),
+            "http://localhost:8081/status => unreachable: connection refused"
+        );
+        let busy = Response {
+            status: 503,
+            reason: "Service Unavailable".into(),
+            body: "{\"error\":\n \"the worker is shutting down\"}\n".into(),
+        };
+        assert_eq!(
+            ping_line(8080, &Ok(busy)),
+            "http://localhost:8080/status => {\"error\": \"the worker is shutting down\"} [503 Service Unavailable]"
+        );
+    }
+
+    #[test]
+    fn uptimes() {
+        assert_eq!(format_uptime(0.04), "0.0s");
+        assert_eq!(format_uptime(59.94), "59.9s");
+        assert_eq!(format_uptime(303.0), "5m03s");
+        assert_eq!(format_uptime(7500.0), "2h05m");
+        assert_eq!(format_uptime(f64::NAN), "-");
+    }
+}

@@ -1,0 +1,25 @@
+//! `admin worker-exec --config=FILE`: runs one worker in the foreground, logging to the terminal,
+//! until SIGTERM or SIGINT (Ctrl-C), then shuts it down gracefully.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use worker::config::Config;
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// The worker's config file (e.g. <cluster>/config/worker-0.json)
+    #[arg(long, value_name = "FILE")]
+    pub config: PathBuf,
+}
+
+pub fn run(args: &Args) -> anyhow::Result<()> {
+    let cfg = Config::load(&args.config)?;
+    worker::init_tracing(&cfg.log_level);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    rt.block_on(worker::run_until_signal(cfg))?;
+    Ok(())
+}

@@ -1,0 +1,305 @@
+//! `admin workers -cluster DIR [--num-workers N] [--port P]`: starts N workers in the background.
+//!
+//! For worker i, in order: refuse if `logs/worker-i.pid` names a live worker; write
+//! `config/worker-i.json` (template + `worker_dir` + port P+i); create `workers/worker-i/`;
+//! refuse if the port is taken; start `admin worker-exec --config=...` in a new session (it
+//! survives the terminal) with output appended to `logs/worker-i.out`; write `logs/worker-i.pid`;
+//! wait until `GET /status` answers `ready`. If a worker fails, it and the workers this command
+//! already started are stopped again, and the error shows the last lines of its log.
+
+use std::ffi::OsString;
+use std::io::Write;
+use std::net::{TcpStream, ToSocketAddrs};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context};
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use worker::config::Config;
+
+use super::local_host;
+use super::status::parse_stats;
+use crate::cluster_dir::ClusterDir;
+use crate::http;
+use crate::process;
+
+/// How long a worker may take to answer `ready`.
+const READY_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a worker stopped after a failed start gets between SIGTERM and SIGKILL.
+const STOP_GRACE: Duration = Duration::from_secs(10);
+/// Lines of the worker's log shown when it fails to start.
+const LOG_TAIL_LINES: usize = 20;
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// The cluster directory
+    #[arg(long, value_name = "DIR")]
+    pub cluster: PathBuf,
+    /// How many workers to start (on ports P, P+1, ...)
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub num_workers: u16,
+    /// Port of the first worker [default: the template's worker_port]
+    #[arg(long, value_name = "P")]
+    pub port: Option<u16>,
+}
+
+/// A worker started by this command.
+#[derive(Debug)]
+struct Started {
+    index: u32,
+    child: Child,
+}
+
+pub fn run(args: &Args) -> anyhow::Result<()> {
+    let cluster = ClusterDir::open(&args.cluster)?;
+    let template = Config::load(&cluster.template())?;
+    let first_port = args.port.unwrap_or(template.worker_port);
+    if first_port == 0 {
+        bail!(
+            "worker_port is 0 in {}: pass --port P",
+            cluster.template().display()
+        );
+    }
+    let exe = std::env::current_exe().context("cannot locate the admin binary")?;
+    let mut started: Vec<Started> = Vec::new();
+    for i in 0..u32::from(args.num_workers) {
+        match start_worker(&cluster, &template, &exe, i, first_port) {
+            Ok(s) => started.push(s),
+            Err(e) => {
+                for mut s in started.into_iter().rev() {
+                    stop_child(&mut s.child);
+                    let _ = process::remove_pid_file(&cluster.pid_file(s.index));
+                    eprintln!("admin: stopped worker-{} again", s.index);
+                }
+                return Err(e);
+            }
+        }
+    }
+    Ok(())
+}
+
+fn start_worker(
+    cluster: &ClusterDir,
+    template: &Config,
+    exe: &Path,
+    i: u32,
+    first_port: u16,
+) -> anyhow::Result<Started> {
+    let name = format!("worker-{i}");
+    let port = u16::try_from(i)
+        .ok()
+        .and_then(|i| first_port.checked_add(i))
+        .ok_or_else(|| anyhow!("{name}: port {first_port} + {i} is not a valid port"))?;
+    let pid_file = cluster.pid_file(i);
+    if let Some(pid) = process::read_pid_file(&pid_file)? {
+        if process::is_alive(pid) && process::is_worker_process(pid) {
+            bail!(
+                "{name} is already running (pid {pid}, {}); stop it first with `admin kill -cluster={}`",
+                pid_file.display(),
+                cluster.root().display()
+            );
+        }
+        process::remove_pid_file(&pid_file)?;
+    }
+
+    let mut cfg = template.clone();
+    cfg.worker_dir = cluster.worker_dir(i);
+    cfg.worker_port = port;
+    std::fs::create_dir_all(&cfg.worker_dir)
+        .with_context(|| format!("cannot create {}", cfg.worker_dir.display()))?;
+    let cfg_path = cluster.worker_config(i);
+    cfg.validate_for_worker()
+        .with_context(|| format!("{name} (from {})", cluster.template().display()))?;
+    cfg.save(&cfg_path)?;
+
+    let host = local_host(&cfg.worker_host).to_owned();
+    if port_in_use(&host, port) {
+        bail!("{name}: port {port} is already in use; choose other ports with --port P");
+    }
+
+    let log_path = cluster.log_file(i);
+    let mut log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log_path)
+        .with_context(|| format!("cannot open {}", log_path.display()))?;
+    let log_start = log.metadata().map(|m| m.len()).unwrap_or(0);
+    writeln!(log, "--- admin workers: starting {name} on port {port} ---")
+        .with_context(|| format!("cannot write {}", log_path.display()))?;
+    let log_err = log
+        .try_clone()
+        .with_context(|| format!("cannot open {}", log_path.display()))?;
+
+    let mut config_arg = OsString::from("--config=");
+    config_arg.push(&cfg_path);
+    let mut cmd = Command::new(exe);
+    cmd.arg("worker-exec")
+        .arg(config_arg)
+        // The log is a file: no terminal colour codes in it.
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::null())
+        .stdout(log)
+        .stderr(log_err);
+    // SAFETY: the closure runs in the forked child before exec and only calls setsid(2), which is
+    // async-signal-safe; it neither allocates nor takes locks. A new session detaches the worker
+    // from the terminal (no SIGHUP or Ctrl-C from it).
+    unsafe {
+        cmd.pre_exec(|| {
+            nix::unistd::setsid()
+                .map(drop)
+                .map_err(std::io::Error::from)
+        });
+    }
+    let started = Instant::now();
+    let mut child = cmd
+        .spawn()
+        .with_context(|| format!("cannot start {} worker-exec", exe.display()))?;
+    let pid = child.id();
+    if let Err(e) = process::write_pid_file(&pid_file, pid) {
+        stop_child(&mut child);
+        return Err(e);
+    }
+
+    match wait_ready(&mut child, &host, port) {
+        Ok(()) => {
+            println!(
+                "{name}: pid {pid}, http://localhost:{port}/status => ready in {:.2} s (log: {})",
+                started.elapsed().as_secs_f64(),
+                log_path.display()
+            );
+            Ok(Started { index: i, child })
+        }
+        Err(reason) => {
+            stop_child(&mut child);
+            let _ = process::remove_pid_file(&pid_file);
+            let tail = log_tail(&log_path, log_start, LOG_TAIL_LINES);
+            bail!(
+                "{name} {reason}; last lines of {}:\n{tail}",
+                log_path.display()
+            )
+        }
+    }
+}
+
+/// True if something accepts connections on `host:port`.
+fn port_in_use(host: &str, port: u16) -> bool {
+    let Ok(addrs) = (host, port).to_socket_addrs() else {
+        return false;
+    };
+    addrs
+        .into_iter()
+        .any(|a| TcpStream::connect_timeout(&a, Duration::from_millis(300)).is_ok())
+}
+
+/// Polls `/status` until it answers 200 `ready`, the child exits, or [`READY_TIMEOUT`] passes;
+/// then checks with `/stats` that the answer came from our child.
+fn wait_ready(child: &mut Child, host: &str, port: u16) -> Result<(), String> {
+    let deadline = Instant::now() + READY_TIMEOUT;
+    loop {
+        match child.try_wait() {
+            Ok(Some(status)) => return Err(format!("exited ({status}) before it was ready")),
+            Ok(None) => {}
+            Err(e) => return Err(format!("cannot be waited for: {e}")),
+        }
+        if let Ok(r) = http::get(host, port, "/status", Duration::from_secs(1)) {
+            if r.status == 200 && r.body.trim() == "ready" {
+                break;
+            }
+        }
+        if Instant::now() >= deadline {
+            return Err(format!(
+                "did not answer ready on port {port} within {} s",
+                READY_TIMEOUT.as_secs()
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let ours = i64::from(child.id());
+    match http::get(host, port, "/stats", Duration::from_secs(3)) {
+        Ok(r) if r.status == 200 => match parse_stats(&r.body)
+            .ok()
+            .and_then(|s| s.worker)
+            .and_then(|w| w.pid)
+        {
+            Some(pid) if pid != ours => Err(format!(
+                "is not the process answering on port {port} (pid {pid} is)"
+            )),
+            _ => Ok(()),
+        },
+        _ => Ok(()),
+    }
+}
+
+/// Stops a child of ours: SIGTERM, [`STOP_GRACE`], SIGKILL; reaps it.
+fn stop_child(child: &mut Child) {
+    let Ok(pid) = i32::try_from(child.id()) else {
+        return;
+    };
+    let _ = kill(Pid::from_raw(pid), Signal::SIGTERM);
+    let deadline = Instant::now() + STOP_GRACE;
+    while Instant::now() < deadline {
+        if !matches!(child.try_wait(), Ok(None)) {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+/// The last `n` lines of the log written since `offset`.
+fn log_tail(path: &Path, offset: u64, n: usize) -> String {
+    let text = match std::fs::read(path) {
+        Ok(bytes) => {
+            let start = usize::try_from(offset).unwrap_or(0).min(bytes.len());
+            String::from_utf8_lossy(&bytes[start..]).into_owned()
+        }
+        Err(e) => return format!("  (cannot read the log: {e})"),
+    };
+    last_lines(&text, n)
+}
+
+/// The last `n` non-empty lines of `text`, indented.
+fn last_lines(text: &str, n: usize) -> String {
+    let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+    let from = lines.len().saturating_sub(n);
+    lines[from..]
+        .iter()
+        .map(|l| format!("  {l}"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn last_lines_of_a_log() {
+        let text = "a\nb\n\nc\nd\n";
+        assert_eq!(last_lines(text, 2), "  c\n  d");
+        assert_eq!(last_lines(text, 10), "  a\n  b\n  c\n  d");
+        assert_eq!(last_lines("", 3), "");
+    }
+
+    #[test]
+    fn log_tail_starts_at_the_offset() {
+        let tmp = tempfile::tempdir().unwrap();
+        let p = tmp.path().join("worker-0.out");
+        std::fs::write(&p, "old run\nnew 1\nnew 2\n").unwrap();
+        assert_eq!(log_tail(&p, 8, 20), "  new 1\n  new 2");
+        assert!(log_tail(&tmp.path().join("none"), 0, 20).contains("cannot read"));
+    }
+
+    #[test]
+    fn used_port_is_detected() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        assert!(port_in_use("127.0.0.1", port));
+        drop(listener);
+        assert!(!port_in_use("127.0.0.1", port));
+    }
+}

@@ -1,0 +1,197 @@
+//! `admin`: lambdaworker's cluster tool (`new`, `setconf`, `workers`, `worker-exec`, `status`,
+//! `kill`), in the spirit of OpenLambda's. Thin: each command is a file in `commands/`, the logic
+//! lives in the `worker` library. Go-style flags (`-cluster X`) are rewritten before clap parses.
+
+mod argv;
+mod cluster_dir;
+mod commands;
+mod http;
+mod process;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// lambdaworker's admin tool: clusters, workers, status.
+#[derive(Debug, Parser)]
+#[command(name = "admin", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Debug, Subcommand)]
+enum Cmd {
+    /// Create a cluster directory (builds the cached base root filesystem the first time)
+    New(commands::new::Args),
+    /// Merge JSON keys into the cluster's config/template.json
+    Setconf(commands::setconf::Args),
+    /// Start workers in the background and wait until they are ready
+    Workers(commands::workers::Args),
+    /// Run one worker in the foreground (Ctrl-C stops it)
+    WorkerExec(commands::worker_exec::Args),
+    /// Ping the cluster's workers and list their live sandboxes
+    Status(commands::status::Args),
+    /// Stop the cluster's workers and remove their sandboxes, cgroups and scratch space
+    Kill(commands::kill::Args),
+}
+
+fn main() -> ExitCode {
+    let args = argv::normalize(std::env::args_os());
+    let cli = match Cli::try_parse_from(args) {
+        Ok(cli) => cli,
+        Err(e) => return usage_error(&e),
+    };
+    let result = match &cli.command {
+        Cmd::New(a) => commands::new::run(a),
+        Cmd::Setconf(a) => commands::setconf::run(a),
+        Cmd::Workers(a) => commands::workers::run(a),
+        Cmd::WorkerExec(a) => commands::worker_exec::run(a),
+        Cmd::Status(a) => commands::status::run(a),
+        Cmd::Kill(a) => commands::kill::run(a),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("admin: {}", error_line(&e));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Help and version go to stdout as clap formats them; a usage error is one line on stderr.
+fn usage_error(e: &clap::Error) -> ExitCode {
+    use clap::error::ErrorKind;
+    match e.kind() {
+        ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => {
+            print!("{}", e.render());
+            ExitCode::SUCCESS
+        }
+        _ => {
+            eprintln!("admin: {}", one_line(&e.render().to_string()));
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// An error and its causes joined with `: `, skipping causes the message already contains (many
+/// library errors print their source themselves).
+fn error_line(e: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if line.contains(&text) {
+            continue;
+        }
+        if !line.is_empty() {
+            line.push_str(": ");
+        }
+        line.push_str(&text);
+    }
+    line
+}
+
+/// `error: X:\n  --cluster <DIR>\n\nUsage: admin new --cluster <DIR>\n...` becomes
+/// `X: --cluster <DIR> (usage: admin new --cluster <DIR>; see --help)`.
+fn one_line(rendered: &str) -> String {
+    let mut message: Vec<&str> = Vec::new();
+    let mut usage = None;
+    for line in rendered.lines().map(str::trim).filter(|l| !l.is_empty()) {
+        if let Some(u) = line.strip_prefix("Usage: ") {
+            usage = Some(u);
+            break;
+        }
+        if line.starts_with("tip:") || line.starts_with("For more information") {
+            continue;
+        }
+        message.push(line.strip_prefix("error: ").unwrap_or(line));
+    }
+    let message = if message.is_empty() {
+        "invalid arguments".to_owned()
+    } else {
+        message.join(" ")
+    };
+    match usage {
+        Some(usage) => format!("{message} (usage: {usage}; see --help)"),
+        None => message,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(argv::normalize(args.iter().map(std::ffi::OsString::from)))
+    }
+
+    #[test]
+    fn readme_invocations_parse() {
+        for args in [
+            &["admin", "new", "-cluster", "my-cluster"][..],
+            &["admin", "workers", "-cluster=my-cluster"],
+            &["admin", "status", "--cluster=my-cluster"],
+            &["admin", "kill", "--cluster", "my-cluster"],
+            &[
+                "admin",
+                "setconf",
+                "--cluster=c",
+                r#"{"sandbox": "sock", "registry": "local"}"#,
+            ],
+            &[
+                "admin",
+                "workers",
+                "--cluster=c",
+                "--num-workers=3",
+                "--port=8080",
+            ],
+            &["admin", "worker-exec", "--config=worker.json"],
+        ] {
+            parse(args).unwrap_or_else(|e| panic!("{args:?}: {e}"));
+        }
+        let cli = parse(&[
+            "admin",
+            "workers",
+            "-cluster",
+            "c",
+            "-num-workers",
+            "3",
+            "-port=9000",
+        ])
+        .unwrap();
+        match cli.command {
+            Cmd::Workers(w) => assert_eq!((w.num_workers, w.port), (3, Some(9000))),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn bad_invocations_fail() {
+        assert!(parse(&["admin", "new"]).is_err());
+        assert!(parse(&["admin", "workers", "-cluster=c", "--num-workers=0"]).is_err());
+        assert!(parse(&["admin", "frobnicate"]).is_err());
+    }
+
+    #[test]
+    fn usage_errors_become_one_line() {
+        let e = parse(&["admin", "new"]).unwrap_err();
+        let line = one_line(&e.render().to_string());
+        assert!(!line.contains('\n'), "{line}");
+        assert!(line.contains("--cluster"), "{line}");
+        assert!(line.contains("usage: admin new"), "{line}");
+        assert!(
+            line.starts_with("the following required arguments were not provided: --cluster <DIR>"),
+            "{line}"
+        );
+    }
+
+    #[test]
+    fn repeated_causes_are_printed_once() {
+        let io = std::io::Error::from(std::io::ErrorKind::NotFound);
+        let text = io.to_string();
+        let e = anyhow::Error::new(io).context(format!("cannot read /x: {text}"));
+        assert_eq!(error_line(&e), format!("cannot read /x: {text}"));
+        let e = anyhow::anyhow!("inner").context("outer");
+        assert_eq!(error_line(&e), "outer: inner");
+    }
+}

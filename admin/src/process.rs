@@ -1,0 +1,194 @@
+//! Worker processes seen from outside: pid files, liveness, "is this really our worker", and
+//! stopping one (SIGTERM, a grace period, then SIGKILL).
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use nix::errno::Errno;
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+
+/// How often liveness is polled while waiting for a process to exit.
+const POLL: Duration = Duration::from_millis(50);
+/// How long to wait for a process to disappear after SIGKILL.
+const AFTER_KILL: Duration = Duration::from_secs(5);
+
+/// Reads a pid file: `Ok(None)` if it does not exist.
+pub fn read_pid_file(path: &Path) -> anyhow::Result<Option<i32>> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
+    };
+    let pid: i32 = text
+        .trim()
+        .parse()
+        .with_context(|| format!("{} does not hold a pid: {:?}", path.display(), text.trim()))?;
+    if pid <= 0 {
+        bail!("{} holds an invalid pid {pid}", path.display());
+    }
+    Ok(Some(pid))
+}
+
+/// Writes a pid file atomically (temporary file, then rename).
+pub fn write_pid_file(path: &Path, pid: u32) -> anyhow::Result<()> {
+    let tmp = path.with_extension("pid.tmp");
+    std::fs::write(&tmp, format!("{pid}\n"))
+        .with_context(|| format!("cannot write {}", tmp.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("cannot write {}", path.display()))
+}
+
+/// Removes a pid file; a missing one is fine.
+pub fn remove_pid_file(path: &Path) -> anyhow::Result<()> {
+    match std::fs::remove_file(path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e).with_context(|| format!("cannot remove {}", path.display())),
+    }
+}
+
+/// True if `pid` exists and is not a zombie.
+pub fn is_alive(pid: i32) -> bool {
+    match kill(Pid::from_raw(pid), None) {
+        Ok(()) | Err(Errno::EPERM) => {}
+        Err(_) => return false,
+    }
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => stat_state(&stat) != Some('Z'),
+        Err(_) => false,
+    }
+}
+
+/// The state letter of a `/proc/<pid>/stat` line (after the parenthesized command name).
+fn stat_state(stat: &str) -> Option<char> {
+    let after = &stat[stat.rfind(')')? + 1..];
+    after.trim_start().chars().next()
+}
+
+/// True if `/proc/<pid>/cmdline` is a lambdaworker worker (see [`cmdline_is_worker`]).
+pub fn is_worker_process(pid: i32) -> bool {
+    std::fs::read(format!("/proc/{pid}/cmdline"))
+        .map(|c| cmdline_is_worker(&c))
+        .unwrap_or(false)
+}
+
+/// A worker is `admin worker-exec ...` or the `worker` binary.
+pub fn cmdline_is_worker(cmdline: &[u8]) -> bool {
+    let mut args = cmdline.split(|b| *b == 0).filter(|a| !a.is_empty());
+    let Some(arg0) = args.next() else {
+        return false;
+    };
+    let base = arg0.rsplit(|b| *b == b'/').next().unwrap_or(arg0);
+    base == b"worker" || args.any(|a| a == b"worker-exec")
+}
+
+/// How a process was stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stopped {
+    /// It exited after SIGTERM, within the grace period.
+    Terminated(Duration),
+    /// It had to be killed with SIGKILL.
+    Killed,
+    /// It was not running.
+    NotRunning,
+}
+
+/// Sends SIGTERM, waits up to `grace`, then SIGKILL. For processes that are not our children
+/// (a child must be reaped by its parent; see `workers` for that case).
+pub fn stop(pid: i32, grace: Duration) -> anyhow::Result<Stopped> {
+    let started = Instant::now();
+    match kill(Pid::from_raw(pid), Signal::SIGTERM) {
+        Ok(()) => {}
+        Err(Errno::ESRCH) => return Ok(Stopped::NotRunning),
+        Err(e) => bail!("cannot send SIGTERM to pid {pid}: {e}"),
+    }
+    if wait_gone(pid, grace) {
+        return Ok(Stopped::Terminated(started.elapsed()));
+    }
+    match kill(Pid::from_raw(pid), Signal::SIGKILL) {
+        Ok(()) | Err(Errno::ESRCH) => {}
+        Err(e) => bail!("cannot send SIGKILL to pid {pid}: {e}"),
+    }
+    if wait_gone(pid, AFTER_KILL) {
+        Ok(Stopped::Killed)
+    } else {
+        bail!("pid {pid} is still alive {AFTER_KILL:?} after SIGKILL")
+    }
+}
+
+/// Polls until `pid` is gone or `limit` passed; true if gone.
+fn wait_gone(pid: i32, limit: Duration) -> bool {
+    let deadline = Instant::now() + limit;
+    loop {
+        if !is_alive(pid) {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(POLL);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn worker_cmdlines_are_recognized() {
+        assert!(cmdline_is_worker(
+            b"/x/bin/admin\0worker-exec\0--config=/c/config/worker-0.json\0"
+        ));
+        assert!(cmdline_is_worker(b"./bin/worker\0--config=w.json\0"));
+        assert!(cmdline_is_worker(b"worker\0"));
+        assert!(!cmdline_is_worker(b"/usr/bin/python3\0worker-exec.py\0"));
+        assert!(!cmdline_is_worker(b"/usr/sbin/sshd\0-D\0"));
+        assert!(!cmdline_is_worker(b"/x/networker\0"));
+        assert!(!cmdline_is_worker(b""));
+    }
+
+    #[test]
+    fn stat_state_skips_odd_command_names() {
+        assert_eq!(stat_state("123 (worker) S 1 2 3"), Some('S'));
+        assert_eq!(stat_state("123 (a) b) Z 1 2 3"), Some('Z'));
+        assert_eq!(stat_state("garbage"), None);
+    }
+
+    #[test]
+    fn pid_files_round_trip() {
+        let tmp = tempfile::tempdir().unwrap();
+        let p = tmp.path().join("worker-0.pid");
+        assert_eq!(read_pid_file(&p).unwrap(), None);
+        write_pid_file(&p, 4242).unwrap();
+        assert_eq!(read_pid_file(&p).unwrap(), Some(4242));
+        std::fs::write(&p, "nonsense").unwrap();
+        let err = read_pid_file(&p).unwrap_err().to_string();
+        assert!(err.contains("worker-0.pid"), "{err}");
+        std::fs::write(&p, "-1").unwrap();
+        assert!(read_pid_file(&p).is_err());
+        remove_pid_file(&p).unwrap();
+        remove_pid_file(&p).unwrap();
+    }
+
+    #[test]
+    fn liveness_and_stop() {
+        assert!(is_alive(std::process::id() as i32));
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
+        let pid = child.id() as i32;
+        assert!(is_alive(pid));
+        // Reap in the background so the child does not linger as a zombie.
+        let reaper = std::thread::spawn(move || child.wait());
+        let how = stop(pid, Duration::from_secs(5)).unwrap();
+        assert!(matches!(how, Stopped::Terminated(_)), "{how:?}");
+        reaper.join().unwrap().unwrap();
+        assert!(!is_alive(pid));
+        assert_eq!(
+            stop(pid, Duration::from_secs(1)).unwrap(),
+            Stopped::NotRunning
+        );
+    }
+}

@@ -1,0 +1,18 @@
+//! Linux sandboxes for lambda handlers.
+//!
+//! A sandbox is one process tree in its own mount, pid, ipc, uts (and optionally network)
+//! namespaces, rooted (via `pivot_root`) in a read-only base filesystem with a few extra mounts,
+//! and confined by its own cgroup. This crate owns every kernel mechanism involved and exposes a
+//! small contract: [`Sandbox::spawn`] from a validated [`SandboxSpec`], [`Sandbox::pause`],
+//! [`Sandbox::unpause`], [`Sandbox::destroy`] (idempotent) and [`Sandbox::stats`].
+
+pub mod cgroup;
+pub mod mounts;
+pub mod process;
+pub mod spec;
+pub mod syscall;
+
+mod sandbox;
+
+pub use sandbox::{Sandbox, SandboxError, SandboxStats, State};
+pub use spec::{BindMount, NetMode, SandboxSpec, SpecError};

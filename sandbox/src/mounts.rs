@@ -1,0 +1,353 @@
+//! The ordered list of steps a sandbox child runs to build its root filesystem and identity.
+//!
+//! [`SetupPlan::new`] turns a [`SandboxSpec`] into steps whose arguments are prepared C strings,
+//! before the child is cloned; [`SetupPlan::run`] executes them in the child without allocating.
+//! The order (documented in `docs/sandbox.md`) is:
+//!
+//! 1. set the host name; bring up `lo` when the sandbox has its own network namespace
+//! 2. make every mount private, so nothing propagates back to the host
+//! 3. bind the root onto itself (pivot_root needs a mount point)
+//! 4. a small tmpfs at `/dev` with `null`, `zero`, `random`, `urandom` and the `fd`/`std*` links
+//! 5. a fresh `/proc` for the sandbox's pid namespace
+//! 6. a size-limited tmpfs at `/tmp`
+//! 7. each bind mount (`/packages`, `/handler`, `/host`), then its remount read-only where asked,
+//!    always `nosuid,nodev`
+//! 8. remount the root read-only, `nosuid,nodev`
+//! 9. `pivot_root(".", ".")` inside the root, detach the old root, `chdir` to the working directory
+
+use std::ffi::CString;
+use std::fmt;
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+
+use nix::errno::Errno;
+use nix::mount::MsFlags;
+
+use crate::spec::{NetMode, SandboxSpec, SpecError};
+use crate::syscall::Syscall;
+
+/// One prepared step.
+#[derive(Debug)]
+pub(crate) enum Step {
+    Hostname(CString),
+    LoopbackUp,
+    Mount {
+        what: &'static str,
+        source: Option<CString>,
+        target: CString,
+        fstype: Option<CString>,
+        flags: MsFlags,
+        data: Option<CString>,
+    },
+    Mknod {
+        path: CString,
+        perm: u32,
+        major: u32,
+        minor: u32,
+    },
+    Symlink {
+        target: CString,
+        link: CString,
+    },
+    Chdir(CString),
+    PivotRoot(CString),
+    UmountDetach(CString),
+}
+
+impl fmt::Display for Step {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Step::Hostname(h) => write!(f, "sethostname {h:?}"),
+            Step::LoopbackUp => write!(f, "bring up lo"),
+            Step::Mount { what, target, .. } => write!(f, "mount {what} at {target:?}"),
+            Step::Mknod { path, .. } => write!(f, "mknod {path:?}"),
+            Step::Symlink { link, .. } => write!(f, "symlink {link:?}"),
+            Step::Chdir(p) => write!(f, "chdir {p:?}"),
+            Step::PivotRoot(p) => write!(f, "pivot_root into {p:?}"),
+            Step::UmountDetach(p) => write!(f, "detach old root at {p:?}"),
+        }
+    }
+}
+
+/// The devices of the minimal `/dev`: name, major, minor.
+const DEVICES: [(&str, u32, u32); 4] = [
+    ("null", 1, 3),
+    ("zero", 1, 5),
+    ("random", 1, 8),
+    ("urandom", 1, 9),
+];
+const DEV_LINKS: [(&str, &str); 4] = [
+    ("/proc/self/fd", "fd"),
+    ("/proc/self/fd/0", "stdin"),
+    ("/proc/self/fd/1", "stdout"),
+    ("/proc/self/fd/2", "stderr"),
+];
+
+/// The child's setup steps for one spec.
+#[derive(Debug)]
+pub struct SetupPlan {
+    steps: Vec<Step>,
+}
+
+fn cstr(p: impl AsRef<[u8]>, what: &'static str) -> Result<CString, SpecError> {
+    CString::new(p.as_ref()).map_err(|_| SpecError::Nul {
+        what,
+        value: String::from_utf8_lossy(p.as_ref()).into_owned(),
+    })
+}
+
+fn path_c(p: &Path) -> Result<CString, SpecError> {
+    cstr(p.as_os_str().as_bytes(), "path")
+}
+
+impl SetupPlan {
+    /// Prepares the steps for `spec`.
+    pub fn new(spec: &SandboxSpec) -> Result<Self, SpecError> {
+        let root = &spec.root;
+        let inside = |p: &str| path_c(&root.join(p.trim_start_matches('/')));
+        let mut steps = vec![Step::Hostname(cstr(&spec.hostname, "hostname")?)];
+        if spec.net == NetMode::Isolated {
+            steps.push(Step::LoopbackUp);
+        }
+        let nosuid_nodev = MsFlags::MS_NOSUID | MsFlags::MS_NODEV;
+        steps.push(Step::Mount {
+            what: "private propagation",
+            source: None,
+            target: cstr("/", "path")?,
+            fstype: None,
+            flags: MsFlags::MS_REC | MsFlags::MS_PRIVATE,
+            data: None,
+        });
+        steps.push(Step::Mount {
+            what: "root bind",
+            source: Some(path_c(root)?),
+            target: path_c(root)?,
+            fstype: None,
+            flags: MsFlags::MS_BIND,
+            data: None,
+        });
+        steps.push(Step::Mount {
+            what: "dev tmpfs",
+            source: Some(cstr("tmpfs", "fstype")?),
+            target: inside("/dev")?,
+            fstype: Some(cstr("tmpfs", "fstype")?),
+            flags: MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
+            data: Some(cstr("mode=755,size=64k,nr_inodes=64", "data")?),
+        });
+        for (name, major, minor) in DEVICES {
+            steps.push(Step::Mknod {
+                path: inside(&format!("/dev/{name}"))?,
+                perm: 0o666,
+                major,
+                minor,
+            });
+        }
+        for (target, name) in DEV_LINKS {
+            steps.push(Step::Symlink {
+                target: cstr(target, "path")?,
+                link: inside(&format!("/dev/{name}"))?,
+            });
+        }
+        steps.push(Step::Mount {
+            what: "proc",
+            source: Some(cstr("proc", "fstype")?),
+            target: inside("/proc")?,
+            fstype: Some(cstr("proc", "fstype")?),
+            flags: nosuid_nodev | MsFlags::MS_NOEXEC,
+            data: None,
+        });
+        steps.push(Step::Mount {
+            what: "tmp tmpfs",
+            source: Some(cstr("tmpfs", "fstype")?),
+            target: inside("/tmp")?,
+            fstype: Some(cstr("tmpfs", "fstype")?),
+            flags: nosuid_nodev,
+            data: Some(cstr(format!("mode=1777,size={}m", spec.tmp_mb), "data")?),
+        });
+        for m in &spec.mounts {
+            let target = path_c(&root.join(m.target.strip_prefix("/").unwrap_or(&m.target)))?;
+            steps.push(Step::Mount {
+                what: "bind",
+                source: Some(path_c(&m.source)?),
+                target: target.clone(),
+                fstype: None,
+                flags: MsFlags::MS_BIND,
+                data: None,
+            });
+            let mut flags = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | nosuid_nodev;
+            if !m.writable {
+                flags |= MsFlags::MS_RDONLY;
+            }
+            steps.push(Step::Mount {
+                what: if m.writable {
+                    "bind remount"
+                } else {
+                    "bind remount read-only"
+                },
+                source: None,
+                target,
+                fstype: None,
+                flags,
+                data: None,
+            });
+        }
+        steps.push(Step::Mount {
+            what: "root remount read-only",
+            source: None,
+            target: path_c(root)?,
+            fstype: None,
+            flags: MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | nosuid_nodev,
+            data: None,
+        });
+        steps.push(Step::Chdir(path_c(root)?));
+        steps.push(Step::PivotRoot(cstr(".", "path")?));
+        steps.push(Step::UmountDetach(cstr(".", "path")?));
+        steps.push(Step::Chdir(path_c(&spec.cwd)?));
+        Ok(Self { steps })
+    }
+
+    /// Runs every step in order; on failure returns the index of the failed step and the errno.
+    /// Allocation-free: safe to call between clone and exec.
+    pub fn run(&self, sys: &dyn Syscall) -> Result<(), (usize, Errno)> {
+        for (i, step) in self.steps.iter().enumerate() {
+            let r = match step {
+                Step::Hostname(h) => sys.sethostname(h),
+                Step::LoopbackUp => sys.loopback_up(),
+                Step::Mount {
+                    source,
+                    target,
+                    fstype,
+                    flags,
+                    data,
+                    ..
+                } => sys.mount(
+                    source.as_deref(),
+                    target,
+                    fstype.as_deref(),
+                    *flags,
+                    data.as_deref(),
+                ),
+                Step::Mknod {
+                    path,
+                    perm,
+                    major,
+                    minor,
+                } => sys.mknod_char(path, *perm, *major, *minor),
+                Step::Symlink { target, link } => sys.symlink(target, link),
+                Step::Chdir(p) => sys.chdir(p),
+                Step::PivotRoot(p) => sys.pivot_root(p, p),
+                Step::UmountDetach(p) => sys.umount_detach(p),
+            };
+            r.map_err(|e| (i, e))?;
+        }
+        Ok(())
+    }
+
+    /// A human description of step `index` (for error messages).
+    pub fn describe(&self, index: usize) -> String {
+        self.steps
+            .get(index)
+            .map_or_else(|| format!("setup step {index}"), ToString::to_string)
+    }
+
+    /// Number of steps.
+    pub fn len(&self) -> usize {
+        self.steps.len()
+    }
+
+    /// True when there are no steps (never, for a valid spec).
+    pub fn is_empty(&self) -> bool {
+        self.steps.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::syscall::RecordingSyscall;
+
+    fn spec(net: NetMode) -> (tempfile::TempDir, SandboxSpec) {
+        let dir = tempfile::tempdir().unwrap();
+        for d in ["tmp", "proc", "dev", "host", "handler", "packages"] {
+            std::fs::create_dir(dir.path().join(d)).unwrap();
+        }
+        let spec = SandboxSpec::builder(dir.path(), "lw/sb-1")
+            .command(["/usr/bin/python3"])
+            .output("/o", "/e")
+            .net(net)
+            .tmp_mb(32)
+            .mount("/usr", "/packages", false)
+            .mount("/tmp", "/host", true)
+            .cwd("/host")
+            .build()
+            .unwrap();
+        (dir, spec)
+    }
+
+    #[test]
+    fn steps_run_in_documented_order() {
+        let (dir, spec) = spec(NetMode::Isolated);
+        let root = dir.path().display().to_string();
+        let plan = SetupPlan::new(&spec).unwrap();
+        let rec = RecordingSyscall::default();
+        plan.run(&rec).unwrap();
+        let calls = rec.calls();
+        let pos = |needle: &str| {
+            calls
+                .iter()
+                .position(|c| c.starts_with(needle))
+                .unwrap_or_else(|| panic!("{needle} not in {calls:#?}"))
+        };
+        assert_eq!(calls[0], "sethostname lambda");
+        assert_eq!(calls[1], "loopback_up");
+        assert!(
+            calls[2].starts_with("mount - / - MsFlags(MS_REC | MS_PRIVATE)"),
+            "{}",
+            calls[2]
+        );
+        assert!(pos(&format!("mount {root} {root} - MsFlags(MS_BIND)")) > 2);
+        assert!(
+            pos(&format!("mknod {root}/dev/null 666 1:3"))
+                > pos(&format!("mount tmpfs {root}/dev"))
+        );
+        assert!(calls
+            .iter()
+            .any(|c| c.starts_with(&format!("mount tmpfs {root}/tmp tmpfs"))
+                && c.ends_with("mode=1777,size=32m")));
+        // read-only packages, writable host, both nosuid/nodev
+        let ro = pos(&format!("mount - {root}/packages - MsFlags(MS_RDONLY"));
+        assert!(calls[ro].contains("MS_NOSUID") && calls[ro].contains("MS_BIND"));
+        let rw = pos(&format!("mount - {root}/host - MsFlags(MS_NOSUID"));
+        assert!(!calls[rw].contains("MS_RDONLY"));
+        // the root goes read-only after every submount, then pivot
+        let root_ro = pos(&format!("mount - {root} - MsFlags(MS_RDONLY"));
+        assert!(root_ro > rw && root_ro > ro);
+        assert_eq!(calls[calls.len() - 4], format!("chdir {root}"));
+        assert_eq!(calls[calls.len() - 3], "pivot_root . .");
+        assert_eq!(calls[calls.len() - 2], "umount .");
+        assert_eq!(calls[calls.len() - 1], "chdir /host");
+    }
+
+    #[test]
+    fn host_network_skips_loopback() {
+        let (_dir, spec) = spec(NetMode::Host);
+        let rec = RecordingSyscall::default();
+        SetupPlan::new(&spec).unwrap().run(&rec).unwrap();
+        assert!(!rec.calls().iter().any(|c| c == "loopback_up"));
+    }
+
+    #[test]
+    fn failure_reports_the_step() {
+        let (_dir, spec) = spec(NetMode::Isolated);
+        let plan = SetupPlan::new(&spec).unwrap();
+        let rec = RecordingSyscall::failing_on("pivot_root");
+        let (idx, errno) = plan.run(&rec).unwrap_err();
+        assert_eq!(errno, Errno::EPERM);
+        assert_eq!(plan.describe(idx), "pivot_root into \".\"");
+        // nothing after the failed step ran
+        assert_eq!(
+            rec.calls().last().map(String::as_str),
+            Some("pivot_root . .")
+        );
+    }
+}

@@ -1,0 +1,220 @@
+//! The sandbox handle: spawn, pause, unpause, stats and idempotent destroy.
+//!
+//! Contract: [`Sandbox::destroy`] kills every process of the sandbox, reaps the first one, and
+//! removes the cgroup; it may be called any number of times, and `Drop` calls it for a sandbox that
+//! was not destroyed explicitly. Mounts need no unmounting: they live only in the sandbox's own
+//! mount namespace, which the kernel discards when its last process exits.
+
+use std::os::fd::BorrowedFd;
+use std::time::{Duration, Instant};
+
+use nix::errno::Errno;
+use nix::sys::signal::{kill, Signal};
+use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+use nix::unistd::Pid;
+
+use crate::cgroup::{CgroupError, CgroupManager, CgroupSetup};
+use crate::process::{self, SpawnError};
+use crate::spec::SandboxSpec;
+
+/// Errors of sandbox lifecycle operations; each names the sandbox's cgroup or pid.
+#[derive(Debug, thiserror::Error)]
+pub enum SandboxError {
+    #[error("cgroup: {0}")]
+    Cgroup(#[from] CgroupError),
+    #[error("{0}")]
+    Spawn(#[from] SpawnError),
+    #[error("sandbox {pid}: cannot {what}: {errno}")]
+    Sys {
+        pid: i32,
+        what: &'static str,
+        errno: Errno,
+    },
+    #[error("sandbox {pid} is {state:?}, cannot {what}")]
+    State {
+        pid: i32,
+        state: State,
+        what: &'static str,
+    },
+}
+
+/// Lifecycle state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum State {
+    Running,
+    Paused,
+    Destroyed,
+}
+
+/// Point-in-time figures of one sandbox.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SandboxStats {
+    pub pid: i32,
+    pub memory_bytes: u64,
+    pub uptime: Duration,
+    pub state: State,
+}
+
+/// A live sandbox (see the module docs for the contract).
+#[derive(Debug)]
+pub struct Sandbox {
+    pid: Pid,
+    cgroup: Box<dyn CgroupManager>,
+    state: State,
+    reaped: bool,
+    started: Instant,
+}
+
+impl Sandbox {
+    /// Creates the cgroup, clones the first process into new namespaces, builds its root and
+    /// executes the spec's program. `pass` become fds 3, 4, ... inside. Blocking.
+    pub fn spawn(
+        spec: &SandboxSpec,
+        cgroups: &CgroupSetup,
+        pass: &[BorrowedFd<'_>],
+    ) -> Result<Self, SandboxError> {
+        let started = Instant::now();
+        let cgroup = cgroups.cgroup(spec.cgroup());
+        cgroup.create(&spec.limits)?;
+        let procs = match cgroup.open_procs() {
+            Ok(p) => p,
+            Err(e) => {
+                let _ = cgroup.remove();
+                return Err(e.into());
+            }
+        };
+        match process::spawn(spec, &procs, pass) {
+            Ok(child) => Ok(Self {
+                pid: child.pid,
+                cgroup,
+                state: State::Running,
+                reaped: false,
+                started,
+            }),
+            Err(e) => {
+                let _ = cgroup.kill_all();
+                let _ = cgroup.remove();
+                Err(e.into())
+            }
+        }
+    }
+
+    /// Pid (in the daemon's pid namespace) of the sandbox's first process.
+    pub fn pid(&self) -> i32 {
+        self.pid.as_raw()
+    }
+
+    /// Current lifecycle state.
+    pub fn state(&self) -> State {
+        self.state
+    }
+
+    /// Freezes every process of the sandbox (cgroup freezer).
+    pub fn pause(&mut self) -> Result<(), SandboxError> {
+        match self.state {
+            State::Running => {
+                self.cgroup.freeze()?;
+                self.state = State::Paused;
+                Ok(())
+            }
+            State::Paused => Ok(()),
+            State::Destroyed => Err(self.bad_state("pause")),
+        }
+    }
+
+    /// Thaws a paused sandbox.
+    pub fn unpause(&mut self) -> Result<(), SandboxError> {
+        match self.state {
+            State::Paused => {
+                self.cgroup.thaw()?;
+                self.state = State::Running;
+                Ok(())
+            }
+            State::Running => Ok(()),
+            State::Destroyed => Err(self.bad_state("unpause")),
+        }
+    }
+
+    fn bad_state(&self, what: &'static str) -> SandboxError {
+        SandboxError::State {
+            pid: self.pid(),
+            state: self.state,
+            what,
+        }
+    }
+
+    /// True while the first process has not exited. Reaps it if it has.
+    pub fn is_alive(&mut self) -> bool {
+        if self.reaped || self.state == State::Destroyed {
+            return false;
+        }
+        match waitpid(self.pid, Some(WaitPidFlag::WNOHANG)) {
+            Ok(WaitStatus::StillAlive) => true,
+            Ok(_) | Err(Errno::ECHILD) => {
+                self.reaped = true;
+                false
+            }
+            Err(_) => true,
+        }
+    }
+
+    /// Memory use, pid, uptime and state.
+    pub fn stats(&self) -> SandboxStats {
+        SandboxStats {
+            pid: self.pid(),
+            memory_bytes: self.cgroup.memory_usage().unwrap_or(0),
+            uptime: self.started.elapsed(),
+            state: self.state,
+        }
+    }
+
+    /// Kills every process, reaps the first, removes the cgroup. Idempotent. Blocking.
+    pub fn destroy(&mut self) -> Result<(), SandboxError> {
+        if self.state == State::Destroyed {
+            return Ok(());
+        }
+        if self.state == State::Paused {
+            // A frozen v1 task does not die from SIGKILL until it is thawed: thaw first.
+            let _ = self.cgroup.thaw();
+        }
+        if !self.reaped {
+            match kill(self.pid, Signal::SIGKILL) {
+                Ok(()) | Err(Errno::ESRCH) => {}
+                Err(errno) => {
+                    return Err(SandboxError::Sys {
+                        pid: self.pid(),
+                        what: "kill the first process",
+                        errno,
+                    })
+                }
+            }
+            // When pid 1 of a pid namespace exits, the kernel kills and waits for the rest.
+            loop {
+                match waitpid(self.pid, None) {
+                    Ok(_) | Err(Errno::ECHILD) => break,
+                    Err(Errno::EINTR) => continue,
+                    Err(errno) => {
+                        return Err(SandboxError::Sys {
+                            pid: self.pid(),
+                            what: "wait for the first process",
+                            errno,
+                        })
+                    }
+                }
+            }
+            self.reaped = true;
+        }
+        self.cgroup.kill_all()?;
+        self.cgroup.remove()?;
+        self.state = State::Destroyed;
+        Ok(())
+    }
+}
+
+impl Drop for Sandbox {
+    fn drop(&mut self) {
+        if let Err(e) = self.destroy() {
+            tracing::error!(pid = self.pid(), error = %e, "destroying a dropped sandbox failed");
+        }
+    }
+}

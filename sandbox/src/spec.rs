@@ -1,0 +1,325 @@
+//! The validated description of one sandbox: its root, mounts, limits, process and output files.
+//!
+//! A [`SandboxSpec`] can only be built through [`SandboxSpec::builder`], which checks every path and
+//! value, so the spawning code never sees an invalid spec.
+
+use std::path::{Component, Path, PathBuf};
+
+use crate::cgroup::Limits;
+
+/// An invalid sandbox specification.
+#[derive(Debug, thiserror::Error)]
+pub enum SpecError {
+    #[error("sandbox root {0} is not an absolute path to a directory")]
+    Root(PathBuf),
+    #[error("mount source {0} does not exist or is not absolute")]
+    MountSource(PathBuf),
+    #[error("mount target {0} must be an absolute, normalized path other than /")]
+    MountTarget(PathBuf),
+    #[error("mount point {target} does not exist as a directory in the sandbox root {root}")]
+    MountPoint { root: PathBuf, target: PathBuf },
+    #[error("invalid hostname {0:?}: 1-63 characters of [A-Za-z0-9-]")]
+    Hostname(String),
+    #[error("invalid cgroup path {0}: must be relative and normalized")]
+    Cgroup(PathBuf),
+    #[error("the sandbox needs a program to run")]
+    NoProgram,
+    #[error("{what} contains a NUL byte: {value:?}")]
+    Nul { what: &'static str, value: String },
+    #[error("tmp size must be between 1 and 65536 MiB, not {0}")]
+    TmpSize(u64),
+    #[error("output file {0} must be an absolute path")]
+    Output(PathBuf),
+}
+
+/// Network of the sandbox.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NetMode {
+    /// A new network namespace with only the loopback interface (brought up).
+    Isolated,
+    /// The host's network namespace.
+    Host,
+}
+
+/// A bind mount of a host directory into the sandbox.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BindMount {
+    /// Host directory.
+    pub source: PathBuf,
+    /// Absolute path inside the sandbox; must already exist as a directory in the (read-only) root.
+    pub target: PathBuf,
+    /// Read-write if true, read-only otherwise.
+    pub writable: bool,
+}
+
+/// Everything needed to start a sandbox. Build it with [`SandboxSpec::builder`].
+#[derive(Debug, Clone)]
+pub struct SandboxSpec {
+    pub(crate) root: PathBuf,
+    pub(crate) mounts: Vec<BindMount>,
+    pub(crate) tmp_mb: u64,
+    pub(crate) hostname: String,
+    pub(crate) net: NetMode,
+    pub(crate) cgroup: PathBuf,
+    pub(crate) limits: Limits,
+    pub(crate) argv: Vec<String>,
+    pub(crate) env: Vec<String>,
+    pub(crate) cwd: PathBuf,
+    pub(crate) stdout: PathBuf,
+    pub(crate) stderr: PathBuf,
+}
+
+impl SandboxSpec {
+    /// Starts a spec rooted at `root` (the read-only base filesystem) whose cgroup is `cgroup`
+    /// (relative to each hierarchy's root).
+    pub fn builder(root: impl Into<PathBuf>, cgroup: impl Into<PathBuf>) -> SpecBuilder {
+        SpecBuilder {
+            spec: SandboxSpec {
+                root: root.into(),
+                mounts: Vec::new(),
+                tmp_mb: 64,
+                hostname: "lambda".to_owned(),
+                net: NetMode::Isolated,
+                cgroup: cgroup.into(),
+                limits: Limits::default(),
+                argv: Vec::new(),
+                env: Vec::new(),
+                cwd: PathBuf::from("/"),
+                stdout: PathBuf::new(),
+                stderr: PathBuf::new(),
+            },
+        }
+    }
+
+    /// The relative cgroup path of this sandbox.
+    pub fn cgroup(&self) -> &Path {
+        &self.cgroup
+    }
+
+    /// The root filesystem.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+}
+
+/// Builder for [`SandboxSpec`]; [`SpecBuilder::build`] validates.
+#[derive(Debug)]
+pub struct SpecBuilder {
+    spec: SandboxSpec,
+}
+
+impl SpecBuilder {
+    /// Adds a bind mount.
+    pub fn mount(
+        mut self,
+        source: impl Into<PathBuf>,
+        target: impl Into<PathBuf>,
+        writable: bool,
+    ) -> Self {
+        self.spec.mounts.push(BindMount {
+            source: source.into(),
+            target: target.into(),
+            writable,
+        });
+        self
+    }
+    /// Size of the `/tmp` tmpfs in MiB.
+    pub fn tmp_mb(mut self, mb: u64) -> Self {
+        self.spec.tmp_mb = mb;
+        self
+    }
+    /// Host name seen inside the sandbox.
+    pub fn hostname(mut self, name: impl Into<String>) -> Self {
+        self.spec.hostname = name.into();
+        self
+    }
+    /// Network mode.
+    pub fn net(mut self, net: NetMode) -> Self {
+        self.spec.net = net;
+        self
+    }
+    /// Cgroup limits.
+    pub fn limits(mut self, limits: Limits) -> Self {
+        self.spec.limits = limits;
+        self
+    }
+    /// The program (absolute path inside the sandbox) and its arguments.
+    pub fn command<I, S>(mut self, argv: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.spec.argv = argv.into_iter().map(Into::into).collect();
+        self
+    }
+    /// Adds an environment variable (the environment starts empty).
+    pub fn env(mut self, key: &str, value: &str) -> Self {
+        self.spec.env.push(format!("{key}={value}"));
+        self
+    }
+    /// Working directory inside the sandbox.
+    pub fn cwd(mut self, cwd: impl Into<PathBuf>) -> Self {
+        self.spec.cwd = cwd.into();
+        self
+    }
+    /// Host files receiving the sandbox's stdout and stderr (created, appended to).
+    pub fn output(mut self, stdout: impl Into<PathBuf>, stderr: impl Into<PathBuf>) -> Self {
+        self.spec.stdout = stdout.into();
+        self.spec.stderr = stderr.into();
+        self
+    }
+
+    /// Validates and returns the spec.
+    pub fn build(self) -> Result<SandboxSpec, SpecError> {
+        let s = self.spec;
+        if !s.root.is_absolute() || !s.root.is_dir() {
+            return Err(SpecError::Root(s.root));
+        }
+        for m in &s.mounts {
+            if !m.source.is_absolute() || !m.source.exists() {
+                return Err(SpecError::MountSource(m.source.clone()));
+            }
+            if !is_normal_absolute(&m.target) {
+                return Err(SpecError::MountTarget(m.target.clone()));
+            }
+            let inside = s.root.join(m.target.strip_prefix("/").unwrap_or(&m.target));
+            // symlink_metadata: a symlink in the base must not redirect a mount point.
+            match std::fs::symlink_metadata(&inside) {
+                Ok(md) if md.is_dir() => {}
+                _ => {
+                    return Err(SpecError::MountPoint {
+                        root: s.root.clone(),
+                        target: m.target.clone(),
+                    })
+                }
+            }
+        }
+        for fixed in ["/tmp", "/proc", "/dev"] {
+            let inside = s.root.join(&fixed[1..]);
+            match std::fs::symlink_metadata(&inside) {
+                Ok(md) if md.is_dir() => {}
+                _ => {
+                    return Err(SpecError::MountPoint {
+                        root: s.root.clone(),
+                        target: PathBuf::from(fixed),
+                    })
+                }
+            }
+        }
+        let host_ok = !s.hostname.is_empty()
+            && s.hostname.len() <= 63
+            && s.hostname
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-');
+        if !host_ok {
+            return Err(SpecError::Hostname(s.hostname));
+        }
+        if s.cgroup.as_os_str().is_empty()
+            || !s
+                .cgroup
+                .components()
+                .all(|c| matches!(c, Component::Normal(_)))
+        {
+            return Err(SpecError::Cgroup(s.cgroup));
+        }
+        if s.argv.is_empty() || !s.argv[0].starts_with('/') {
+            return Err(SpecError::NoProgram);
+        }
+        for (what, values) in [("argument", &s.argv), ("environment", &s.env)] {
+            if let Some(v) = values.iter().find(|v| v.contains('\0')) {
+                return Err(SpecError::Nul {
+                    what,
+                    value: v.clone(),
+                });
+            }
+        }
+        if !is_normal_absolute(&s.cwd) && s.cwd != Path::new("/") {
+            return Err(SpecError::MountTarget(s.cwd));
+        }
+        if s.tmp_mb == 0 || s.tmp_mb > 65536 {
+            return Err(SpecError::TmpSize(s.tmp_mb));
+        }
+        for out in [&s.stdout, &s.stderr] {
+            if !out.is_absolute() {
+                return Err(SpecError::Output(out.clone()));
+            }
+        }
+        Ok(s)
+    }
+}
+
+/// True for `/a/b` style paths: absolute, not `/` itself, no `.`/`..` components.
+fn is_normal_absolute(p: &Path) -> bool {
+    let mut comps = p.components();
+    comps.next() == Some(Component::RootDir)
+        && p.components().count() > 1
+        && comps.all(|c| matches!(c, Component::Normal(_)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fake_root() -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        for d in ["tmp", "proc", "dev", "host", "handler", "packages"] {
+            std::fs::create_dir(dir.path().join(d)).unwrap();
+        }
+        dir
+    }
+
+    fn base(root: &Path) -> SpecBuilder {
+        SandboxSpec::builder(root, "lw/sb-1")
+            .command(["/usr/bin/python3", "-c", "pass"])
+            .output("/tmp/o", "/tmp/e")
+    }
+
+    #[test]
+    fn valid_spec_builds() {
+        let root = fake_root();
+        let spec = base(root.path())
+            .mount("/tmp", "/host", true)
+            .build()
+            .unwrap();
+        assert_eq!(spec.mounts.len(), 1);
+    }
+
+    #[test]
+    fn bad_targets_are_rejected() {
+        let root = fake_root();
+        for target in ["host", "/", "/host/../etc", "/missing", "/handler/.."] {
+            let err = base(root.path()).mount("/tmp", target, true).build();
+            assert!(err.is_err(), "{target} accepted");
+        }
+    }
+
+    #[test]
+    fn symlinked_mount_point_is_rejected() {
+        let root = fake_root();
+        std::os::unix::fs::symlink("/etc", root.path().join("evil")).unwrap();
+        let err = base(root.path())
+            .mount("/tmp", "/evil", false)
+            .build()
+            .unwrap_err();
+        assert!(matches!(err, SpecError::MountPoint { .. }), "{err}");
+    }
+
+    #[test]
+    fn other_fields_are_checked() {
+        let root = fake_root();
+        assert!(base(root.path()).hostname("a b").build().is_err());
+        assert!(base(root.path()).hostname("").build().is_err());
+        assert!(base(root.path()).command(["python3"]).build().is_err());
+        assert!(base(root.path()).env("A", "b\0c").build().is_err());
+        assert!(base(root.path()).tmp_mb(0).build().is_err());
+        assert!(SandboxSpec::builder(root.path(), "../x")
+            .command(["/bin/true"])
+            .output("/o", "/e")
+            .build()
+            .is_err());
+        assert!(SandboxSpec::builder("relative", "x")
+            .command(["/bin/true"])
+            .build()
+            .is_err());
+    }
+}

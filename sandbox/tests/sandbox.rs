@@ -1,0 +1,227 @@
+//! Real sandboxes (root only): the root is a temporary directory with the host's `/usr` mounted
+//! read-only, so no base image is needed. Each test reports what the sandboxed shell saw.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use sandbox::cgroup::{CgroupSetup, Limits};
+use sandbox::{NetMode, Sandbox, SandboxSpec, State};
+
+fn can_run(test: &str) -> Option<CgroupSetup> {
+    if !nix::unistd::Uid::effective().is_root() {
+        eprintln!("skipping {test}: needs root (namespaces, mounts, cgroups)");
+        return None;
+    }
+    match CgroupSetup::detect() {
+        Ok(s) => Some(s),
+        Err(e) => {
+            eprintln!("skipping {test}: no usable cgroups: {e}");
+            None
+        }
+    }
+}
+
+/// A root with `usr` (host's, read-only) and the merged-/usr links.
+fn make_root(dir: &Path) -> PathBuf {
+    let root = dir.join("root");
+    for d in ["usr", "proc", "dev", "tmp", "host", "etc"] {
+        std::fs::create_dir_all(root.join(d)).unwrap();
+    }
+    for (link, target) in [
+        ("bin", "usr/bin"),
+        ("lib", "usr/lib"),
+        ("lib64", "usr/lib64"),
+        ("sbin", "usr/sbin"),
+    ] {
+        std::os::unix::fs::symlink(target, root.join(link)).unwrap();
+    }
+    root
+}
+
+fn spec(dir: &Path, script: &str, cgroup: &str, net: NetMode) -> SandboxSpec {
+    let root = make_root(dir);
+    let scratch = dir.join("scratch");
+    std::fs::create_dir_all(&scratch).unwrap();
+    SandboxSpec::builder(&root, cgroup)
+        .mount("/usr", "/usr", false)
+        .mount(&scratch, "/host", true)
+        .net(net)
+        .limits(Limits {
+            memory_bytes: Some(64 << 20),
+            pids_max: Some(32),
+            cpu_quota: None,
+        })
+        .command(["/bin/sh", "-c", script])
+        .env("PATH", "/usr/bin:/bin")
+        .cwd("/host")
+        .output(scratch.join("stdout"), scratch.join("stderr"))
+        .build()
+        .unwrap()
+}
+
+fn wait_for_file(path: &Path) -> String {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        if let Ok(s) = std::fs::read_to_string(path) {
+            if s.contains("END") {
+                return s;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    panic!("{} never completed", path.display());
+}
+
+fn cgroup_dirs(setup: &CgroupSetup, rel: &str) -> Vec<PathBuf> {
+    let roots: Vec<PathBuf> = match setup {
+        CgroupSetup::V1 { controllers } => controllers.values().cloned().collect(),
+        CgroupSetup::V2 { root } => vec![root.clone()],
+    };
+    roots
+        .into_iter()
+        .map(|r| r.join(rel))
+        .filter(|p| p.exists())
+        .collect()
+}
+
+#[test]
+fn sandbox_sees_its_own_world() {
+    let Some(setup) = can_run("sandbox_sees_its_own_world") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let cg = format!("lambdaworker-test/sb-{}", std::process::id());
+    let script = "echo pid=$$; echo host=$(cat /proc/sys/kernel/hostname); echo maxpid=$(ls /proc | grep '^[0-9]' | sort -n | tail -1); \
+        echo dev=$(ls /dev | tr '\\n' ,); echo net=$(tail -n +3 /proc/net/dev | cut -d: -f1 | tr -d ' ' | tr '\\n' ,); \
+        touch /usr/x 2>/dev/null && echo usr=rw || echo usr=ro; touch /x 2>/dev/null && echo root=rw || echo root=ro; \
+        touch /host/x && echo hostdir=rw; touch /tmp/x && echo tmp=rw; echo END; sleep 30";
+    let spec = spec(dir.path(), script, &cg, NetMode::Isolated);
+    let mut sb = Sandbox::spawn(&spec, &setup, &[]).unwrap();
+    let out = wait_for_file(&dir.path().join("scratch/stdout"));
+    for want in [
+        "pid=1\n",
+        "host=lambda\n",
+        "dev=fd,null,random,stderr,stdin,stdout,urandom,zero,\n",
+        "net=lo,\n",
+        "usr=ro\n",
+        "root=ro\n",
+        "hostdir=rw\n",
+        "tmp=rw\n",
+    ] {
+        assert!(out.contains(want), "missing {want:?} in:\n{out}");
+    }
+    let maxpid: u32 = out
+        .lines()
+        .find_map(|l| l.strip_prefix("maxpid="))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(u32::MAX);
+    assert!(
+        maxpid < 20,
+        "the sandbox sees pids up to {maxpid}: not its own pid namespace"
+    );
+    assert!(
+        dir.path().join("scratch/x").exists(),
+        "a write to /host lands in the scratch dir"
+    );
+    // The first process is in the sandbox's cgroup.
+    let cgroup_file = std::fs::read_to_string(format!("/proc/{}/cgroup", sb.pid())).unwrap();
+    assert!(cgroup_file.contains(&cg), "{cgroup_file}");
+    assert!(!cgroup_dirs(&setup, &cg).is_empty());
+    // Nothing of the sandbox is mounted in the host's namespace.
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(
+        !mounts.contains(dir.path().to_str().unwrap()),
+        "sandbox mount leaked to the host"
+    );
+
+    sb.pause().unwrap();
+    assert_eq!(sb.state(), State::Paused);
+    sb.unpause().unwrap();
+    assert!(sb.stats().memory_bytes > 0);
+    let pid = sb.pid();
+    sb.destroy().unwrap();
+    sb.destroy().unwrap(); // idempotent
+    assert!(
+        !Path::new(&format!("/proc/{pid}")).exists(),
+        "first process still exists"
+    );
+    assert!(cgroup_dirs(&setup, &cg).is_empty(), "cgroup left behind");
+    let _ = setup.remove_tree(Path::new("lambdaworker-test"));
+}
+
+#[test]
+fn host_network_mode_shares_interfaces() {
+    let Some(setup) = can_run("host_network_mode_shares_interfaces") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let cg = format!("lambdaworker-test/net-{}", std::process::id());
+    let script = "echo net=$(tail -n +3 /proc/net/dev | wc -l); echo END";
+    let mut sb =
+        Sandbox::spawn(&spec(dir.path(), script, &cg, NetMode::Host), &setup, &[]).unwrap();
+    let out = wait_for_file(&dir.path().join("scratch/stdout"));
+    let host_ifaces = std::fs::read_to_string("/proc/net/dev")
+        .unwrap()
+        .lines()
+        .count()
+        - 2;
+    assert!(out.contains(&format!("net={host_ifaces}\n")), "{out}");
+    sb.destroy().unwrap();
+}
+
+#[test]
+fn failed_exec_is_reported_and_cleaned_up() {
+    let Some(setup) = can_run("failed_exec_is_reported_and_cleaned_up") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let cg = format!("lambdaworker-test/bad-{}", std::process::id());
+    let root = make_root(dir.path());
+    std::fs::create_dir_all(dir.path().join("scratch")).unwrap();
+    let spec = SandboxSpec::builder(&root, &cg)
+        .mount("/usr", "/usr", false)
+        .command(["/no/such/program"])
+        .output(dir.path().join("scratch/o"), dir.path().join("scratch/e"))
+        .build()
+        .unwrap();
+    let err = Sandbox::spawn(&spec, &setup, &[]).unwrap_err().to_string();
+    assert!(
+        err.contains("execute /no/such/program") && err.contains("ENOENT"),
+        "{err}"
+    );
+    assert!(
+        cgroup_dirs(&setup, &cg).is_empty(),
+        "cgroup left behind after a failed spawn"
+    );
+}
+
+#[test]
+fn destroy_kills_every_process_of_the_sandbox() {
+    let Some(setup) = can_run("destroy_kills_every_process_of_the_sandbox") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let cg = format!("lambdaworker-test/tree-{}", std::process::id());
+    // A background child that would outlive a naive kill of the first process.
+    let script = "sleep 300 & echo child=$!; echo END; wait";
+    let mut sb = Sandbox::spawn(
+        &spec(dir.path(), script, &cg, NetMode::Isolated),
+        &setup,
+        &[],
+    )
+    .unwrap();
+    wait_for_file(&dir.path().join("scratch/stdout"));
+    let cgroup = setup.cgroup(Path::new(&cg));
+    let pids = cgroup.pids().unwrap();
+    assert!(
+        pids.len() >= 2,
+        "expected shell and sleep in the cgroup, got {pids:?}"
+    );
+    sb.destroy().unwrap();
+    for pid in pids {
+        assert!(
+            !Path::new(&format!("/proc/{pid}")).exists(),
+            "pid {pid} survived destroy"
+        );
+    }
+}

@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# The whole test suite: installs what is missing, then style checks, unit and integration tests,
+# and the end-to-end user flow. Safe to run again (idempotent set-up, cached base rootfs).
+set -euo pipefail
+cd "$(dirname "$0")"
+export CARGO_TERM_COLOR=never
+
+say() { printf '\n\033[1m==> %s\033[0m\n' "$*"; }
+
+say "set-up (quickstart/deps.sh)"
+./quickstart/deps.sh
+
+say "cargo fmt --check"
+cargo fmt --all --check
+
+say "cargo clippy --all-targets -- -D warnings"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+say "base root filesystem cache (built once, then reused)"
+warm=$(mktemp -d /tmp/lambdaworker-warm.XXXXXX)
+./bin/admin new -cluster "$warm/c"
+rm -rf "$warm"
+
+say "cargo test --workspace"
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+cargo test --workspace --locked 2>&1 | tee "$log"
+sum() { grep -E '^test result:' "$log" | sed -E "s/.* ([0-9]+) $1.*/\\1/" | awk '{s += $1} END {print s + 0}'; }
+cargo_passed=$(sum passed)
+cargo_failed=$(sum failed)
+
+say "end-to-end user flow (tests/e2e.sh)"
+e2e_log=$(mktemp)
+./tests/e2e.sh | tee "$e2e_log"
+e2e_passed=$(grep -c '^  ok:' "$e2e_log" || true)
+rm -f "$e2e_log"
+
+echo
+echo "test-all: $((cargo_passed + e2e_passed)) passed, $cargo_failed failed"

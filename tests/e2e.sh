@@ -1,0 +1,77 @@
+#!/usr/bin/env bash
+# End-to-end check of the README's user flow on a temporary cluster, with leak checks:
+# after `admin kill`, no process, mount or cgroup of the cluster may be left.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PORT=${E2E_PORT:-18080}
+ADMIN=./bin/admin
+pass=0
+fail=0
+ok() { pass=$((pass + 1)); echo "  ok: $*"; }
+bad() { fail=$((fail + 1)); echo "  FAILED: $*"; }
+check() { # check "description" expected actual
+    if [ "$2" == "$3" ]; then ok "$1"; else bad "$1: expected [$2], got [$3]"; fi
+}
+contains() { # contains "description" needle haystack
+    if [[ "$3" == *"$2"* ]]; then ok "$1"; else bad "$1: [$2] not in [$3]"; fi
+}
+
+cgroup_dirs() { find /sys/fs/cgroup -path '*lambdaworker*' -type d 2>/dev/null | sort; }
+sandbox_procs() { pgrep -f 'lambdaworker/runtime.py' | sort || true; }
+
+work=$(mktemp -d /tmp/lambdaworker-e2e.XXXXXX)
+cluster="$work/my-cluster"
+cleanup() { "$ADMIN" kill -cluster="$cluster" >/dev/null 2>&1 || true; rm -rf "$work"; }
+trap cleanup EXIT
+
+cgroups_before=$(cgroup_dirs)
+procs_before=$(sandbox_procs)
+
+echo "e2e: admin new"
+"$ADMIN" new -cluster "$cluster"
+for d in config logs base packages registry workers; do
+    [ -d "$cluster/$d" ] && ok "cluster has $d/" || bad "cluster lacks $d/"
+done
+[ -f "$cluster/config/template.json" ] && ok "template.json written" || bad "no template.json"
+if "$ADMIN" new -cluster "$cluster" 2>/dev/null; then bad "admin new accepted an existing dir"; else ok "admin new refuses an existing dir"; fi
+if "$ADMIN" setconf -cluster="$cluster" '{"no_such_key": 1}' 2>/dev/null; then bad "setconf accepted an unknown key"; else ok "setconf rejects an unknown key"; fi
+"$ADMIN" setconf --cluster="$cluster" '{"sandbox": "sock", "registry": "local", "idle_timeout_s": 120}'
+contains "setconf merged a key" '"idle_timeout_s": 120' "$(cat "$cluster/config/template.json")"
+
+echo "e2e: admin workers / status"
+"$ADMIN" workers -cluster="$cluster" --port="$PORT"
+status=$("$ADMIN" status -cluster="$cluster")
+contains "status pings the worker" "http://localhost:$PORT/status => ready [200 OK]" "$status"
+contains "status lists containers" "Cluster containers:" "$status"
+
+echo "e2e: calls"
+cp -r ./quickstart/handlers/hello "$cluster/registry/hello"
+out=$(curl -sS -X POST "localhost:$PORT/runLambda/hello" -d '{"name": "Alice"}')
+check "hello answers" '"Hello, Alice!"' "$out"
+out=$(curl -sS -X POST "localhost:$PORT/runLambda/hello" -d '{"name": "Bob"}')
+check "hello answers warm" '"Hello, Bob!"' "$out"
+code=$(curl -s -o /dev/null -w '%{http_code}' -X POST "localhost:$PORT/runLambda/nope" -d '{}')
+check "unknown lambda is 404" 404 "$code"
+code=$(curl -s -o /dev/null -w '%{http_code}' -X POST "localhost:$PORT/runLambda/hello" -d '{not json')
+check "invalid JSON is 400" 400 "$code"
+code=$(curl -s -o /dev/null -w '%{http_code}' -X POST "localhost:$PORT/runLambda/a..b" -d '{}')
+check "invalid name is 400" 400 "$code"
+status=$("$ADMIN" status -cluster="$cluster")
+contains "status shows the hello sandbox" "hello" "$(echo "$status" | sed -n '/Cluster containers:/,$p')"
+
+echo "e2e: admin kill"
+"$ADMIN" kill -cluster="$cluster"
+sleep 0.5
+pidfile_left=$(ls "$cluster"/logs/*.pid 2>/dev/null | wc -l)
+check "no pid file left" 0 "$pidfile_left"
+check "no worker process left" "" "$(pgrep -f "$cluster/config/worker-" || true)"
+check "no sandbox process left" "$procs_before" "$(sandbox_procs)"
+check "no cgroup left" "$cgroups_before" "$(cgroup_dirs)"
+check "no mount of the cluster left" 0 "$(grep -c "$cluster" /proc/self/mountinfo || true)"
+code=$(curl -s -o /dev/null -w '%{http_code}' "localhost:$PORT/status" || true)
+check "worker port closed" 000 "$code"
+rm -r "$cluster"
+ok "cluster removed"
+
+echo "e2e: $pass passed, $fail failed"
+[ "$fail" -eq 0 ]

@@ -1,0 +1,230 @@
+//! The HTTP API: parsing a request into a typed [`Action`], then executing it.
+//!
+//! - `GET /status`: `ready` (200) once the worker serves, 503 while it shuts down
+//! - `GET /stats`: JSON with the worker, its live sandboxes and per-lambda counters
+//! - `POST /runLambda/<name>`: the body (JSON; empty means `{}`) is the event; the answer is the
+//!   handler's return value as JSON
+//!
+//! Errors are mapped to responses in one place, [`ApiError::into_response`].
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use http::{header, Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use serde_json::json;
+
+use crate::error::ApiError;
+use crate::manager::Manager;
+use crate::name::LambdaName;
+
+/// What a request asks for.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Action {
+    Status,
+    Stats,
+    Run(LambdaName),
+}
+
+/// Maps method and path to an action, validating the lambda name before anything else.
+pub fn route(method: &Method, path: &str) -> Result<Action, ApiError> {
+    let not_allowed = |allow: &'static str| ApiError::MethodNotAllowed {
+        method: method.to_string(),
+        path: path.to_owned(),
+        allow,
+    };
+    match path {
+        "/status" => match *method {
+            Method::GET | Method::HEAD => Ok(Action::Status),
+            _ => Err(not_allowed("GET, HEAD")),
+        },
+        "/stats" => match *method {
+            Method::GET => Ok(Action::Stats),
+            _ => Err(not_allowed("GET")),
+        },
+        _ => match path.strip_prefix("/runLambda/") {
+            Some(raw) => {
+                if *method != Method::POST {
+                    return Err(not_allowed("POST"));
+                }
+                LambdaName::parse(raw)
+                    .map(Action::Run)
+                    .map_err(|reason| ApiError::InvalidName {
+                        name: raw.chars().take(200).collect(),
+                        reason,
+                    })
+            }
+            None if path == "/runLambda" => Err(ApiError::InvalidName {
+                name: String::new(),
+                reason: "the name is empty",
+            }),
+            None => Err(ApiError::NotFound {
+                path: path.to_owned(),
+            }),
+        },
+    }
+}
+
+/// State the HTTP handlers need.
+#[derive(Debug)]
+pub struct ApiState {
+    pub manager: Arc<Manager>,
+    pub max_body_bytes: usize,
+    pub started: Instant,
+    pub cgroup_version: &'static str,
+}
+
+/// Serves one request; never fails at the HTTP level (errors become JSON responses).
+pub async fn handle(
+    state: Arc<ApiState>,
+    req: Request<Incoming>,
+) -> Result<Response<Full<Bytes>>, Infallible> {
+    let started = Instant::now();
+    let method = req.method().clone();
+    let path = req.uri().path().to_owned();
+    let result = execute(&state, req).await;
+    let response = match result {
+        Ok(resp) => resp,
+        Err(err) => {
+            if err.status().is_server_error() {
+                tracing::warn!(%method, %path, error = %err, "request failed");
+            } else {
+                tracing::debug!(%method, %path, error = %err, "request rejected");
+            }
+            err.into_response()
+        }
+    };
+    tracing::debug!(%method, %path, status = response.status().as_u16(), ms = started.elapsed().as_secs_f64() * 1e3, "request");
+    Ok(response)
+}
+
+async fn execute(
+    state: &ApiState,
+    req: Request<Incoming>,
+) -> Result<Response<Full<Bytes>>, ApiError> {
+    let action = route(req.method(), req.uri().path())?;
+    match action {
+        Action::Status => {
+            if state.manager.is_closing() {
+                return Err(ApiError::Unavailable {
+                    message: "the worker is shutting down".to_owned(),
+                });
+            }
+            Ok(text(StatusCode::OK, "ready"))
+        }
+        Action::Stats => Ok(json_response(StatusCode::OK, &stats_json(state))),
+        Action::Run(name) => {
+            let event = read_event(req, state.max_body_bytes).await?;
+            let body = state.manager.run(&name, event).await?;
+            Ok(Response::builder()
+                .status(StatusCode::OK)
+                .header(header::CONTENT_TYPE, "application/json")
+                .body(Full::new(body))
+                .map_err(|e| ApiError::Internal {
+                    message: e.to_string(),
+                })?)
+        }
+    }
+}
+
+/// Reads the body under the size limit and checks it is JSON (an empty body is `{}`).
+async fn read_event(req: Request<Incoming>, limit: usize) -> Result<Bytes, ApiError> {
+    let body = Limited::new(req.into_body(), limit)
+        .collect()
+        .await
+        .map_err(|e| {
+            if e.downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some()
+            {
+                ApiError::BodyTooLarge { limit }
+            } else {
+                ApiError::BodyRead {
+                    message: e.to_string(),
+                }
+            }
+        })?;
+    let bytes = body.to_bytes();
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Ok(Bytes::from_static(b"{}"));
+    }
+    serde_json::from_slice::<serde::de::IgnoredAny>(&bytes).map_err(|e| ApiError::BadJson {
+        message: e.to_string(),
+    })?;
+    Ok(bytes)
+}
+
+fn stats_json(state: &ApiState) -> serde_json::Value {
+    let m = &state.manager;
+    json!({
+        "worker": {
+            "pid": std::process::id(),
+            "uptime_s": (state.started.elapsed().as_secs_f64() * 10.0).round() / 10.0,
+            "cgroup_version": state.cgroup_version,
+            "sandboxes_live": m.live_count(),
+        },
+        "sandboxes": m.live(),
+        "lambdas": m.lambda_stats(),
+    })
+}
+
+fn text(status: StatusCode, body: &'static str) -> Response<Full<Bytes>> {
+    let mut resp = Response::new(Full::new(Bytes::from_static(body.as_bytes())));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("text/plain"),
+    );
+    resp
+}
+
+fn json_response(status: StatusCode, value: &serde_json::Value) -> Response<Full<Bytes>> {
+    let mut resp = Response::new(Full::new(Bytes::from(value.to_string())));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("application/json"),
+    );
+    resp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn routes() {
+        assert_eq!(route(&Method::GET, "/status").unwrap(), Action::Status);
+        assert_eq!(route(&Method::GET, "/stats").unwrap(), Action::Stats);
+        assert_eq!(
+            route(&Method::POST, "/runLambda/hello").unwrap(),
+            Action::Run(LambdaName::parse("hello").unwrap())
+        );
+        assert_eq!(
+            route(&Method::GET, "/runLambda/hello")
+                .unwrap_err()
+                .status(),
+            405
+        );
+        assert_eq!(route(&Method::POST, "/status").unwrap_err().status(), 405);
+        assert_eq!(route(&Method::GET, "/nope").unwrap_err().status(), 404);
+        for bad in [
+            "/runLambda/",
+            "/runLambda",
+            "/runLambda/a/b",
+            "/runLambda/..",
+            "/runLambda/%2e%2e",
+            "/runLambda/a%00",
+        ] {
+            assert_eq!(
+                route(&Method::POST, bad).unwrap_err().status(),
+                400,
+                "{bad}"
+            );
+        }
+        let long = format!("/runLambda/{}", "a".repeat(1000));
+        assert_eq!(route(&Method::POST, &long).unwrap_err().status(), 400);
+    }
+}

@@ -1,0 +1,356 @@
+//! The worker's configuration: one typed struct, read from `template.json` / `worker-N.json`.
+//!
+//! Unknown keys and wrong types are rejected with the key named (`deny_unknown_fields`), so a typo in
+//! a config file is an error, never a silently ignored setting. Every key is documented in
+//! `docs/config.md`.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Deserializer, Serialize};
+use sha2::{Digest, Sha256};
+
+/// Errors reading, parsing or validating a configuration.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot write config {path}: {source}")]
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("invalid config {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("invalid config: {0}")]
+    Invalid(String),
+}
+
+pub type Result<T> = std::result::Result<T, ConfigError>;
+
+/// Where handler code comes from. Only a local directory for now (OpenLambda's default).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum RegistryKind {
+    #[default]
+    Local,
+}
+
+/// The sandboxing engine. `sock` is lambdaworker's namespace + cgroup + pivot_root sandbox.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum SandboxKind {
+    #[default]
+    Sock,
+}
+
+/// Network mode of handler sandboxes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum NetMode {
+    /// Own network namespace holding only `lo`.
+    #[default]
+    None,
+    /// Share the host's network namespace.
+    Host,
+}
+
+/// The configuration of one worker (and, with `worker_dir` unset, the cluster's template).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// TCP port of the HTTP API (a string, as OpenLambda writes it, or a number). `0` picks a free port.
+    #[serde(deserialize_with = "port_from_string_or_number")]
+    pub worker_port: u16,
+    /// Address the HTTP API binds to.
+    pub worker_host: String,
+    /// This worker's state directory (`<cluster>/workers/worker-N`); set by `admin workers`.
+    pub worker_dir: PathBuf,
+    /// Registry mode (`local`).
+    pub registry: RegistryKind,
+    /// Local registry directory: `<registry_dir>/<name>/lambda_func.py`.
+    pub registry_dir: PathBuf,
+    /// Sandbox engine (`sock`).
+    pub sandbox: SandboxKind,
+    /// Read-only root filesystem of every sandbox.
+    pub base_dir: PathBuf,
+    /// Package directory, mounted read-only at `/packages` in every sandbox.
+    pub packages_dir: PathBuf,
+    /// Network of handler sandboxes: `none` (own netns, only `lo`) or `host`.
+    pub net: NetMode,
+    /// Memory limit of one handler sandbox, in MiB.
+    pub memory_mb: u64,
+    /// Maximum number of processes (and threads) in one handler sandbox.
+    pub max_procs: u64,
+    /// Size of the tmpfs mounted at `/tmp` in each sandbox, in MiB.
+    pub tmp_mb: u64,
+    /// Seconds a call may run before its sandbox is killed and the caller gets 504.
+    pub timeout_s: u64,
+    /// At most this many sandboxes (and so concurrent calls) per lambda; further calls wait.
+    pub max_sandboxes_per_lambda: usize,
+    /// At most this many live handler sandboxes in the whole worker (busy and idle).
+    pub handler_cache_size: usize,
+    /// Idle sandboxes are destroyed after this many seconds without a call.
+    pub idle_timeout_s: u64,
+    /// Largest accepted request body, in bytes (larger ones get 413).
+    pub max_body_bytes: usize,
+    /// On SIGTERM/SIGINT, in-flight calls get this many seconds to finish.
+    pub shutdown_timeout_s: u64,
+    /// Log filter (`error`, `warn`, `info`, `debug`, `trace`, or a tracing-subscriber directive).
+    pub log_level: String,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            worker_port: 8080,
+            worker_host: "127.0.0.1".to_owned(),
+            worker_dir: PathBuf::new(),
+            registry: RegistryKind::Local,
+            registry_dir: PathBuf::new(),
+            sandbox: SandboxKind::Sock,
+            base_dir: PathBuf::new(),
+            packages_dir: PathBuf::new(),
+            net: NetMode::None,
+            memory_mb: 256,
+            max_procs: 64,
+            tmp_mb: 64,
+            timeout_s: 60,
+            max_sandboxes_per_lambda: 4,
+            handler_cache_size: 64,
+            idle_timeout_s: 300,
+            max_body_bytes: 6 * 1024 * 1024,
+            shutdown_timeout_s: 10,
+            log_level: "info".to_owned(),
+        }
+    }
+}
+
+fn port_from_string_or_number<'de, D: Deserializer<'de>>(
+    d: D,
+) -> std::result::Result<u16, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Port {
+        Num(u16),
+        Str(String),
+    }
+    match Port::deserialize(d)? {
+        Port::Num(n) => Ok(n),
+        Port::Str(s) => s.trim().parse::<u16>().map_err(|_| {
+            serde::de::Error::custom(format!("worker_port: {s:?} is not a port number"))
+        }),
+    }
+}
+
+impl Config {
+    /// Parses a config from JSON text; `origin` names the source in errors.
+    pub fn from_json(text: &str, origin: &Path) -> Result<Self> {
+        let cfg: Config = serde_json::from_str(text).map_err(|e| ConfigError::Parse {
+            path: origin.to_owned(),
+            message: e.to_string(),
+        })?;
+        Ok(cfg)
+    }
+
+    /// Reads and parses a config file.
+    pub fn load(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::from_json(&text, path)
+    }
+
+    /// Writes the config as pretty JSON (atomically: temp file + rename).
+    pub fn save(&self, path: &Path) -> Result<()> {
+        let mut text = serde_json::to_string_pretty(self)
+            .map_err(|e| ConfigError::Invalid(format!("cannot serialize config: {e}")))?;
+        text.push('\n');
+        let tmp = path.with_extension("json.tmp");
+        std::fs::write(&tmp, text).map_err(|source| ConfigError::Write {
+            path: tmp.clone(),
+            source,
+        })?;
+        std::fs::rename(&tmp, path).map_err(|source| ConfigError::Write {
+            path: path.to_owned(),
+            source,
+        })
+    }
+
+    /// Merges JSON keys into this config (`admin setconf`): each key must exist and have the right type.
+    pub fn merge_json(&self, overrides: &str) -> Result<Self> {
+        let patch: serde_json::Value = serde_json::from_str(overrides)
+            .map_err(|e| ConfigError::Invalid(format!("overrides are not valid JSON: {e}")))?;
+        let serde_json::Value::Object(patch) = patch else {
+            return Err(ConfigError::Invalid(
+                "overrides must be a JSON object".to_owned(),
+            ));
+        };
+        let mut merged = serde_json::to_value(self)
+            .map_err(|e| ConfigError::Invalid(format!("cannot serialize config: {e}")))?;
+        let obj = merged
+            .as_object_mut()
+            .ok_or_else(|| ConfigError::Invalid("config is not an object".to_owned()))?;
+        for (key, value) in patch {
+            if !obj.contains_key(&key) {
+                return Err(ConfigError::Invalid(format!("unknown key {key:?}")));
+            }
+            // Check the type key by key so the error names the key.
+            let mut single = obj.clone();
+            single.insert(key.clone(), value.clone());
+            serde_json::from_value::<Config>(serde_json::Value::Object(single))
+                .map_err(|e| ConfigError::Invalid(format!("key {key:?}: {e}")))?;
+            obj.insert(key, value);
+        }
+        let cfg: Config =
+            serde_json::from_value(merged).map_err(|e| ConfigError::Invalid(e.to_string()))?;
+        cfg.validate_limits()?;
+        Ok(cfg)
+    }
+
+    /// Checks value ranges that the type system cannot express.
+    pub fn validate_limits(&self) -> Result<()> {
+        let bad = |key: &str, why: &str| Err(ConfigError::Invalid(format!("key {key:?}: {why}")));
+        if self.memory_mb < 16 {
+            return bad("memory_mb", "must be at least 16");
+        }
+        if self.max_procs < 4 {
+            return bad("max_procs", "must be at least 4");
+        }
+        if self.tmp_mb == 0 {
+            return bad("tmp_mb", "must be at least 1");
+        }
+        if self.timeout_s == 0 {
+            return bad("timeout_s", "must be at least 1");
+        }
+        if self.max_sandboxes_per_lambda == 0 {
+            return bad("max_sandboxes_per_lambda", "must be at least 1");
+        }
+        if self.handler_cache_size == 0 {
+            return bad("handler_cache_size", "must be at least 1");
+        }
+        if self.max_body_bytes == 0 {
+            return bad("max_body_bytes", "must be at least 1");
+        }
+        Ok(())
+    }
+
+    /// Checks that a worker can run with this config (paths set and present).
+    pub fn validate_for_worker(&self) -> Result<()> {
+        self.validate_limits()?;
+        for (key, path) in [
+            ("worker_dir", &self.worker_dir),
+            ("registry_dir", &self.registry_dir),
+            ("base_dir", &self.base_dir),
+            ("packages_dir", &self.packages_dir),
+        ] {
+            if path.as_os_str().is_empty() {
+                return Err(ConfigError::Invalid(format!("key {key:?} is not set")));
+            }
+            if !path.is_absolute() {
+                return Err(ConfigError::Invalid(format!(
+                    "key {key:?}: {} is not an absolute path",
+                    path.display()
+                )));
+            }
+        }
+        for (key, path) in [
+            ("registry_dir", &self.registry_dir),
+            ("base_dir", &self.base_dir),
+            ("packages_dir", &self.packages_dir),
+        ] {
+            if !path.is_dir() {
+                return Err(ConfigError::Invalid(format!(
+                    "key {key:?}: {} is not a directory",
+                    path.display()
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// The cgroup (relative to each hierarchy's root) under which this worker puts its sandboxes:
+    /// `lambdaworker/w-<hash of worker_dir>`. Derived, not configured, so that `admin kill` and a
+    /// restarted worker find what a crashed worker left behind.
+    pub fn cgroup_parent(&self) -> PathBuf {
+        cgroup_parent_for(&self.worker_dir)
+    }
+}
+
+/// The cgroup parent of the worker whose state directory is `worker_dir` (see [`Config::cgroup_parent`]).
+pub fn cgroup_parent_for(worker_dir: &Path) -> PathBuf {
+    let canon = std::fs::canonicalize(worker_dir).unwrap_or_else(|_| worker_dir.to_owned());
+    let digest = Sha256::digest(canon.as_os_str().as_encoded_bytes());
+    let hex: String = digest.iter().take(8).map(|b| format!("{b:02x}")).collect();
+    PathBuf::from("lambdaworker").join(format!("w-{hex}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn port_accepts_string_and_number() {
+        let a = Config::from_json(r#"{"worker_port": "8081"}"#, Path::new("t")).unwrap();
+        let b = Config::from_json(r#"{"worker_port": 8081}"#, Path::new("t")).unwrap();
+        assert_eq!(a.worker_port, 8081);
+        assert_eq!(b.worker_port, 8081);
+        let err = Config::from_json(r#"{"worker_port": "http"}"#, Path::new("t")).unwrap_err();
+        assert!(err.to_string().contains("worker_port"), "{err}");
+    }
+
+    #[test]
+    fn unknown_keys_are_rejected() {
+        let err = Config::from_json(r#"{"worker_prot": 1}"#, Path::new("t.json")).unwrap_err();
+        let msg = err.to_string();
+        assert!(
+            msg.contains("worker_prot") && msg.contains("t.json"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn merge_names_the_bad_key() {
+        let base = Config::default();
+        let merged = base
+            .merge_json(r#"{"sandbox": "sock", "registry": "local", "memory_mb": 512}"#)
+            .unwrap();
+        assert_eq!(merged.memory_mb, 512);
+        let err = base
+            .merge_json(r#"{"memroy_mb": 1}"#)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("memroy_mb"), "{err}");
+        let err = base
+            .merge_json(r#"{"memory_mb": "lots"}"#)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("memory_mb"), "{err}");
+        let err = base
+            .merge_json(r#"{"net": "bridge"}"#)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("net"), "{err}");
+        let err = base
+            .merge_json(r#"{"timeout_s": 0}"#)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("timeout_s"), "{err}");
+        assert!(base.merge_json("[1]").is_err());
+    }
+
+    #[test]
+    fn cgroup_parent_is_stable_and_distinct() {
+        let a = cgroup_parent_for(Path::new("/nonexistent/a/workers/worker-0"));
+        let b = cgroup_parent_for(Path::new("/nonexistent/b/workers/worker-0"));
+        assert_eq!(
+            a,
+            cgroup_parent_for(Path::new("/nonexistent/a/workers/worker-0"))
+        );
+        assert_ne!(a, b);
+        assert!(a.starts_with("lambdaworker"));
+    }
+}

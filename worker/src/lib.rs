@@ -1,0 +1,58 @@
+//! The lambdaworker daemon as a library: configuration, HTTP API, lambda manager and sandbox pool.
+//!
+//! The `worker` binary and `admin worker-exec` are thin wrappers around [`run_until_signal`];
+//! tests start a [`Worker`] in-process on a temporary cluster.
+//!
+//! Path of a request: [`api::route`] parses it into an action; [`manager::Manager::run`] looks up
+//! the handler in the [`registry`], takes a warm sandbox or starts one with the `sandbox` crate,
+//! and exchanges one frame with the in-sandbox runtime ([`runtime_client`]); errors map to HTTP
+//! responses in [`error::ApiError::into_response`].
+
+pub mod api;
+pub mod cleanup;
+pub mod cluster;
+pub mod config;
+pub mod error;
+pub mod manager;
+pub mod name;
+pub mod registry;
+pub mod runtime_client;
+mod server;
+
+use std::path::PathBuf;
+
+pub use cleanup::cleanup_leftovers;
+pub use server::{run_until_signal, Worker};
+
+/// Error starting, running or cleaning up a worker.
+#[derive(Debug, thiserror::Error)]
+pub enum WorkerError {
+    #[error("{0}")]
+    Config(#[from] config::ConfigError),
+    #[error("cgroups: {0}")]
+    Cgroup(#[from] sandbox::cgroup::CgroupError),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: String,
+        source: std::io::Error,
+    },
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Other(String),
+}
+
+/// Initializes tracing (to stderr) once per process with the given filter; later calls are no-ops.
+pub fn init_tracing(filter: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_new(filter)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_target(false)
+        .try_init();
+}

@@ -1,0 +1,676 @@
+//! The lambda manager: finds a warm sandbox for a call or starts one, runs the call, and keeps
+//! sandboxes warm afterwards.
+//!
+//! Rules:
+//! - each lambda has a pool of idle sandboxes; a call takes the most recently used one whose
+//!   handler version is current and whose process is alive, or starts a new one (cold start);
+//! - at most `max_sandboxes_per_lambda` calls of one lambda run at once (and so at most that many
+//!   sandboxes exist for it); further calls wait;
+//! - at most `handler_cache_size` sandboxes exist in the worker; when full, the least recently
+//!   used idle sandbox of any lambda is evicted; when none is idle, the call waits for one (up to
+//!   `timeout_s`, then 503);
+//! - a sandbox whose call timed out, whose connection broke, or whose handler file changed is
+//!   destroyed, never reused; idle sandboxes are destroyed after `idle_timeout_s`;
+//! - destroying happens on the blocking pool, off the request path.
+
+use std::collections::VecDeque;
+use std::os::fd::AsFd;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use dashmap::DashMap;
+use sandbox::cgroup::{CgroupSetup, Limits};
+use sandbox::{Sandbox, SandboxSpec};
+use serde::Serialize;
+use tokio::net::UnixStream;
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, TryAcquireError};
+
+use crate::config::{Config, NetMode};
+use crate::error::ApiError;
+use crate::name::LambdaName;
+use crate::registry::{Handler, HandlerVersion, Registry};
+use crate::runtime_client::{self, Reply, WireError};
+
+/// Path of the runtime inside the base filesystem.
+pub const RUNTIME_PATH: &str = "/usr/local/lib/lambdaworker/runtime.py";
+const PYTHON: &str = "/usr/bin/python3";
+
+/// One entry of the live-sandbox table shown by `/stats` and `admin status`.
+#[derive(Debug, Clone, Serialize)]
+pub struct LiveInfo {
+    pub lambda: String,
+    pub id: u64,
+    pub state: &'static str,
+    pub pid: i32,
+    pub uptime_s: f64,
+    pub calls: u64,
+    #[serde(skip)]
+    created: Instant,
+}
+
+/// Call counters of one lambda.
+#[derive(Debug, Default)]
+struct Counters {
+    calls: AtomicU64,
+    cold_starts: AtomicU64,
+    warm_starts: AtomicU64,
+    errors: AtomicU64,
+}
+
+/// Counters of one lambda as shown by `/stats`.
+#[derive(Debug, Clone, Serialize)]
+pub struct LambdaStats {
+    pub calls: u64,
+    pub cold_starts: u64,
+    pub warm_starts: u64,
+    pub errors: u64,
+    pub idle: usize,
+}
+
+struct Pool {
+    gate: Arc<Semaphore>,
+    /// Front: least recently used.
+    idle: Mutex<VecDeque<Instance>>,
+    counters: Counters,
+}
+
+/// State shared by the manager and every instance (for cleanup in `Drop`).
+struct Shared {
+    live: DashMap<u64, LiveInfo>,
+    destroying: AtomicUsize,
+    destroyed: Notify,
+    idle_returned: Notify,
+}
+
+/// A warm sandbox with its connection.
+struct Instance {
+    id: u64,
+    version: HandlerVersion,
+    sandbox: Option<Sandbox>,
+    conn: UnixStream,
+    scratch: PathBuf,
+    last_used: Instant,
+    capacity: Option<OwnedSemaphorePermit>,
+    shared: Arc<Shared>,
+}
+
+impl Instance {
+    fn set_state(&self, state: &'static str, calls_delta: u64) {
+        if let Some(mut info) = self.shared.live.get_mut(&self.id) {
+            info.state = state;
+            info.calls += calls_delta;
+        }
+    }
+}
+
+impl Drop for Instance {
+    /// Destroys the sandbox and its scratch directory on the blocking pool; the capacity permit
+    /// is released only once the sandbox is gone.
+    fn drop(&mut self) {
+        let Some(sandbox) = self.sandbox.take() else {
+            return;
+        };
+        let scratch = std::mem::take(&mut self.scratch);
+        let permit = self.capacity.take();
+        let shared = Arc::clone(&self.shared);
+        let id = self.id;
+        shared.destroying.fetch_add(1, Ordering::SeqCst);
+        let work = move || {
+            destroy_sandbox(sandbox, &scratch, id);
+            shared.live.remove(&id);
+            drop(permit);
+            shared.destroying.fetch_sub(1, Ordering::SeqCst);
+            shared.destroyed.notify_waiters();
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(handle) => {
+                handle.spawn_blocking(work);
+            }
+            Err(_) => work(),
+        }
+    }
+}
+
+fn destroy_sandbox(mut sandbox: Sandbox, scratch: &std::path::Path, id: u64) {
+    if let Err(e) = sandbox.destroy() {
+        tracing::error!(sandbox = id, error = %e, "cannot destroy sandbox");
+    }
+    if let Err(e) = std::fs::remove_dir_all(scratch) {
+        if e.kind() != std::io::ErrorKind::NotFound {
+            tracing::warn!(sandbox = id, path = %scratch.display(), error = %e, "cannot remove scratch directory");
+        }
+    }
+    tracing::debug!(sandbox = id, "sandbox destroyed");
+}
+
+/// The lambda manager (see the module docs).
+pub struct Manager {
+    cfg: Arc<Config>,
+    cgroups: CgroupSetup,
+    registry: Registry,
+    cgroup_parent: PathBuf,
+    handlers_dir: PathBuf,
+    pools: DashMap<LambdaName, Arc<Pool>>,
+    capacity: Arc<Semaphore>,
+    next_id: AtomicU64,
+    closing: AtomicBool,
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for Manager {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Manager")
+            .field("worker_dir", &self.cfg.worker_dir)
+            .field("live", &self.shared.live.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Manager {
+    /// A manager for `cfg`, putting sandboxes under `cgroup_parent` and scratch directories under
+    /// `<worker_dir>/handlers`.
+    pub fn new(cfg: Arc<Config>, cgroups: CgroupSetup) -> Self {
+        Self {
+            registry: Registry::new(cfg.registry_dir.clone()),
+            cgroup_parent: cfg.cgroup_parent(),
+            handlers_dir: cfg.worker_dir.join("handlers"),
+            pools: DashMap::new(),
+            capacity: Arc::new(Semaphore::new(cfg.handler_cache_size)),
+            next_id: AtomicU64::new(1),
+            closing: AtomicBool::new(false),
+            shared: Arc::new(Shared {
+                live: DashMap::new(),
+                destroying: AtomicUsize::new(0),
+                destroyed: Notify::new(),
+                idle_returned: Notify::new(),
+            }),
+            cgroups,
+            cfg,
+        }
+    }
+
+    fn pool(&self, name: &LambdaName) -> Arc<Pool> {
+        if let Some(p) = self.pools.get(name) {
+            return Arc::clone(&p);
+        }
+        Arc::clone(&self.pools.entry(name.clone()).or_insert_with(|| {
+            Arc::new(Pool {
+                gate: Arc::new(Semaphore::new(self.cfg.max_sandboxes_per_lambda)),
+                idle: Mutex::new(VecDeque::new()),
+                counters: Counters::default(),
+            })
+        }))
+    }
+
+    /// Runs one call of `name` with the JSON `event`; returns the handler's JSON result.
+    pub async fn run(self: &Arc<Self>, name: &LambdaName, event: Bytes) -> Result<Bytes, ApiError> {
+        let handler = self.registry.lookup(name)?;
+        let pool = self.pool(name);
+        pool.counters.calls.fetch_add(1, Ordering::Relaxed);
+        let result = self.run_in_pool(name, &handler, &pool, event).await;
+        if result.is_err() {
+            pool.counters.errors.fetch_add(1, Ordering::Relaxed);
+        }
+        result
+    }
+
+    async fn run_in_pool(
+        self: &Arc<Self>,
+        name: &LambdaName,
+        handler: &Handler,
+        pool: &Arc<Pool>,
+        event: Bytes,
+    ) -> Result<Bytes, ApiError> {
+        if self.closing.load(Ordering::SeqCst) {
+            return Err(unavailable("the worker is shutting down"));
+        }
+        let _gate = Arc::clone(&pool.gate)
+            .acquire_owned()
+            .await
+            .map_err(|_| unavailable("the worker is shutting down"))?;
+        let mut inst = match self.take_idle(pool, handler.version) {
+            Some(inst) => {
+                pool.counters.warm_starts.fetch_add(1, Ordering::Relaxed);
+                inst
+            }
+            None => {
+                let inst = self.start_instance(name, handler).await?;
+                pool.counters.cold_starts.fetch_add(1, Ordering::Relaxed);
+                inst
+            }
+        };
+        inst.set_state("busy", 1);
+        let timeout = Duration::from_secs(self.cfg.timeout_s);
+        let outcome =
+            tokio::time::timeout(timeout, runtime_client::call(&mut inst.conn, &event)).await;
+        match outcome {
+            Err(_) => {
+                tracing::warn!(lambda = %name, sandbox = inst.id, timeout_s = self.cfg.timeout_s, "call timed out; destroying its sandbox");
+                drop(inst);
+                Err(ApiError::Timeout {
+                    lambda: name.to_string(),
+                    timeout_s: self.cfg.timeout_s,
+                })
+            }
+            Ok(Err(wire)) => {
+                let message = self.sandbox_failure(&inst, &wire);
+                tracing::warn!(lambda = %name, sandbox = inst.id, %message, "sandbox failed; destroying it");
+                drop(inst);
+                Err(ApiError::SandboxFailed {
+                    lambda: name.to_string(),
+                    message,
+                })
+            }
+            Ok(Ok(reply)) => {
+                self.release(pool, inst);
+                match reply {
+                    Reply::Ok(body) => Ok(body),
+                    Reply::HandlerError(body) => Err(handler_raised(name, &body)),
+                    Reply::RequestError(body) => Err(ApiError::BadJson {
+                        message: json_field(&body, "message"),
+                    }),
+                }
+            }
+        }
+    }
+
+    /// Describes a broken sandbox, with the tail of its stderr when there is one.
+    fn sandbox_failure(&self, inst: &Instance, wire: &WireError) -> String {
+        let mut message = wire.to_string();
+        if let Some(sb) = inst.sandbox.as_ref() {
+            message.push_str(&format!(" (sandbox {} pid {})", inst.id, sb.pid()));
+        }
+        let tail = read_tail(&inst.scratch.join("stderr"), 1024);
+        if !tail.trim().is_empty() {
+            message.push_str("; stderr: ");
+            message.push_str(tail.trim());
+        }
+        message
+    }
+
+    /// Takes the most recently used idle sandbox of the current version; stale or dead ones are
+    /// destroyed on the way.
+    fn take_idle(&self, pool: &Pool, version: HandlerVersion) -> Option<Instance> {
+        let mut discard = Vec::new();
+        let found = {
+            let mut idle = pool.idle.lock().unwrap_or_else(|p| p.into_inner());
+            loop {
+                match idle.pop_back() {
+                    None => break None,
+                    Some(mut inst) => {
+                        let alive = inst.sandbox.as_mut().is_some_and(Sandbox::is_alive);
+                        if inst.version == version && alive {
+                            break Some(inst);
+                        }
+                        discard.push(inst);
+                    }
+                }
+            }
+        };
+        if !discard.is_empty() {
+            tracing::info!(count = discard.len(), "retiring stale or dead sandboxes");
+        }
+        drop(discard);
+        found
+    }
+
+    /// Returns a sandbox to its pool after a successful call.
+    fn release(&self, pool: &Pool, mut inst: Instance) {
+        if self.closing.load(Ordering::SeqCst) {
+            return;
+        }
+        inst.last_used = Instant::now();
+        inst.set_state("idle", 0);
+        pool.idle
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push_back(inst);
+        self.shared.idle_returned.notify_waiters();
+    }
+
+    /// Removes the least recently used idle sandbox of any lambda.
+    fn evict_lru(&self) -> Option<Instance> {
+        let mut oldest: Option<(Instant, Arc<Pool>)> = None;
+        for entry in &self.pools {
+            let pool = entry.value();
+            let front = pool
+                .idle
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .front()
+                .map(|i| i.last_used);
+            if let Some(t) = front {
+                if oldest.as_ref().is_none_or(|(o, _)| t < *o) {
+                    oldest = Some((t, Arc::clone(pool)));
+                }
+            }
+        }
+        let (_, pool) = oldest?;
+        let victim = pool
+            .idle
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .pop_front();
+        victim
+    }
+
+    /// A capacity permit: free, or by evicting an idle sandbox, or by waiting for one.
+    async fn acquire_capacity(&self) -> Result<OwnedSemaphorePermit, ApiError> {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(self.cfg.timeout_s);
+        loop {
+            let notified = self.shared.idle_returned.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            match Arc::clone(&self.capacity).try_acquire_owned() {
+                Ok(p) => return Ok(p),
+                Err(TryAcquireError::Closed) => {
+                    return Err(unavailable("the worker is shutting down"))
+                }
+                Err(TryAcquireError::NoPermits) => {}
+            }
+            if let Some(victim) = self.evict_lru() {
+                tracing::debug!(
+                    sandbox = victim.id,
+                    "evicting the least recently used idle sandbox"
+                );
+                drop(victim);
+            }
+            tokio::select! {
+                permit = Arc::clone(&self.capacity).acquire_owned() => {
+                    return permit.map_err(|_| unavailable("the worker is shutting down"));
+                }
+                () = &mut notified => continue,
+                () = tokio::time::sleep_until(deadline) => {
+                    return Err(unavailable(&format!(
+                        "all {} sandboxes are busy (handler_cache_size)",
+                        self.cfg.handler_cache_size
+                    )));
+                }
+            }
+        }
+    }
+
+    /// Cold start: a new sandbox for `name`, connected and ready to take a request.
+    async fn start_instance(
+        self: &Arc<Self>,
+        name: &LambdaName,
+        handler: &Handler,
+    ) -> Result<Instance, ApiError> {
+        let permit = self.acquire_capacity().await?;
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let this = Arc::clone(self);
+        let lambda = name.clone();
+        let dir = handler.dir.clone();
+        let started = Instant::now();
+        let spawned = tokio::task::spawn_blocking(move || this.spawn_sandbox(id, &lambda, dir))
+            .await
+            .map_err(|e| ApiError::Internal {
+                message: format!("sandbox start task failed: {e}"),
+            })?;
+        let (sandbox, conn, scratch) = spawned.map_err(|message| ApiError::SandboxFailed {
+            lambda: name.to_string(),
+            message,
+        })?;
+        let pid = sandbox.pid();
+        let conn = conn.and_then(UnixStream::from_std);
+        let shared = Arc::clone(&self.shared);
+        shared.live.insert(
+            id,
+            LiveInfo {
+                lambda: name.to_string(),
+                id,
+                state: "starting",
+                pid,
+                uptime_s: 0.0,
+                calls: 0,
+                created: Instant::now(),
+            },
+        );
+        let inst_conn = match conn {
+            Ok(c) => c,
+            Err(e) => {
+                // Build an instance anyway so Drop cleans everything up.
+                let message = format!("cannot register the connection to sandbox {id}: {e}");
+                destroy_detached(sandbox, scratch, id, permit, shared);
+                return Err(ApiError::SandboxFailed {
+                    lambda: name.to_string(),
+                    message,
+                });
+            }
+        };
+        tracing::debug!(lambda = %name, sandbox = id, pid, spawn_ms = started.elapsed().as_secs_f64() * 1e3, "sandbox started");
+        Ok(Instance {
+            id,
+            version: handler.version,
+            sandbox: Some(sandbox),
+            conn: inst_conn,
+            scratch,
+            last_used: Instant::now(),
+            capacity: Some(permit),
+            shared,
+        })
+    }
+
+    /// Blocking part of a cold start: scratch directory, listening socket, sandbox process.
+    fn spawn_sandbox(
+        &self,
+        id: u64,
+        name: &LambdaName,
+        handler_dir: PathBuf,
+    ) -> Result<
+        (
+            Sandbox,
+            std::io::Result<std::os::unix::net::UnixStream>,
+            PathBuf,
+        ),
+        String,
+    > {
+        let scratch = self.handlers_dir.join(name.as_str()).join(id.to_string());
+        std::fs::create_dir_all(&scratch)
+            .map_err(|e| format!("cannot create {}: {e}", scratch.display()))?;
+        let result = self.spawn_in(id, name, &handler_dir, &scratch);
+        if result.is_err() {
+            let _ = std::fs::remove_dir_all(&scratch);
+        }
+        result.map(|(sb, conn)| (sb, conn, scratch))
+    }
+
+    fn spawn_in(
+        &self,
+        id: u64,
+        name: &LambdaName,
+        handler_dir: &std::path::Path,
+        scratch: &std::path::Path,
+    ) -> Result<(Sandbox, std::io::Result<std::os::unix::net::UnixStream>), String> {
+        let sock = scratch.join("server_pipe");
+        let listener = std::os::unix::net::UnixListener::bind(&sock)
+            .map_err(|e| format!("cannot listen on {}: {e}", sock.display()))?;
+        // Connect now: the connection waits in the backlog until the runtime accepts it.
+        let conn = std::os::unix::net::UnixStream::connect(&sock)
+            .map_err(|e| format!("cannot connect to {}: {e}", sock.display()))?;
+        let cfg = &self.cfg;
+        let spec = SandboxSpec::builder(&cfg.base_dir, self.cgroup_parent.join(format!("sb-{id}")))
+            .mount(&cfg.packages_dir, "/packages", false)
+            .mount(handler_dir, "/handler", false)
+            .mount(scratch, "/host", true)
+            .tmp_mb(cfg.tmp_mb)
+            .hostname("lambda")
+            .net(match cfg.net {
+                NetMode::None => sandbox::NetMode::Isolated,
+                NetMode::Host => sandbox::NetMode::Host,
+            })
+            .limits(Limits {
+                memory_bytes: Some(cfg.memory_mb * 1024 * 1024),
+                pids_max: Some(cfg.max_procs),
+                cpu_quota: None,
+            })
+            .command([PYTHON, "-B", "-s", RUNTIME_PATH])
+            .env("PATH", "/usr/local/bin:/usr/bin:/bin")
+            .env("HOME", "/tmp")
+            .env("LANG", "C.UTF-8")
+            .env("PYTHONDONTWRITEBYTECODE", "1")
+            .env("LAMBDA_NAME", name.as_str())
+            .cwd("/host")
+            .output(scratch.join("stdout"), scratch.join("stderr"))
+            .build()
+            .map_err(|e| format!("invalid sandbox spec: {e}"))?;
+        let sandbox = Sandbox::spawn(&spec, &self.cgroups, &[listener.as_fd()])
+            .map_err(|e| format!("cannot start sandbox {id}: {e}"))?;
+        drop(listener);
+        let conn = conn.set_nonblocking(true).map(|()| conn);
+        Ok((sandbox, conn))
+    }
+
+    /// The live-sandbox table, ordered by id.
+    pub fn live(&self) -> Vec<LiveInfo> {
+        let mut v: Vec<LiveInfo> = self
+            .shared
+            .live
+            .iter()
+            .map(|e| {
+                let mut info = e.value().clone();
+                info.uptime_s = (info.created.elapsed().as_secs_f64() * 10.0).round() / 10.0;
+                info
+            })
+            .collect();
+        v.sort_by_key(|i| i.id);
+        v
+    }
+
+    /// Per-lambda counters.
+    pub fn lambda_stats(&self) -> std::collections::BTreeMap<String, LambdaStats> {
+        self.pools
+            .iter()
+            .map(|e| {
+                let c = &e.value().counters;
+                (
+                    e.key().to_string(),
+                    LambdaStats {
+                        calls: c.calls.load(Ordering::Relaxed),
+                        cold_starts: c.cold_starts.load(Ordering::Relaxed),
+                        warm_starts: c.warm_starts.load(Ordering::Relaxed),
+                        errors: c.errors.load(Ordering::Relaxed),
+                        idle: e.value().idle.lock().map(|i| i.len()).unwrap_or(0),
+                    },
+                )
+            })
+            .collect()
+    }
+
+    /// Destroys idle sandboxes unused for `idle_timeout_s`.
+    pub fn reap_idle(&self) -> usize {
+        let limit = Duration::from_secs(self.cfg.idle_timeout_s);
+        let mut reaped = Vec::new();
+        for entry in &self.pools {
+            let mut idle = entry.value().idle.lock().unwrap_or_else(|p| p.into_inner());
+            while idle.front().is_some_and(|i| i.last_used.elapsed() >= limit) {
+                if let Some(inst) = idle.pop_front() {
+                    reaped.push(inst);
+                }
+            }
+        }
+        let n = reaped.len();
+        if n > 0 {
+            tracing::info!(count = n, "destroying idle sandboxes");
+        }
+        n
+    }
+
+    /// Stops taking calls and destroys every idle sandbox; waits (up to `deadline`) until all
+    /// destroys that are under way have finished.
+    pub async fn shutdown(&self, deadline: Duration) {
+        self.closing.store(true, Ordering::SeqCst);
+        self.capacity.close();
+        for entry in &self.pools {
+            entry.value().gate.close();
+            let drained: Vec<Instance> = entry
+                .value()
+                .idle
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .drain(..)
+                .collect();
+            drop(drained);
+        }
+        let wait = async {
+            loop {
+                let notified = self.shared.destroyed.notified();
+                tokio::pin!(notified);
+                notified.as_mut().enable();
+                if self.shared.destroying.load(Ordering::SeqCst) == 0 {
+                    break;
+                }
+                notified.await;
+            }
+        };
+        if tokio::time::timeout(deadline, wait).await.is_err() {
+            tracing::warn!("some sandboxes were still being destroyed at the shutdown deadline");
+        }
+    }
+
+    /// True once shutdown has begun.
+    pub fn is_closing(&self) -> bool {
+        self.closing.load(Ordering::SeqCst)
+    }
+
+    /// Number of live sandboxes.
+    pub fn live_count(&self) -> usize {
+        self.shared.live.len()
+    }
+}
+
+/// Cleans up a sandbox that never became an [`Instance`].
+fn destroy_detached(
+    sandbox: Sandbox,
+    scratch: PathBuf,
+    id: u64,
+    permit: OwnedSemaphorePermit,
+    shared: Arc<Shared>,
+) {
+    shared.destroying.fetch_add(1, Ordering::SeqCst);
+    tokio::task::spawn_blocking(move || {
+        destroy_sandbox(sandbox, &scratch, id);
+        shared.live.remove(&id);
+        drop(permit);
+        shared.destroying.fetch_sub(1, Ordering::SeqCst);
+        shared.destroyed.notify_waiters();
+    });
+}
+
+fn unavailable(message: &str) -> ApiError {
+    ApiError::Unavailable {
+        message: message.to_owned(),
+    }
+}
+
+fn json_field(body: &[u8], key: &str) -> String {
+    serde_json::from_slice::<serde_json::Value>(body)
+        .ok()
+        .and_then(|v| v.get(key).and_then(|m| m.as_str().map(str::to_owned)))
+        .unwrap_or_else(|| String::from_utf8_lossy(body).into_owned())
+}
+
+fn handler_raised(name: &LambdaName, body: &[u8]) -> ApiError {
+    ApiError::HandlerRaised {
+        lambda: name.to_string(),
+        kind: json_field(body, "type"),
+        message: json_field(body, "message"),
+        traceback: json_field(body, "traceback"),
+    }
+}
+
+/// The last `max` bytes of a file, lossily decoded; empty when unreadable.
+fn read_tail(path: &std::path::Path, max: u64) -> String {
+    use std::io::{Read, Seek, SeekFrom};
+    let Ok(mut f) = std::fs::File::open(path) else {
+        return String::new();
+    };
+    let len = f.metadata().map(|m| m.len()).unwrap_or(0);
+    let _ = f.seek(SeekFrom::Start(len.saturating_sub(max)));
+    let mut buf = Vec::new();
+    let _ = f.take(max).read_to_end(&mut buf);
+    String::from_utf8_lossy(&buf).into_owned()
+}

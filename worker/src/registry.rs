@@ -1,0 +1,129 @@
+//! The local handler registry: `<registry_dir>/<name>/lambda_func.py`.
+//!
+//! A lookup returns the handler's directory and a version (device, inode, size, mtime of
+//! `lambda_func.py`), so an edited handler is noticed on the next call without restarting.
+
+use std::os::unix::fs::MetadataExt;
+use std::path::PathBuf;
+
+use crate::error::ApiError;
+use crate::name::LambdaName;
+
+/// The handler file every lambda directory must hold.
+pub const HANDLER_FILE: &str = "lambda_func.py";
+
+/// Identity of one version of a handler's code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HandlerVersion {
+    dev: u64,
+    ino: u64,
+    size: u64,
+    mtime_ns: i128,
+}
+
+/// A resolved handler.
+#[derive(Debug, Clone)]
+pub struct Handler {
+    pub dir: PathBuf,
+    pub version: HandlerVersion,
+}
+
+/// A local-directory registry.
+#[derive(Debug, Clone)]
+pub struct Registry {
+    dir: PathBuf,
+}
+
+impl Registry {
+    pub fn new(dir: PathBuf) -> Self {
+        Self { dir }
+    }
+
+    /// Finds a lambda's handler. The lambda directory and its `lambda_func.py` must be a real
+    /// directory and a regular file: symbolic links are refused so that a registry entry cannot
+    /// expose files from outside the registry to a sandbox.
+    pub fn lookup(&self, name: &LambdaName) -> Result<Handler, ApiError> {
+        let dir = self.dir.join(name.as_str());
+        let unknown = || ApiError::UnknownLambda {
+            lambda: name.to_string(),
+        };
+        let dir_md = std::fs::symlink_metadata(&dir).map_err(|_| unknown())?;
+        if dir_md.file_type().is_symlink() {
+            return Err(ApiError::BadHandler {
+                lambda: name.to_string(),
+                message: format!("registry entry {} is a symbolic link", dir.display()),
+            });
+        }
+        if !dir_md.is_dir() {
+            return Err(unknown());
+        }
+        let file = dir.join(HANDLER_FILE);
+        let md = std::fs::symlink_metadata(&file).map_err(|_| ApiError::NoHandlerFile {
+            lambda: name.to_string(),
+            path: file.display().to_string(),
+        })?;
+        if !md.is_file() {
+            return Err(ApiError::BadHandler {
+                lambda: name.to_string(),
+                message: format!("{} is not a regular file", file.display()),
+            });
+        }
+        let mtime_ns = i128::from(md.mtime()) * 1_000_000_000 + i128::from(md.mtime_nsec());
+        Ok(Handler {
+            dir,
+            version: HandlerVersion {
+                dev: md.dev(),
+                ino: md.ino(),
+                size: md.size(),
+                mtime_ns,
+            },
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn name(n: &str) -> LambdaName {
+        LambdaName::parse(n).unwrap()
+    }
+
+    #[test]
+    fn lookup_and_versions() {
+        let dir = tempfile::tempdir().unwrap();
+        let reg = Registry::new(dir.path().to_owned());
+        assert!(matches!(
+            reg.lookup(&name("hello")),
+            Err(ApiError::UnknownLambda { .. })
+        ));
+        std::fs::create_dir(dir.path().join("hello")).unwrap();
+        assert!(matches!(
+            reg.lookup(&name("hello")),
+            Err(ApiError::NoHandlerFile { .. })
+        ));
+        let file = dir.path().join("hello/lambda_func.py");
+        std::fs::write(&file, "def handler(e): return 1\n").unwrap();
+        let v1 = reg.lookup(&name("hello")).unwrap().version;
+        assert_eq!(v1, reg.lookup(&name("hello")).unwrap().version);
+        std::fs::write(&file, "def handler(e): return 22\n").unwrap();
+        assert_ne!(v1, reg.lookup(&name("hello")).unwrap().version);
+    }
+
+    #[test]
+    fn symlinks_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        std::os::unix::fs::symlink("/etc", dir.path().join("evil")).unwrap();
+        let reg = Registry::new(dir.path().to_owned());
+        assert!(matches!(
+            reg.lookup(&name("evil")),
+            Err(ApiError::BadHandler { .. })
+        ));
+        std::fs::create_dir(dir.path().join("link")).unwrap();
+        std::os::unix::fs::symlink("/etc/passwd", dir.path().join("link/lambda_func.py")).unwrap();
+        assert!(matches!(
+            reg.lookup(&name("link")),
+            Err(ApiError::BadHandler { .. })
+        ));
+    }
+}

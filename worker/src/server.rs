@@ -1,0 +1,190 @@
+//! The worker's lifecycle: start (clean leftovers, bind, serve), graceful shutdown.
+//!
+//! Start: validate the config, detect cgroups, remove what a crashed run left behind, create the
+//! scratch root, bind the HTTP port, serve. Shutdown: stop accepting, let in-flight requests
+//! finish under `shutdown_timeout_s`, destroy every sandbox, remove the worker's cgroups and
+//! scratch directories.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use sandbox::cgroup::{CgroupSetup, CgroupVersion};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::api::{self, ApiState};
+use crate::cleanup;
+use crate::config::Config;
+use crate::manager::Manager;
+use crate::WorkerError;
+
+/// A running worker (HTTP API bound, ready to serve).
+#[derive(Debug)]
+pub struct Worker {
+    addr: SocketAddr,
+    cfg: Arc<Config>,
+    manager: Arc<Manager>,
+    stop: watch::Sender<bool>,
+    accept_task: JoinHandle<()>,
+    reaper_task: JoinHandle<()>,
+}
+
+impl Worker {
+    /// Cleans what a crashed run left behind, binds the HTTP API and starts serving.
+    pub async fn start(config: Config) -> Result<Worker, WorkerError> {
+        config.validate_for_worker()?;
+        let cfg = Arc::new(config);
+        let cgroups = tokio::task::spawn_blocking(CgroupSetup::detect)
+            .await
+            .map_err(|e| WorkerError::Other(format!("cgroup detection task failed: {e}")))??;
+        let version = match cgroups.version() {
+            CgroupVersion::V1 => "v1",
+            CgroupVersion::V2 => "v2",
+        };
+        {
+            let cfg = Arc::clone(&cfg);
+            let cg = cgroups.clone();
+            let summary = tokio::task::spawn_blocking(move || cleanup::remove_leftovers(&cfg, &cg))
+                .await
+                .map_err(|e| WorkerError::Other(format!("cleanup task failed: {e}")))??;
+            tracing::info!(%summary, "checked for leftovers of an earlier run");
+        }
+        let handlers = cfg.worker_dir.join("handlers");
+        std::fs::create_dir_all(&handlers).map_err(|e| WorkerError::Io {
+            path: handlers.clone(),
+            source: e,
+        })?;
+        let listener = TcpListener::bind((cfg.worker_host.as_str(), cfg.worker_port))
+            .await
+            .map_err(|e| WorkerError::Bind {
+                addr: format!("{}:{}", cfg.worker_host, cfg.worker_port),
+                source: e,
+            })?;
+        let addr = listener.local_addr().map_err(|e| WorkerError::Bind {
+            addr: format!("{}:{}", cfg.worker_host, cfg.worker_port),
+            source: e,
+        })?;
+        let manager = Arc::new(Manager::new(Arc::clone(&cfg), cgroups));
+        let state = Arc::new(ApiState {
+            manager: Arc::clone(&manager),
+            max_body_bytes: cfg.max_body_bytes,
+            started: Instant::now(),
+            cgroup_version: version,
+        });
+        let (stop, stop_rx) = watch::channel(false);
+        let accept_task = tokio::spawn(accept_loop(
+            listener,
+            state,
+            stop_rx.clone(),
+            cfg.shutdown_timeout_s,
+        ));
+        let reaper_task = tokio::spawn(reaper(Arc::clone(&manager), stop_rx));
+        tracing::info!(%addr, cgroups = version, worker_dir = %cfg.worker_dir.display(), "worker ready");
+        Ok(Worker {
+            addr,
+            cfg,
+            manager,
+            stop,
+            accept_task,
+            reaper_task,
+        })
+    }
+
+    /// The bound address of the HTTP API.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Graceful shutdown: stop accepting, drain in-flight calls under the deadline, destroy every
+    /// sandbox, remove the worker's cgroups and scratch directories.
+    pub async fn shutdown(self) -> Result<(), WorkerError> {
+        tracing::info!("shutting down");
+        let _ = self.stop.send(true);
+        // The accept loop returns once open connections are done or the deadline passed.
+        let _ = self.accept_task.await;
+        let _ = self.reaper_task.await;
+        let deadline = Duration::from_secs(self.cfg.shutdown_timeout_s.max(1));
+        self.manager.shutdown(deadline).await;
+        let cfg = Arc::clone(&self.cfg);
+        let summary = tokio::task::spawn_blocking(move || {
+            let cgroups = CgroupSetup::detect()?;
+            cleanup::remove_leftovers(&cfg, &cgroups)
+        })
+        .await
+        .map_err(|e| WorkerError::Other(format!("cleanup task failed: {e}")))??;
+        tracing::info!(%summary, "worker stopped");
+        Ok(())
+    }
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    state: Arc<ApiState>,
+    mut stop: watch::Receiver<bool>,
+    drain_s: u64,
+) {
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let http = http1::Builder::new();
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let (stream, peer) = match accepted {
+                    Ok(x) => x,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                };
+                let _ = stream.set_nodelay(true);
+                let state = Arc::clone(&state);
+                let svc = service_fn(move |req| api::handle(Arc::clone(&state), req));
+                let conn = http.serve_connection(TokioIo::new(stream), svc);
+                let conn = graceful.watch(conn);
+                tokio::spawn(async move {
+                    if let Err(e) = conn.await {
+                        tracing::debug!(%peer, error = %e, "connection ended with an error");
+                    }
+                });
+            }
+            _ = stop.changed() => break,
+        }
+    }
+    drop(listener);
+    tokio::select! {
+        () = graceful.shutdown() => tracing::info!("all connections closed"),
+        () = tokio::time::sleep(Duration::from_secs(drain_s.max(1))) => {
+            tracing::warn!(deadline_s = drain_s, "in-flight requests did not finish before the deadline");
+        }
+    }
+}
+
+async fn reaper(manager: Arc<Manager>, mut stop: watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tokio::select! {
+            _ = tick.tick() => { manager.reap_idle(); }
+            _ = stop.changed() => break,
+        }
+    }
+}
+
+/// Starts a worker and runs it until SIGTERM or SIGINT, then shuts it down gracefully.
+pub async fn run_until_signal(config: Config) -> Result<(), WorkerError> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate())
+        .map_err(|e| WorkerError::Other(format!("cannot watch SIGTERM: {e}")))?;
+    let mut int = signal(SignalKind::interrupt())
+        .map_err(|e| WorkerError::Other(format!("cannot watch SIGINT: {e}")))?;
+    let worker = Worker::start(config).await?;
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM received"),
+        _ = int.recv() => tracing::info!("SIGINT received"),
+    }
+    worker.shutdown().await
+}

@@ -1,0 +1,162 @@
+//! Test support: a real worker on a temporary cluster, and a minimal HTTP client.
+
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use worker::cluster::{create_cluster, CreateOptions};
+use worker::config::Config;
+use worker::Worker;
+
+/// True when the test can run here; otherwise prints why it skips.
+pub fn can_run(test: &str) -> bool {
+    if !nix::unistd::Uid::effective().is_root() {
+        eprintln!("skipping {test}: needs root (namespaces, mounts, cgroups)");
+        return false;
+    }
+    true
+}
+
+/// A temporary cluster with one in-process worker.
+pub struct TestCluster {
+    pub tmp: tempfile::TempDir,
+    pub dir: PathBuf,
+    pub cfg: Config,
+    pub worker: Option<Worker>,
+    pub addr: SocketAddr,
+}
+
+/// The cluster's config with `patch` (JSON) merged and a worker dir set.
+pub fn new_cluster(patch: &str) -> (tempfile::TempDir, PathBuf, Config) {
+    let tmp = tempfile::Builder::new()
+        .prefix("lw-test")
+        .tempdir()
+        .expect("tempdir");
+    let dir = tmp.path().join("cluster");
+    create_cluster(&dir, &CreateOptions::default()).expect("create cluster");
+    let template = Config::load(&dir.join("config/template.json")).expect("template");
+    let mut cfg = template.merge_json(patch).expect("config patch");
+    cfg.worker_dir = dir.join("workers/worker-0");
+    cfg.worker_port = 0;
+    cfg.log_level = "debug".into();
+    std::fs::create_dir_all(&cfg.worker_dir).expect("worker dir");
+    (tmp, dir, cfg)
+}
+
+impl TestCluster {
+    pub async fn start(patch: &str) -> Self {
+        worker::init_tracing("info");
+        let (tmp, dir, cfg) = new_cluster(patch);
+        let worker = Worker::start(cfg.clone()).await.expect("worker starts");
+        let addr = worker.local_addr();
+        Self {
+            tmp,
+            dir,
+            cfg,
+            worker: Some(worker),
+            addr,
+        }
+    }
+
+    pub fn registry(&self) -> PathBuf {
+        self.dir.join("registry")
+    }
+
+    /// Writes `registry/<name>/lambda_func.py`.
+    pub fn add_handler(&self, name: &str, source: &str) {
+        let d = self.registry().join(name);
+        std::fs::create_dir_all(&d).unwrap();
+        std::fs::write(d.join("lambda_func.py"), source).unwrap();
+    }
+
+    /// Copies a handler from `quickstart/handlers/<name>`.
+    pub fn add_quickstart(&self, name: &str) {
+        let src = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../quickstart/handlers")
+            .join(name)
+            .join("lambda_func.py");
+        self.add_handler(name, &std::fs::read_to_string(src).unwrap());
+    }
+
+    pub async fn post(&self, path: &str, body: &str) -> (u16, String) {
+        http(self.addr, "POST", path, body.as_bytes()).await
+    }
+
+    pub async fn call(&self, name: &str, body: &str) -> (u16, serde_json::Value) {
+        let (status, text) = self.post(&format!("/runLambda/{name}"), body).await;
+        let value =
+            serde_json::from_str(&text).unwrap_or_else(|e| panic!("non-JSON answer {text:?}: {e}"));
+        (status, value)
+    }
+
+    pub async fn stats(&self) -> serde_json::Value {
+        let (status, text) = http(self.addr, "GET", "/stats", b"").await;
+        assert_eq!(status, 200, "{text}");
+        serde_json::from_str(&text).unwrap()
+    }
+
+    pub async fn shutdown(&mut self) {
+        if let Some(w) = self.worker.take() {
+            w.shutdown().await.expect("clean shutdown");
+        }
+    }
+}
+
+impl Drop for TestCluster {
+    fn drop(&mut self) {
+        if self.worker.is_some() {
+            // A test that failed before shutdown: still remove its sandboxes.
+            let _ = worker::cleanup_leftovers(&self.cfg);
+        }
+    }
+}
+
+/// One HTTP/1.1 request with `Connection: close`; returns status and body.
+pub async fn http(addr: SocketAddr, method: &str, path: &str, body: &[u8]) -> (u16, String) {
+    let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: localhost\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    s.write_all(head.as_bytes()).await.unwrap();
+    s.write_all(body).await.unwrap();
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf).await.unwrap();
+    let text = String::from_utf8_lossy(&buf).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let status = head
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    (status, body.to_owned())
+}
+
+/// Cgroup directories (any hierarchy) whose path contains `needle`.
+pub fn cgroup_dirs_containing(needle: &str) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    for entry in walkdir::WalkDir::new("/sys/fs/cgroup")
+        .max_depth(5)
+        .into_iter()
+        .flatten()
+    {
+        if entry.file_type().is_dir() && entry.path().to_string_lossy().contains(needle) {
+            found.push(entry.path().to_owned());
+        }
+    }
+    found
+}
+
+/// True while `pid` is a live (not zombie) process.
+pub fn pid_alive(pid: i64) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        // The state follows the parenthesized command name.
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.trim_start().chars().next())
+            .is_some_and(|state| state != 'Z' && state != 'X'),
+        Err(_) => false,
+    }
+}

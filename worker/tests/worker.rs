@@ -1,0 +1,405 @@
+//! Integration tests: a real worker on a temporary cluster (root only). The probe handler reports
+//! from inside its sandbox; the tests assert on that report and on what the host sees.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{can_run, cgroup_dirs_containing, TestCluster};
+use serde_json::json;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hello_cold_then_warm() {
+    if !can_run("hello_cold_then_warm") {
+        return;
+    }
+    let mut c = TestCluster::start("{}").await;
+    c.add_quickstart("hello");
+    assert_eq!(
+        c.call("hello", r#"{"name": "Alice"}"#).await,
+        (200, json!("Hello, Alice!"))
+    );
+    assert_eq!(
+        c.call("hello", r#"{"name": "Bob"}"#).await,
+        (200, json!("Hello, Bob!"))
+    );
+    assert_eq!(c.call("hello", "").await, (200, json!("Hello, World!")));
+    let stats = c.stats().await;
+    assert_eq!(stats["lambdas"]["hello"]["calls"], 3);
+    assert_eq!(stats["lambdas"]["hello"]["cold_starts"], 1);
+    assert_eq!(stats["lambdas"]["hello"]["warm_starts"], 2);
+    let sandboxes = stats["sandboxes"].as_array().unwrap();
+    assert_eq!(sandboxes.len(), 1, "{stats}");
+    assert_eq!(sandboxes[0]["lambda"], "hello");
+    assert_eq!(sandboxes[0]["state"], "idle");
+    c.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn probe_reports_a_real_sandbox() {
+    if !can_run("probe_reports_a_real_sandbox") {
+        return;
+    }
+    let mut c = TestCluster::start("{}").await;
+    c.add_quickstart("probe");
+    let (status, r) = c
+        .call(
+            "probe",
+            r#"{"write_host": "out.txt", "print": "hello from inside"}"#,
+        )
+        .await;
+    assert_eq!(status, 200, "{r}");
+    assert_eq!(
+        r["pid"], 1,
+        "the runtime is pid 1 of its own pid namespace: {r}"
+    );
+    assert!(
+        r["pids_visible"].as_array().unwrap().len() <= 3,
+        "host processes visible: {r}"
+    );
+    assert_eq!(r["hostname"], "lambda");
+    assert_eq!(r["cwd"], "/host");
+    assert_eq!(r["lambda_name"], "probe");
+    assert!(r["python"].as_str().unwrap() >= "3.12", "{r}");
+    assert_eq!(r["net_interfaces"], json!(["lo"]), "net=none gives only lo");
+    assert_eq!(
+        r["dev"],
+        json!(["fd", "null", "random", "stderr", "stdin", "stdout", "urandom", "zero"])
+    );
+    let w = &r["writable"];
+    assert_eq!(w["/"], false, "root must be read-only: {r}");
+    assert_eq!(w["/usr"], false);
+    assert_eq!(w["/packages"], false);
+    assert_eq!(w["/handler"], false);
+    assert_eq!(w["/host"], true);
+    assert_eq!(w["/tmp"], true);
+    let mounts: Vec<&str> = r["mounts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|m| m.as_str())
+        .collect();
+    for m in [
+        "/",
+        "/dev",
+        "/proc",
+        "/tmp",
+        "/packages",
+        "/handler",
+        "/host",
+    ] {
+        assert!(mounts.contains(&m), "{m} not mounted: {mounts:?}");
+    }
+    // Its cgroup is the sandbox's own, under this worker's parent.
+    let parent = c.cfg.cgroup_parent().display().to_string();
+    let cgroups = r["cgroups"].to_string();
+    assert!(
+        cgroups.contains(&parent) && cgroups.contains("/sb-"),
+        "{cgroups}"
+    );
+    // What the handler wrote to /host and printed lands in its scratch directory on the host.
+    let stats = c.stats().await;
+    let id = stats["sandboxes"][0]["id"].as_u64().unwrap();
+    let pid = stats["sandboxes"][0]["pid"].as_i64().unwrap();
+    let scratch = c.cfg.worker_dir.join(format!("handlers/probe/{id}"));
+    assert!(scratch.join("server_pipe").exists());
+    assert_eq!(
+        std::fs::read_to_string(scratch.join("out.txt")).unwrap(),
+        "written from the sandbox\n"
+    );
+    assert!(std::fs::read_to_string(scratch.join("stdout"))
+        .unwrap()
+        .contains("hello from inside"));
+    let host_cgroup = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
+    assert!(
+        host_cgroup.contains(&format!("{parent}/sb-{id}")),
+        "{host_cgroup}"
+    );
+    c.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn edited_handler_is_picked_up() {
+    if !can_run("edited_handler_is_picked_up") {
+        return;
+    }
+    let mut c = TestCluster::start("{}").await;
+    c.add_handler("edit", "def handler(event):\n    return 'v1'\n");
+    assert_eq!(c.call("edit", "{}").await, (200, json!("v1")));
+    let first = c.stats().await["sandboxes"][0]["id"].clone();
+    c.add_handler("edit", "def handler(event):\n    return 'version two'\n");
+    assert_eq!(c.call("edit", "{}").await, (200, json!("version two")));
+    let stats = c.stats().await;
+    assert_ne!(
+        stats["sandboxes"][0]["id"], first,
+        "the old sandbox must be retired"
+    );
+    assert_eq!(stats["lambdas"]["edit"]["cold_starts"], 2);
+    c.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fifty_concurrent_calls_to_five_lambdas() {
+    if !can_run("fifty_concurrent_calls_to_five_lambdas") {
+        return;
+    }
+    let c = TestCluster::start(r#"{"max_sandboxes_per_lambda": 3}"#).await;
+    for i in 0..5 {
+        c.add_handler(
+            &format!("f{i}"),
+            &format!("def handler(event):\n    return {{'lambda': {i}, 'n': event['n']}}\n"),
+        );
+    }
+    let c = std::sync::Arc::new(c);
+    let mut tasks = Vec::new();
+    for n in 0..50 {
+        let c = std::sync::Arc::clone(&c);
+        tasks.push(tokio::spawn(async move {
+            let i = n % 5;
+            let got = c.call(&format!("f{i}"), &format!(r#"{{"n": {n}}}"#)).await;
+            assert_eq!(got, (200, json!({"lambda": i, "n": n})));
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let stats = c.stats().await;
+    for i in 0..5 {
+        let l = &stats["lambdas"][format!("f{i}")];
+        assert_eq!(l["calls"], 10);
+        assert_eq!(l["errors"], 0);
+        assert!(
+            l["cold_starts"].as_u64().unwrap() <= 3,
+            "per-lambda cap exceeded: {l}"
+        );
+    }
+    let mut c = std::sync::Arc::into_inner(c).unwrap();
+    c.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_error_status() {
+    if !can_run("every_error_status") {
+        return;
+    }
+    let mut c = TestCluster::start(r#"{"timeout_s": 2, "max_body_bytes": 1000}"#).await;
+    c.add_quickstart("fail");
+    c.add_quickstart("hello");
+    c.add_handler("exits", "import os\ndef handler(event):\n    if event.get('die'):\n        os._exit(3)\n    return 'alive'\n");
+    c.add_handler(
+        "slow",
+        "import time\ndef handler(event):\n    time.sleep(30)\n",
+    );
+    c.add_handler("syntax", "def handler(event) return 1\n");
+    c.add_handler(
+        "unserializable",
+        "def handler(event):\n    return object()\n",
+    );
+    c.add_handler(
+        "sysexit",
+        "import sys\ndef handler(event):\n    sys.exit(1)\n",
+    );
+    std::fs::create_dir_all(c.registry().join("empty")).unwrap();
+
+    let (s, b) = c.call("nope", "{}").await;
+    assert_eq!(
+        (s, b["error"].as_str()),
+        (404, Some("unknown lambda")),
+        "{b}"
+    );
+    assert_eq!(c.call("empty", "{}").await.0, 404);
+    for bad in ["a..b", "%2e%2e", "a%2Fb", "-x", &"x".repeat(65), "a%00b"] {
+        let (s, b) = c.call(bad, "{}").await;
+        assert_eq!(
+            (s, b["error"].as_str()),
+            (400, Some("invalid lambda name")),
+            "{bad}: {b}"
+        );
+    }
+    let (s, b) = c.call("hello", "{not json").await;
+    assert_eq!((s, b["error"].as_str()), (400, Some("invalid JSON")), "{b}");
+    let (s, b) = c
+        .call("hello", &format!(r#"{{"name": "{}"}}"#, "x".repeat(2000)))
+        .await;
+    assert_eq!((s, b["limit_bytes"].as_u64()), (413, Some(1000)), "{b}");
+    let (s, b) = c.call("fail", r#"{"a": 1}"#).await;
+    assert_eq!(s, 500);
+    assert_eq!(b["type"], "ValueError");
+    assert!(
+        b["exception"].as_str().unwrap().contains("always fails"),
+        "{b}"
+    );
+    assert!(
+        b["traceback"].as_str().unwrap().contains("lambda_func.py"),
+        "{b}"
+    );
+    let (s, b) = c.call("syntax", "{}").await;
+    assert_eq!((s, b["type"].as_str()), (500, Some("SyntaxError")), "{b}");
+    let (s, b) = c.call("unserializable", "{}").await;
+    assert_eq!((s, b["type"].as_str()), (500, Some("TypeError")), "{b}");
+    assert_eq!(c.call("sysexit", "{}").await.1["type"], "SystemExit");
+    // A handler that kills its interpreter: 502, and the next call gets a fresh sandbox.
+    assert_eq!(c.call("exits", "{}").await, (200, json!("alive")));
+    let (s, b) = c.call("exits", r#"{"die": true}"#).await;
+    assert_eq!(
+        (s, b["error"].as_str()),
+        (502, Some("sandbox failed")),
+        "{b}"
+    );
+    assert_eq!(c.call("exits", "{}").await, (200, json!("alive")));
+    assert_eq!(c.stats().await["lambdas"]["exits"]["cold_starts"], 2);
+    // Timeout: 504 with the limit, sandbox destroyed.
+    let (s, b) = c.call("slow", "{}").await;
+    assert_eq!(
+        (s, b["error"].as_str(), b["timeout_s"].as_u64()),
+        (504, Some("timeout"), Some(2)),
+        "{b}"
+    );
+    // Wrong method / path.
+    let (s, _) = common::http(c.addr, "GET", "/runLambda/hello", b"").await;
+    assert_eq!(s, 405);
+    let (s, _) = common::http(c.addr, "GET", "/nowhere", b"").await;
+    assert_eq!(s, 404);
+    let (s, body) = common::http(c.addr, "GET", "/status", b"").await;
+    assert_eq!((s, body.as_str()), (200, "ready"));
+    // The worker still serves after all that.
+    assert_eq!(
+        c.call("hello", r#"{"name": "still here"}"#).await,
+        (200, json!("Hello, still here!"))
+    );
+    c.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_sandboxes_expire_and_capacity_is_capped() {
+    if !can_run("idle_sandboxes_expire_and_capacity_is_capped") {
+        return;
+    }
+    let mut c = TestCluster::start(r#"{"idle_timeout_s": 1, "handler_cache_size": 2}"#).await;
+    for i in 0..3 {
+        c.add_handler(
+            &format!("l{i}"),
+            &format!("def handler(event):\n    return {i}\n"),
+        );
+    }
+    for i in 0..3 {
+        assert_eq!(c.call(&format!("l{i}"), "{}").await, (200, json!(i)));
+        let live = c.stats().await["sandboxes"].as_array().unwrap().len();
+        assert!(live <= 2, "handler_cache_size exceeded: {live}");
+    }
+    tokio::time::sleep(Duration::from_millis(3500)).await;
+    let stats = c.stats().await;
+    assert_eq!(
+        stats["sandboxes"],
+        json!([]),
+        "idle sandboxes should have expired: {stats}"
+    );
+    c.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_leaves_nothing_behind() {
+    if !can_run("shutdown_leaves_nothing_behind") {
+        return;
+    }
+    let mut c = TestCluster::start("{}").await;
+    c.add_quickstart("hello");
+    c.add_quickstart("echo");
+    assert_eq!(c.call("hello", "{}").await.0, 200);
+    assert_eq!(c.call("echo", "[1]").await, (200, json!([1])));
+    let stats = c.stats().await;
+    let pids: Vec<i64> = stats["sandboxes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["pid"].as_i64().unwrap())
+        .collect();
+    assert_eq!(pids.len(), 2);
+    let parent = c.cfg.cgroup_parent().display().to_string();
+    assert!(!cgroup_dirs_containing(&parent).is_empty());
+    c.shutdown().await;
+    for pid in pids {
+        assert!(
+            !common::pid_alive(pid),
+            "sandbox pid {pid} survived shutdown"
+        );
+    }
+    assert_eq!(
+        cgroup_dirs_containing(&parent),
+        Vec::<std::path::PathBuf>::new()
+    );
+    assert!(
+        !c.cfg.worker_dir.join("handlers").exists(),
+        "scratch directories left"
+    );
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(
+        !mounts.contains(c.dir.to_str().unwrap()),
+        "a mount of the cluster is left"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restart_after_a_crash_removes_leftovers() {
+    if !can_run("restart_after_a_crash_removes_leftovers") {
+        return;
+    }
+    // A worker process killed with SIGKILL leaves its sandboxes running.
+    let (_tmp, _dir, mut cfg) = common::new_cluster("{}");
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    cfg.worker_port = port;
+    let cfg_path = cfg.worker_dir.join("../worker-0.json");
+    cfg.save(&cfg_path).unwrap();
+    std::fs::create_dir_all(cfg.registry_dir.join("hello")).unwrap();
+    std::fs::write(
+        cfg.registry_dir.join("hello/lambda_func.py"),
+        "def handler(event):\n    return 'hi'\n",
+    )
+    .unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_worker"))
+        .arg(format!("--config={}", cfg_path.display()))
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let mut ready = false;
+    for _ in 0..100 {
+        if let Ok(s) = tokio::net::TcpStream::connect(addr).await {
+            drop(s);
+            ready = common::http(addr, "GET", "/status", b"").await.0 == 200;
+            if ready {
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(ready, "worker process did not become ready");
+    assert_eq!(
+        common::http(addr, "POST", "/runLambda/hello", b"{}").await,
+        (200, "\"hi\"".to_owned())
+    );
+    let (_, stats) = common::http(addr, "GET", "/stats", b"").await;
+    let stats: serde_json::Value = serde_json::from_str(&stats).unwrap();
+    let pid = stats["sandboxes"][0]["pid"].as_i64().unwrap();
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    assert!(
+        common::pid_alive(pid),
+        "sandbox should outlive a SIGKILLed worker"
+    );
+    let parent = cfg.cgroup_parent().display().to_string();
+    assert!(!cgroup_dirs_containing(&parent).is_empty());
+
+    // A new worker on the same directory cleans up before it answers ready.
+    cfg.worker_port = 0;
+    let w = worker::Worker::start(cfg.clone()).await.unwrap();
+    assert!(!common::pid_alive(pid), "leftover sandbox still running");
+    assert_eq!(
+        cgroup_dirs_containing(&parent),
+        Vec::<std::path::PathBuf>::new()
+    );
+    w.shutdown().await.unwrap();
+}
