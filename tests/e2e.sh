@@ -62,7 +62,7 @@ contains "status shows the hello sandbox" "hello" "$(echo "$status" | sed -n '/C
 echo "e2e: admin kill"
 "$ADMIN" kill -cluster="$cluster"
 sleep 0.5
-pidfile_left=$(ls "$cluster"/logs/*.pid 2>/dev/null | wc -l)
+pidfile_left=$(find "$cluster/logs" -name "*.pid" | wc -l)
 check "no pid file left" 0 "$pidfile_left"
 check "no worker process left" "" "$(pgrep -f "$cluster/config/worker-" || true)"
 check "no sandbox process left" "$procs_before" "$(sandbox_procs)"
@@ -70,6 +70,17 @@ check "no cgroup left" "$cgroups_before" "$(cgroup_dirs)"
 check "no mount of the cluster left" 0 "$(grep -c "$cluster" /proc/self/mountinfo || true)"
 code=$(curl -s -o /dev/null -w '%{http_code}' "localhost:$PORT/status" || true)
 check "worker port closed" 000 "$code"
+
+echo "e2e: a worker started by hand with worker-exec is stopped by admin kill"
+"$ADMIN" worker-exec --config="$cluster/config/worker-0.json" > "$work/exec.log" 2>&1 &
+exec_pid=$!
+for _ in $(seq 100); do curl -sf "localhost:$PORT/status" >/dev/null && break; sleep 0.1; done
+out=$(curl -sS -X POST "localhost:$PORT/runLambda/hello" -d '{"name": "exec"}')
+check "worker-exec serves" '"Hello, exec!"' "$out"
+"$ADMIN" kill -cluster="$cluster"
+wait "$exec_pid" && ok "worker-exec exited cleanly on SIGTERM" || bad "worker-exec exit status $?"
+check "no sandbox process left after kill" "$procs_before" "$(sandbox_procs)"
+check "no cgroup left after kill" "$cgroups_before" "$(cgroup_dirs)"
 rm -r "$cluster"
 ok "cluster removed"
 

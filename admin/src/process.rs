@@ -1,6 +1,7 @@
 //! Worker processes seen from outside: pid files, liveness, "is this really our worker", and
 //! stopping one (SIGTERM, a grace period, then SIGKILL).
 
+use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -83,6 +84,56 @@ pub fn cmdline_is_worker(cmdline: &[u8]) -> bool {
     base == b"worker" || args.any(|a| a == b"worker-exec")
 }
 
+/// True if `cmdline` is a worker started with `config` (`--config=PATH`, `--config PATH`, or the
+/// single-dash spellings), comparing canonical paths.
+pub fn cmdline_serves_config(cmdline: &[u8], config: &Path) -> bool {
+    if !cmdline_is_worker(cmdline) {
+        return false;
+    }
+    let want = std::fs::canonicalize(config).unwrap_or_else(|_| config.to_owned());
+    let args: Vec<&[u8]> = cmdline
+        .split(|b| *b == 0)
+        .filter(|a| !a.is_empty())
+        .collect();
+    let same = |raw: &[u8]| {
+        let p = Path::new(std::ffi::OsStr::from_bytes(raw));
+        std::fs::canonicalize(p).unwrap_or_else(|_| p.to_owned()) == want
+    };
+    args.iter().enumerate().any(|(i, a)| {
+        for flag in [&b"--config"[..], &b"-config"[..]] {
+            if let Some(v) = a.strip_prefix(flag).and_then(|r| r.strip_prefix(b"=")) {
+                if same(v) {
+                    return true;
+                }
+            }
+            if *a == flag && args.get(i + 1).is_some_and(|v| same(v)) {
+                return true;
+            }
+        }
+        false
+    })
+}
+
+/// Live worker processes started with `config`, found by scanning `/proc` (workers started by
+/// hand with `worker-exec` have no pid file).
+pub fn workers_serving(config: &Path) -> Vec<i32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    let mut pids: Vec<i32> = entries
+        .flatten()
+        .filter_map(|e| e.file_name().to_str().and_then(|n| n.parse::<i32>().ok()))
+        .filter(|pid| *pid != std::process::id() as i32)
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .is_ok_and(|c| cmdline_serves_config(&c, config))
+        })
+        .filter(|pid| is_alive(*pid))
+        .collect();
+    pids.sort_unstable();
+    pids
+}
+
 /// How a process was stopped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Stopped {
@@ -134,6 +185,25 @@ fn wait_gone(pid: i32, limit: Duration) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn config_match_accepts_every_spelling() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = dir.path().join("worker-0.json");
+        std::fs::write(&cfg, "{}").unwrap();
+        let other = dir.path().join("worker-1.json");
+        let c = cfg.display().to_string();
+        for cmd in [
+            format!("/x/admin\0worker-exec\0--config={c}\0"),
+            format!("/x/admin\0worker-exec\0--config\0{c}\0"),
+            format!("/x/worker\0-config={c}\0"),
+        ] {
+            assert!(cmdline_serves_config(cmd.as_bytes(), &cfg), "{cmd:?}");
+            assert!(!cmdline_serves_config(cmd.as_bytes(), &other), "{cmd:?}");
+        }
+        let not_worker = format!("/bin/cat\0--config={c}\0");
+        assert!(!cmdline_serves_config(not_worker.as_bytes(), &cfg));
+    }
 
     #[test]
     fn worker_cmdlines_are_recognized() {

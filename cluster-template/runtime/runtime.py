@@ -2,7 +2,7 @@
 
 The worker creates the listening unix socket (bound at <scratch>/server_pipe, seen here as
 /host/server_pipe) and passes it as fd 3, so it can connect before this interpreter is up.
-The handler module /handler/lambda_func.py is loaded once; each request calls handler(event).
+The handler module /handler/lambda_func.py is imported once; each request calls handler(event).
 
 Wire format, on one connection, any number of calls in turn:
   request:  4-byte big-endian length N, then N bytes of JSON (the event)
@@ -11,51 +11,87 @@ Wire format, on one connection, any number of calls in turn:
             kind 1: the handler (or its module) raised: {"type", "message", "traceback"}
             kind 2: the request itself was unusable: {"type", "message"}
 The runtime never dies on a bad request; only the worker ends it.
+
+Start-up time is most of a cold call, so this file imports only what it needs before the first
+request: `_socket` rather than `socket` (which pulls in `enum`), the C parts of `json` through
+`_json` rather than `json` (whose pure-Python half compiles regular expressions), and
+`traceback` only when an exception is reported. The interpreter runs with -S (no `site`).
 """
 
-import json
-import socket
-import struct
 import sys
-import traceback
 
-HANDLER_PATH = "/handler/lambda_func.py"
+import _socket
+
+HANDLER_DIR = "/handler"
 LISTEN_FD = 3
-HEADER = struct.Struct(">I")
-RESPONSE = struct.Struct(">BI")
 OK, HANDLER_ERROR, REQUEST_ERROR = 0, 1, 2
+# Without `site`, add the system's package directories so apt-installed modules still import.
+SYSTEM_PATHS = ("/usr/local/lib/python3/dist-packages", "/usr/lib/python3/dist-packages")
+
+
+def _plain_json():
+    import json
+
+    return json.loads, lambda obj: json.dumps(obj, allow_nan=False)
+
+
+def _fast_json():
+    """json.loads and json.dumps(allow_nan=False) from CPython's C accelerator, as json uses it."""
+    import _json
+
+    inf = float("inf")
+
+    class _Decoder:
+        strict = True
+        object_hook = None
+        object_pairs_hook = None
+        parse_float = float
+        parse_int = int
+        parse_constant = {"-Infinity": -inf, "Infinity": inf, "NaN": float("nan")}.__getitem__
+        memo = {}
+
+    scan = _json.make_scanner(_Decoder())
+
+    def loads(data):
+        text = data.decode("utf-8").strip(" \t\n\r")
+        try:
+            obj, end = scan(text, 0)
+        except StopIteration:
+            raise ValueError("expecting a JSON value") from None
+        finally:
+            _Decoder.memo.clear()
+        if end != len(text):
+            raise ValueError("extra data after the JSON value at character %d" % end)
+        return obj
+
+    def default(obj):
+        raise TypeError("Object of type %s is not JSON serializable" % type(obj).__name__)
+
+    encode = _json.make_encoder({}, default, _json.encode_basestring_ascii, None, ": ", ", ", False, False, False)
+
+    def dumps(obj):
+        return "".join(encode(obj, 0))
+
+    dumps({"probe": [1, 2.5, "x", None, True]})  # fail here, not on the first call
+    return loads, dumps
+
+
+try:
+    loads, dumps = _fast_json()
+except Exception:  # a Python without the accelerator, or a changed one
+    loads, dumps = _plain_json()
 
 
 def error_info(exc):
-    return json.dumps(
+    import traceback
+
+    return dumps(
         {
             "type": type(exc).__name__,
             "message": str(exc),
             "traceback": "".join(traceback.format_exception(exc)),
         }
     ).encode()
-
-
-def load_handler():
-    """Returns (handler, None) or (None, encoded error)."""
-    sys.path.insert(0, "/handler")
-    try:
-        import importlib.util
-
-        spec = importlib.util.spec_from_file_location("lambda_func", HANDLER_PATH)
-        if spec is None or spec.loader is None:
-            raise ImportError(f"cannot load {HANDLER_PATH}")
-        module = importlib.util.module_from_spec(spec)
-        sys.modules["lambda_func"] = module
-        spec.loader.exec_module(module)
-        handler = getattr(module, "handler", None)
-        if not callable(handler):
-            raise AttributeError(f"{HANDLER_PATH} defines no callable handler(event)")
-        return handler, None
-    except BaseException as exc:  # SystemExit and friends in module code too
-        return None, error_info(exc)
-    finally:
-        flush()
 
 
 def flush():
@@ -66,14 +102,31 @@ def flush():
             pass
 
 
+def load_handler():
+    """Returns (handler, None) or (None, encoded error)."""
+    sys.path[:0] = [HANDLER_DIR]
+    sys.path.extend(SYSTEM_PATHS)
+    try:
+        import lambda_func
+
+        handler = getattr(lambda_func, "handler", None)
+        if not callable(handler):
+            raise AttributeError("%s/lambda_func.py defines no callable handler(event)" % HANDLER_DIR)
+        return handler, None
+    except BaseException as exc:  # SystemExit and friends in module code too
+        return None, error_info(exc)
+    finally:
+        flush()
+
+
 def call(handler, load_error, body):
     if load_error is not None:
         return HANDLER_ERROR, load_error
     try:
-        event = json.loads(body)
-    except ValueError as exc:
-        msg = {"type": "BadRequest", "message": f"event is not valid JSON: {exc}"}
-        return REQUEST_ERROR, json.dumps(msg).encode()
+        event = loads(body)
+    except (ValueError, UnicodeDecodeError) as exc:
+        msg = {"type": "BadRequest", "message": "event is not valid JSON: %s" % exc}
+        return REQUEST_ERROR, dumps(msg).encode()
     try:
         result = handler(event)
     except BaseException as exc:  # a handler calling sys.exit() is an error, not an exit
@@ -81,9 +134,9 @@ def call(handler, load_error, body):
     finally:
         flush()
     try:
-        return OK, json.dumps(result).encode()
+        return OK, dumps(result).encode()
     except (TypeError, ValueError, RecursionError) as exc:
-        exc.args = (f"handler returned a value that is not JSON-serializable: {exc}",)
+        exc.args = ("handler returned a value that is not JSON-serializable: %s" % exc,)
         return HANDLER_ERROR, error_info(exc)
 
 
@@ -101,20 +154,22 @@ def recv_exact(conn, size):
 
 def serve(listener, handler, load_error):
     while True:
-        conn, _ = listener.accept()
-        with conn:
-            try:
-                while True:
-                    (size,) = HEADER.unpack(recv_exact(conn, HEADER.size))
-                    body = recv_exact(conn, size)
-                    kind, payload = call(handler, load_error, body)
-                    conn.sendall(RESPONSE.pack(kind, len(payload)) + payload)
-            except (EOFError, OSError):
-                continue
+        fd, _ = listener._accept()
+        conn = _socket.socket(fileno=fd)
+        try:
+            while True:
+                size = int.from_bytes(recv_exact(conn, 4), "big")
+                body = recv_exact(conn, size)
+                kind, payload = call(handler, load_error, body)
+                conn.sendall(bytes((kind,)) + len(payload).to_bytes(4, "big") + payload)
+        except (EOFError, OSError):
+            pass
+        finally:
+            conn.close()
 
 
 def main():
-    listener = socket.socket(fileno=LISTEN_FD)
+    listener = _socket.socket(fileno=LISTEN_FD)
     handler, load_error = load_handler()
     serve(listener, handler, load_error)
 

@@ -507,7 +507,7 @@ impl Manager {
                 pids_max: Some(cfg.max_procs),
                 cpu_quota: None,
             })
-            .command([PYTHON, "-B", "-s", RUNTIME_PATH])
+            .command([PYTHON, "-B", "-S", RUNTIME_PATH])
             .env("PATH", "/usr/local/bin:/usr/bin:/bin")
             .env("HOME", "/tmp")
             .env("LANG", "C.UTF-8")

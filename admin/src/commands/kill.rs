@@ -32,8 +32,23 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     }
     let mut failures = 0;
     for i in indexes {
-        let (process, ok_process) = stop_worker(&cluster, i);
-        let (leftovers, ok_leftovers) = clean_worker(&cluster, i);
+        let (mut process, mut ok_process) = stop_worker(&cluster, i);
+        let (others, ok_others) = stop_unrecorded_workers(&cluster, i);
+        if !others.is_empty() {
+            process.push_str("; ");
+            process.push_str(&others);
+        }
+        ok_process &= ok_others;
+        let still_running = process::workers_serving(&cluster.worker_config(i));
+        let (leftovers, ok_leftovers) = if still_running.is_empty() {
+            clean_worker(&cluster, i)
+        } else {
+            // Never pull sandboxes out from under a worker that is still serving.
+            (
+                format!("worker pid(s) {still_running:?} still running, leftovers not touched"),
+                false,
+            )
+        };
         if !(ok_process && ok_leftovers) {
             failures += 1;
         }
@@ -80,6 +95,28 @@ fn stop_worker(cluster: &ClusterDir, i: u32) -> (String, bool) {
         Ok(()) => (what, true),
         Err(e) => (format!("{what}; {e:#}"), false),
     }
+}
+
+/// Stops workers serving this worker's config that no pid file records (for example one started
+/// by hand with `admin worker-exec --config=config/worker-N.json`).
+fn stop_unrecorded_workers(cluster: &ClusterDir, i: u32) -> (String, bool) {
+    let mut notes = Vec::new();
+    let mut ok = true;
+    for pid in process::workers_serving(&cluster.worker_config(i)) {
+        match process::stop(pid, GRACE) {
+            Ok(Stopped::Terminated(t)) => notes.push(format!(
+                "stopped unrecorded worker pid {pid} (SIGTERM, {:.1} s)",
+                t.as_secs_f64()
+            )),
+            Ok(Stopped::Killed) => notes.push(format!("killed unrecorded worker pid {pid}")),
+            Ok(Stopped::NotRunning) => {}
+            Err(e) => {
+                ok = false;
+                notes.push(format!("{e:#}"));
+            }
+        }
+    }
+    (notes.join("; "), ok)
 }
 
 /// Removes the worker's leftover sandboxes, cgroups and scratch directories.
