@@ -133,6 +133,7 @@ pub fn spawn(
     procs: &[File],
     pass: &[BorrowedFd<'_>],
 ) -> Result<Started, SpawnError> {
+    let t0 = std::time::Instant::now();
     let setup = SetupPlan::new(spec)?;
     let devnull = OpenOptions::new()
         .read(true)
@@ -210,6 +211,7 @@ pub fn spawn(
             errno,
         },
     )?;
+    let cloned = t0.elapsed();
     // Close our copy of the write end now: once the child execs (closing its copy), the read
     // below sees end-of-file.
     drop(err_write);
@@ -236,6 +238,12 @@ pub fn spawn(
         let _ = waitpid(pid, None);
         Err(err)
     };
+    tracing::debug!(
+        pid = pid.as_raw(),
+        prepare_clone_ms = cloned.as_secs_f64() * 1e3,
+        child_setup_exec_ms = (t0.elapsed() - cloned).as_secs_f64() * 1e3,
+        "sandbox child exec'd"
+    );
     match read_result {
         Ok(0) => Ok(Started { pid }),
         Ok(12) => {

@@ -76,6 +76,7 @@ impl Sandbox {
         let started = Instant::now();
         let cgroup = cgroups.cgroup(spec.cgroup());
         cgroup.create(&spec.limits)?;
+        let cgroup_done = started.elapsed();
         let procs = match cgroup.open_procs() {
             Ok(p) => p,
             Err(e) => {
@@ -84,13 +85,21 @@ impl Sandbox {
             }
         };
         match process::spawn(spec, &procs, pass) {
-            Ok(child) => Ok(Self {
-                pid: child.pid,
-                cgroup,
-                state: State::Running,
-                reaped: false,
-                started,
-            }),
+            Ok(child) => {
+                tracing::debug!(
+                    pid = child.pid.as_raw(),
+                    cgroup_ms = cgroup_done.as_secs_f64() * 1e3,
+                    exec_ms = (started.elapsed() - cgroup_done).as_secs_f64() * 1e3,
+                    "sandbox process started"
+                );
+                Ok(Self {
+                    pid: child.pid,
+                    cgroup,
+                    state: State::Running,
+                    reaped: false,
+                    started,
+                })
+            }
             Err(e) => {
                 let _ = cgroup.kill_all();
                 let _ = cgroup.remove();

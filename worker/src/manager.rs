@@ -485,6 +485,7 @@ impl Manager {
         handler_dir: &std::path::Path,
         scratch: &std::path::Path,
     ) -> Result<(Sandbox, std::io::Result<std::os::unix::net::UnixStream>), String> {
+        let t0 = Instant::now();
         let sock = scratch.join("server_pipe");
         let listener = std::os::unix::net::UnixListener::bind(&sock)
             .map_err(|e| format!("cannot listen on {}: {e}", sock.display()))?;
