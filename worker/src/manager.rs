@@ -518,8 +518,14 @@ impl Manager {
             .output(scratch.join("stdout"), scratch.join("stderr"))
             .build()
             .map_err(|e| format!("invalid sandbox spec: {e}"))?;
+        let prepared = t0.elapsed();
         let sandbox = Sandbox::spawn(&spec, &self.cgroups, &[listener.as_fd()])
             .map_err(|e| format!("cannot start sandbox {id}: {e}"))?;
+        tracing::debug!(
+            sandbox = id,
+            socket_spec_ms = prepared.as_secs_f64() * 1e3,
+            "scratch socket and spec prepared"
+        );
         drop(listener);
         let conn = conn.set_nonblocking(true).map(|()| conn);
         Ok((sandbox, conn))

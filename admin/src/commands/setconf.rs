@@ -25,8 +25,12 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     let merged = cfg
         .merge_json(&args.overrides)
         .with_context(|| format!("{} not changed", path.display()))?;
-    merged.save(&path)?;
     let keys = changed_keys(&args.overrides);
+    if keys.is_empty() {
+        println!("no keys given: {} not changed", path.display());
+        return Ok(());
+    }
+    merged.save(&path)?;
     println!("updated {}: {}", path.display(), keys.join(", "));
     if !cluster.worker_configs()?.is_empty() {
         println!(
@@ -36,7 +40,7 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The keys of a JSON object, in order (empty for anything else).
+/// The keys of a JSON object as `key=value`, sorted by key (empty for anything else).
 fn changed_keys(overrides: &str) -> Vec<String> {
     match serde_json::from_str::<serde_json::Value>(overrides) {
         Ok(serde_json::Value::Object(map)) => {
