@@ -56,6 +56,20 @@ code=$(curl -s -o /dev/null -w '%{http_code}' -X POST "localhost:$PORT/runLambda
 check "invalid JSON is 400" 400 "$code"
 code=$(curl -s -o /dev/null -w '%{http_code}' -X POST "localhost:$PORT/runLambda/a..b" -d '{}')
 check "invalid name is 400" 400 "$code"
+
+echo "e2e: admin upload (handler bundles)"
+mkdir -p "$work/bundle/v1" "$work/bundle/v2"
+printf 'def handler(event):\n    return "bundle v1"\n' > "$work/bundle/v1/lambda_func.py"
+printf 'def handler(event):\n    return "bundle v2"\n' > "$work/bundle/v2/lambda_func.py"
+tar czf "$work/v1.tar.gz" -C "$work/bundle/v1" .
+tar czf "$work/v2.tar.gz" -C "$work/bundle" v2
+"$ADMIN" upload -cluster="$cluster" -handler=bundled -file="$work/v1.tar.gz"
+check "uploaded bundle answers" '"bundle v1"' "$(curl -sS -X POST "localhost:$PORT/runLambda/bundled" -d '{}')"
+"$ADMIN" upload --cluster "$cluster" --handler bundled --file "$work/v2.tar.gz"
+check "re-uploaded bundle answers on the next call" '"bundle v2"' "$(curl -sS -X POST "localhost:$PORT/runLambda/bundled" -d '{}')"
+if "$ADMIN" upload -cluster="$cluster" -handler=../x -file="$work/v1.tar.gz" 2>/dev/null; then bad "upload accepted a bad name"; else ok "upload rejects a bad name"; fi
+if "$ADMIN" upload -cluster="$cluster" -handler=y -file="$work/bundle/v1/lambda_func.py" 2>/dev/null; then bad "upload accepted a non-archive"; else ok "upload rejects a non-archive"; fi
+
 status=$("$ADMIN" status -cluster="$cluster")
 contains "status shows the hello sandbox" "hello" "$(echo "$status" | sed -n '/Cluster containers:/,$p')"
 

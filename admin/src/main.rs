@@ -1,5 +1,5 @@
 //! `admin`: lambdaworker's cluster tool (`new`, `setconf`, `workers`, `worker-exec`, `status`,
-//! `kill`), in the spirit of OpenLambda's. Thin: each command is a file in `commands/`, the logic
+//! `kill`, `upload`), in the spirit of OpenLambda's. Thin: each command is a file in `commands/`, the logic
 //! lives in the `worker` library. Go-style flags (`-cluster X`) are rewritten before clap parses.
 
 mod argv;
@@ -34,6 +34,7 @@ enum Cmd {
     Status(commands::status::Args),
     /// Stop the cluster's workers and remove their sandboxes, cgroups and scratch space
     Kill(commands::kill::Args),
+    Upload(commands::upload::Args),
 }
 
 fn main() -> ExitCode {
@@ -49,6 +50,7 @@ fn main() -> ExitCode {
         Cmd::WorkerExec(a) => commands::worker_exec::run(a),
         Cmd::Status(a) => commands::status::run(a),
         Cmd::Kill(a) => commands::kill::run(a),
+        Cmd::Upload(a) => commands::upload::run(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

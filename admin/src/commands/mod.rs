@@ -4,6 +4,7 @@ pub mod kill;
 pub mod new;
 pub mod setconf;
 pub mod status;
+pub mod upload;
 pub mod worker_exec;
 pub mod workers;
 
