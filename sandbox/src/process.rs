@@ -100,6 +100,10 @@ struct ChildPlan<'a> {
 #[derive(Debug)]
 pub struct Started {
     pub pid: Pid,
+    /// From the call until `clone` returned (preparation and clone).
+    pub prepare_clone: std::time::Duration,
+    /// From `clone` returning until the child exec'd (its setup steps and `execve`).
+    pub child_setup_exec: std::time::Duration,
 }
 
 fn dup_high(fd: BorrowedFd<'_>) -> Result<OwnedFd, SpawnError> {
@@ -238,14 +242,12 @@ pub fn spawn(
         let _ = waitpid(pid, None);
         Err(err)
     };
-    tracing::debug!(
-        pid = pid.as_raw(),
-        prepare_clone_ms = cloned.as_secs_f64() * 1e3,
-        child_setup_exec_ms = (t0.elapsed() - cloned).as_secs_f64() * 1e3,
-        "sandbox child exec'd"
-    );
     match read_result {
-        Ok(0) => Ok(Started { pid }),
+        Ok(0) => Ok(Started {
+            pid,
+            prepare_clone: cloned,
+            child_setup_exec: t0.elapsed() - cloned,
+        }),
         Ok(12) => {
             let word = |i: usize| u32::from_ne_bytes([buf[i], buf[i + 1], buf[i + 2], buf[i + 3]]);
             let stage = ChildStage::from_u32(word(0));

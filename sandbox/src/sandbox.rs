@@ -89,7 +89,8 @@ impl Sandbox {
                 tracing::debug!(
                     pid = child.pid.as_raw(),
                     cgroup_ms = cgroup_done.as_secs_f64() * 1e3,
-                    exec_ms = (started.elapsed() - cgroup_done).as_secs_f64() * 1e3,
+                    prepare_clone_ms = child.prepare_clone.as_secs_f64() * 1e3,
+                    child_setup_exec_ms = child.child_setup_exec.as_secs_f64() * 1e3,
                     "sandbox process started"
                 );
                 Ok(Self {
