@@ -253,15 +253,11 @@ fn handler_root(staging: &Path, archive: &Path) -> Result<PathBuf, BundleError> 
 }
 
 fn remove_all(path: &Path) -> Result<(), BundleError> {
-    match std::fs::remove_dir_all(path) {
-        Ok(()) => Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(source) => Err(BundleError::Io {
-            op: "remove",
-            path: path.to_owned(),
-            source,
-        }),
-    }
+    crate::cleanup::remove_dir_all_if_present(path).map_err(|source| BundleError::Io {
+        op: "remove",
+        path: path.to_owned(),
+        source,
+    })
 }
 
 #[cfg(test)]

@@ -22,19 +22,21 @@ pub fn remove_leftovers(cfg: &Config, cgroups: &CgroupSetup) -> Result<String, W
         Ok(entries) => entries.count(),
         Err(_) => 0,
     };
-    match std::fs::remove_dir_all(&handlers) {
-        Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => {
-            return Err(WorkerError::Io {
-                path: handlers,
-                source: e,
-            })
-        }
-    }
+    remove_dir_all_if_present(&handlers).map_err(|source| WorkerError::Io {
+        path: handlers,
+        source,
+    })?;
     Ok(format!(
         "removed {removed} cgroup directories and scratch space of {scratch} lambdas"
     ))
+}
+
+/// `remove_dir_all` where a directory that is already gone counts as removed.
+pub(crate) fn remove_dir_all_if_present(path: &Path) -> std::io::Result<()> {
+    match std::fs::remove_dir_all(path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        other => other,
+    }
 }
 
 /// Removes the shared top cgroup (`lambdaworker`) if no other worker uses it.

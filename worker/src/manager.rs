@@ -138,10 +138,8 @@ fn destroy_sandbox(mut sandbox: Sandbox, scratch: &std::path::Path, id: u64) {
     if let Err(e) = sandbox.destroy() {
         tracing::error!(sandbox = id, error = %e, "cannot destroy sandbox");
     }
-    if let Err(e) = std::fs::remove_dir_all(scratch) {
-        if e.kind() != std::io::ErrorKind::NotFound {
-            tracing::warn!(sandbox = id, path = %scratch.display(), error = %e, "cannot remove scratch directory");
-        }
+    if let Err(e) = crate::cleanup::remove_dir_all_if_present(scratch) {
+        tracing::warn!(sandbox = id, path = %scratch.display(), error = %e, "cannot remove scratch directory");
     }
     tracing::debug!(sandbox = id, "sandbox destroyed");
 }

@@ -244,15 +244,11 @@ fn remove_build_dir(dir: &Path) -> Result<(), ClusterError> {
             }
         })?;
     }
-    match std::fs::remove_dir_all(dir) {
-        Ok(()) => Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(source) => Err(ClusterError::Io {
-            op: "remove",
-            path: dir.to_owned(),
-            source,
-        }),
-    }
+    crate::cleanup::remove_dir_all_if_present(dir).map_err(|source| ClusterError::Io {
+        op: "remove",
+        path: dir.to_owned(),
+        source,
+    })
 }
 
 /// Mount points (field 5) of a `/proc/self/mountinfo` text, with `\040`-style escapes decoded.
