@@ -48,7 +48,6 @@ def _fast_json():
         parse_float = float
         parse_int = int
         parse_constant = {"-Infinity": -inf, "Infinity": inf, "NaN": float("nan")}.__getitem__
-        memo = {}
 
     scan = _json.make_scanner(_Decoder())
 
@@ -58,8 +57,6 @@ def _fast_json():
             obj, end = scan(text, 0)
         except StopIteration:
             raise ValueError("expecting a JSON value") from None
-        finally:
-            _Decoder.memo.clear()
         if end != len(text):
             raise ValueError("extra data after the JSON value at character %d" % end)
         return obj
