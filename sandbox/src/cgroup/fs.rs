@@ -126,6 +126,31 @@ pub(crate) fn read_u64(fs: &dyn CgroupFs, path: &Path) -> Result<u64> {
     })
 }
 
+/// How many times cgroup creation starts over when a directory on its path vanished.
+const CREATE_ATTEMPTS: usize = 5;
+
+/// Runs `create` (which must be idempotent) again when it failed because a directory on its path
+/// vanished: another process may remove an empty shared ancestor (a worker's cleanup prunes
+/// `lambdaworker/`) between two of our `mkdir`s or before a `cgroup.subtree_control` write.
+pub(crate) fn retry_if_parent_vanished(mut create: impl FnMut() -> Result<()>) -> Result<()> {
+    let mut attempt = 1;
+    loop {
+        match create() {
+            Err(e) if attempt < CREATE_ATTEMPTS && parent_vanished(&e) => attempt += 1,
+            other => return other,
+        }
+    }
+}
+
+fn parent_vanished(e: &CgroupError) -> bool {
+    match e {
+        CgroupError::Create { source, .. } | CgroupError::Write { source, .. } => {
+            source.kind() == io::ErrorKind::NotFound
+        }
+        _ => false,
+    }
+}
+
 /// `mkdir -p base/rel`, assuming `base` exists.
 pub(crate) fn mkdir_p(fs: &dyn CgroupFs, base: &Path, rel: &Path) -> Result<()> {
     let mut dir = base.to_path_buf();
@@ -430,4 +455,54 @@ pub(crate) fn remove_dirs(fs: &dyn CgroupFs, dirs: &[PathBuf]) -> Result<()> {
         rmdir_retry(fs, dir, deadline)?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vanished(path: &str) -> CgroupError {
+        CgroupError::Create {
+            path: path.into(),
+            source: io::Error::from(io::ErrorKind::NotFound),
+        }
+    }
+
+    #[test]
+    fn creation_starts_over_when_a_parent_vanished() {
+        let mut calls = 0;
+        let result = retry_if_parent_vanished(|| {
+            calls += 1;
+            if calls < 3 {
+                Err(vanished("/sys/fs/cgroup/pids/lambdaworker/w-1"))
+            } else {
+                Ok(())
+            }
+        });
+        assert!(result.is_ok());
+        assert_eq!(calls, 3);
+    }
+
+    #[test]
+    fn retries_are_bounded_and_other_errors_are_not_retried() {
+        let mut calls = 0;
+        let err = retry_if_parent_vanished(|| {
+            calls += 1;
+            Err(vanished("/x"))
+        })
+        .unwrap_err();
+        assert!(parent_vanished(&err));
+        assert_eq!(calls, CREATE_ATTEMPTS);
+        let mut calls = 0;
+        let err = retry_if_parent_vanished(|| {
+            calls += 1;
+            Err(CgroupError::Create {
+                path: "/x".into(),
+                source: io::Error::from_raw_os_error(libc::EACCES),
+            })
+        })
+        .unwrap_err();
+        assert!(!parent_vanished(&err));
+        assert_eq!(calls, 1);
+    }
 }

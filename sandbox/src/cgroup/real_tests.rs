@@ -221,3 +221,51 @@ fn real_remove_tree_kills_and_removes_nested_cgroups() {
     }
     assert_eq!(setup.remove_tree(&top).unwrap(), 0);
 }
+
+/// A worker's cleanup prunes empty shared parents while another worker creates sandbox cgroups
+/// below them: creation must start over, not fail, when a parent vanishes under it.
+#[test]
+fn real_create_survives_a_concurrent_prune_of_its_parents() {
+    let Some(setup) = setup_or_skip("real_create_survives_a_concurrent_prune_of_its_parents")
+    else {
+        return;
+    };
+    let top = unique_rel("prune");
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let pruner = {
+        let (top_dirs, mid_dirs) = (dirs(&setup, &top), dirs(&setup, &top.join("w")));
+        let stop = std::sync::Arc::clone(&stop);
+        std::thread::spawn(move || {
+            let mut pruned = 0u32;
+            while !stop.load(Ordering::Relaxed) {
+                for d in mid_dirs.iter().chain(&top_dirs) {
+                    if std::fs::remove_dir(d).is_ok() {
+                        pruned += 1;
+                    }
+                }
+                std::thread::sleep(std::time::Duration::from_millis(2));
+            }
+            pruned
+        })
+    };
+    let mut failure = None;
+    for i in 0..300 {
+        let cg = setup.cgroup(&top.join(format!("w/sb-{i}")));
+        if let Err(e) = cg.create(&Limits::default()) {
+            failure = Some(format!("create {i}: {e}"));
+            break;
+        }
+        if let Err(e) = cg.remove() {
+            failure = Some(format!("remove {i}: {e}"));
+            break;
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    let pruned = pruner.join().expect("pruner thread");
+    let _ = setup.remove_tree(&top);
+    assert_eq!(failure, None);
+    assert!(
+        pruned > 0,
+        "the pruner never removed a parent: the test raced nothing"
+    );
+}

@@ -136,7 +136,7 @@ impl CgroupManager for V1Cgroup {
         if limits.cpu_quota.is_some() {
             self.dir("cpu")?;
         }
-        let result = self.create_inner(limits);
+        let result = fs::retry_if_parent_vanished(|| self.create_inner(limits));
         if result.is_err() {
             // Leave nothing half-made behind; the ancestors may be shared and stay.
             let _ = self.remove();

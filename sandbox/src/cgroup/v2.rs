@@ -121,7 +121,7 @@ impl CgroupManager for V2Cgroup {
 
     fn create(&self, limits: &Limits) -> Result<()> {
         check_rel(&self.rel)?;
-        let result = self.create_inner(limits);
+        let result = fs::retry_if_parent_vanished(|| self.create_inner(limits));
         if result.is_err() {
             // Leave nothing half-made behind; the ancestors may be shared and stay.
             let _ = self.remove();
