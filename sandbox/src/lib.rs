@@ -14,5 +14,5 @@ pub mod syscall;
 
 mod sandbox;
 
-pub use sandbox::{Sandbox, SandboxError, SandboxStats, State};
+pub use sandbox::{Sandbox, SandboxError, SandboxStats, StartTimings, State};
 pub use spec::{BindMount, NetMode, SandboxSpec, SpecError};

@@ -63,6 +63,18 @@ pub struct Sandbox {
     state: State,
     reaped: bool,
     started: Instant,
+    timings: StartTimings,
+}
+
+/// How long the steps of [`Sandbox::spawn`] took.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StartTimings {
+    /// Creating the cgroup and writing its limits.
+    pub cgroup: Duration,
+    /// Preparing the child (plan, fds) and `clone`.
+    pub prepare_clone: Duration,
+    /// The child's setup (cgroup join, hostname, mounts, pivot) until `execve` succeeded.
+    pub child_setup_exec: Duration,
 }
 
 impl Sandbox {
@@ -99,6 +111,11 @@ impl Sandbox {
                     state: State::Running,
                     reaped: false,
                     started,
+                    timings: StartTimings {
+                        cgroup: cgroup_done,
+                        prepare_clone: child.prepare_clone,
+                        child_setup_exec: child.child_setup_exec,
+                    },
                 })
             }
             Err(e) => {
@@ -107,6 +124,11 @@ impl Sandbox {
                 Err(e.into())
             }
         }
+    }
+
+    /// How long the steps of the spawn took.
+    pub fn start_timings(&self) -> StartTimings {
+        self.timings
     }
 
     /// Pid (in the daemon's pid namespace) of the sandbox's first process.

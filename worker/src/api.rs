@@ -20,6 +20,7 @@ use serde_json::json;
 use crate::error::ApiError;
 use crate::manager::Manager;
 use crate::name::LambdaName;
+use crate::timings::Phase;
 
 /// What a request asks for.
 #[derive(Debug, PartialEq, Eq)]
@@ -117,8 +118,13 @@ async fn execute(
         }
         Action::Stats => Ok(json_response(StatusCode::OK, &stats_json(state))),
         Action::Run(name) => {
-            let event = read_event(req, state.max_body_bytes).await?;
-            let body = state.manager.run(&name, event).await?;
+            let started = Instant::now();
+            let result = run(state, &name, req).await;
+            state
+                .manager
+                .timings()
+                .record(Phase::Request, started.elapsed());
+            let body = result?;
             Ok(Response::builder()
                 .status(StatusCode::OK)
                 .header(header::CONTENT_TYPE, "application/json")
@@ -128,6 +134,18 @@ async fn execute(
                 })?)
         }
     }
+}
+
+/// Reads the event and runs the call.
+async fn run(
+    state: &ApiState,
+    name: &LambdaName,
+    req: Request<Incoming>,
+) -> Result<Bytes, ApiError> {
+    let t = Instant::now();
+    let event = read_event(req, state.max_body_bytes).await?;
+    state.manager.timings().record(Phase::ReadBody, t.elapsed());
+    state.manager.run(name, event).await
 }
 
 /// Reads the body under the size limit and checks it is JSON (an empty body is `{}`).
@@ -167,6 +185,7 @@ fn stats_json(state: &ApiState) -> serde_json::Value {
         },
         "sandboxes": m.live(),
         "lambdas": m.lambda_stats(),
+        "timings": m.timings().snapshot(),
     })
 }
 

@@ -19,6 +19,7 @@ pub mod name;
 pub mod registry;
 pub mod runtime_client;
 mod server;
+pub mod timings;
 
 use std::path::PathBuf;
 

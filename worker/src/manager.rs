@@ -15,7 +15,7 @@
 
 use std::collections::VecDeque;
 use std::os::fd::AsFd;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -33,6 +33,7 @@ use crate::error::ApiError;
 use crate::name::LambdaName;
 use crate::registry::{Handler, HandlerVersion, Registry};
 use crate::runtime_client::{self, Reply, WireError};
+use crate::timings::{Phase, Timings};
 
 /// Path of the runtime inside the base filesystem.
 pub const RUNTIME_PATH: &str = "/usr/local/lib/lambdaworker/runtime.py";
@@ -134,7 +135,7 @@ impl Drop for Instance {
     }
 }
 
-fn destroy_sandbox(mut sandbox: Sandbox, scratch: &std::path::Path, id: u64) {
+fn destroy_sandbox(mut sandbox: Sandbox, scratch: &Path, id: u64) {
     if let Err(e) = sandbox.destroy() {
         tracing::error!(sandbox = id, error = %e, "cannot destroy sandbox");
     }
@@ -156,6 +157,7 @@ pub struct Manager {
     next_id: AtomicU64,
     closing: AtomicBool,
     shared: Arc<Shared>,
+    timings: Timings,
 }
 
 impl std::fmt::Debug for Manager {
@@ -185,6 +187,7 @@ impl Manager {
                 destroyed: Notify::new(),
                 idle_returned: Notify::new(),
             }),
+            timings: Timings::default(),
             cgroups,
             cfg,
         }
@@ -205,7 +208,9 @@ impl Manager {
 
     /// Runs one call of `name` with the JSON `event`; returns the handler's JSON result.
     pub async fn run(self: &Arc<Self>, name: &LambdaName, event: Bytes) -> Result<Bytes, ApiError> {
+        let t = Instant::now();
         let handler = self.registry.lookup(name)?;
+        self.timings.record(Phase::Lookup, t.elapsed());
         let pool = self.pool(name);
         pool.counters.calls.fetch_add(1, Ordering::Relaxed);
         let result = self.run_in_pool(name, &handler, &pool, event).await;
@@ -225,25 +230,32 @@ impl Manager {
         if self.closing.load(Ordering::SeqCst) {
             return Err(unavailable("the worker is shutting down"));
         }
+        let t = Instant::now();
         let _gate = Arc::clone(&pool.gate)
             .acquire_owned()
             .await
             .map_err(|_| unavailable("the worker is shutting down"))?;
-        let mut inst = match self.take_idle(pool, handler.version) {
+        self.timings.record(Phase::Queue, t.elapsed());
+        let t = Instant::now();
+        let idle = self.take_idle(pool, handler.version);
+        self.timings.record(Phase::TakeIdle, t.elapsed());
+        let (mut inst, call_phase) = match idle {
             Some(inst) => {
                 pool.counters.warm_starts.fetch_add(1, Ordering::Relaxed);
-                inst
+                (inst, Phase::Call)
             }
             None => {
                 let inst = self.start_instance(name, handler).await?;
                 pool.counters.cold_starts.fetch_add(1, Ordering::Relaxed);
-                inst
+                (inst, Phase::FirstCall)
             }
         };
         inst.set_state("busy", 1);
         let timeout = Duration::from_secs(self.cfg.timeout_s);
+        let t = Instant::now();
         let outcome =
             tokio::time::timeout(timeout, runtime_client::call(&mut inst.conn, &event)).await;
+        self.timings.record(call_phase, t.elapsed());
         match outcome {
             Err(_) => {
                 tracing::warn!(lambda = %name, sandbox = inst.id, timeout_s = self.cfg.timeout_s, "call timed out; destroying its sandbox");
@@ -263,7 +275,9 @@ impl Manager {
                 })
             }
             Ok(Ok(reply)) => {
+                let t = Instant::now();
                 self.release(pool, inst);
+                self.timings.record(Phase::Release, t.elapsed());
                 match reply {
                     Reply::Ok(body) => Ok(body),
                     Reply::HandlerError(body) => Err(handler_raised(name, &body)),
@@ -397,7 +411,9 @@ impl Manager {
         name: &LambdaName,
         handler: &Handler,
     ) -> Result<Instance, ApiError> {
+        let t = Instant::now();
         let permit = self.acquire_capacity().await?;
+        self.timings.record(Phase::Capacity, t.elapsed());
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let this = Arc::clone(self);
         let lambda = name.clone();
@@ -412,6 +428,13 @@ impl Manager {
             lambda: name.to_string(),
             message,
         })?;
+        self.timings.record(Phase::Spawn, started.elapsed());
+        let steps = sandbox.start_timings();
+        self.timings.record(Phase::SpawnCgroup, steps.cgroup);
+        self.timings
+            .record(Phase::SpawnPrepareClone, steps.prepare_clone);
+        self.timings
+            .record(Phase::SpawnChildSetupExec, steps.child_setup_exec);
         let pid = sandbox.pid();
         let conn = conn.and_then(UnixStream::from_std);
         let shared = Arc::clone(&self.shared);
@@ -480,53 +503,19 @@ impl Manager {
         &self,
         id: u64,
         name: &LambdaName,
-        handler_dir: &std::path::Path,
-        scratch: &std::path::Path,
+        handler_dir: &Path,
+        scratch: &Path,
     ) -> Result<(Sandbox, std::io::Result<std::os::unix::net::UnixStream>), String> {
-        let t0 = Instant::now();
-        let sock = scratch.join("server_pipe");
-        let listener = std::os::unix::net::UnixListener::bind(&sock)
-            .map_err(|e| format!("cannot listen on {}: {e}", sock.display()))?;
-        // Connect now: the connection waits in the backlog until the runtime accepts it.
-        let conn = std::os::unix::net::UnixStream::connect(&sock)
-            .map_err(|e| format!("cannot connect to {}: {e}", sock.display()))?;
-        let cfg = &self.cfg;
-        let spec = SandboxSpec::builder(&cfg.base_dir, self.cgroup_parent.join(format!("sb-{id}")))
-            .mount(&cfg.packages_dir, "/packages", false)
-            .mount(handler_dir, "/handler", false)
-            .mount(scratch, "/host", true)
-            .tmp_mb(cfg.tmp_mb)
-            .hostname("lambda")
-            .net(match cfg.net {
-                NetMode::None => sandbox::NetMode::Isolated,
-                NetMode::Host => sandbox::NetMode::Host,
-            })
-            .limits(Limits {
-                memory_bytes: Some(cfg.memory_mb * 1024 * 1024),
-                pids_max: Some(cfg.max_procs),
-                cpu_quota: None,
-            })
-            .command([PYTHON, "-B", "-S", RUNTIME_PATH])
-            .env("PATH", "/usr/local/bin:/usr/bin:/bin")
-            .env("HOME", "/tmp")
-            .env("LANG", "C.UTF-8")
-            .env("PYTHONDONTWRITEBYTECODE", "1")
-            .env("LAMBDA_NAME", name.as_str())
-            .cwd("/host")
-            .output(scratch.join("stdout"), scratch.join("stderr"))
-            .build()
-            .map_err(|e| format!("invalid sandbox spec: {e}"))?;
-        let prepared = t0.elapsed();
-        let sandbox = Sandbox::spawn(&spec, &self.cgroups, &[listener.as_fd()])
-            .map_err(|e| format!("cannot start sandbox {id}: {e}"))?;
-        tracing::debug!(
-            sandbox = id,
-            socket_spec_ms = prepared.as_secs_f64() * 1e3,
-            "scratch socket and spec prepared"
-        );
-        drop(listener);
-        let conn = conn.set_nonblocking(true).map(|()| conn);
-        Ok((sandbox, conn))
+        let cgroup = self.cgroup_parent.join(format!("sb-{id}"));
+        let started =
+            spawn_lambda_sandbox(&self.cfg, &self.cgroups, cgroup, name, handler_dir, scratch)
+                .map_err(|e| format!("sandbox {id}: {e}"))?;
+        Ok(started)
+    }
+
+    /// Per-phase timings of this worker's calls.
+    pub fn timings(&self) -> &Timings {
+        &self.timings
     }
 
     /// The live-sandbox table, ordered by id.
@@ -668,7 +657,7 @@ fn handler_raised(name: &LambdaName, body: &[u8]) -> ApiError {
 }
 
 /// The last `max` bytes of a file, lossily decoded; empty when unreadable.
-fn read_tail(path: &std::path::Path, max: u64) -> String {
+fn read_tail(path: &Path, max: u64) -> String {
     use std::io::{Read, Seek, SeekFrom};
     let Ok(mut f) = std::fs::File::open(path) else {
         return String::new();
@@ -678,4 +667,63 @@ fn read_tail(path: &std::path::Path, max: u64) -> String {
     let mut buf = Vec::new();
     let _ = f.take(max).read_to_end(&mut buf);
     String::from_utf8_lossy(&buf).into_owned()
+}
+
+/// Starts the sandbox of one call of `name` exactly as the manager does for a cold start: a
+/// listening `server_pipe` socket in `scratch` (passed in as fd 3), the spec (base read-only,
+/// `/packages` and `/handler` read-only, `scratch` as `/host`, limits from `cfg`) and the runtime.
+/// Returns the sandbox and a non-blocking connection to its runtime (already queued in the
+/// socket's backlog, so the first request can be written at once). Blocking; `scratch` must
+/// exist. Public so that benchmarks can call a sandbox directly, without the HTTP layer.
+pub fn spawn_lambda_sandbox(
+    cfg: &Config,
+    cgroups: &CgroupSetup,
+    cgroup: PathBuf,
+    name: &LambdaName,
+    handler_dir: &Path,
+    scratch: &Path,
+) -> Result<(Sandbox, std::io::Result<std::os::unix::net::UnixStream>), String> {
+    let t0 = Instant::now();
+    let sock = scratch.join("server_pipe");
+    let listener = std::os::unix::net::UnixListener::bind(&sock)
+        .map_err(|e| format!("cannot listen on {}: {e}", sock.display()))?;
+    // Connect now: the connection waits in the backlog until the runtime accepts it.
+    let conn = std::os::unix::net::UnixStream::connect(&sock)
+        .map_err(|e| format!("cannot connect to {}: {e}", sock.display()))?;
+    let spec = SandboxSpec::builder(&cfg.base_dir, cgroup)
+        .mount(&cfg.packages_dir, "/packages", false)
+        .mount(handler_dir, "/handler", false)
+        .mount(scratch, "/host", true)
+        .tmp_mb(cfg.tmp_mb)
+        .hostname("lambda")
+        .net(match cfg.net {
+            NetMode::None => sandbox::NetMode::Isolated,
+            NetMode::Host => sandbox::NetMode::Host,
+        })
+        .limits(Limits {
+            memory_bytes: Some(cfg.memory_mb * 1024 * 1024),
+            pids_max: Some(cfg.max_procs),
+            cpu_quota: None,
+        })
+        .command([PYTHON, "-B", "-S", RUNTIME_PATH])
+        .env("PATH", "/usr/local/bin:/usr/bin:/bin")
+        .env("HOME", "/tmp")
+        .env("LANG", "C.UTF-8")
+        .env("PYTHONDONTWRITEBYTECODE", "1")
+        .env("LAMBDA_NAME", name.as_str())
+        .cwd("/host")
+        .output(scratch.join("stdout"), scratch.join("stderr"))
+        .build()
+        .map_err(|e| format!("invalid sandbox spec: {e}"))?;
+    let prepared = t0.elapsed();
+    let sandbox = Sandbox::spawn(&spec, cgroups, &[listener.as_fd()])
+        .map_err(|e| format!("cannot start: {e}"))?;
+    tracing::debug!(
+        lambda = %name,
+        socket_spec_ms = prepared.as_secs_f64() * 1e3,
+        "scratch socket and spec prepared"
+    );
+    drop(listener);
+    let conn = conn.set_nonblocking(true).map(|()| conn);
+    Ok((sandbox, conn))
 }

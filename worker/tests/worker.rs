@@ -32,6 +32,28 @@ async fn hello_cold_then_warm() {
     assert_eq!(sandboxes.len(), 1, "{stats}");
     assert_eq!(sandboxes[0]["lambda"], "hello");
     assert_eq!(sandboxes[0]["state"], "idle");
+    // Where the time went: one cold call (spawn, first_call) and two warm ones (call).
+    let t = &stats["timings"];
+    for (phase, count) in [
+        ("request", 3),
+        ("read_body", 3),
+        ("lookup", 3),
+        ("queue", 3),
+        ("take_idle", 3),
+        ("capacity", 1),
+        ("spawn", 1),
+        ("spawn.cgroup", 1),
+        ("spawn.prepare_clone", 1),
+        ("spawn.child_setup_exec", 1),
+        ("first_call", 1),
+        ("call", 2),
+        ("release", 3),
+    ] {
+        assert_eq!(t[phase]["count"], count, "{phase}: {t}");
+    }
+    let ms = |phase: &str| t[phase]["total_ms"].as_f64().unwrap();
+    assert!(ms("spawn") >= ms("spawn.cgroup") + ms("spawn.child_setup_exec"), "{t}");
+    assert!(ms("request") >= ms("first_call") + ms("call") + ms("spawn"), "{t}");
     c.shutdown().await;
 }
 

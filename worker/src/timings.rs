@@ -1,0 +1,176 @@
+//! Where a call's time goes: per-phase counters, cheap enough to keep always on (two relaxed
+//! atomic adds and a compare-exchange loop per phase), shown by `/stats` under `timings`.
+//!
+//! Phases of a call, in order (a cold call has `capacity`, `spawn`, `first_call`; a warm one
+//! `take_idle`, `call`):
+//!
+//! | phase | what it covers |
+//! |---|---|
+//! | `request` | the whole `runLambda` request inside the worker, from routing to the response |
+//! | `read_body` | reading and checking the JSON body |
+//! | `lookup` | finding the handler in the registry (one `stat`) |
+//! | `queue` | waiting for the lambda's gate (`max_sandboxes_per_lambda`) |
+//! | `take_idle` | picking a warm sandbox from the lambda's pool |
+//! | `capacity` | cold only: a slot under `handler_cache_size`, evicting if needed |
+//! | `spawn` | cold only: scratch directory, socket, spec and `Sandbox::spawn` |
+//! | `spawn.cgroup` | part of `spawn`: creating the cgroup and writing its limits |
+//! | `spawn.prepare_clone` | part of `spawn`: preparing the child and `clone` |
+//! | `spawn.child_setup_exec` | part of `spawn`: the child's setup (cgroup join, mounts, pivot) until `execve` |
+//! | `first_call` | cold only: Python's start, the runtime's imports, the handler's import and the call |
+//! | `call` | warm only: the call over the sandbox's socket, the handler's run included |
+//! | `release` | returning the sandbox to its pool |
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use serde::Serialize;
+
+/// One measured phase (see the module docs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    Request,
+    ReadBody,
+    Lookup,
+    Queue,
+    TakeIdle,
+    Capacity,
+    Spawn,
+    SpawnCgroup,
+    SpawnPrepareClone,
+    SpawnChildSetupExec,
+    FirstCall,
+    Call,
+    Release,
+}
+
+impl Phase {
+    pub const ALL: [Phase; 13] = [
+        Phase::Request,
+        Phase::ReadBody,
+        Phase::Lookup,
+        Phase::Queue,
+        Phase::TakeIdle,
+        Phase::Capacity,
+        Phase::Spawn,
+        Phase::SpawnCgroup,
+        Phase::SpawnPrepareClone,
+        Phase::SpawnChildSetupExec,
+        Phase::FirstCall,
+        Phase::Call,
+        Phase::Release,
+    ];
+
+    /// The name `/stats` uses.
+    pub fn name(self) -> &'static str {
+        match self {
+            Phase::Request => "request",
+            Phase::ReadBody => "read_body",
+            Phase::Lookup => "lookup",
+            Phase::Queue => "queue",
+            Phase::TakeIdle => "take_idle",
+            Phase::Capacity => "capacity",
+            Phase::Spawn => "spawn",
+            Phase::SpawnCgroup => "spawn.cgroup",
+            Phase::SpawnPrepareClone => "spawn.prepare_clone",
+            Phase::SpawnChildSetupExec => "spawn.child_setup_exec",
+            Phase::FirstCall => "first_call",
+            Phase::Call => "call",
+            Phase::Release => "release",
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+struct Slot {
+    count: AtomicU64,
+    total_ns: AtomicU64,
+    max_ns: AtomicU64,
+}
+
+/// Totals of one phase as shown by `/stats` (times in milliseconds).
+#[derive(Debug, Clone, Copy, Serialize, PartialEq)]
+pub struct PhaseTotals {
+    pub count: u64,
+    pub total_ms: f64,
+    pub mean_ms: f64,
+    pub max_ms: f64,
+}
+
+/// Per-phase counters of one worker.
+#[derive(Debug, Default)]
+pub struct Timings {
+    slots: [Slot; Phase::ALL.len()],
+}
+
+impl Timings {
+    /// Adds one occurrence of `phase` that took `took`.
+    pub fn record(&self, phase: Phase, took: Duration) {
+        let ns = u64::try_from(took.as_nanos()).unwrap_or(u64::MAX);
+        let slot = &self.slots[phase as usize];
+        slot.count.fetch_add(1, Ordering::Relaxed);
+        slot.total_ns.fetch_add(ns, Ordering::Relaxed);
+        slot.max_ns.fetch_max(ns, Ordering::Relaxed);
+    }
+
+    /// Totals of every phase seen at least once, by name.
+    pub fn snapshot(&self) -> BTreeMap<&'static str, PhaseTotals> {
+        Phase::ALL
+            .iter()
+            .filter_map(|&phase| {
+                let slot = &self.slots[phase as usize];
+                let count = slot.count.load(Ordering::Relaxed);
+                if count == 0 {
+                    return None;
+                }
+                let total_ms = slot.total_ns.load(Ordering::Relaxed) as f64 / 1e6;
+                Some((
+                    phase.name(),
+                    PhaseTotals {
+                        count,
+                        total_ms: round3(total_ms),
+                        mean_ms: round3(total_ms / count as f64),
+                        max_ms: round3(slot.max_ns.load(Ordering::Relaxed) as f64 / 1e6),
+                    },
+                ))
+            })
+            .collect()
+    }
+}
+
+fn round3(x: f64) -> f64 {
+    (x * 1e3).round() / 1e3
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn phases_are_indexed_in_order() {
+        for (i, p) in Phase::ALL.iter().enumerate() {
+            assert_eq!(*p as usize, i, "{}", p.name());
+        }
+    }
+
+    #[test]
+    fn records_count_total_mean_and_max() {
+        let t = Timings::default();
+        assert!(t.snapshot().is_empty());
+        t.record(Phase::Call, Duration::from_micros(500));
+        t.record(Phase::Call, Duration::from_micros(1500));
+        t.record(Phase::Spawn, Duration::from_millis(3));
+        let s = t.snapshot();
+        assert_eq!(s.len(), 2);
+        assert_eq!(
+            s["call"],
+            PhaseTotals {
+                count: 2,
+                total_ms: 2.0,
+                mean_ms: 1.0,
+                max_ms: 1.5
+            }
+        );
+        assert_eq!(s["spawn"].count, 1);
+    }
+}
