@@ -10,3 +10,6 @@ test-all:
 
 demo:
 	./quickstart/demo.sh
+
+bench:
+	./bench/run.sh

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The whole test suite: installs what is missing, then style checks, unit and integration tests,
-# and the end-to-end user flow. Safe to run again (idempotent set-up, cached base rootfs).
+# the end-to-end user flow, and the benchmark in smoke mode. Safe to run again (idempotent set-up, cached base rootfs).
 set -euo pipefail
 cd "$(dirname "$0")"
 export CARGO_TERM_COLOR=never
@@ -9,6 +9,7 @@ say() { printf '\n\033[1m==> %s\033[0m\n' "$*"; }
 
 say "set-up (quickstart/deps.sh)"
 ./quickstart/deps.sh
+./bench/peers.sh
 
 say "cargo fmt --check"
 cargo fmt --all --check
@@ -35,5 +36,9 @@ e2e_log=$(mktemp)
 e2e_passed=$(grep -c '^  ok:' "$e2e_log" || true)
 rm -f "$e2e_log"
 
+say "benchmark, smoke mode (bench/run.sh --smoke: a few calls per system, proves it runs)"
+./bench/run.sh --smoke
+bench_passed=1
+
 echo
-echo "test-all: $((cargo_passed + e2e_passed)) passed, $cargo_failed failed"
+echo "test-all: $((cargo_passed + e2e_passed + bench_passed)) passed, $cargo_failed failed"

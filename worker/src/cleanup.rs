@@ -32,7 +32,7 @@ pub fn remove_leftovers(cfg: &Config, cgroups: &CgroupSetup) -> Result<String, W
 }
 
 /// `remove_dir_all` where a directory that is already gone counts as removed.
-pub(crate) fn remove_dir_all_if_present(path: &Path) -> std::io::Result<()> {
+pub fn remove_dir_all_if_present(path: &Path) -> std::io::Result<()> {
     match std::fs::remove_dir_all(path) {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
         other => other,

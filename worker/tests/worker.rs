@@ -52,8 +52,14 @@ async fn hello_cold_then_warm() {
         assert_eq!(t[phase]["count"], count, "{phase}: {t}");
     }
     let ms = |phase: &str| t[phase]["total_ms"].as_f64().unwrap();
-    assert!(ms("spawn") >= ms("spawn.cgroup") + ms("spawn.child_setup_exec"), "{t}");
-    assert!(ms("request") >= ms("first_call") + ms("call") + ms("spawn"), "{t}");
+    assert!(
+        ms("spawn") >= ms("spawn.cgroup") + ms("spawn.child_setup_exec"),
+        "{t}"
+    );
+    assert!(
+        ms("request") >= ms("first_call") + ms("call") + ms("spawn"),
+        "{t}"
+    );
     c.shutdown().await;
 }
 

@@ -1,0 +1,150 @@
+//! Sandboxes the benchmark starts itself, with the `sandbox` crate and the worker's own spawn
+//! function, without a worker process: the direct-socket row and the churn scenario.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use sandbox::cgroup::{CgroupSetup, Limits};
+use sandbox::{Sandbox, SandboxSpec};
+use worker::config::Config;
+use worker::name::LambdaName;
+use worker::runtime_client::{self, Reply};
+
+use crate::system::{check_answer, System, EVENT};
+
+/// A pseudo-worker directory and cgroup parent for sandboxes started by the bench; everything
+/// under them is removed on drop.
+#[derive(Debug)]
+pub struct Local {
+    pub cfg: Config,
+    pub cgroups: CgroupSetup,
+    next: u64,
+}
+
+impl Local {
+    /// `cfg` is a worker config whose `worker_dir` exists (from `BenchCluster::worker_config`).
+    pub fn new(cfg: Config) -> Result<Self> {
+        let cgroups = CgroupSetup::detect().context("cannot find the cgroup hierarchies")?;
+        Ok(Self {
+            cfg,
+            cgroups,
+            next: 1,
+        })
+    }
+
+    fn next_id(&mut self) -> u64 {
+        let id = self.next;
+        self.next += 1;
+        id
+    }
+
+    fn cgroup(&self, id: u64) -> PathBuf {
+        self.cfg.cgroup_parent().join(format!("sb-{id}"))
+    }
+
+    /// A lambda sandbox started exactly as the worker starts one, called over its socket.
+    pub fn direct(&mut self, name: &str, handler_dir: &Path) -> Result<DirectSystem> {
+        let id = self.next_id();
+        let scratch = self.cfg.worker_dir.join("direct").join(id.to_string());
+        std::fs::create_dir_all(&scratch)
+            .with_context(|| format!("cannot create {}", scratch.display()))?;
+        let lambda = LambdaName::parse(name).map_err(|e| anyhow::anyhow!("{e}"))?;
+        let (sandbox, conn) = worker::manager::spawn_lambda_sandbox(
+            &self.cfg,
+            &self.cgroups,
+            self.cgroup(id),
+            &lambda,
+            handler_dir,
+            &scratch,
+        )
+        .map_err(|e| anyhow::anyhow!("direct sandbox for {name}: {e}"))?;
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .context("cannot start a tokio runtime")?;
+        let conn = conn
+            .and_then(|c| {
+                let _guard = rt.enter();
+                tokio::net::UnixStream::from_std(c)
+            })
+            .with_context(|| format!("connection to the direct sandbox of {name}"))?;
+        Ok(DirectSystem { rt, conn, sandbox })
+    }
+
+    /// A minimal sandbox (base read-only, `/tmp`, limits as the worker's) running `argv`: what
+    /// the churn scenario creates and destroys.
+    pub fn spawn_plain(&mut self, argv: &[&str]) -> Result<Sandbox> {
+        let id = self.next_id();
+        let spec = SandboxSpec::builder(&self.cfg.base_dir, self.cgroup(id))
+            .tmp_mb(self.cfg.tmp_mb)
+            .hostname("lambda")
+            .limits(Limits {
+                memory_bytes: Some(self.cfg.memory_mb * 1024 * 1024),
+                pids_max: Some(self.cfg.max_procs),
+                cpu_quota: None,
+            })
+            .command(argv.iter().copied())
+            .env("PATH", "/usr/bin:/bin")
+            .output("/dev/null", "/dev/null")
+            .build()
+            .context("churn sandbox spec")?;
+        Sandbox::spawn(&spec, &self.cgroups, &[]).with_context(|| format!("churn sandbox {id}"))
+    }
+}
+
+impl Drop for Local {
+    fn drop(&mut self) {
+        if let Err(e) = self.cgroups.remove_tree(&self.cfg.cgroup_parent()) {
+            eprintln!("bench: cannot remove the bench's cgroups: {e}");
+        }
+        if let Err(e) = worker::cleanup::remove_dir_all_if_present(&self.cfg.worker_dir) {
+            eprintln!(
+                "bench: cannot remove {}: {e}",
+                self.cfg.worker_dir.display()
+            );
+        }
+    }
+}
+
+/// The direct-socket row: one warm sandbox, one frame per call, through the worker's own
+/// runtime client code.
+pub struct DirectSystem {
+    rt: tokio::runtime::Runtime,
+    conn: tokio::net::UnixStream,
+    sandbox: Sandbox,
+}
+
+impl std::fmt::Debug for DirectSystem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DirectSystem")
+            .field("pid", &self.sandbox.pid())
+            .finish()
+    }
+}
+
+impl System for DirectSystem {
+    fn call(&mut self) -> Result<()> {
+        let reply = self.rt.block_on(async {
+            tokio::time::timeout(
+                Duration::from_secs(30),
+                runtime_client::call(&mut self.conn, EVENT.as_bytes()),
+            )
+            .await
+        });
+        match reply {
+            Ok(Ok(Reply::Ok(body))) => check_answer("direct socket", &body),
+            Ok(Ok(other)) => anyhow::bail!("direct socket: the handler failed: {other:?}"),
+            Ok(Err(e)) => anyhow::bail!("direct socket: {e}"),
+            Err(_) => anyhow::bail!("direct socket: no answer within 30 s"),
+        }
+    }
+}
+
+impl Drop for DirectSystem {
+    fn drop(&mut self) {
+        if let Err(e) = self.sandbox.destroy() {
+            eprintln!("bench: cannot destroy the direct sandbox: {e}");
+        }
+    }
+}
