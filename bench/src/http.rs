@@ -182,7 +182,7 @@ pub fn load(
             let expected = expected.to_owned();
             tasks.push(tokio::spawn(async move {
                 let mut part = LoadResult::default();
-                while Instant::now() < deadline {
+                while Instant::now() < deadline && !crate::interrupted() {
                     let t = Instant::now();
                     match conn.send("POST", &path, &event).await {
                         Ok((200, body)) if body.trim_ascii() == expected.as_bytes() => {

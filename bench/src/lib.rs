@@ -19,14 +19,43 @@ pub mod stats;
 pub mod system;
 
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use anyhow::{Context, Result};
+use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, Signal};
 
 use crate::cluster::BenchCluster;
 use crate::machine::Machine;
 use crate::report::Report;
 use crate::scenarios::Plan;
+
+static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_signal(_: libc::c_int) {
+    INTERRUPTED.store(true, Ordering::SeqCst);
+}
+
+/// Makes SIGINT and SIGTERM set a flag instead of ending the process, so that a run stopped with
+/// Ctrl-C ends its loops early and still stops its workers and removes its sandboxes, cgroups
+/// and temporary cluster on the way out.
+pub fn catch_interrupts() -> Result<()> {
+    let action = SigAction::new(
+        SigHandler::Handler(on_signal),
+        SaFlags::SA_RESTART,
+        SigSet::empty(),
+    );
+    for sig in [Signal::SIGINT, Signal::SIGTERM] {
+        // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
+        unsafe { sigaction(sig, &action) }.with_context(|| format!("cannot catch {sig}"))?;
+    }
+    Ok(())
+}
+
+/// Whether SIGINT or SIGTERM arrived since [`catch_interrupts`].
+pub fn interrupted() -> bool {
+    INTERRUPTED.load(Ordering::SeqCst)
+}
 
 /// The scenarios, in the order they run.
 pub const SCENARIOS: [&str; 5] = ["latency", "throughput", "churn", "density", "scaling"];
@@ -76,7 +105,7 @@ pub fn run(opts: &Options) -> Result<Report> {
     };
     macro_rules! scenario {
         ($name:literal, $field:ident, $f:expr) => {
-            if wanted($name) {
+            if wanted($name) && !interrupted() {
                 eprintln!("bench: {}", $name);
                 match $f(&mut cluster, plan) {
                     Ok(v) => report.$field = Some(v),
@@ -91,6 +120,11 @@ pub fn run(opts: &Options) -> Result<Report> {
     scenario!("density", density, scenarios::density);
     scenario!("scaling", scaling, scenarios::scaling);
     drop(cluster);
+    if interrupted() {
+        report
+            .failed
+            .push(("run".to_owned(), "interrupted".to_owned()));
+    }
     if let Some(l) = &report.latency {
         for row in &l.rows {
             let ours = row.system.starts_with("lambdaworker") || row.system == "direct socket";
@@ -120,7 +154,9 @@ pub fn run(opts: &Options) -> Result<Report> {
         }
     }
     report.elapsed_s = started.elapsed().as_secs_f64();
-    write_results(opts, &report)?;
+    if !interrupted() {
+        write_results(opts, &report)?;
+    }
     Ok(report)
 }
 

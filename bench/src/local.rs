@@ -95,8 +95,10 @@ impl Local {
 
 impl Drop for Local {
     fn drop(&mut self) {
-        if let Err(e) = self.cgroups.remove_tree(&self.cfg.cgroup_parent()) {
-            eprintln!("bench: cannot remove the bench's cgroups: {e}");
+        // The worker's own cleanup: kills what is left, removes the cgroup tree and the shared
+        // top cgroup when no worker uses it any more.
+        if let Err(e) = worker::cleanup::remove_leftovers(&self.cfg, &self.cgroups) {
+            eprintln!("bench: cannot remove the bench's sandboxes: {e}");
         }
         if let Err(e) = worker::cleanup::remove_dir_all_if_present(&self.cfg.worker_dir) {
             eprintln!(

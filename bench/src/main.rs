@@ -68,6 +68,10 @@ fn main() -> ExitCode {
         eprintln!("lambdaworker-bench: needs root (sandboxes use namespaces, mounts and cgroups)");
         return ExitCode::from(2);
     }
+    if let Err(e) = bench::catch_interrupts() {
+        eprintln!("lambdaworker-bench: {e:#}");
+        return ExitCode::FAILURE;
+    }
     let opts = bench::Options {
         plan,
         smoke: args.smoke,
@@ -80,6 +84,10 @@ fn main() -> ExitCode {
     match bench::run(&opts) {
         Ok(report) => {
             println!("{}", report.render());
+            if bench::interrupted() {
+                eprintln!("lambdaworker-bench: interrupted; the workers, sandboxes and temporary cluster were removed");
+                return ExitCode::from(130);
+            }
             if report.failed.is_empty() {
                 ExitCode::SUCCESS
             } else {

@@ -135,6 +135,10 @@ fn measure(system: &str, what: &str, sys: &mut dyn System, warmup: usize, n: usi
         }
     }
     for _ in 0..n {
+        if crate::interrupted() {
+            row.note = Some("interrupted".to_owned());
+            break;
+        }
         let t = Instant::now();
         let r = sys.call();
         let took = t.elapsed();
@@ -444,7 +448,7 @@ pub fn churn(cluster: &mut BenchCluster, plan: &Plan) -> Result<Vec<ChurnRow>> {
     let mut samples = Samples::default();
     let mut note = None;
     let started = Instant::now();
-    while started.elapsed() < plan.duration {
+    while started.elapsed() < plan.duration && !crate::interrupted() {
         let t = Instant::now();
         let result = local
             .spawn_plain(&["/usr/bin/sleep", "3600"])
@@ -479,7 +483,7 @@ pub fn churn(cluster: &mut BenchCluster, plan: &Plan) -> Result<Vec<ChurnRow>> {
     let mut note = None;
     let started = Instant::now();
     let mut i = 0;
-    while started.elapsed() < plan.duration && i < names {
+    while started.elapsed() < plan.duration && i < names && !crate::interrupted() {
         let t = Instant::now();
         match conn.run(&format!("churn-{i}"), EVENT) {
             Ok(_) => samples.push(t.elapsed()),
@@ -565,6 +569,9 @@ pub fn density(cluster: &mut BenchCluster, plan: &Plan) -> Result<Vec<DensityRow
     let started = Instant::now();
     for &target in &plan.density {
         while live < target {
+            if crate::interrupted() {
+                anyhow::bail!("interrupted");
+            }
             conn.run(&format!("dense-{live}"), EVENT)
                 .with_context(|| format!("starting sandbox {} of {target}", live + 1))?;
             live += 1;
