@@ -57,6 +57,7 @@ impl Local {
             &lambda,
             handler_dir,
             &scratch,
+            &[],
         )
         .map_err(|e| anyhow::anyhow!("direct sandbox for {name}: {e}"))?;
         let rt = tokio::runtime::Builder::new_current_thread()

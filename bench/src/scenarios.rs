@@ -209,6 +209,7 @@ fn breakdown(
         "queue",
         "take_idle",
         "capacity",
+        "packages",
         "spawn.cgroup",
         "spawn.prepare_clone",
         "spawn.child_setup_exec",

@@ -99,9 +99,26 @@ def flush():
             pass
 
 
+def package_paths():
+    """The lambda's packages (/packages/<name>/<version>, from requirements.txt), in the order
+    the worker lists them in LAMBDA_PACKAGES; their .pth files are honoured as `site` would."""
+    import posix
+
+    raw = posix.environ.get(b"LAMBDA_PACKAGES", b"").decode()
+    paths = [p for p in raw.split(":") if p]
+    if any(name.endswith(".pth") for p in paths for name in posix.listdir(p)):
+        import site
+
+        for p in paths:
+            site.addsitedir(p)
+        return []
+    return paths
+
+
 def load_handler():
     """Returns (handler, None) or (None, encoded error)."""
     sys.path[:0] = [HANDLER_DIR]
+    sys.path.extend(package_paths())
     sys.path.extend(SYSTEM_PATHS)
     try:
         import lambda_func

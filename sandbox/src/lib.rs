@@ -15,4 +15,4 @@ pub mod syscall;
 mod sandbox;
 
 pub use sandbox::{Sandbox, SandboxError, SandboxStats, StartTimings, State};
-pub use spec::{BindMount, NetMode, SandboxSpec, SpecError};
+pub use spec::{BindMount, NetMode, SandboxSpec, SpecError, View};

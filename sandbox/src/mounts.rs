@@ -12,8 +12,10 @@
 //! 6. a size-limited tmpfs at `/tmp`
 //! 7. each bind mount (`/packages`, `/handler`, `/host`), then its remount read-only where asked,
 //!    always `nosuid,nodev`
-//! 8. remount the root read-only, `nosuid,nodev`
-//! 9. `pivot_root(".", ".")` inside the root, detach the old root, `chdir` to the working directory
+//! 8. each view (the packages a lambda needs): a small tmpfs, a directory per entry, each entry
+//!    bound read-only, then the tmpfs remounted read-only
+//! 9. remount the root read-only, `nosuid,nodev`
+//! 10. `pivot_root(".", ".")` inside the root, detach the old root, `chdir` to the working directory
 
 use std::ffi::CString;
 use std::fmt;
@@ -39,6 +41,10 @@ pub(crate) enum Step {
         flags: MsFlags,
         data: Option<CString>,
     },
+    Mkdir {
+        path: CString,
+        mode: u32,
+    },
     Mknod {
         path: CString,
         perm: u32,
@@ -60,6 +66,7 @@ impl fmt::Display for Step {
             Step::Hostname(h) => write!(f, "sethostname {h:?}"),
             Step::LoopbackUp => write!(f, "bring up lo"),
             Step::Mount { what, target, .. } => write!(f, "mount {what} at {target:?}"),
+            Step::Mkdir { path, .. } => write!(f, "mkdir {path:?}"),
             Step::Mknod { path, .. } => write!(f, "mknod {path:?}"),
             Step::Symlink { link, .. } => write!(f, "symlink {link:?}"),
             Step::Chdir(p) => write!(f, "chdir {p:?}"),
@@ -191,6 +198,59 @@ impl SetupPlan {
                 data: None,
             });
         }
+        for v in &spec.views {
+            let base = root.join(v.target.strip_prefix("/").unwrap_or(&v.target));
+            let target = path_c(&base)?;
+            steps.push(Step::Mount {
+                what: "view tmpfs",
+                source: Some(cstr("tmpfs", "fstype")?),
+                target: target.clone(),
+                fstype: Some(cstr("tmpfs", "fstype")?),
+                flags: nosuid_nodev | MsFlags::MS_NOEXEC,
+                data: Some(cstr("mode=755,size=1m,nr_inodes=4096", "data")?),
+            });
+            let mut made = std::collections::HashSet::new();
+            for (source, rel) in &v.entries {
+                let mut dir = base.clone();
+                for comp in rel.components() {
+                    dir.push(comp);
+                    if made.insert(dir.clone()) {
+                        steps.push(Step::Mkdir {
+                            path: path_c(&dir)?,
+                            mode: 0o755,
+                        });
+                    }
+                }
+                let entry = path_c(&dir)?;
+                steps.push(Step::Mount {
+                    what: "view bind",
+                    source: Some(path_c(source)?),
+                    target: entry.clone(),
+                    fstype: None,
+                    flags: MsFlags::MS_BIND,
+                    data: None,
+                });
+                steps.push(Step::Mount {
+                    what: "view bind remount read-only",
+                    source: None,
+                    target: entry,
+                    fstype: None,
+                    flags: MsFlags::MS_BIND
+                        | MsFlags::MS_REMOUNT
+                        | MsFlags::MS_RDONLY
+                        | nosuid_nodev,
+                    data: None,
+                });
+            }
+            steps.push(Step::Mount {
+                what: "view remount read-only",
+                source: None,
+                target,
+                fstype: None,
+                flags: MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | nosuid_nodev | MsFlags::MS_NOEXEC,
+                data: None,
+            });
+        }
         steps.push(Step::Mount {
             what: "root remount read-only",
             source: None,
@@ -233,6 +293,7 @@ impl SetupPlan {
                     major,
                     minor,
                 } => sys.mknod_char(path, *perm, *major, *minor),
+                Step::Mkdir { path, mode } => sys.mkdir(path, *mode),
                 Step::Symlink { target, link } => sys.symlink(target, link),
                 Step::Chdir(p) => sys.chdir(p),
                 Step::PivotRoot(p) => sys.pivot_root(p, p),

@@ -64,6 +64,7 @@ pub struct Sandbox {
     reaped: bool,
     started: Instant,
     timings: StartTimings,
+    exit_code: Option<i32>,
 }
 
 /// How long the steps of [`Sandbox::spawn`] took.
@@ -116,6 +117,7 @@ impl Sandbox {
                         prepare_clone: child.prepare_clone,
                         child_setup_exec: child.child_setup_exec,
                     },
+                    exit_code: None,
                 })
             }
             Err(e) => {
@@ -187,6 +189,42 @@ impl Sandbox {
                 false
             }
             Err(_) => true,
+        }
+    }
+
+    /// Waits up to `limit` for the first process to exit (polling every 10 ms) and returns its
+    /// exit code (128 + signal number when killed by a signal), or `None` if it still runs.
+    /// For sandboxes that run a task to completion (package installs). Blocking.
+    pub fn wait_timeout(&mut self, limit: Duration) -> Option<i32> {
+        if let Some(code) = self.exit_code {
+            return Some(code);
+        }
+        let deadline = Instant::now() + limit;
+        loop {
+            if self.reaped || self.state == State::Destroyed {
+                return self.exit_code;
+            }
+            match waitpid(self.pid, Some(WaitPidFlag::WNOHANG)) {
+                Ok(WaitStatus::Exited(_, code)) => {
+                    self.reaped = true;
+                    self.exit_code = Some(code);
+                    return Some(code);
+                }
+                Ok(WaitStatus::Signaled(_, sig, _)) => {
+                    self.reaped = true;
+                    self.exit_code = Some(128 + sig as i32);
+                    return self.exit_code;
+                }
+                Ok(_) | Err(Errno::EINTR) => {}
+                Err(_) => {
+                    self.reaped = true;
+                    return None;
+                }
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(10));
         }
     }
 

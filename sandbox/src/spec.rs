@@ -16,7 +16,7 @@ pub enum SpecError {
     MountSource(PathBuf),
     #[error("mount target {0} must be an absolute, normalized path other than /")]
     MountTarget(PathBuf),
-    #[error("mount point {target} does not exist as a directory in the sandbox root {root}")]
+    #[error("mount point {target} does not exist as a directory (or, for a file source, a regular file) in the sandbox root {root}")]
     MountPoint { root: PathBuf, target: PathBuf },
     #[error("invalid hostname {0:?}: 1-63 characters of [A-Za-z0-9-]")]
     Hostname(String),
@@ -28,6 +28,8 @@ pub enum SpecError {
     Nul { what: &'static str, value: String },
     #[error("tmp size must be between 1 and 65536 MiB, not {0}")]
     TmpSize(u64),
+    #[error("view entry {0} must be a relative, normalized path")]
+    ViewEntry(PathBuf),
     #[error("output file {0} must be an absolute path")]
     Output(PathBuf),
 }
@@ -52,11 +54,23 @@ pub struct BindMount {
     pub writable: bool,
 }
 
+/// A read-only directory assembled for one sandbox: a small tmpfs at `target` holding only the
+/// listed host directories, each bound read-only at `target/<rel>` (used for the packages a
+/// lambda needs, so that it sees no other).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct View {
+    /// Absolute path inside the sandbox; must already exist as a directory in the root.
+    pub target: PathBuf,
+    /// (host directory, relative path under `target`).
+    pub entries: Vec<(PathBuf, PathBuf)>,
+}
+
 /// Everything needed to start a sandbox. Build it with [`SandboxSpec::builder`].
 #[derive(Debug, Clone)]
 pub struct SandboxSpec {
     pub(crate) root: PathBuf,
     pub(crate) mounts: Vec<BindMount>,
+    pub(crate) views: Vec<View>,
     pub(crate) tmp_mb: u64,
     pub(crate) hostname: String,
     pub(crate) net: NetMode,
@@ -77,6 +91,7 @@ impl SandboxSpec {
             spec: SandboxSpec {
                 root: root.into(),
                 mounts: Vec::new(),
+                views: Vec::new(),
                 tmp_mb: 64,
                 hostname: "lambda".to_owned(),
                 net: NetMode::Isolated,
@@ -123,6 +138,16 @@ impl SpecBuilder {
         });
         self
     }
+    /// Adds a read-only view at `target` made of `entries` (host directory, relative path);
+    /// see [`View`]. Views are mounted after the bind mounts.
+    pub fn view(mut self, target: impl Into<PathBuf>, entries: Vec<(PathBuf, PathBuf)>) -> Self {
+        self.spec.views.push(View {
+            target: target.into(),
+            entries,
+        });
+        self
+    }
+
     /// Size of the `/tmp` tmpfs in MiB.
     pub fn tmp_mb(mut self, mb: u64) -> Self {
         self.spec.tmp_mb = mb;
@@ -183,14 +208,42 @@ impl SpecBuilder {
                 return Err(SpecError::MountTarget(m.target.clone()));
             }
             let inside = s.root.join(m.target.strip_prefix("/").unwrap_or(&m.target));
-            // symlink_metadata: a symlink in the base must not redirect a mount point.
+            // A directory is bound on a directory, a file on a regular file. symlink_metadata:
+            // a symlink in the base must not redirect a mount point.
+            let source_is_dir = m.source.is_dir();
             match std::fs::symlink_metadata(&inside) {
-                Ok(md) if md.is_dir() => {}
+                Ok(md) if md.is_dir() && source_is_dir => {}
+                Ok(md) if md.is_file() && !source_is_dir => {}
                 _ => {
                     return Err(SpecError::MountPoint {
                         root: s.root.clone(),
                         target: m.target.clone(),
                     })
+                }
+            }
+        }
+        for v in &s.views {
+            if !is_normal_absolute(&v.target) {
+                return Err(SpecError::MountTarget(v.target.clone()));
+            }
+            let inside = s.root.join(v.target.strip_prefix("/").unwrap_or(&v.target));
+            match std::fs::symlink_metadata(&inside) {
+                Ok(md) if md.is_dir() => {}
+                _ => {
+                    return Err(SpecError::MountPoint {
+                        root: s.root.clone(),
+                        target: v.target.clone(),
+                    })
+                }
+            }
+            for (source, rel) in &v.entries {
+                if !source.is_absolute() || !source.is_dir() {
+                    return Err(SpecError::MountSource(source.clone()));
+                }
+                let normal = rel.components().count() > 0
+                    && rel.components().all(|c| matches!(c, Component::Normal(_)));
+                if !normal {
+                    return Err(SpecError::ViewEntry(rel.clone()));
                 }
             }
         }
@@ -272,6 +325,51 @@ mod tests {
         SandboxSpec::builder(root, "lw/sb-1")
             .command(["/usr/bin/python3", "-c", "pass"])
             .output("/tmp/o", "/tmp/e")
+    }
+
+    #[test]
+    fn views_and_file_binds_are_checked() {
+        let root = fake_root();
+        let pkg = tempfile::tempdir().unwrap();
+        let ok = |rel: &str| {
+            base(root.path())
+                .view(
+                    "/packages",
+                    vec![(pkg.path().to_owned(), PathBuf::from(rel))],
+                )
+                .build()
+        };
+        assert!(ok("numpy/2.2.6").is_ok());
+        for bad in ["../x", "/abs", "", "a/../b", "."] {
+            assert!(matches!(ok(bad), Err(SpecError::ViewEntry(_))), "{bad:?}");
+        }
+        // The view's target must exist in the root; its entries must be host directories.
+        let missing = base(root.path()).view("/nope", vec![]).build();
+        assert!(matches!(missing, Err(SpecError::MountPoint { .. })));
+        let file_entry = base(root.path())
+            .view(
+                "/packages",
+                vec![(PathBuf::from("/etc/hostname"), PathBuf::from("a"))],
+            )
+            .build();
+        assert!(matches!(file_entry, Err(SpecError::MountSource(_))));
+        // A file binds over a regular file only, a directory over a directory only.
+        std::fs::create_dir(root.path().join("etc")).unwrap();
+        std::fs::write(root.path().join("etc/resolv.conf"), "x").unwrap();
+        let host_file = pkg.path().join("f");
+        std::fs::write(&host_file, "y").unwrap();
+        assert!(base(root.path())
+            .mount(&host_file, "/etc/resolv.conf", false)
+            .build()
+            .is_ok());
+        assert!(base(root.path())
+            .mount(&host_file, "/host", false)
+            .build()
+            .is_err());
+        assert!(base(root.path())
+            .mount(pkg.path(), "/etc/resolv.conf", false)
+            .build()
+            .is_err());
     }
 
     #[test]

@@ -21,6 +21,8 @@ pub trait Syscall: Sync {
     ) -> Result<(), Errno>;
     /// Creates a character device node with permissions `perm` (umask is not applied).
     fn mknod_char(&self, path: &CStr, perm: u32, major: u32, minor: u32) -> Result<(), Errno>;
+    /// mkdir with exactly `mode`; an existing directory is success.
+    fn mkdir(&self, path: &CStr, mode: u32) -> Result<(), Errno>;
     fn symlink(&self, target: &CStr, linkpath: &CStr) -> Result<(), Errno>;
     fn chdir(&self, path: &CStr) -> Result<(), Errno>;
     fn pivot_root(&self, new_root: &CStr, put_old: &CStr) -> Result<(), Errno>;
@@ -59,6 +61,19 @@ impl Syscall for LinuxSyscall {
 
     fn symlink(&self, target: &CStr, linkpath: &CStr) -> Result<(), Errno> {
         nix::unistd::symlinkat(target, nix::fcntl::AT_FDCWD, linkpath)
+    }
+
+    fn mkdir(&self, path: &CStr, mode: u32) -> Result<(), Errno> {
+        // SAFETY: `path` is a valid NUL-terminated string; mkdir only reads it.
+        let rc = unsafe { libc::mkdir(path.as_ptr(), mode) };
+        match Errno::result(rc) {
+            Ok(_) | Err(Errno::EEXIST) => {}
+            Err(e) => return Err(e),
+        }
+        // mkdir applies the umask; set the permissions exactly.
+        // SAFETY: as above, chmod only reads the path.
+        let rc = unsafe { libc::chmod(path.as_ptr(), mode) };
+        Errno::result(rc).map(drop)
     }
 
     fn chdir(&self, path: &CStr) -> Result<(), Errno> {
@@ -169,6 +184,9 @@ impl Syscall for RecordingSyscall {
     }
     fn symlink(&self, target: &CStr, linkpath: &CStr) -> Result<(), Errno> {
         self.record(format!("symlink {} {}", s(Some(target)), s(Some(linkpath))))
+    }
+    fn mkdir(&self, path: &CStr, mode: u32) -> Result<(), Errno> {
+        self.record(format!("mkdir {} {mode:o}", s(Some(path))))
     }
     fn chdir(&self, path: &CStr) -> Result<(), Errno> {
         self.record(format!("chdir {}", s(Some(path))))

@@ -59,6 +59,18 @@ fn spec(dir: &Path, script: &str, cgroup: &str, net: NetMode) -> SandboxSpec {
         .unwrap()
 }
 
+/// Removes the shared `lambdaworker-test` cgroup once no test uses it (rmdir fails harmlessly
+/// while another test's cgroup lives below it; removing the tree would kill that test's sandbox).
+fn prune_top(setup: &CgroupSetup) {
+    let roots: Vec<PathBuf> = match setup {
+        CgroupSetup::V1 { controllers } => controllers.values().cloned().collect(),
+        CgroupSetup::V2 { root } => vec![root.clone()],
+    };
+    for r in roots {
+        let _ = std::fs::remove_dir(r.join("lambdaworker-test"));
+    }
+}
+
 fn wait_for_file(path: &Path) -> String {
     let deadline = Instant::now() + Duration::from_secs(10);
     while Instant::now() < deadline {
@@ -146,7 +158,7 @@ fn sandbox_sees_its_own_world() {
         "first process still exists"
     );
     assert!(cgroup_dirs(&setup, &cg).is_empty(), "cgroup left behind");
-    let _ = setup.remove_tree(Path::new("lambdaworker-test"));
+    prune_top(&setup);
 }
 
 #[test]
@@ -224,4 +236,60 @@ fn destroy_kills_every_process_of_the_sandbox() {
             "pid {pid} survived destroy"
         );
     }
+}
+
+/// A view shows exactly its entries, read-only; a file bind replaces one file; `wait_timeout`
+/// returns the exit code of a sandbox that runs to completion.
+#[test]
+fn views_file_binds_and_exit_codes() {
+    let Some(setup) = can_run("views_file_binds_and_exit_codes") else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let root = make_root(dir);
+    std::fs::create_dir_all(root.join("packages")).unwrap();
+    std::fs::write(root.join("etc/resolv.conf"), "from the base\n").unwrap();
+    let host_file = dir.join("resolv.conf");
+    std::fs::write(&host_file, "from the host\n").unwrap();
+    let (a, b, hidden) = (dir.join("a"), dir.join("b"), dir.join("hidden"));
+    for (d, text) in [(&a, "A"), (&b, "B"), (&hidden, "H")] {
+        std::fs::create_dir_all(d).unwrap();
+        std::fs::write(d.join("f"), text).unwrap();
+    }
+    let scratch = dir.join("scratch");
+    std::fs::create_dir_all(&scratch).unwrap();
+    let script = "cat /packages/numpy/2.2.6/f /packages/six/1.17.0/f /etc/resolv.conf; \
+                  ls /packages; \
+                  touch /packages/x 2>/dev/null && echo view-writable; \
+                  touch /packages/six/1.17.0/x 2>/dev/null && echo entry-writable; \
+                  exit 7";
+    let spec = SandboxSpec::builder(&root, "lambdaworker-test/view")
+        .mount("/usr", "/usr", false)
+        .mount(&scratch, "/host", true)
+        .mount(&host_file, "/etc/resolv.conf", false)
+        .view(
+            "/packages",
+            vec![
+                (a.clone(), PathBuf::from("numpy/2.2.6")),
+                (b.clone(), PathBuf::from("six/1.17.0")),
+            ],
+        )
+        .command(["/bin/sh", "-c", script])
+        .env("PATH", "/usr/bin:/bin")
+        .cwd("/host")
+        .output(scratch.join("stdout"), scratch.join("stderr"))
+        .build()
+        .unwrap();
+    let mut sb = Sandbox::spawn(&spec, &setup, &[]).unwrap();
+    assert_eq!(sb.wait_timeout(Duration::from_secs(10)), Some(7));
+    let out = std::fs::read_to_string(scratch.join("stdout")).unwrap();
+    let err = std::fs::read_to_string(scratch.join("stderr")).unwrap();
+    assert_eq!(out, "ABfrom the host\nnumpy\nsix\n", "stderr: {err}");
+    sb.destroy().unwrap();
+    assert_eq!(sb.wait_timeout(Duration::ZERO), Some(7));
+    assert!(cgroup_dirs(&setup, "lambdaworker-test/view").is_empty());
+    prune_top(&setup);
+    // Nothing was written to the host directories.
+    assert!(!a.join("x").exists() && !b.join("x").exists());
 }

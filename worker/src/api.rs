@@ -186,6 +186,7 @@ fn stats_json(state: &ApiState) -> serde_json::Value {
         "sandboxes": m.live(),
         "lambdas": m.lambda_stats(),
         "timings": m.timings().snapshot(),
+        "packages": m.package_stats(),
     })
 }
 

@@ -428,6 +428,6 @@ mod tests {
         let recipe = Recipe::from_json(BASE_RECIPE_JSON, "base.json").unwrap();
         assert_eq!(recipe.suite, "trixie");
         assert_eq!(recipe.variant, "minbase");
-        assert_eq!(recipe.include, ["python3"]);
+        assert_eq!(recipe.include, ["python3", "python3-pip"]);
     }
 }

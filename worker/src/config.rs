@@ -98,6 +98,10 @@ pub struct Config {
     pub max_body_bytes: usize,
     /// On SIGTERM/SIGINT, in-flight calls get this many seconds to finish.
     pub shutdown_timeout_s: u64,
+    /// Package index for `requirements.txt` installs (pip's `--index-url`); empty: PyPI.
+    pub pip_index_url: String,
+    /// Seconds one pip step (resolving, or installing one package) may take.
+    pub install_timeout_s: u64,
     /// Log filter (`error`, `warn`, `info`, `debug`, `trace`, or a tracing-subscriber directive).
     pub log_level: String,
 }
@@ -123,6 +127,8 @@ impl Default for Config {
             idle_timeout_s: 300,
             max_body_bytes: 6 * 1024 * 1024,
             shutdown_timeout_s: 10,
+            pip_index_url: String::new(),
+            install_timeout_s: 600,
             log_level: "info".to_owned(),
         }
     }
@@ -234,6 +240,16 @@ impl Config {
         }
         if self.max_body_bytes == 0 {
             return bad("max_body_bytes", "must be at least 1");
+        }
+        if self.install_timeout_s == 0 {
+            return bad("install_timeout_s", "must be at least 1");
+        }
+        let url = &self.pip_index_url;
+        if !(url.is_empty() || url.starts_with("https://") || url.starts_with("http://")) {
+            return bad(
+                "pip_index_url",
+                "must be an http:// or https:// URL, or empty for PyPI",
+            );
         }
         Ok(())
     }

@@ -27,6 +27,18 @@ pub enum ApiError {
     NoHandlerFile { lambda: String, path: String },
     #[error("lambda {lambda} cannot be served: {message}")]
     BadHandler { lambda: String, message: String },
+    #[error("lambda {lambda} has an invalid {path}: {message}")]
+    BadRequirements {
+        lambda: String,
+        path: String,
+        message: String,
+    },
+    #[error("lambda {lambda} needs {package}, which could not be installed: {message}")]
+    PackageInstall {
+        lambda: String,
+        package: String,
+        message: String,
+    },
     #[error("request body is not valid JSON: {message}")]
     BadJson { message: String },
     #[error("request body is larger than {limit} bytes")]
@@ -58,9 +70,11 @@ impl ApiError {
             | ApiError::UnknownLambda { .. }
             | ApiError::NoHandlerFile { .. } => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
-            ApiError::InvalidName { .. } | ApiError::BadJson { .. } | ApiError::BodyRead { .. } => {
-                StatusCode::BAD_REQUEST
-            }
+            ApiError::InvalidName { .. }
+            | ApiError::BadJson { .. }
+            | ApiError::BodyRead { .. }
+            | ApiError::BadRequirements { .. } => StatusCode::BAD_REQUEST,
+            ApiError::PackageInstall { .. } => StatusCode::FAILED_DEPENDENCY,
             ApiError::BadHandler { .. } => StatusCode::FORBIDDEN,
             ApiError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::HandlerRaised { .. } | ApiError::Internal { .. } => {
@@ -98,6 +112,20 @@ impl ApiError {
             ApiError::BadHandler { lambda, .. } => {
                 json!({"error": "bad handler", "message": message, "lambda": lambda})
             }
+            ApiError::BadRequirements { lambda, path, .. } => {
+                json!({"error": "invalid requirements", "message": message, "lambda": lambda, "path": path})
+            }
+            ApiError::PackageInstall {
+                lambda,
+                package,
+                message: detail,
+            } => json!({
+                "error": "package install failed",
+                "message": message,
+                "lambda": lambda,
+                "package": package,
+                "pip": detail,
+            }),
             ApiError::BadJson { .. } => json!({"error": "invalid JSON", "message": message}),
             ApiError::BodyTooLarge { limit } => {
                 json!({"error": "body too large", "message": message, "limit_bytes": limit})
@@ -201,6 +229,24 @@ mod tests {
                 "timeout",
             ),
             (ApiError::BodyTooLarge { limit: 10 }, 413, "body too large"),
+            (
+                ApiError::BadRequirements {
+                    lambda: "x".into(),
+                    path: "requirements.txt".into(),
+                    message: "line 2".into(),
+                },
+                400,
+                "invalid requirements",
+            ),
+            (
+                ApiError::PackageInstall {
+                    lambda: "x".into(),
+                    package: "nope==1".into(),
+                    message: "no matching distribution".into(),
+                },
+                424,
+                "package install failed",
+            ),
         ];
         for (err, status, kind) in cases {
             assert_eq!(err.status().as_u16(), status, "{err}");

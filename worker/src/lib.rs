@@ -16,6 +16,7 @@ pub mod config;
 pub mod error;
 pub mod manager;
 pub mod name;
+pub mod packages;
 pub mod registry;
 pub mod runtime_client;
 mod server;

@@ -158,6 +158,7 @@ pub struct Manager {
     closing: AtomicBool,
     shared: Arc<Shared>,
     timings: Timings,
+    packages: crate::packages::Packages,
 }
 
 impl std::fmt::Debug for Manager {
@@ -188,6 +189,7 @@ impl Manager {
                 idle_returned: Notify::new(),
             }),
             timings: Timings::default(),
+            packages: crate::packages::Packages::new(Arc::clone(&cfg), cgroups.clone()),
             cgroups,
             cfg,
         }
@@ -411,6 +413,23 @@ impl Manager {
         name: &LambdaName,
         handler: &Handler,
     ) -> Result<Instance, ApiError> {
+        // Packages first, without holding a capacity slot: an install may take minutes.
+        let t = Instant::now();
+        let this = Arc::clone(self);
+        let (lambda, dir) = (name.clone(), handler.dir.clone());
+        let packages = tokio::task::spawn_blocking(move || {
+            let list = this.packages.ensure(&lambda, &dir)?;
+            Ok::<_, ApiError>(
+                list.iter()
+                    .map(|p| (this.packages.path_of(p), p.rel()))
+                    .collect::<Vec<_>>(),
+            )
+        })
+        .await
+        .map_err(|e| ApiError::Internal {
+            message: format!("package task failed: {e}"),
+        })??;
+        self.timings.record(Phase::Packages, t.elapsed());
         let t = Instant::now();
         let permit = self.acquire_capacity().await?;
         self.timings.record(Phase::Capacity, t.elapsed());
@@ -419,11 +438,12 @@ impl Manager {
         let lambda = name.clone();
         let dir = handler.dir.clone();
         let started = Instant::now();
-        let spawned = tokio::task::spawn_blocking(move || this.spawn_sandbox(id, &lambda, dir))
-            .await
-            .map_err(|e| ApiError::Internal {
-                message: format!("sandbox start task failed: {e}"),
-            })?;
+        let spawned =
+            tokio::task::spawn_blocking(move || this.spawn_sandbox(id, &lambda, dir, &packages))
+                .await
+                .map_err(|e| ApiError::Internal {
+                    message: format!("sandbox start task failed: {e}"),
+                })?;
         let (sandbox, conn, scratch) = spawned.map_err(|message| ApiError::SandboxFailed {
             lambda: name.to_string(),
             message,
@@ -481,6 +501,7 @@ impl Manager {
         id: u64,
         name: &LambdaName,
         handler_dir: PathBuf,
+        packages: &[(PathBuf, PathBuf)],
     ) -> Result<
         (
             Sandbox,
@@ -492,7 +513,7 @@ impl Manager {
         let scratch = self.handlers_dir.join(name.as_str()).join(id.to_string());
         std::fs::create_dir_all(&scratch)
             .map_err(|e| format!("cannot create {}: {e}", scratch.display()))?;
-        let result = self.spawn_in(id, name, &handler_dir, &scratch);
+        let result = self.spawn_in(id, name, &handler_dir, &scratch, packages);
         if result.is_err() {
             let _ = std::fs::remove_dir_all(&scratch);
         }
@@ -505,12 +526,25 @@ impl Manager {
         name: &LambdaName,
         handler_dir: &Path,
         scratch: &Path,
+        packages: &[(PathBuf, PathBuf)],
     ) -> Result<(Sandbox, std::io::Result<std::os::unix::net::UnixStream>), String> {
         let cgroup = self.cgroup_parent.join(format!("sb-{id}"));
-        let started =
-            spawn_lambda_sandbox(&self.cfg, &self.cgroups, cgroup, name, handler_dir, scratch)
-                .map_err(|e| format!("sandbox {id}: {e}"))?;
+        let started = spawn_lambda_sandbox(
+            &self.cfg,
+            &self.cgroups,
+            cgroup,
+            name,
+            handler_dir,
+            scratch,
+            packages,
+        )
+        .map_err(|e| format!("sandbox {id}: {e}"))?;
         Ok(started)
+    }
+
+    /// Package install counters.
+    pub fn package_stats(&self) -> crate::packages::PackageStats {
+        self.packages.stats()
     }
 
     /// Per-phase timings of this worker's calls.
@@ -671,7 +705,9 @@ fn read_tail(path: &Path, max: u64) -> String {
 
 /// Starts the sandbox of one call of `name` exactly as the manager does for a cold start: a
 /// listening `server_pipe` socket in `scratch` (passed in as fd 3), the spec (base read-only,
-/// `/packages` and `/handler` read-only, `scratch` as `/host`, limits from `cfg`) and the runtime.
+/// `/handler` read-only, `scratch` as `/host`, the lambda's `packages` (host directory,
+/// `name/version`) read-only under `/packages` and on `LAMBDA_PACKAGES`, limits from `cfg`) and
+/// the runtime.
 /// Returns the sandbox and a non-blocking connection to its runtime (already queued in the
 /// socket's backlog, so the first request can be written at once). Blocking; `scratch` must
 /// exist. Public so that benchmarks can call a sandbox directly, without the HTTP layer.
@@ -682,6 +718,7 @@ pub fn spawn_lambda_sandbox(
     name: &LambdaName,
     handler_dir: &Path,
     scratch: &Path,
+    packages: &[(PathBuf, PathBuf)],
 ) -> Result<(Sandbox, std::io::Result<std::os::unix::net::UnixStream>), String> {
     let t0 = Instant::now();
     let sock = scratch.join("server_pipe");
@@ -690,8 +727,15 @@ pub fn spawn_lambda_sandbox(
     // Connect now: the connection waits in the backlog until the runtime accepts it.
     let conn = std::os::unix::net::UnixStream::connect(&sock)
         .map_err(|e| format!("cannot connect to {}: {e}", sock.display()))?;
-    let spec = SandboxSpec::builder(&cfg.base_dir, cgroup)
-        .mount(&cfg.packages_dir, "/packages", false)
+    let package_path: Vec<String> = packages
+        .iter()
+        .map(|(_, rel)| format!("/packages/{}", rel.display()))
+        .collect();
+    let mut builder = SandboxSpec::builder(&cfg.base_dir, cgroup);
+    if !packages.is_empty() {
+        builder = builder.view("/packages", packages.to_vec());
+    }
+    let spec = builder
         .mount(handler_dir, "/handler", false)
         .mount(scratch, "/host", true)
         .tmp_mb(cfg.tmp_mb)
@@ -711,6 +755,7 @@ pub fn spawn_lambda_sandbox(
         .env("LANG", "C.UTF-8")
         .env("PYTHONDONTWRITEBYTECODE", "1")
         .env("LAMBDA_NAME", name.as_str())
+        .env("LAMBDA_PACKAGES", &package_path.join(":"))
         .cwd("/host")
         .output(scratch.join("stdout"), scratch.join("stderr"))
         .build()

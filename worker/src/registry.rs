@@ -19,6 +19,9 @@ pub struct HandlerVersion {
     ino: u64,
     size: u64,
     mtime_ns: i128,
+    /// The same identity of `requirements.txt` and `packages.txt`, when present: editing them
+    /// also retires the lambda's sandboxes.
+    deps: [Option<(u64, u64, i128)>; 2],
 }
 
 /// A resolved handler.
@@ -69,6 +72,16 @@ impl Registry {
             });
         }
         let mtime_ns = i128::from(md.mtime()) * 1_000_000_000 + i128::from(md.mtime_nsec());
+        let dep = |f: &str| {
+            std::fs::symlink_metadata(dir.join(f)).ok().map(|m| {
+                let t = i128::from(m.mtime()) * 1_000_000_000 + i128::from(m.mtime_nsec());
+                (m.ino(), m.size(), t)
+            })
+        };
+        let deps = [
+            dep(crate::packages::REQUIREMENTS_FILES[0]),
+            dep(crate::packages::REQUIREMENTS_FILES[1]),
+        ];
         Ok(Handler {
             dir,
             version: HandlerVersion {
@@ -76,6 +89,7 @@ impl Registry {
                 ino: md.ino(),
                 size: md.size(),
                 mtime_ns,
+                deps,
             },
         })
     }

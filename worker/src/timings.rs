@@ -12,6 +12,7 @@
 //! | `queue` | waiting for the lambda's gate (`max_sandboxes_per_lambda`) |
 //! | `take_idle` | picking a warm sandbox from the lambda's pool |
 //! | `capacity` | cold only: a slot under `handler_cache_size`, evicting if needed |
+//! | `packages` | cold only: reading the requirement file, installing what is missing (pip) |
 //! | `spawn` | cold only: scratch directory, socket, spec and `Sandbox::spawn` |
 //! | `spawn.cgroup` | part of `spawn`: creating the cgroup and writing its limits |
 //! | `spawn.prepare_clone` | part of `spawn`: preparing the child and `clone` |
@@ -35,6 +36,7 @@ pub enum Phase {
     Queue,
     TakeIdle,
     Capacity,
+    Packages,
     Spawn,
     SpawnCgroup,
     SpawnPrepareClone,
@@ -45,13 +47,14 @@ pub enum Phase {
 }
 
 impl Phase {
-    pub const ALL: [Phase; 13] = [
+    pub const ALL: [Phase; 14] = [
         Phase::Request,
         Phase::ReadBody,
         Phase::Lookup,
         Phase::Queue,
         Phase::TakeIdle,
         Phase::Capacity,
+        Phase::Packages,
         Phase::Spawn,
         Phase::SpawnCgroup,
         Phase::SpawnPrepareClone,
@@ -70,6 +73,7 @@ impl Phase {
             Phase::Queue => "queue",
             Phase::TakeIdle => "take_idle",
             Phase::Capacity => "capacity",
+            Phase::Packages => "packages",
             Phase::Spawn => "spawn",
             Phase::SpawnCgroup => "spawn.cgroup",
             Phase::SpawnPrepareClone => "spawn.prepare_clone",
