@@ -187,6 +187,7 @@ fn stats_json(state: &ApiState) -> serde_json::Value {
         "lambdas": m.lambda_stats(),
         "timings": m.timings().snapshot(),
         "packages": m.package_stats(),
+        "cache": m.cache_stats(),
     })
 }
 

@@ -98,6 +98,12 @@ pub struct Config {
     pub max_body_bytes: usize,
     /// On SIGTERM/SIGINT, in-flight calls get this many seconds to finish.
     pub shutdown_timeout_s: u64,
+    /// An idle sandbox is paused (cgroup freezer) after this many milliseconds without a call,
+    /// and thawed by the next call.
+    pub pause_after_ms: u64,
+    /// Memory budget of all sandboxes together, in MiB; above it, cold starts first evict
+    /// the least recently used idle sandboxes (paused ones first). `0`: half of the machine's memory.
+    pub memory_budget_mb: u64,
     /// Package index for `requirements.txt` installs (pip's `--index-url`); empty: PyPI.
     pub pip_index_url: String,
     /// Seconds one pip step (resolving, or installing one package) may take.
@@ -127,6 +133,8 @@ impl Default for Config {
             idle_timeout_s: 300,
             max_body_bytes: 6 * 1024 * 1024,
             shutdown_timeout_s: 10,
+            pause_after_ms: 1000,
+            memory_budget_mb: 0,
             pip_index_url: String::new(),
             install_timeout_s: 600,
             log_level: "info".to_owned(),

@@ -11,6 +11,11 @@
 //!   `timeout_s`, then 503);
 //! - a sandbox whose call timed out, whose connection broke, or whose handler file changed is
 //!   destroyed, never reused; idle sandboxes are destroyed after `idle_timeout_s`;
+//! - an idle sandbox is paused (cgroup freezer) after `pause_after_ms` without a call and thawed
+//!   by the next one; paused sandboxes are the oldest of their pool, so they are evicted first;
+//! - memory is a budget (`memory_budget_mb`): before a cold start, and on every reaper tick,
+//!   idle sandboxes are evicted (least recently used, paused first) while the sandboxes' cgroups
+//!   together use more; a busy sandbox is never evicted;
 //! - destroying happens on the blocking pool, off the request path.
 
 use std::collections::VecDeque;
@@ -69,6 +74,22 @@ pub struct LambdaStats {
     pub warm_starts: u64,
     pub errors: u64,
     pub idle: usize,
+    /// Of `idle`, how many are paused.
+    pub paused: usize,
+}
+
+/// Worker-wide cache counters as shown by `/stats`.
+#[derive(Debug, Clone, Serialize)]
+pub struct CacheStats {
+    /// Calls served by a warm sandbox.
+    pub hits: u64,
+    /// Calls that started a sandbox.
+    pub misses: u64,
+    pub evictions: u64,
+    pub pauses: u64,
+    pub unpauses: u64,
+    pub memory_in_use_mb: f64,
+    pub memory_budget_mb: u64,
 }
 
 struct Pool {
@@ -94,6 +115,7 @@ struct Instance {
     conn: UnixStream,
     scratch: PathBuf,
     last_used: Instant,
+    paused: bool,
     capacity: Option<OwnedSemaphorePermit>,
     shared: Arc<Shared>,
 }
@@ -159,6 +181,14 @@ pub struct Manager {
     shared: Arc<Shared>,
     timings: Timings,
     packages: crate::packages::Packages,
+    memory_budget: u64,
+    /// The last measurement of [`Manager::memory_in_use`] (reaper tick or cold start).
+    memory_seen: AtomicU64,
+    hits: AtomicU64,
+    misses: AtomicU64,
+    evictions: AtomicU64,
+    pauses: AtomicU64,
+    unpauses: AtomicU64,
 }
 
 impl std::fmt::Debug for Manager {
@@ -190,6 +220,13 @@ impl Manager {
             }),
             timings: Timings::default(),
             packages: crate::packages::Packages::new(Arc::clone(&cfg), cgroups.clone()),
+            memory_budget: memory_budget_bytes(&cfg),
+            memory_seen: AtomicU64::new(0),
+            hits: AtomicU64::new(0),
+            misses: AtomicU64::new(0),
+            evictions: AtomicU64::new(0),
+            pauses: AtomicU64::new(0),
+            unpauses: AtomicU64::new(0),
             cgroups,
             cfg,
         }
@@ -241,12 +278,18 @@ impl Manager {
         let t = Instant::now();
         let idle = self.take_idle(pool, handler.version);
         self.timings.record(Phase::TakeIdle, t.elapsed());
+        let idle = match idle {
+            Some(inst) if inst.paused => self.unpause(inst).await,
+            other => other,
+        };
         let (mut inst, call_phase) = match idle {
             Some(inst) => {
                 pool.counters.warm_starts.fetch_add(1, Ordering::Relaxed);
+                self.hits.fetch_add(1, Ordering::Relaxed);
                 (inst, Phase::Call)
             }
             None => {
+                self.misses.fetch_add(1, Ordering::Relaxed);
                 let inst = self.start_instance(name, handler).await?;
                 pool.counters.cold_starts.fetch_add(1, Ordering::Relaxed);
                 (inst, Phase::FirstCall)
@@ -331,6 +374,141 @@ impl Manager {
         found
     }
 
+    /// Thaws a paused sandbox (on the blocking pool); `None` when that fails (the sandbox is
+    /// destroyed and the call starts a new one).
+    async fn unpause(&self, mut inst: Instance) -> Option<Instance> {
+        let t = Instant::now();
+        let thawed = tokio::task::spawn_blocking(move || {
+            let result = match inst.sandbox.as_mut() {
+                Some(sb) => sb.unpause().map_err(|e| e.to_string()),
+                None => Err("no sandbox".to_owned()),
+            };
+            match result {
+                Ok(()) => {
+                    inst.paused = false;
+                    Ok(inst)
+                }
+                Err(e) => Err((inst.id, e)),
+            }
+        })
+        .await;
+        self.timings.record(Phase::Unpause, t.elapsed());
+        match thawed {
+            Ok(Ok(inst)) => {
+                self.unpauses.fetch_add(1, Ordering::Relaxed);
+                inst.set_state("busy", 0);
+                Some(inst)
+            }
+            Ok(Err((id, e))) => {
+                tracing::warn!(sandbox = id, error = %e, "cannot unpause a sandbox; starting a new one");
+                None
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "unpause task failed");
+                None
+            }
+        }
+    }
+
+    /// Pauses the sandboxes idle for `pause_after_ms` or more. Blocking (cgroup freezer writes);
+    /// run by the reaper on the blocking pool. Returns how many were paused.
+    pub fn pause_idle(&self) -> usize {
+        if self.closing.load(Ordering::SeqCst) {
+            return 0;
+        }
+        let after = Duration::from_millis(self.cfg.pause_after_ms);
+        let mut paused = 0;
+        for entry in &self.pools {
+            let pool = entry.value();
+            // Idle lists are ordered by last use: the candidates are a prefix. Take the ones
+            // not yet paused out while freezing them, so no call can take one half-frozen.
+            let mut todo = Vec::new();
+            {
+                let mut idle = pool.idle.lock().unwrap_or_else(|p| p.into_inner());
+                let mut keep = Vec::new();
+                while idle.front().is_some_and(|i| i.last_used.elapsed() >= after) {
+                    if let Some(inst) = idle.pop_front() {
+                        if inst.paused {
+                            keep.push(inst);
+                        } else {
+                            todo.push(inst);
+                        }
+                    }
+                }
+                for inst in keep.into_iter().rev() {
+                    idle.push_front(inst);
+                }
+            }
+            if todo.is_empty() {
+                continue;
+            }
+            let mut done = Vec::new();
+            for mut inst in todo {
+                let result = match inst.sandbox.as_mut() {
+                    Some(sb) => sb.pause().map_err(|e| e.to_string()),
+                    None => Err("no sandbox".to_owned()),
+                };
+                match result {
+                    Ok(()) => {
+                        inst.paused = true;
+                        inst.set_state("paused", 0);
+                        paused += 1;
+                        done.push(inst);
+                    }
+                    Err(e) => {
+                        tracing::warn!(sandbox = inst.id, error = %e, "cannot pause an idle sandbox; destroying it");
+                    }
+                }
+            }
+            let mut idle = pool.idle.lock().unwrap_or_else(|p| p.into_inner());
+            for inst in done.into_iter().rev() {
+                idle.push_front(inst);
+            }
+        }
+        if paused > 0 {
+            self.pauses.fetch_add(paused as u64, Ordering::Relaxed);
+            tracing::debug!(count = paused, "paused idle sandboxes");
+        }
+        paused
+    }
+
+    /// Memory charged to the cgroups of all live sandboxes, in bytes. Blocking (one cgroup
+    /// file read per sandbox).
+    pub fn memory_in_use(&self) -> u64 {
+        let ids: Vec<u64> = self.shared.live.iter().map(|e| *e.key()).collect();
+        ids.into_iter()
+            .map(|id| {
+                self.cgroups
+                    .cgroup(&self.cgroup_parent.join(format!("sb-{id}")))
+                    .memory_usage()
+                    .unwrap_or(0)
+            })
+            .sum()
+    }
+
+    /// Evicts one idle sandbox if the sandboxes use more than the memory budget. Blocking.
+    /// Returns whether it evicted one.
+    pub fn enforce_memory_budget(&self) -> bool {
+        let used = self.memory_in_use();
+        self.memory_seen.store(used, Ordering::Relaxed);
+        if used <= self.memory_budget {
+            return false;
+        }
+        match self.evict_lru() {
+            Some(victim) => {
+                tracing::debug!(
+                    sandbox = victim.id,
+                    used_mb = used / (1 << 20),
+                    budget_mb = self.memory_budget / (1 << 20),
+                    "over the memory budget: evicting the least recently used idle sandbox"
+                );
+                drop(victim);
+                true
+            }
+            None => false,
+        }
+    }
+
     /// Returns a sandbox to its pool after a successful call.
     fn release(&self, pool: &Pool, mut inst: Instance) {
         if self.closing.load(Ordering::SeqCst) {
@@ -346,8 +524,9 @@ impl Manager {
     }
 
     /// Removes the least recently used idle sandbox of any lambda.
+    /// Paused sandboxes go first: each pool's front is its oldest, paused if any is.
     fn evict_lru(&self) -> Option<Instance> {
-        let mut oldest: Option<(Instant, Arc<Pool>)> = None;
+        let mut oldest: Option<((bool, Instant), Arc<Pool>)> = None;
         for entry in &self.pools {
             let pool = entry.value();
             let front = pool
@@ -355,10 +534,10 @@ impl Manager {
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .front()
-                .map(|i| i.last_used);
-            if let Some(t) = front {
-                if oldest.as_ref().is_none_or(|(o, _)| t < *o) {
-                    oldest = Some((t, Arc::clone(pool)));
+                .map(|i| (!i.paused, i.last_used));
+            if let Some(key) = front {
+                if oldest.as_ref().is_none_or(|(o, _)| key < *o) {
+                    oldest = Some((key, Arc::clone(pool)));
                 }
             }
         }
@@ -368,12 +547,40 @@ impl Manager {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .pop_front();
+        if victim.is_some() {
+            self.evictions.fetch_add(1, Ordering::Relaxed);
+        }
         victim
     }
 
     /// A capacity permit: free, or by evicting an idle sandbox, or by waiting for one.
-    async fn acquire_capacity(&self) -> Result<OwnedSemaphorePermit, ApiError> {
+    async fn acquire_capacity(self: &Arc<Self>) -> Result<OwnedSemaphorePermit, ApiError> {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(self.cfg.timeout_s);
+        // Memory first: evict idle sandboxes while the live ones use more than the budget,
+        // letting each eviction finish so that the next measurement sees its memory gone. The
+        // reaper measures every tick; a cold start measures again only when that measurement
+        // is above 90% of the budget.
+        let near = self.memory_seen.load(Ordering::Relaxed) > self.memory_budget / 10 * 9;
+        while near && tokio::time::Instant::now() < deadline {
+            let this = Arc::clone(self);
+            let evicted = tokio::task::spawn_blocking(move || this.enforce_memory_budget())
+                .await
+                .unwrap_or(false);
+            if !evicted {
+                break;
+            }
+            while self.shared.destroying.load(Ordering::SeqCst) > 0 {
+                let destroyed = self.shared.destroyed.notified();
+                tokio::pin!(destroyed);
+                destroyed.as_mut().enable();
+                if self.shared.destroying.load(Ordering::SeqCst) == 0 {
+                    break;
+                }
+                if tokio::time::timeout_at(deadline, destroyed).await.is_err() {
+                    break;
+                }
+            }
+        }
         loop {
             let notified = self.shared.idle_returned.notified();
             tokio::pin!(notified);
@@ -490,6 +697,7 @@ impl Manager {
             conn: inst_conn,
             scratch,
             last_used: Instant::now(),
+            paused: false,
             capacity: Some(permit),
             shared,
         })
@@ -542,6 +750,19 @@ impl Manager {
         Ok(started)
     }
 
+    /// Cache counters and memory (reads every sandbox's cgroup: blocking, cheap).
+    pub fn cache_stats(&self) -> CacheStats {
+        CacheStats {
+            hits: self.hits.load(Ordering::Relaxed),
+            misses: self.misses.load(Ordering::Relaxed),
+            evictions: self.evictions.load(Ordering::Relaxed),
+            pauses: self.pauses.load(Ordering::Relaxed),
+            unpauses: self.unpauses.load(Ordering::Relaxed),
+            memory_in_use_mb: (self.memory_in_use() as f64 / 1048576.0 * 10.0).round() / 10.0,
+            memory_budget_mb: self.memory_budget / (1 << 20),
+        }
+    }
+
     /// Package install counters.
     pub fn package_stats(&self) -> crate::packages::PackageStats {
         self.packages.stats()
@@ -582,6 +803,12 @@ impl Manager {
                         warm_starts: c.warm_starts.load(Ordering::Relaxed),
                         errors: c.errors.load(Ordering::Relaxed),
                         idle: e.value().idle.lock().map(|i| i.len()).unwrap_or(0),
+                        paused: e
+                            .value()
+                            .idle
+                            .lock()
+                            .map(|i| i.iter().filter(|x| x.paused).count())
+                            .unwrap_or(0),
                     },
                 )
             })
@@ -771,4 +998,24 @@ pub fn spawn_lambda_sandbox(
     drop(listener);
     let conn = conn.set_nonblocking(true).map(|()| conn);
     Ok((sandbox, conn))
+}
+
+/// The memory budget in bytes: `memory_budget_mb`, or half of the machine's memory when 0.
+fn memory_budget_bytes(cfg: &Config) -> u64 {
+    if cfg.memory_budget_mb > 0 {
+        return cfg.memory_budget_mb * 1024 * 1024;
+    }
+    let total_kib = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|t| {
+            t.lines().find_map(|l| {
+                l.strip_prefix("MemTotal:")?
+                    .split_whitespace()
+                    .next()?
+                    .parse::<u64>()
+                    .ok()
+            })
+        })
+        .unwrap_or(4 * 1024 * 1024);
+    total_kib * 1024 / 2
 }

@@ -164,11 +164,23 @@ async fn accept_loop(
     }
 }
 
+/// Every 250 ms: destroys sandboxes idle past `idle_timeout_s`, pauses those idle past
+/// `pause_after_ms`, and evicts idle ones while over the memory budget (cgroup work runs on
+/// the blocking pool).
 async fn reaper(manager: Arc<Manager>, mut stop: watch::Receiver<bool>) {
-    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let mut tick = tokio::time::interval(Duration::from_millis(250));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
-            _ = tick.tick() => { manager.reap_idle(); }
+            _ = tick.tick() => {
+                manager.reap_idle();
+                let m = Arc::clone(&manager);
+                let _ = tokio::task::spawn_blocking(move || {
+                    m.pause_idle();
+                    m.enforce_memory_budget();
+                })
+                .await;
+            }
             _ = stop.changed() => break,
         }
     }

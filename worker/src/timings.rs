@@ -11,6 +11,7 @@
 //! | `lookup` | finding the handler in the registry (one `stat`) |
 //! | `queue` | waiting for the lambda's gate (`max_sandboxes_per_lambda`) |
 //! | `take_idle` | picking a warm sandbox from the lambda's pool |
+//! | `unpause` | warm only, when the sandbox was paused: thawing its cgroup |
 //! | `capacity` | cold only: a slot under `handler_cache_size`, evicting if needed |
 //! | `packages` | cold only: reading the requirement file, installing what is missing (pip) |
 //! | `spawn` | cold only: scratch directory, socket, spec and `Sandbox::spawn` |
@@ -35,6 +36,7 @@ pub enum Phase {
     Lookup,
     Queue,
     TakeIdle,
+    Unpause,
     Capacity,
     Packages,
     Spawn,
@@ -47,12 +49,13 @@ pub enum Phase {
 }
 
 impl Phase {
-    pub const ALL: [Phase; 14] = [
+    pub const ALL: [Phase; 15] = [
         Phase::Request,
         Phase::ReadBody,
         Phase::Lookup,
         Phase::Queue,
         Phase::TakeIdle,
+        Phase::Unpause,
         Phase::Capacity,
         Phase::Packages,
         Phase::Spawn,
@@ -72,6 +75,7 @@ impl Phase {
             Phase::Lookup => "lookup",
             Phase::Queue => "queue",
             Phase::TakeIdle => "take_idle",
+            Phase::Unpause => "unpause",
             Phase::Capacity => "capacity",
             Phase::Packages => "packages",
             Phase::Spawn => "spawn",

@@ -425,3 +425,98 @@ async fn restart_after_a_crash_removes_leftovers() {
     );
     w.shutdown().await.unwrap();
 }
+
+/// The freezer state of sandbox `id`'s cgroup, as the kernel reports it.
+fn frozen(c: &TestCluster, id: u64) -> bool {
+    let rel = c.cfg.cgroup_parent().join(format!("sb-{id}"));
+    match sandbox::cgroup::CgroupSetup::detect().unwrap() {
+        sandbox::cgroup::CgroupSetup::V1 { controllers } => {
+            let f = controllers["freezer"].join(&rel).join("freezer.state");
+            std::fs::read_to_string(f).unwrap().trim() == "FROZEN"
+        }
+        sandbox::cgroup::CgroupSetup::V2 { root } => {
+            let f = root.join(&rel).join("cgroup.freeze");
+            std::fs::read_to_string(f).unwrap().trim() == "1"
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_sandboxes_are_paused_and_keep_their_state() {
+    if !can_run("idle_sandboxes_are_paused_and_keep_their_state") {
+        return;
+    }
+    let mut c = TestCluster::start(r#"{"pause_after_ms": 100}"#).await;
+    c.add_quickstart("counter");
+    assert_eq!(c.call("counter", "{}").await, (200, json!({"calls": 1})));
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    let id = loop {
+        let stats = c.stats().await;
+        let sb = &stats["sandboxes"][0];
+        if sb["state"] == "paused" {
+            break sb["id"].as_u64().unwrap();
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never paused: {stats}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(
+        frozen(&c, id),
+        "the kernel does not report sandbox {id} frozen"
+    );
+    assert_eq!(c.stats().await["lambdas"]["counter"]["paused"], 1);
+    // The next call thaws it: same sandbox, module state intact.
+    assert_eq!(c.call("counter", "{}").await, (200, json!({"calls": 2})));
+    let stats = c.stats().await;
+    assert_eq!(stats["sandboxes"][0]["id"], id, "{stats}");
+    assert!(stats["cache"]["pauses"].as_u64().unwrap() >= 1, "{stats}");
+    assert_eq!(stats["cache"]["unpauses"], 1, "{stats}");
+    assert_eq!(stats["cache"]["hits"], 1, "{stats}");
+    assert_eq!(stats["timings"]["unpause"]["count"], 1, "{stats}");
+    // A paused sandbox is destroyed cleanly at shutdown.
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert!(frozen(&c, id));
+    c.shutdown().await;
+    assert!(cgroup_dirs_containing(&c.cfg.cgroup_parent().display().to_string()).is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_small_memory_budget_evicts_and_keeps_serving() {
+    if !can_run("a_small_memory_budget_evicts_and_keeps_serving") {
+        return;
+    }
+    let mut c = TestCluster::start(r#"{"memory_budget_mb": 16, "pause_after_ms": 100}"#).await;
+    let n = 16;
+    for i in 0..n {
+        c.add_handler(
+            &format!("m{i}"),
+            "blob = bytearray(2 * 1024 * 1024)\ndef handler(event):\n    return len(blob)\n",
+        );
+    }
+    for round in 0..2 {
+        for i in 0..n {
+            let (status, body) = c.call(&format!("m{i}"), "{}").await;
+            assert_eq!(
+                (status, &body),
+                (200, &json!(2 * 1024 * 1024)),
+                "round {round}"
+            );
+        }
+    }
+    let stats = c.stats().await;
+    let cache = &stats["cache"];
+    assert_eq!(cache["memory_budget_mb"], 16, "{stats}");
+    assert!(cache["evictions"].as_u64().unwrap() > 0, "{stats}");
+    let live = stats["sandboxes"].as_array().unwrap().len();
+    assert!(live < n, "{live} sandboxes live: {stats}");
+    // Once the reaper has had a tick, the idle sandboxes fit the budget again (at most one
+    // sandbox over it, the one a call started last).
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let used = c.stats().await["cache"]["memory_in_use_mb"]
+        .as_f64()
+        .unwrap();
+    assert!(used <= 16.0 + 8.0, "{used} MiB in use");
+    c.shutdown().await;
+}
