@@ -77,13 +77,13 @@ impl Report {
             );
             let _ = writeln!(
                 o,
-                "{:<20} {:>5} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8}  note",
+                "{:<24} {:>5} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8}  note",
                 "system", "n", "p50", "p90", "p99", "min", "x warm", "x cold"
             );
             for r in &l.rows {
                 let _ = writeln!(
                     o,
-                    "{:<20} {:>5} {} {:>8} {:>8}  {}",
+                    "{:<24} {:>5} {} {:>8} {:>8}  {}",
                     r.system,
                     r.summary.map_or(0, |s| s.n),
                     percentiles(&r.summary),

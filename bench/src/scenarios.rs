@@ -126,7 +126,7 @@ fn measure(system: &str, what: &str, sys: &mut dyn System, warmup: usize, n: usi
         note: None,
         samples: Samples::with_capacity(n),
     };
-    eprint!("  {system:<22} ");
+    eprint!("  {system:<24} ");
     for _ in 0..warmup {
         if let Err(e) = sys.call() {
             row.note = Some(format!("failed in warm-up: {e:#}"));
@@ -158,7 +158,7 @@ fn measure(system: &str, what: &str, sys: &mut dyn System, warmup: usize, n: usi
 }
 
 fn skipped(system: &str, what: &str, why: String) -> LatencyRow {
-    eprintln!("  {system:<22} skipped: {why}");
+    eprintln!("  {system:<24} skipped: {why}");
     LatencyRow {
         system: system.to_owned(),
         what: what.to_owned(),
@@ -297,7 +297,7 @@ pub fn latency(cluster: &mut BenchCluster, plan: &Plan) -> Result<Latency> {
 
     // 3 and 4. lambdaworker cold and warm, through HTTP.
     let worker = cluster.start_worker(&worker_patch(json!({
-        "handler_cache_size": cold_names + 16,
+        "handler_cache_size": cold_names + plan.calls.min(50) + 16,
     })))?;
     let mut conn = BlockingConn::connect(worker.addr)?;
     let cold_call = |conn: &mut BlockingConn, i: usize| {
@@ -338,6 +338,9 @@ pub fn latency(cluster: &mut BenchCluster, plan: &Plan) -> Result<Latency> {
     );
     let after = timings(&mut conn)?;
     let warm = breakdown(&before, &after, &warm_row);
+
+    // 3b. Cold calls of a handler that imports numpy (installed once, before measuring).
+    let numpy_row = numpy_cold(cluster, &mut conn, plan);
     drop(conn);
     drop(worker);
 
@@ -357,6 +360,7 @@ pub fn latency(cluster: &mut BenchCluster, plan: &Plan) -> Result<Latency> {
     drop(local);
 
     rows.insert(rows.len().saturating_sub(1), cold_row);
+    rows.insert(rows.len().saturating_sub(1), numpy_row);
     rows.insert(rows.len().saturating_sub(1), warm_row);
     let p50 = |name: &str| {
         rows.iter()
@@ -372,6 +376,57 @@ pub fn latency(cluster: &mut BenchCluster, plan: &Plan) -> Result<Latency> {
         }
     }
     Ok(Latency { rows, cold, warm })
+}
+
+/// The numpy handler: the hello answer, after `import numpy` at load time.
+const NUMPY_HELLO: &str = "import numpy\n\ndef handler(event):\n    return \"Hello, %s!\" % event.get(\"name\", \"World\")\n";
+const NUMPY_REQUIREMENT: &str = "numpy==2.2.6\n";
+
+/// Cold calls of distinct lambdas that each need numpy (one pip install first, not measured).
+fn numpy_cold(cluster: &BenchCluster, conn: &mut BlockingConn, plan: &Plan) -> LatencyRow {
+    let what = "HTTP, no warm sandbox, handler imports numpy 2.2.6";
+    let n = plan.calls.min(50);
+    let total = n + 1;
+    for i in 0..total {
+        let dir = cluster.registry().join(format!("numpy-{i}"));
+        let made = std::fs::create_dir_all(&dir)
+            .and_then(|()| std::fs::write(dir.join("requirements.txt"), NUMPY_REQUIREMENT))
+            .and_then(|()| std::fs::write(dir.join("lambda_func.py"), NUMPY_HELLO));
+        if let Err(e) = made {
+            return skipped(
+                "lambdaworker cold numpy",
+                what,
+                format!("{}: {e}", dir.display()),
+            );
+        }
+    }
+    let t = Instant::now();
+    if let Err(e) = conn.run("numpy-0", EVENT) {
+        return skipped(
+            "lambdaworker cold numpy",
+            what,
+            format!("installing numpy failed: {e:#}"),
+        );
+    }
+    let install_s = t.elapsed().as_secs_f64();
+    let mut next = 1;
+    let mut row = measure(
+        "lambdaworker cold numpy",
+        what,
+        &mut FnSystem(|| {
+            next += 1;
+            let body = conn.run(&format!("numpy-{}", next - 1), EVENT)?;
+            crate::system::check_answer("lambdaworker cold numpy", &body)
+        }),
+        0,
+        n,
+    );
+    if row.note.is_none() {
+        row.note = Some(format!(
+            "{n} calls; numpy 2.2.6 resolved and installed once first ({install_s:.1} s, not counted)"
+        ));
+    }
+    row
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -624,18 +624,22 @@ impl Manager {
         let t = Instant::now();
         let this = Arc::clone(self);
         let (lambda, dir) = (name.clone(), handler.dir.clone());
-        let packages = tokio::task::spawn_blocking(move || {
-            let list = this.packages.ensure(&lambda, &dir)?;
-            Ok::<_, ApiError>(
-                list.iter()
-                    .map(|p| (this.packages.path_of(p), p.rel()))
-                    .collect::<Vec<_>>(),
-            )
-        })
-        .await
-        .map_err(|e| ApiError::Internal {
-            message: format!("package task failed: {e}"),
-        })??;
+        let packages = if handler.version.has_requirements() {
+            tokio::task::spawn_blocking(move || {
+                let list = this.packages.ensure(&lambda, &dir)?;
+                Ok::<_, ApiError>(
+                    list.iter()
+                        .map(|p| (this.packages.path_of(p), p.rel()))
+                        .collect::<Vec<_>>(),
+                )
+            })
+            .await
+            .map_err(|e| ApiError::Internal {
+                message: format!("package task failed: {e}"),
+            })??
+        } else {
+            Vec::new()
+        };
         self.timings.record(Phase::Packages, t.elapsed());
         let t = Instant::now();
         let permit = self.acquire_capacity().await?;

@@ -24,6 +24,13 @@ pub struct HandlerVersion {
     deps: [Option<(u64, u64, i128)>; 2],
 }
 
+impl HandlerVersion {
+    /// Whether the lambda had a `requirements.txt` or `packages.txt` at lookup.
+    pub fn has_requirements(&self) -> bool {
+        self.deps.iter().any(Option::is_some)
+    }
+}
+
 /// A resolved handler.
 #[derive(Debug, Clone)]
 pub struct Handler {
