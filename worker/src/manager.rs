@@ -73,6 +73,8 @@ pub struct LambdaStats {
     pub cold_starts: u64,
     pub warm_starts: u64,
     pub errors: u64,
+    /// Sandboxes of this lambda, busy, idle or starting.
+    pub live: usize,
     pub idle: usize,
     /// Of `idle`, how many are paused.
     pub paused: usize,
@@ -795,6 +797,10 @@ impl Manager {
 
     /// Per-lambda counters.
     pub fn lambda_stats(&self) -> std::collections::BTreeMap<String, LambdaStats> {
+        let mut live: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
+        for e in self.shared.live.iter() {
+            *live.entry(e.value().lambda.clone()).or_default() += 1;
+        }
         self.pools
             .iter()
             .map(|e| {
@@ -806,6 +812,7 @@ impl Manager {
                         cold_starts: c.cold_starts.load(Ordering::Relaxed),
                         warm_starts: c.warm_starts.load(Ordering::Relaxed),
                         errors: c.errors.load(Ordering::Relaxed),
+                        live: live.get(e.key().as_str()).copied().unwrap_or(0),
                         idle: e.value().idle.lock().map(|i| i.len()).unwrap_or(0),
                         paused: e
                             .value()

@@ -466,7 +466,11 @@ async fn idle_sandboxes_are_paused_and_keep_their_state() {
         frozen(&c, id),
         "the kernel does not report sandbox {id} frozen"
     );
-    assert_eq!(c.stats().await["lambdas"]["counter"]["paused"], 1);
+    let counter = &c.stats().await["lambdas"]["counter"];
+    assert_eq!(
+        (&counter["live"], &counter["idle"], &counter["paused"]),
+        (&json!(1), &json!(1), &json!(1))
+    );
     // The next call thaws it: same sandbox, module state intact.
     assert_eq!(c.call("counter", "{}").await, (200, json!({"calls": 2})));
     let stats = c.stats().await;
