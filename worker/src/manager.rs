@@ -186,6 +186,8 @@ pub struct Manager {
     memory_budget: u64,
     /// The last measurement of [`Manager::memory_in_use`] (reaper tick or cold start).
     memory_seen: AtomicU64,
+    /// Sandboxes started since that measurement.
+    started_since_measure: AtomicU64,
     hits: AtomicU64,
     misses: AtomicU64,
     evictions: AtomicU64,
@@ -224,6 +226,7 @@ impl Manager {
             packages: crate::packages::Packages::new(Arc::clone(&cfg), cgroups.clone()),
             memory_budget: memory_budget_bytes(&cfg),
             memory_seen: AtomicU64::new(0),
+            started_since_measure: AtomicU64::new(0),
             hits: AtomicU64::new(0),
             misses: AtomicU64::new(0),
             evictions: AtomicU64::new(0),
@@ -491,6 +494,7 @@ impl Manager {
     /// Evicts one idle sandbox if the sandboxes use more than the memory budget. Blocking.
     /// Returns whether it evicted one.
     pub fn enforce_memory_budget(&self) -> bool {
+        self.started_since_measure.store(0, Ordering::Relaxed);
         let used = self.memory_in_use();
         self.memory_seen.store(used, Ordering::Relaxed);
         if used <= self.memory_budget {
@@ -560,9 +564,13 @@ impl Manager {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(self.cfg.timeout_s);
         // Memory first: evict idle sandboxes while the live ones use more than the budget,
         // letting each eviction finish so that the next measurement sees its memory gone. The
-        // reaper measures every tick; a cold start measures again only when that measurement
-        // is above 90% of the budget.
-        let near = self.memory_seen.load(Ordering::Relaxed) > self.memory_budget / 10 * 9;
+        // reaper measures once a second; a cold start measures again only when that
+        // measurement plus `memory_mb` for every sandbox started since could exceed 90% of the
+        // budget (an upper bound: no sandbox can use more than its limit).
+        let bound = self.memory_seen.load(Ordering::Relaxed).saturating_add(
+            self.started_since_measure.load(Ordering::Relaxed) * self.cfg.memory_mb * (1 << 20),
+        );
+        let near = bound > self.memory_budget / 10 * 9;
         while near && tokio::time::Instant::now() < deadline {
             let this = Arc::clone(self);
             let evicted = tokio::task::spawn_blocking(move || this.enforce_memory_budget())
@@ -645,6 +653,7 @@ impl Manager {
         self.timings.record(Phase::Packages, t.elapsed());
         let t = Instant::now();
         let permit = self.acquire_capacity().await?;
+        self.started_since_measure.fetch_add(1, Ordering::Relaxed);
         self.timings.record(Phase::Capacity, t.elapsed());
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let this = Arc::clone(self);
