@@ -86,6 +86,8 @@ fn cgroup_mode() -> String {
     format!("{mode}, lambdaworker uses {used}")
 }
 
+/// The short revision, with `+changes` when tracked files differ from it (the bench's own
+/// results aside).
 fn revision(repo: &Path) -> String {
     let Some(rev) =
         output(
@@ -101,6 +103,9 @@ fn revision(repo: &Path) -> String {
         "status",
         "--porcelain",
         "--untracked-files=no",
+        "--",
+        ".",
+        ":!bench/results",
     ]))
     .is_some_and(|s| !s.is_empty());
     if dirty {

@@ -327,6 +327,7 @@ pub fn latency(cluster: &mut BenchCluster, plan: &Plan) -> Result<Latency> {
     let after = timings(&mut conn)?;
     let cold = breakdown(&before, &after, &cold_row);
 
+    // The warm row is measured before the numpy row starts its 50 sandboxes.
     warm_call(&mut conn)?;
     let before = timings(&mut conn)?;
     let warm_row = measure(
@@ -341,6 +342,7 @@ pub fn latency(cluster: &mut BenchCluster, plan: &Plan) -> Result<Latency> {
 
     // 3b. Cold calls of a handler that imports numpy (installed once, before measuring).
     let numpy_row = numpy_cold(cluster, &mut conn, plan);
+
     drop(conn);
     drop(worker);
 
