@@ -778,6 +778,11 @@ impl Manager {
         }
     }
 
+    /// Removes pip staging directories of workers that died during an install (blocking).
+    pub fn remove_stale_package_staging(&self) -> usize {
+        self.packages.remove_stale_staging()
+    }
+
     /// Package install counters.
     pub fn package_stats(&self) -> crate::packages::PackageStats {
         self.packages.stats()

@@ -293,6 +293,29 @@ impl Packages {
         }
     }
 
+    /// Removes staging directories left by pip runs of workers that no longer exist (a worker
+    /// killed during an install). Directories of live workers are theirs and stay.
+    pub fn remove_stale_staging(&self) -> usize {
+        let staging = self.dir.join(".staging");
+        let Ok(entries) = std::fs::read_dir(&staging) else {
+            return 0;
+        };
+        let mut removed = 0;
+        for e in entries.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            // <step>-<pid>-<id>
+            let pid = name.split('-').nth(1).and_then(|p| p.parse::<i32>().ok());
+            let Some(pid) = pid else { continue };
+            let alive = pid == std::process::id() as i32
+                || nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_ok();
+            if !alive {
+                remove_staging(&e.path());
+                removed += 1;
+            }
+        }
+        removed
+    }
+
     pub fn stats(&self) -> PackageStats {
         PackageStats {
             resolves: self.resolves.load(Ordering::Relaxed),
@@ -656,6 +679,28 @@ mod tests {
             assert!(parse_requirements(bad).is_err(), "{bad:?}");
         }
         assert!(parse_requirements("-r x").unwrap_err().contains("line 1"));
+    }
+
+    #[test]
+    fn stale_staging_of_dead_workers_is_removed() {
+        let tmp = tempfile::tempdir().unwrap();
+        let cfg = Config {
+            packages_dir: tmp.path().to_owned(),
+            ..Config::default()
+        };
+        let setup = CgroupSetup::V2 {
+            root: PathBuf::from("/nonexistent"),
+        };
+        let p = Packages::new(Arc::new(cfg), setup);
+        let staging = tmp.path().join(".staging");
+        // pid 2^22 + 1 is above the kernel's pid_max limit: never a live process.
+        let dead = staging.join("install-4194305-1");
+        let mine = staging.join(format!("install-{}-2", std::process::id()));
+        for d in [&dead, &mine] {
+            std::fs::create_dir_all(d.join("tmp")).unwrap();
+        }
+        assert_eq!(p.remove_stale_staging(), 1);
+        assert!(!dead.exists() && mine.exists());
     }
 
     #[test]

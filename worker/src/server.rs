@@ -70,6 +70,18 @@ impl Worker {
             source: e,
         })?;
         let manager = Arc::new(Manager::new(Arc::clone(&cfg), cgroups));
+        {
+            let m = Arc::clone(&manager);
+            let removed = tokio::task::spawn_blocking(move || m.remove_stale_package_staging())
+                .await
+                .unwrap_or(0);
+            if removed > 0 {
+                tracing::info!(
+                    removed,
+                    "removed package staging directories of dead workers"
+                );
+            }
+        }
         let state = Arc::new(ApiState {
             manager: Arc::clone(&manager),
             max_body_bytes: cfg.max_body_bytes,
