@@ -423,8 +423,10 @@ impl Manager {
         }
         let after = Duration::from_millis(self.cfg.pause_after_ms);
         let mut paused = 0;
-        for entry in &self.pools {
-            let pool = entry.value();
+        // Freezing takes milliseconds: do not hold the pool map's shard locks meanwhile (a
+        // call's first lookup of a new lambda would wait on them).
+        let pools: Vec<Arc<Pool>> = self.pools.iter().map(|e| Arc::clone(e.value())).collect();
+        for pool in &pools {
             // Idle lists are ordered by last use: the candidates are a prefix. Take the ones
             // not yet paused out while freezing them, so no call can take one half-frozen.
             let mut todo = Vec::new();
