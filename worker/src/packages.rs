@@ -26,7 +26,6 @@
 //! staging directory on disk.
 
 use std::fs::File;
-use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -247,25 +246,21 @@ struct ReportMetadata {
 
 /// An exclusive `flock` on a lock file, released on drop.
 struct Lock {
-    _file: File,
+    _lock: nix::fcntl::Flock<File>,
 }
 
 impl Lock {
     fn take(path: &Path) -> std::io::Result<Self> {
-        let f = File::options()
+        let mut f = File::options()
             .create(true)
             .truncate(false)
             .write(true)
             .open(path)?;
         loop {
-            // SAFETY: flock on a descriptor this function owns; no memory is passed.
-            let rc = unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX) };
-            if rc == 0 {
-                return Ok(Self { _file: f });
-            }
-            let err = std::io::Error::last_os_error();
-            if err.kind() != std::io::ErrorKind::Interrupted {
-                return Err(err);
+            match nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockExclusive) {
+                Ok(lock) => return Ok(Self { _lock: lock }),
+                Err((back, nix::errno::Errno::EINTR)) => f = back,
+                Err((_, errno)) => return Err(std::io::Error::from(errno)),
             }
         }
     }
