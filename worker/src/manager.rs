@@ -123,6 +123,15 @@ struct Instance {
 }
 
 impl Instance {
+    /// Freezes (`true`) or thaws (`false`) the sandbox's cgroup and records it. Blocking.
+    fn set_paused(&mut self, paused: bool) -> Result<(), String> {
+        let sb = self.sandbox.as_mut().ok_or("no sandbox")?;
+        let result = if paused { sb.pause() } else { sb.unpause() };
+        result.map_err(|e| e.to_string())?;
+        self.paused = paused;
+        Ok(())
+    }
+
     fn set_state(&self, state: &'static str, calls_delta: u64) {
         if let Some(mut info) = self.shared.live.get_mut(&self.id) {
             info.state = state;
@@ -383,18 +392,9 @@ impl Manager {
     /// destroyed and the call starts a new one).
     async fn unpause(&self, mut inst: Instance) -> Option<Instance> {
         let t = Instant::now();
-        let thawed = tokio::task::spawn_blocking(move || {
-            let result = match inst.sandbox.as_mut() {
-                Some(sb) => sb.unpause().map_err(|e| e.to_string()),
-                None => Err("no sandbox".to_owned()),
-            };
-            match result {
-                Ok(()) => {
-                    inst.paused = false;
-                    Ok(inst)
-                }
-                Err(e) => Err((inst.id, e)),
-            }
+        let thawed = tokio::task::spawn_blocking(move || match inst.set_paused(false) {
+            Ok(()) => Ok(inst),
+            Err(e) => Err((inst.id, e)),
         })
         .await;
         self.timings.record(Phase::Unpause, t.elapsed());
@@ -451,13 +451,8 @@ impl Manager {
             }
             let mut done = Vec::new();
             for mut inst in todo {
-                let result = match inst.sandbox.as_mut() {
-                    Some(sb) => sb.pause().map_err(|e| e.to_string()),
-                    None => Err("no sandbox".to_owned()),
-                };
-                match result {
+                match inst.set_paused(true) {
                     Ok(()) => {
-                        inst.paused = true;
                         inst.set_state("paused", 0);
                         paused += 1;
                         done.push(inst);
@@ -945,7 +940,8 @@ fn handler_raised(name: &LambdaName, body: &[u8]) -> ApiError {
 }
 
 /// The last `max` bytes of a file, lossily decoded; empty when unreadable.
-fn read_tail(path: &Path, max: u64) -> String {
+/// At most the last `max` bytes of a file (lossy UTF-8); empty if it cannot be read.
+pub(crate) fn read_tail(path: &Path, max: u64) -> String {
     use std::io::{Read, Seek, SeekFrom};
     let Ok(mut f) = std::fs::File::open(path) else {
         return String::new();

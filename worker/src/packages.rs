@@ -39,6 +39,7 @@ use sha2::{Digest, Sha256};
 
 use crate::config::Config;
 use crate::error::ApiError;
+use crate::manager::read_tail;
 use crate::name::LambdaName;
 
 /// Requirement files, in order of precedence.
@@ -266,10 +267,11 @@ impl Lock {
     }
 }
 
-/// What one pip run left: exit code and the tail of its output.
+/// What one pip run left: exit code, the tail of its output, and its staging directory
+/// (the caller removes it).
 struct PipRun {
     code: Option<i32>,
-    stdout: PathBuf,
+    staging: PathBuf,
     output_tail: String,
 }
 
@@ -386,21 +388,13 @@ impl Packages {
             }
         }
         let started = Instant::now();
-        let mut args: Vec<String> = [
-            "install",
-            "--dry-run",
-            "--ignore-installed",
-            "--quiet",
-            "--report",
-            "/host/report.json",
-        ]
-        .iter()
-        .map(|s| (*s).to_owned())
-        .collect();
-        args.push("--".to_owned());
-        args.extend(req.specs.iter().cloned());
-        let run = self.pip(lambda, "resolve", &args)?;
-        let staging = run.stdout.parent().map(Path::to_owned).unwrap_or_default();
+        let run = self.pip(
+            lambda,
+            "resolve",
+            &["--dry-run", "--report", "/host/report.json"],
+            &req.specs,
+        )?;
+        let staging = run.staging.clone();
         let result = (|| {
             if run.code != Some(0) {
                 return Err(ApiError::PackageInstall {
@@ -457,21 +451,13 @@ impl Packages {
             return Ok(());
         }
         let started = Instant::now();
-        let mut args: Vec<String> = [
+        let run = self.pip(
+            lambda,
             "install",
-            "--no-deps",
-            "--ignore-installed",
-            "--quiet",
-            "--target",
-            "/host/target",
-        ]
-        .iter()
-        .map(|s| (*s).to_owned())
-        .collect();
-        args.push("--".to_owned());
-        args.push(p.spec());
-        let run = self.pip(lambda, "install", &args)?;
-        let staging = run.stdout.parent().map(Path::to_owned).unwrap_or_default();
+            &["--no-deps", "--target", "/host/target"],
+            &[p.spec()],
+        )?;
+        let staging = run.staging.clone();
         let result = if run.code == Some(0) {
             let target = staging.join("target");
             self.subdir(&p.name).and_then(|_| {
@@ -499,16 +485,23 @@ impl Packages {
         result
     }
 
-    /// Runs `python3 -m pip <args>` in a sandbox over the base with the host's network; its
-    /// `/host` is a fresh staging directory under `packages/.staging/`.
-    fn pip(&self, lambda: &LambdaName, step: &str, args: &[String]) -> Result<PipRun, ApiError> {
+    /// Runs `python3 -m pip install --ignore-installed --quiet <options> -- <specs>` in a sandbox
+    /// over the base with the host's network; its `/host` is a fresh staging directory under
+    /// `packages/.staging/`.
+    fn pip(
+        &self,
+        lambda: &LambdaName,
+        step: &str,
+        options: &[&str],
+        specs: &[String],
+    ) -> Result<PipRun, ApiError> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let staging = self
             .subdir(".staging")?
             .join(format!("{step}-{}-{id}", std::process::id()));
         let tmp = staging.join("tmp");
         std::fs::create_dir_all(&tmp).map_err(|e| self.internal("create", &tmp, e))?;
-        let outcome = self.pip_in(lambda, id, &staging, args);
+        let outcome = self.pip_in(lambda, id, &staging, options, specs);
         if outcome.is_err() {
             remove_staging(&staging);
         }
@@ -520,11 +513,21 @@ impl Packages {
         lambda: &LambdaName,
         id: u64,
         staging: &Path,
-        args: &[String],
+        options: &[&str],
+        specs: &[String],
     ) -> Result<PipRun, ApiError> {
         let cfg = &self.cfg;
-        let mut argv: Vec<String> = vec!["/usr/bin/python3".into(), "-m".into(), "pip".into()];
-        argv.push(args[0].clone());
+        let mut argv: Vec<String> = [
+            "/usr/bin/python3",
+            "-m",
+            "pip",
+            "install",
+            "--ignore-installed",
+            "--quiet",
+        ]
+        .iter()
+        .map(|s| (*s).to_owned())
+        .collect();
         argv.extend(
             [
                 "--break-system-packages",
@@ -541,7 +544,9 @@ impl Packages {
             argv.push("--index-url".into());
             argv.push(cfg.pip_index_url.clone());
         }
-        argv.extend(args[1..].iter().cloned());
+        argv.extend(options.iter().map(|s| (*s).to_owned()));
+        argv.push("--".to_owned());
+        argv.extend(specs.iter().cloned());
         let mut builder =
             SandboxSpec::builder(&cfg.base_dir, self.cgroup_parent.join(format!("pip-{id}")))
                 .mount(staging, "/host", true)
@@ -592,10 +597,9 @@ impl Packages {
         if let Err(e) = sb.destroy() {
             tracing::warn!(lambda = %lambda, error = %e, "cannot destroy pip's sandbox");
         }
-        let stdout = staging.join("stdout");
-        let mut output_tail = tail_of(&staging.join("stderr"), 2000);
+        let mut output_tail = read_tail(&staging.join("stderr"), 2000);
         if output_tail.trim().is_empty() {
-            output_tail = tail_of(&stdout, 2000);
+            output_tail = read_tail(&staging.join("stdout"), 2000);
         }
         if code.is_none() {
             output_tail = format!(
@@ -605,7 +609,7 @@ impl Packages {
         }
         Ok(PipRun {
             code,
-            stdout,
+            staging: staging.to_owned(),
             output_tail,
         })
     }
@@ -629,18 +633,6 @@ fn pip_message(run: &PipRun) -> String {
         Some(code) if text.trim().is_empty() => format!("pip exited with status {code}"),
         Some(_) => text,
     }
-}
-
-fn tail_of(path: &Path, max: u64) -> String {
-    use std::io::{Read, Seek, SeekFrom};
-    let Ok(mut f) = File::open(path) else {
-        return String::new();
-    };
-    let len = f.metadata().map(|m| m.len()).unwrap_or(0);
-    let _ = f.seek(SeekFrom::Start(len.saturating_sub(max)));
-    let mut buf = Vec::new();
-    let _ = f.take(max).read_to_end(&mut buf);
-    String::from_utf8_lossy(&buf).into_owned()
 }
 
 fn remove_staging(staging: &Path) {
