@@ -503,31 +503,18 @@ pub fn churn(cluster: &mut BenchCluster, plan: &Plan) -> Result<Vec<ChurnRow>> {
     // Through the sandbox crate: spawn (cgroup, namespaces, mounts, exec) then destroy.
     let cfg = cluster.worker_config(&worker_patch(json!({})))?;
     let mut local = Local::new(cfg)?;
-    let mut samples = Samples::default();
-    let mut note = None;
-    let started = Instant::now();
-    while started.elapsed() < plan.duration && !crate::interrupted() {
-        let t = Instant::now();
-        let result = local
-            .spawn_plain(&["/usr/bin/sleep", "3600"])
-            .and_then(|mut sb| sb.destroy().context("destroy"));
-        match result {
-            Ok(()) => samples.push(t.elapsed()),
-            Err(e) => {
-                note = Some(format!("stopped after an error: {e:#}"));
-                break;
-            }
-        }
-    }
-    let seconds = started.elapsed().as_secs_f64();
-    drop(local);
-    rows.push(churn_row(
+    rows.push(churn_loop(
         "sandbox crate",
         "Sandbox::spawn of `sleep` then destroy, one at a time",
-        samples,
-        seconds,
-        note,
+        plan.duration,
+        usize::MAX,
+        |_| {
+            local
+                .spawn_plain(&["/usr/bin/sleep", "3600"])
+                .and_then(|mut sb| sb.destroy().context("destroy"))
+        },
     ));
+    drop(local);
 
     // Through the worker: every call goes to a lambda with no sandbox while the cache holds
     // only 4, so each call creates one sandbox and evicts (destroys) another.
@@ -537,34 +524,18 @@ pub fn churn(cluster: &mut BenchCluster, plan: &Plan) -> Result<Vec<ChurnRow>> {
     }
     let worker = cluster.start_worker(&worker_patch(json!({"handler_cache_size": 4})))?;
     let mut conn = BlockingConn::connect(worker.addr)?;
-    let mut samples = Samples::default();
-    let mut note = None;
-    let started = Instant::now();
-    let mut i = 0;
-    while started.elapsed() < plan.duration && i < names && !crate::interrupted() {
-        let t = Instant::now();
-        match conn.run(&format!("churn-{i}"), EVENT) {
-            Ok(_) => samples.push(t.elapsed()),
-            Err(e) => {
-                note = Some(format!("stopped after an error: {e:#}"));
-                break;
-            }
-        }
-        i += 1;
-    }
-    let seconds = started.elapsed().as_secs_f64();
+    let mut row = churn_loop(
+        "worker",
+        "cold calls with handler_cache_size 4: one sandbox created and one evicted per call",
+        plan.duration,
+        names,
+        |i| conn.run(&format!("churn-{i}"), EVENT).map(drop),
+    );
     let live = conn.stats()?["worker"]["sandboxes_live"]
         .as_u64()
         .unwrap_or(0);
     drop(conn);
     drop(worker);
-    let mut row = churn_row(
-        "worker",
-        "cold calls with handler_cache_size 4: one sandbox created and one evicted per call",
-        samples,
-        seconds,
-        note,
-    );
     if row.note.is_none() && live > 4 {
         row.note = Some(format!("{live} sandboxes live at the end (cap 4)"));
     }
@@ -572,13 +543,29 @@ pub fn churn(cluster: &mut BenchCluster, plan: &Plan) -> Result<Vec<ChurnRow>> {
     Ok(rows)
 }
 
-fn churn_row(
+/// Runs `cycle(0)`, `cycle(1)`, ... one at a time for `duration` (at most `max_cycles`, until
+/// an interrupt, or until the first error, which becomes the row's note) and times each.
+fn churn_loop(
     path: &str,
     what: &str,
-    samples: Samples,
-    seconds: f64,
-    note: Option<String>,
+    duration: Duration,
+    max_cycles: usize,
+    mut cycle: impl FnMut(usize) -> Result<()>,
 ) -> ChurnRow {
+    let mut samples = Samples::default();
+    let mut note = None;
+    let started = Instant::now();
+    let mut i = 0;
+    while started.elapsed() < duration && i < max_cycles && !crate::interrupted() {
+        let t = Instant::now();
+        if let Err(e) = cycle(i) {
+            note = Some(format!("stopped after an error: {e:#}"));
+            break;
+        }
+        samples.push(t.elapsed());
+        i += 1;
+    }
+    let seconds = started.elapsed().as_secs_f64();
     let cycles = samples.len();
     let per_second = cycles as f64 / seconds.max(1e-9);
     eprintln!("  {path:<14} {cycles} cycles, {per_second:.1}/s");
