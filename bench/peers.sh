@@ -5,11 +5,11 @@ set -uo pipefail
 
 say() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
 
+cd "$(dirname "$0")/.."
+# shellcheck source=quickstart/apt-missing.sh
+. ./quickstart/apt-missing.sh
 peers=(runc crun)
-missing=()
-for p in "${peers[@]}"; do
-    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
-done
+mapfile -t missing < <(missing_debian_packages "${peers[@]}")
 if [ ${#missing[@]} -eq 0 ]; then
     say "benchmark peers present (${peers[*]})"
     exit 0

@@ -12,11 +12,10 @@ if [ "$(id -u)" != 0 ]; then
 fi
 
 # Debian packages: debootstrap builds the base root filesystem; curl is used by the demo.
+# shellcheck source=quickstart/apt-missing.sh
+. ./quickstart/apt-missing.sh
 packages=(debootstrap curl ca-certificates)
-missing=()
-for p in "${packages[@]}"; do
-    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
-done
+mapfile -t missing < <(missing_debian_packages "${packages[@]}")
 if [ ${#missing[@]} -gt 0 ]; then
     say "installing ${missing[*]}"
     apt-get update -q
