@@ -99,13 +99,20 @@ def flush():
             pass
 
 
-def package_paths():
-    """The lambda's packages (/packages/<name>/<version>, from requirements.txt), in the order
-    the worker lists them in LAMBDA_PACKAGES; their .pth files are honoured as `site` would."""
+def env_packages():
+    """The lambda's package directories (/packages/<name>/<version>, from requirements.txt), in
+    the order the worker lists them in LAMBDA_PACKAGES."""
     import posix
 
     raw = posix.environ.get(b"LAMBDA_PACKAGES", b"").decode()
-    paths = [p for p in raw.split(":") if p]
+    return [p for p in raw.split(":") if p]
+
+
+def package_paths(paths):
+    """The sys.path entries for package directories; their .pth files are honoured as `site`
+    would (then `site` has already added them and none are returned)."""
+    import posix
+
     if any(name.endswith(".pth") for p in paths for name in posix.listdir(p)):
         import site
 
@@ -115,10 +122,10 @@ def package_paths():
     return paths
 
 
-def load_handler():
+def load_handler(packages):
     """Returns (handler, None) or (None, encoded error)."""
     sys.path[:0] = [HANDLER_DIR]
-    sys.path.extend(package_paths())
+    sys.path.extend(package_paths(packages))
     sys.path.extend(SYSTEM_PATHS)
     try:
         import lambda_func
@@ -184,7 +191,7 @@ def serve(listener, handler, load_error):
 
 def main():
     listener = _socket.socket(fileno=LISTEN_FD)
-    handler, load_error = load_handler()
+    handler, load_error = load_handler(env_packages())
     serve(listener, handler, load_error)
 
 

@@ -7,6 +7,7 @@
 //! [`Sandbox::unpause`], [`Sandbox::destroy`] (idempotent) and [`Sandbox::stats`].
 
 pub mod cgroup;
+pub mod detached;
 pub mod mounts;
 pub mod process;
 pub mod spec;
@@ -14,5 +15,6 @@ pub mod syscall;
 
 mod sandbox;
 
+pub use detached::{DetachError, DetachedMount};
 pub use sandbox::{Sandbox, SandboxError, SandboxStats, StartTimings, State};
 pub use spec::{BindMount, NetMode, SandboxSpec, SpecError, View};

@@ -7,7 +7,8 @@
 //! 1. set the host name; bring up `lo` when the sandbox has its own network namespace
 //! 2. make every mount private, so nothing propagates back to the host
 //! 3. bind the root onto itself (pivot_root needs a mount point)
-//! 4. a small tmpfs at `/dev` with `null`, `zero`, `random`, `urandom` and the `fd`/`std*` links
+//! 4. a small tmpfs at `/dev` with `null`, `zero`, `random`, `urandom` and the `fd`/`std*` links,
+//!    then remounted read-only (the nodes stay usable; nothing new can be created there)
 //! 5. a fresh `/proc` for the sandbox's pid namespace
 //! 6. a size-limited tmpfs at `/tmp`
 //! 7. each bind mount (`/packages`, `/handler`, `/host`), then its remount read-only where asked,
@@ -155,6 +156,18 @@ impl SetupPlan {
                 link: inside(&format!("/dev/{name}"))?,
             });
         }
+        steps.push(Step::Mount {
+            what: "dev remount read-only",
+            source: None,
+            target: inside("/dev")?,
+            fstype: None,
+            flags: MsFlags::MS_BIND
+                | MsFlags::MS_REMOUNT
+                | MsFlags::MS_RDONLY
+                | MsFlags::MS_NOSUID
+                | MsFlags::MS_NOEXEC,
+            data: None,
+        });
         steps.push(Step::Mount {
             what: "proc",
             source: Some(cstr("proc", "fstype")?),

@@ -5,7 +5,7 @@
 //! was not destroyed explicitly. Mounts need no unmounting: they live only in the sandbox's own
 //! mount namespace, which the kernel discards when its last process exits.
 
-use std::os::fd::BorrowedFd;
+use std::os::fd::{AsFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
@@ -65,6 +65,8 @@ pub struct Sandbox {
     started: Instant,
     timings: StartTimings,
     exit_code: Option<i32>,
+    /// For an adopted sandbox (first process not our child): a pidfd of that process.
+    adopted: Option<OwnedFd>,
 }
 
 /// How long the steps of [`Sandbox::spawn`] took.
@@ -118,6 +120,7 @@ impl Sandbox {
                         child_setup_exec: child.child_setup_exec,
                     },
                     exit_code: None,
+                    adopted: None,
                 })
             }
             Err(e) => {
@@ -128,7 +131,49 @@ impl Sandbox {
         }
     }
 
-    /// How long the steps of the spawn took.
+    /// Takes charge of a sandbox whose first process `pid` was started by someone else (a
+    /// zygote's fork) and already lives in `cgroup`, which was created for it. The process is
+    /// not our child: liveness comes from a pidfd, and [`Sandbox::destroy`] kills through the
+    /// cgroup without waiting for an exit status (the process's parent reaps it).
+    pub fn adopt(pid: i32, cgroup: Box<dyn CgroupManager>) -> Result<Self, SandboxError> {
+        let started = Instant::now();
+        // SAFETY: pidfd_open takes a pid and flags and returns a new fd or -1.
+        let raw = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+        if raw < 0 {
+            return Err(SandboxError::Sys {
+                pid,
+                what: "open a pidfd",
+                errno: Errno::last(),
+            });
+        }
+        // SAFETY: pidfd_open returned a new (close-on-exec) fd that nothing else owns.
+        let pidfd = unsafe { OwnedFd::from_raw_fd(raw as libc::c_int) };
+        // The pid must be the process the cgroup was made for, not a recycled number.
+        if !cgroup.pids()?.contains(&pid) {
+            return Err(SandboxError::Sys {
+                pid,
+                what: "find the process in its cgroup",
+                errno: Errno::ESRCH,
+            });
+        }
+        Ok(Self {
+            pid: Pid::from_raw(pid),
+            cgroup,
+            state: State::Running,
+            reaped: false,
+            started,
+            timings: StartTimings::default(),
+            exit_code: None,
+            adopted: Some(pidfd),
+        })
+    }
+
+    /// True for a sandbox made by [`Sandbox::adopt`].
+    pub fn is_adopted(&self) -> bool {
+        self.adopted.is_some()
+    }
+
+    /// How long the steps of the spawn took (zero for an adopted sandbox).
     pub fn start_timings(&self) -> StartTimings {
         self.timings
     }
@@ -136,6 +181,11 @@ impl Sandbox {
     /// Pid (in the daemon's pid namespace) of the sandbox's first process.
     pub fn pid(&self) -> i32 {
         self.pid.as_raw()
+    }
+
+    /// The sandbox's cgroup (relative to each hierarchy's root).
+    pub fn cgroup_path(&self) -> &std::path::Path {
+        self.cgroup.path()
     }
 
     /// Current lifecycle state.
@@ -182,6 +232,12 @@ impl Sandbox {
         if self.reaped || self.state == State::Destroyed {
             return false;
         }
+        if let Some(pidfd) = &self.adopted {
+            if pidfd_exited(pidfd.as_fd(), 0) {
+                self.reaped = true;
+            }
+            return !self.reaped;
+        }
         match waitpid(self.pid, Some(WaitPidFlag::WNOHANG)) {
             Ok(WaitStatus::StillAlive) => true,
             Ok(_) | Err(Errno::ECHILD) => {
@@ -194,10 +250,19 @@ impl Sandbox {
 
     /// Waits up to `limit` for the first process to exit (polling every 10 ms) and returns its
     /// exit code (128 + signal number when killed by a signal), or `None` if it still runs.
-    /// For sandboxes that run a task to completion (package installs). Blocking.
+    /// For sandboxes that run a task to completion (package installs). Blocking. An adopted
+    /// sandbox's status belongs to its parent: its exit is reported as code -1.
     pub fn wait_timeout(&mut self, limit: Duration) -> Option<i32> {
         if let Some(code) = self.exit_code {
             return Some(code);
+        }
+        if let Some(pidfd) = &self.adopted {
+            let ms = limit.as_millis().min(i32::MAX as u128) as i32;
+            if self.reaped || pidfd_exited(pidfd.as_fd(), ms) {
+                self.reaped = true;
+                self.exit_code = Some(-1);
+            }
+            return self.exit_code;
         }
         let deadline = Instant::now() + limit;
         loop {
@@ -247,6 +312,19 @@ impl Sandbox {
             // A frozen v1 task does not die from SIGKILL until it is thawed: thaw first.
             let _ = self.cgroup.thaw();
         }
+        if !self.reaped && self.adopted.is_some() {
+            // Not our child: kill it and let the cgroup below confirm every process is gone.
+            match kill(self.pid, Signal::SIGKILL) {
+                Ok(()) | Err(Errno::ESRCH) => self.reaped = true,
+                Err(errno) => {
+                    return Err(SandboxError::Sys {
+                        pid: self.pid(),
+                        what: "kill the first process",
+                        errno,
+                    })
+                }
+            }
+        }
         if !self.reaped {
             match kill(self.pid, Signal::SIGKILL) {
                 Ok(()) | Err(Errno::ESRCH) => {}
@@ -278,6 +356,20 @@ impl Sandbox {
         self.cgroup.remove()?;
         self.state = State::Destroyed;
         Ok(())
+    }
+}
+
+/// True when the process behind `pidfd` has exited, waiting up to `timeout_ms` (0: just look).
+fn pidfd_exited(pidfd: BorrowedFd<'_>, timeout_ms: i32) -> bool {
+    use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+    let mut fds = [PollFd::new(pidfd, PollFlags::POLLIN)];
+    let timeout = PollTimeout::try_from(timeout_ms).unwrap_or(PollTimeout::MAX);
+    loop {
+        match poll(&mut fds, timeout) {
+            Ok(n) => return n > 0,
+            Err(Errno::EINTR) => continue,
+            Err(_) => return false,
+        }
     }
 }
 

@@ -188,6 +188,7 @@ fn stats_json(state: &ApiState) -> serde_json::Value {
         "timings": m.timings().snapshot(),
         "packages": m.package_stats(),
         "cache": m.cache_stats(),
+        "import_cache": m.import_cache_stats(),
     })
 }
 

@@ -1,5 +1,5 @@
-//! Removing what a worker left behind: its sandboxes' processes and cgroups, and its scratch
-//! directories. Run at start (after a crash), at shutdown, and by `admin kill`.
+//! Removing what a worker left behind: its sandboxes' and zygotes' processes and cgroups, and
+//! their scratch directories. Run at start (after a crash), at shutdown, and by `admin kill`.
 //!
 //! Mounts need no cleanup: every sandbox mount lives in the sandbox's own mount namespace, which
 //! disappears with its last process.
@@ -24,6 +24,11 @@ pub fn remove_leftovers(cfg: &Config, cgroups: &CgroupSetup) -> Result<String, W
     };
     remove_dir_all_if_present(&handlers).map_err(|source| WorkerError::Io {
         path: handlers,
+        source,
+    })?;
+    let zygotes = cfg.worker_dir.join("import-cache");
+    remove_dir_all_if_present(&zygotes).map_err(|source| WorkerError::Io {
+        path: zygotes,
         source,
     })?;
     Ok(format!(

@@ -38,6 +38,8 @@ pub const TEMPLATE_JSON: &str = include_str!("../../cluster-template/template.js
 pub const BASE_RECIPE_JSON: &str = include_str!("../../cluster-template/base.json");
 /// `cluster-template/runtime/runtime.py`: the in-sandbox runtime.
 pub const RUNTIME_PY: &str = include_str!("../../cluster-template/runtime/runtime.py");
+/// `cluster-template/runtime/zygote.py`: the import cache's fork server.
+pub const ZYGOTE_PY: &str = include_str!("../../cluster-template/runtime/zygote.py");
 /// Where the runtime lives inside the sandbox root.
 pub const RUNTIME_DIR_IN_BASE: &str = "usr/local/lib/lambdaworker";
 
@@ -262,6 +264,7 @@ pub fn install_runtime(base: &Path) -> Result<()> {
     }
     for (name, content) in [
         ("runtime.py", RUNTIME_PY.to_owned()),
+        ("zygote.py", ZYGOTE_PY.to_owned()),
         ("VERSION", format!("{}\n", env!("CARGO_PKG_VERSION"))),
     ] {
         let p = dir.join(name);

@@ -108,6 +108,14 @@ pub struct Config {
     pub pip_index_url: String,
     /// Seconds one pip step (resolving, or installing one package) may take.
     pub install_timeout_s: u64,
+    /// Start handler sandboxes by forking a zygote of the import cache (`docs/import-cache.md`);
+    /// `false`: every sandbox starts a fresh interpreter.
+    pub import_cache: bool,
+    /// Most zygotes kept at once (the root zygote included); the least recently used leaf
+    /// goes first.
+    pub import_cache_size: usize,
+    /// Cold starts needing one exact package set before it gets a zygote of its own.
+    pub zygote_min_starts: u64,
     /// Log filter (`error`, `warn`, `info`, `debug`, `trace`, or a tracing-subscriber directive).
     pub log_level: String,
 }
@@ -137,6 +145,9 @@ impl Default for Config {
             memory_budget_mb: 0,
             pip_index_url: String::new(),
             install_timeout_s: 600,
+            import_cache: true,
+            import_cache_size: 8,
+            zygote_min_starts: 2,
             log_level: "info".to_owned(),
         }
     }
@@ -251,6 +262,12 @@ impl Config {
         }
         if self.install_timeout_s == 0 {
             return bad("install_timeout_s", "must be at least 1");
+        }
+        if self.import_cache_size == 0 {
+            return bad("import_cache_size", "must be at least 1");
+        }
+        if self.zygote_min_starts == 0 {
+            return bad("zygote_min_starts", "must be at least 1");
         }
         let url = &self.pip_index_url;
         if !(url.is_empty() || url.starts_with("https://") || url.starts_with("http://")) {

@@ -21,6 +21,7 @@ pub mod registry;
 pub mod runtime_client;
 mod server;
 pub mod timings;
+pub mod zygote;
 
 use std::path::PathBuf;
 

@@ -16,6 +16,9 @@
 //! - memory is a budget (`memory_budget_mb`): before a cold start, and on every reaper tick,
 //!   idle sandboxes are evicted (least recently used, paused first) while the sandboxes' cgroups
 //!   together use more; a busy sandbox is never evicted;
+//! - a cold start forks the sandbox from a zygote of the import cache when it can
+//!   (`zygote.rs`), else starts a fresh interpreter; a sandbox forked from a zygote keeps it
+//!   alive until the sandbox is gone;
 //! - destroying happens on the blocking pool, off the request path.
 
 use std::collections::VecDeque;
@@ -55,6 +58,8 @@ pub struct LiveInfo {
     pub calls: u64,
     #[serde(skip)]
     created: Instant,
+    /// The sandbox's cgroup, relative to each hierarchy's root.
+    pub cgroup: PathBuf,
 }
 
 /// Call counters of one lambda.
@@ -62,6 +67,7 @@ pub struct LiveInfo {
 struct Counters {
     calls: AtomicU64,
     cold_starts: AtomicU64,
+    zygote_starts: AtomicU64,
     warm_starts: AtomicU64,
     errors: AtomicU64,
 }
@@ -70,7 +76,10 @@ struct Counters {
 #[derive(Debug, Clone, Serialize)]
 pub struct LambdaStats {
     pub calls: u64,
+    /// Calls that started a sandbox (fresh or forked from a zygote).
     pub cold_starts: u64,
+    /// Of `cold_starts`, those forked from a zygote.
+    pub zygote_starts: u64,
     pub warm_starts: u64,
     pub errors: u64,
     /// Sandboxes of this lambda, busy, idle or starting.
@@ -119,6 +128,8 @@ struct Instance {
     last_used: Instant,
     paused: bool,
     capacity: Option<OwnedSemaphorePermit>,
+    /// The zygote this sandbox was forked from; it must outlive the sandbox.
+    zygote: Option<Arc<crate::zygote::Zygote>>,
     shared: Arc<Shared>,
 }
 
@@ -149,11 +160,13 @@ impl Drop for Instance {
         };
         let scratch = std::mem::take(&mut self.scratch);
         let permit = self.capacity.take();
+        let zygote = self.zygote.take();
         let shared = Arc::clone(&self.shared);
         let id = self.id;
         shared.destroying.fetch_add(1, Ordering::SeqCst);
         let work = move || {
             destroy_sandbox(sandbox, &scratch, id);
+            drop(zygote);
             shared.live.remove(&id);
             drop(permit);
             shared.destroying.fetch_sub(1, Ordering::SeqCst);
@@ -192,6 +205,7 @@ pub struct Manager {
     shared: Arc<Shared>,
     timings: Timings,
     packages: crate::packages::Packages,
+    import_cache: crate::zygote::ImportCache,
     memory_budget: u64,
     /// The last measurement of [`Manager::memory_in_use`] (reaper tick or cold start).
     memory_seen: AtomicU64,
@@ -233,6 +247,7 @@ impl Manager {
             }),
             timings: Timings::default(),
             packages: crate::packages::Packages::new(Arc::clone(&cfg), cgroups.clone()),
+            import_cache: crate::zygote::ImportCache::new(Arc::clone(&cfg), cgroups.clone()),
             memory_budget: memory_budget_bytes(&cfg),
             memory_seen: AtomicU64::new(0),
             started_since_measure: AtomicU64::new(0),
@@ -306,6 +321,9 @@ impl Manager {
                 self.misses.fetch_add(1, Ordering::Relaxed);
                 let inst = self.start_instance(name, handler).await?;
                 pool.counters.cold_starts.fetch_add(1, Ordering::Relaxed);
+                if inst.zygote.is_some() {
+                    pool.counters.zygote_starts.fetch_add(1, Ordering::Relaxed);
+                }
                 (inst, Phase::FirstCall)
             }
         };
@@ -477,15 +495,17 @@ impl Manager {
     /// Memory charged to the cgroups of all live sandboxes, in bytes. Blocking (one cgroup
     /// file read per sandbox).
     pub fn memory_in_use(&self) -> u64 {
-        let ids: Vec<u64> = self.shared.live.iter().map(|e| *e.key()).collect();
-        ids.into_iter()
-            .map(|id| {
-                self.cgroups
-                    .cgroup(&self.cgroup_parent.join(format!("sb-{id}")))
-                    .memory_usage()
-                    .unwrap_or(0)
-            })
-            .sum()
+        let cgroups: Vec<PathBuf> = self
+            .shared
+            .live
+            .iter()
+            .map(|e| e.value().cgroup.clone())
+            .collect();
+        let sandboxes: u64 = cgroups
+            .iter()
+            .map(|cg| self.cgroups.cgroup(cg).memory_usage().unwrap_or(0))
+            .sum();
+        sandboxes + self.import_cache.memory_in_use()
     }
 
     /// Evicts one idle sandbox if the sandboxes use more than the memory budget. Blocking.
@@ -508,7 +528,8 @@ impl Manager {
                 drop(victim);
                 true
             }
-            None => false,
+            // No idle sandbox left: retire a zygote (it ends with its last sandbox).
+            None => self.import_cache.retire_lru(None).is_some(),
         }
     }
 
@@ -663,17 +684,20 @@ impl Manager {
                 .map_err(|e| ApiError::Internal {
                     message: format!("sandbox start task failed: {e}"),
                 })?;
-        let (sandbox, conn, scratch) = spawned.map_err(|message| ApiError::SandboxFailed {
-            lambda: name.to_string(),
-            message,
-        })?;
+        let ((sandbox, conn, zygote), scratch) =
+            spawned.map_err(|message| ApiError::SandboxFailed {
+                lambda: name.to_string(),
+                message,
+            })?;
         self.timings.record(Phase::Spawn, started.elapsed());
-        let steps = sandbox.start_timings();
-        self.timings.record(Phase::SpawnCgroup, steps.cgroup);
-        self.timings
-            .record(Phase::SpawnPrepareClone, steps.prepare_clone);
-        self.timings
-            .record(Phase::SpawnChildSetupExec, steps.child_setup_exec);
+        if zygote.is_none() {
+            let steps = sandbox.start_timings();
+            self.timings.record(Phase::SpawnCgroup, steps.cgroup);
+            self.timings
+                .record(Phase::SpawnPrepareClone, steps.prepare_clone);
+            self.timings
+                .record(Phase::SpawnChildSetupExec, steps.child_setup_exec);
+        }
         let pid = sandbox.pid();
         let conn = conn.and_then(UnixStream::from_std);
         let shared = Arc::clone(&self.shared);
@@ -687,14 +711,15 @@ impl Manager {
                 uptime_s: 0.0,
                 calls: 0,
                 created: Instant::now(),
+                cgroup: sandbox.cgroup_path().to_owned(),
             },
         );
         let inst_conn = match conn {
             Ok(c) => c,
             Err(e) => {
-                // Build an instance anyway so Drop cleans everything up.
                 let message = format!("cannot register the connection to sandbox {id}: {e}");
                 destroy_detached(sandbox, scratch, id, permit, shared);
+                drop(zygote);
                 return Err(ApiError::SandboxFailed {
                     lambda: name.to_string(),
                     message,
@@ -711,6 +736,7 @@ impl Manager {
             last_used: Instant::now(),
             paused: false,
             capacity: Some(permit),
+            zygote,
             shared,
         })
     }
@@ -722,14 +748,7 @@ impl Manager {
         name: &LambdaName,
         handler_dir: PathBuf,
         packages: &[(PathBuf, PathBuf)],
-    ) -> Result<
-        (
-            Sandbox,
-            std::io::Result<std::os::unix::net::UnixStream>,
-            PathBuf,
-        ),
-        String,
-    > {
+    ) -> Result<(Spawned, PathBuf), String> {
         let scratch = self.handlers_dir.join(name.as_str()).join(id.to_string());
         std::fs::create_dir_all(&scratch)
             .map_err(|e| format!("cannot create {}: {e}", scratch.display()))?;
@@ -737,7 +756,7 @@ impl Manager {
         if result.is_err() {
             let _ = std::fs::remove_dir_all(&scratch);
         }
-        result.map(|(sb, conn)| (sb, conn, scratch))
+        result.map(|spawned| (spawned, scratch))
     }
 
     fn spawn_in(
@@ -747,8 +766,22 @@ impl Manager {
         handler_dir: &Path,
         scratch: &Path,
         packages: &[(PathBuf, PathBuf)],
-    ) -> Result<(Sandbox, std::io::Result<std::os::unix::net::UnixStream>), String> {
+    ) -> Result<Spawned, String> {
         let cgroup = self.cgroup_parent.join(format!("sb-{id}"));
+        if self.import_cache.enabled() {
+            let t = Instant::now();
+            match self.fork_from_zygote(name, handler_dir, scratch, packages) {
+                Ok(Some(forked)) => {
+                    self.timings.record(Phase::SpawnZygote, t.elapsed());
+                    return Ok(forked);
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::warn!(lambda = %name, sandbox = id, error = %e, "fork from a zygote failed; starting a fresh sandbox");
+                    let _ = std::fs::remove_file(scratch.join("server_pipe"));
+                }
+            }
+        }
         let started = spawn_lambda_sandbox(
             &self.cfg,
             &self.cgroups,
@@ -759,7 +792,47 @@ impl Manager {
             packages,
         )
         .map_err(|e| format!("sandbox {id}: {e}"))?;
-        Ok(started)
+        Ok((started.0, started.1, None))
+    }
+
+    /// A handler sandbox forked from the import cache, connected like a fresh one.
+    fn fork_from_zygote(
+        &self,
+        name: &LambdaName,
+        handler_dir: &Path,
+        scratch: &Path,
+        packages: &[(PathBuf, PathBuf)],
+    ) -> Result<Option<Spawned>, String> {
+        let (listener, conn) = listen_and_connect(scratch)?;
+        let env = sandbox_env(name, packages);
+        let req = crate::zygote::HandlerRequest {
+            name,
+            handler_dir,
+            scratch,
+            packages,
+            listen: listener.as_fd(),
+            env: &env,
+        };
+        let Some(forked) = self.import_cache.fork_handler(&req)? else {
+            drop(listener);
+            let _ = std::fs::remove_file(scratch.join("server_pipe"));
+            return Ok(None);
+        };
+        drop(listener);
+        let conn = conn.set_nonblocking(true).map(|()| conn);
+        Ok(Some((forked.sandbox, conn, Some(forked.zygote))))
+    }
+
+    /// Starts the root zygote (blocking); failures are logged, and cold starts try again.
+    pub fn start_import_cache(&self) {
+        if let Err(e) = self.import_cache.start() {
+            tracing::warn!(error = %e, "import cache: no root zygote yet");
+        }
+    }
+
+    /// The import cache's counters and zygotes (blocking, cheap).
+    pub fn import_cache_stats(&self) -> crate::zygote::ImportCacheStats {
+        self.import_cache.stats()
     }
 
     /// Cache counters and memory (reads every sandbox's cgroup: blocking, cheap).
@@ -821,6 +894,7 @@ impl Manager {
                     LambdaStats {
                         calls: c.calls.load(Ordering::Relaxed),
                         cold_starts: c.cold_starts.load(Ordering::Relaxed),
+                        zygote_starts: c.zygote_starts.load(Ordering::Relaxed),
                         warm_starts: c.warm_starts.load(Ordering::Relaxed),
                         errors: c.errors.load(Ordering::Relaxed),
                         live: live.get(e.key().as_str()).copied().unwrap_or(0),
@@ -872,6 +946,7 @@ impl Manager {
                 .collect();
             drop(drained);
         }
+        self.import_cache.close();
         let wait = async {
             loop {
                 let notified = self.shared.destroyed.notified();
@@ -971,21 +1046,12 @@ pub fn spawn_lambda_sandbox(
     packages: &[(PathBuf, PathBuf)],
 ) -> Result<(Sandbox, std::io::Result<std::os::unix::net::UnixStream>), String> {
     let t0 = Instant::now();
-    let sock = scratch.join("server_pipe");
-    let listener = std::os::unix::net::UnixListener::bind(&sock)
-        .map_err(|e| format!("cannot listen on {}: {e}", sock.display()))?;
-    // Connect now: the connection waits in the backlog until the runtime accepts it.
-    let conn = std::os::unix::net::UnixStream::connect(&sock)
-        .map_err(|e| format!("cannot connect to {}: {e}", sock.display()))?;
-    let package_path: Vec<String> = packages
-        .iter()
-        .map(|(_, rel)| format!("/packages/{}", rel.display()))
-        .collect();
+    let (listener, conn) = listen_and_connect(scratch)?;
     let mut builder = SandboxSpec::builder(&cfg.base_dir, cgroup);
     if !packages.is_empty() {
         builder = builder.view("/packages", packages.to_vec());
     }
-    let spec = builder
+    builder = builder
         .mount(handler_dir, "/handler", false)
         .mount(scratch, "/host", true)
         .tmp_mb(cfg.tmp_mb)
@@ -999,13 +1065,11 @@ pub fn spawn_lambda_sandbox(
             pids_max: Some(cfg.max_procs),
             cpu_quota: None,
         })
-        .command([PYTHON, "-B", "-S", RUNTIME_PATH])
-        .env("PATH", "/usr/local/bin:/usr/bin:/bin")
-        .env("HOME", "/tmp")
-        .env("LANG", "C.UTF-8")
-        .env("PYTHONDONTWRITEBYTECODE", "1")
-        .env("LAMBDA_NAME", name.as_str())
-        .env("LAMBDA_PACKAGES", &package_path.join(":"))
+        .command([PYTHON, "-B", "-S", RUNTIME_PATH]);
+    for (key, value) in sandbox_env(name, packages) {
+        builder = builder.env(&key, &value);
+    }
+    let spec = builder
         .cwd("/host")
         .output(scratch.join("stdout"), scratch.join("stderr"))
         .build()
@@ -1021,6 +1085,49 @@ pub fn spawn_lambda_sandbox(
     drop(listener);
     let conn = conn.set_nonblocking(true).map(|()| conn);
     Ok((sandbox, conn))
+}
+
+/// What a cold start made: the sandbox, a connection to its runtime, and the zygote it was
+/// forked from (if any).
+type Spawned = (
+    Sandbox,
+    std::io::Result<std::os::unix::net::UnixStream>,
+    Option<Arc<crate::zygote::Zygote>>,
+);
+
+/// Binds `<scratch>/server_pipe` and connects to it at once: the connection waits in the
+/// backlog until the runtime accepts it, so the first request can be written right away.
+fn listen_and_connect(
+    scratch: &Path,
+) -> Result<
+    (
+        std::os::unix::net::UnixListener,
+        std::os::unix::net::UnixStream,
+    ),
+    String,
+> {
+    let sock = scratch.join("server_pipe");
+    let listener = std::os::unix::net::UnixListener::bind(&sock)
+        .map_err(|e| format!("cannot listen on {}: {e}", sock.display()))?;
+    let conn = std::os::unix::net::UnixStream::connect(&sock)
+        .map_err(|e| format!("cannot connect to {}: {e}", sock.display()))?;
+    Ok((listener, conn))
+}
+
+/// The environment of a handler sandbox, fresh or forked.
+fn sandbox_env(name: &LambdaName, packages: &[(PathBuf, PathBuf)]) -> Vec<(String, String)> {
+    let package_path: Vec<String> = packages
+        .iter()
+        .map(|(_, rel)| format!("/packages/{}", rel.display()))
+        .collect();
+    vec![
+        ("PATH".into(), "/usr/local/bin:/usr/bin:/bin".into()),
+        ("HOME".into(), "/tmp".into()),
+        ("LANG".into(), "C.UTF-8".into()),
+        ("PYTHONDONTWRITEBYTECODE".into(), "1".into()),
+        ("LAMBDA_NAME".into(), name.as_str().to_owned()),
+        ("LAMBDA_PACKAGES".into(), package_path.join(":")),
+    ]
 }
 
 /// The memory budget in bytes: `memory_budget_mb`, or half of the machine's memory when 0.

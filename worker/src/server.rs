@@ -82,6 +82,11 @@ impl Worker {
                 );
             }
         }
+        {
+            // The root zygote, before the worker answers: the first cold start can fork.
+            let m = Arc::clone(&manager);
+            let _ = tokio::task::spawn_blocking(move || m.start_import_cache()).await;
+        }
         let state = Arc::new(ApiState {
             manager: Arc::clone(&manager),
             max_body_bytes: cfg.max_body_bytes,

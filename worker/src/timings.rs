@@ -18,6 +18,7 @@
 //! | `spawn.cgroup` | part of `spawn`: creating the cgroup and writing its limits |
 //! | `spawn.prepare_clone` | part of `spawn`: preparing the child and `clone` |
 //! | `spawn.child_setup_exec` | part of `spawn`: the child's setup (cgroup join, mounts, pivot) until `execve` |
+//! | `spawn.zygote` | part of `spawn`, instead of the three above when a zygote forks the sandbox: cgroup, detached mounts, the request and the child's report |
 //! | `first_call` | cold only: Python's start, the runtime's imports, the handler's import and the call |
 //! | `call` | warm only: the call over the sandbox's socket, the handler's run included |
 //! | `release` | returning the sandbox to its pool |
@@ -43,13 +44,14 @@ pub enum Phase {
     SpawnCgroup,
     SpawnPrepareClone,
     SpawnChildSetupExec,
+    SpawnZygote,
     FirstCall,
     Call,
     Release,
 }
 
 impl Phase {
-    pub const ALL: [Phase; 15] = [
+    pub const ALL: [Phase; 16] = [
         Phase::Request,
         Phase::ReadBody,
         Phase::Lookup,
@@ -62,6 +64,7 @@ impl Phase {
         Phase::SpawnCgroup,
         Phase::SpawnPrepareClone,
         Phase::SpawnChildSetupExec,
+        Phase::SpawnZygote,
         Phase::FirstCall,
         Phase::Call,
         Phase::Release,
@@ -82,6 +85,7 @@ impl Phase {
             Phase::SpawnCgroup => "spawn.cgroup",
             Phase::SpawnPrepareClone => "spawn.prepare_clone",
             Phase::SpawnChildSetupExec => "spawn.child_setup_exec",
+            Phase::SpawnZygote => "spawn.zygote",
             Phase::FirstCall => "first_call",
             Phase::Call => "call",
             Phase::Release => "release",

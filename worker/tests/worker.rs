@@ -13,7 +13,8 @@ async fn hello_cold_then_warm() {
     if !can_run("hello_cold_then_warm") {
         return;
     }
-    let mut c = TestCluster::start("{}").await;
+    // A fresh interpreter per sandbox: the spawn phases are the sandbox crate's.
+    let mut c = TestCluster::start(r#"{"import_cache": false}"#).await;
     c.add_quickstart("hello");
     assert_eq!(
         c.call("hello", r#"{"name": "Alice"}"#).await,
@@ -68,7 +69,15 @@ async fn probe_reports_a_real_sandbox() {
     if !can_run("probe_reports_a_real_sandbox") {
         return;
     }
-    let mut c = TestCluster::start("{}").await;
+    // The same report whether the sandbox started a fresh interpreter or was forked from a
+    // zygote of the import cache.
+    for (patch, cgroup_prefix) in [(r#"{"import_cache": false}"#, "/sb-"), ("{}", "/zs-")] {
+        probe_report(patch, cgroup_prefix).await;
+    }
+}
+
+async fn probe_report(patch: &str, cgroup_prefix: &str) {
+    let mut c = TestCluster::start(patch).await;
     c.add_quickstart("probe");
     let (status, r) = c
         .call(
@@ -116,8 +125,8 @@ async fn probe_reports_a_real_sandbox() {
     let parent = c.cfg.cgroup_parent().display().to_string();
     let cgroups = r["cgroups"].to_string();
     assert!(
-        cgroups.contains(&parent) && cgroups.contains("/sb-"),
-        "{cgroups}"
+        cgroups.contains(&parent) && cgroups.contains(cgroup_prefix),
+        "{patch}: {cgroups}"
     );
     // What the handler wrote to /host and printed lands in its scratch directory on the host.
     let stats = c.stats().await;
@@ -133,10 +142,13 @@ async fn probe_reports_a_real_sandbox() {
         .unwrap()
         .contains("hello from inside"));
     let host_cgroup = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
+    let own = stats["sandboxes"][0]["cgroup"].as_str().unwrap();
+    assert!(own.starts_with(&parent), "{own}");
     assert!(
-        host_cgroup.contains(&format!("{parent}/sb-{id}")),
-        "{host_cgroup}"
+        host_cgroup.contains(&format!("/{own}\n")),
+        "{patch}: {host_cgroup}"
     );
+    assert!(cgroups.contains(&format!("/{own}\"")), "{patch}: {cgroups}");
     c.shutdown().await;
 }
 
@@ -152,11 +164,26 @@ async fn edited_handler_is_picked_up() {
     c.add_handler("edit", "def handler(event):\n    return 'version two'\n");
     assert_eq!(c.call("edit", "{}").await, (200, json!("version two")));
     let stats = c.stats().await;
-    assert_ne!(
-        stats["sandboxes"][0]["id"], first,
-        "the old sandbox must be retired"
-    );
     assert_eq!(stats["lambdas"]["edit"]["cold_starts"], 2);
+    // The old sandbox is retired: destroyed off the request path, so wait for it to go.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let stats = c.stats().await;
+        let ids: Vec<&serde_json::Value> = stats["sandboxes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| &s["id"])
+            .collect();
+        if ids.len() == 1 && ids[0] != &first {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the old sandbox must be retired: {stats}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     c.shutdown().await;
 }
 
@@ -406,19 +433,24 @@ async fn restart_after_a_crash_removes_leftovers() {
     let (_, stats) = common::http(addr, "GET", "/stats", b"").await;
     let stats: serde_json::Value = serde_json::from_str(&stats).unwrap();
     let pid = stats["sandboxes"][0]["pid"].as_i64().unwrap();
+    let zygote = stats["import_cache"]["zygotes"][0]["pid"].as_i64().unwrap();
     child.kill().unwrap(); // SIGKILL
     child.wait().unwrap();
     assert!(
-        common::pid_alive(pid),
-        "sandbox should outlive a SIGKILLed worker"
+        common::pid_alive(pid) && common::pid_alive(zygote),
+        "sandbox and zygote should outlive a SIGKILLed worker"
     );
     let parent = cfg.cgroup_parent().display().to_string();
     assert!(!cgroup_dirs_containing(&parent).is_empty());
 
-    // A new worker on the same directory cleans up before it answers ready.
+    // A new worker on the same directory cleans up before it answers ready (this one without
+    // an import cache, so that no cgroup of its own is expected).
     cfg.worker_port = 0;
+    cfg.import_cache = false;
     let w = worker::Worker::start(cfg.clone()).await.unwrap();
     assert!(!common::pid_alive(pid), "leftover sandbox still running");
+    assert!(!common::pid_alive(zygote), "leftover zygote still running");
+    assert!(!cfg.worker_dir.join("import-cache").exists());
     assert_eq!(
         cgroup_dirs_containing(&parent),
         Vec::<std::path::PathBuf>::new()
@@ -426,16 +458,15 @@ async fn restart_after_a_crash_removes_leftovers() {
     w.shutdown().await.unwrap();
 }
 
-/// The freezer state of sandbox `id`'s cgroup, as the kernel reports it.
-fn frozen(c: &TestCluster, id: u64) -> bool {
-    let rel = c.cfg.cgroup_parent().join(format!("sb-{id}"));
+/// The freezer state of a sandbox's cgroup (`rel`, as `/stats` shows it), as the kernel reports it.
+fn frozen(rel: &str) -> bool {
     match sandbox::cgroup::CgroupSetup::detect().unwrap() {
         sandbox::cgroup::CgroupSetup::V1 { controllers } => {
-            let f = controllers["freezer"].join(&rel).join("freezer.state");
+            let f = controllers["freezer"].join(rel).join("freezer.state");
             std::fs::read_to_string(f).unwrap().trim() == "FROZEN"
         }
         sandbox::cgroup::CgroupSetup::V2 { root } => {
-            let f = root.join(&rel).join("cgroup.freeze");
+            let f = root.join(rel).join("cgroup.freeze");
             std::fs::read_to_string(f).unwrap().trim() == "1"
         }
     }
@@ -450,11 +481,14 @@ async fn idle_sandboxes_are_paused_and_keep_their_state() {
     c.add_quickstart("counter");
     assert_eq!(c.call("counter", "{}").await, (200, json!({"calls": 1})));
     let deadline = std::time::Instant::now() + Duration::from_secs(5);
-    let id = loop {
+    let (id, cgroup) = loop {
         let stats = c.stats().await;
         let sb = &stats["sandboxes"][0];
         if sb["state"] == "paused" {
-            break sb["id"].as_u64().unwrap();
+            break (
+                sb["id"].as_u64().unwrap(),
+                sb["cgroup"].as_str().unwrap().to_owned(),
+            );
         }
         assert!(
             std::time::Instant::now() < deadline,
@@ -463,7 +497,7 @@ async fn idle_sandboxes_are_paused_and_keep_their_state() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
     assert!(
-        frozen(&c, id),
+        frozen(&cgroup),
         "the kernel does not report sandbox {id} frozen"
     );
     let counter = &c.stats().await["lambdas"]["counter"];
@@ -481,7 +515,7 @@ async fn idle_sandboxes_are_paused_and_keep_their_state() {
     assert_eq!(stats["timings"]["unpause"]["count"], 1, "{stats}");
     // A paused sandbox is destroyed cleanly at shutdown.
     tokio::time::sleep(Duration::from_millis(400)).await;
-    assert!(frozen(&c, id));
+    assert!(frozen(&cgroup));
     c.shutdown().await;
     assert!(cgroup_dirs_containing(&c.cfg.cgroup_parent().display().to_string()).is_empty());
 }

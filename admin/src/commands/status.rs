@@ -5,6 +5,8 @@
 //! http://localhost:8080/status => ready [200 OK]
 //! Cluster containers:
 //!   hello  id=3  state=idle  pid=4567  uptime=12.3s  worker=worker-0
+//! Import cache (zygotes):
+//!   zygote 1  parent=-  pid=4560  forks=12  memory=7.1MiB  packages=-  worker=worker-0
 //! ```
 
 use std::path::PathBuf;
@@ -35,6 +37,33 @@ pub struct Stats {
     pub worker: Option<WorkerStats>,
     #[serde(default)]
     pub sandboxes: Vec<SandboxRow>,
+    #[serde(default)]
+    pub import_cache: ImportCache,
+}
+
+/// The import cache part of `/stats`.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct ImportCache {
+    #[serde(default)]
+    pub zygotes: Vec<ZygoteRow>,
+}
+
+/// One zygote.
+#[derive(Debug, Clone, Deserialize)]
+pub struct ZygoteRow {
+    pub id: u64,
+    #[serde(default)]
+    pub parent: Option<u64>,
+    #[serde(default)]
+    pub pid: Option<i64>,
+    #[serde(default)]
+    pub packages: Vec<String>,
+    #[serde(default)]
+    pub forks: u64,
+    #[serde(default)]
+    pub memory_mb: f64,
+    #[serde(default)]
+    pub retired: bool,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -64,6 +93,7 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     let cluster = ClusterDir::open(&args.cluster)?;
     let mut pings = Vec::new();
     let mut rows: Vec<(String, SandboxRow)> = Vec::new();
+    let mut zygotes: Vec<(String, ZygoteRow)> = Vec::new();
     let mut problems = 0;
     for i in cluster.worker_configs()? {
         let name = format!("worker-{i}");
@@ -87,7 +117,11 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         }
         match http::get(host, cfg.worker_port, "/stats", TIMEOUT) {
             Ok(r) if r.status == 200 => match parse_stats(&r.body) {
-                Ok(stats) => rows.extend(stats.sandboxes.into_iter().map(|s| (name.clone(), s))),
+                Ok(stats) => {
+                    rows.extend(stats.sandboxes.into_iter().map(|s| (name.clone(), s)));
+                    let z = stats.import_cache.zygotes.into_iter();
+                    zygotes.extend(z.map(|z| (name.clone(), z)));
+                }
                 Err(e) => pings.push(format!("  ({name}: {e})")),
             },
             Ok(r) => pings.push(format!("  ({name}: /stats answered {})", r.status_text())),
@@ -100,6 +134,10 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     }
     println!("Cluster containers:");
     for line in container_lines(&rows) {
+        println!("{line}");
+    }
+    println!("Import cache (zygotes):");
+    for line in zygote_lines(&zygotes) {
         println!("{line}");
     }
     if problems > 0 {
@@ -145,6 +183,31 @@ pub fn container_lines(rows: &[(String, SandboxRow)]) -> Vec<String> {
         .collect()
 }
 
+/// One line per zygote.
+pub fn zygote_lines(rows: &[(String, ZygoteRow)]) -> Vec<String> {
+    rows.iter()
+        .map(|(worker, z)| {
+            let or_dash = |v: Option<String>| v.unwrap_or_else(|| "-".to_owned());
+            let packages = if z.packages.is_empty() {
+                "-".to_owned()
+            } else {
+                z.packages.join(",")
+            };
+            format!(
+                "  zygote {}  parent={}  pid={}  forks={}  memory={:.1}MiB  packages={}{}  worker={}",
+                z.id,
+                or_dash(z.parent.map(|p| p.to_string())),
+                or_dash(z.pid.map(|p| p.to_string())),
+                z.forks,
+                z.memory_mb,
+                packages,
+                if z.retired { "  (retired)" } else { "" },
+                worker
+            )
+        })
+        .collect()
+}
+
 /// `12.3s`, `5m03s`, `2h05m`.
 pub fn format_uptime(secs: f64) -> String {
     if !secs.is_finite() || secs < 0.0 {
@@ -170,7 +233,29 @@ mod tests {
           {"lambda": "hello", "id": 3, "state": "idle", "pid": 4567, "uptime_s": 12.3, "calls": 5},
           {"lambda": "echo-long-name", "id": 4, "state": "busy", "pid": 4570, "uptime_s": 3723, "calls": 1}
         ],
-        "lambdas": {"hello": {"calls": 5, "cold_starts": 1, "warm_starts": 4, "errors": 0}}}"#;
+        "lambdas": {"hello": {"calls": 5, "cold_starts": 1, "warm_starts": 4, "errors": 0}},
+        "import_cache": {"enabled": true, "zygotes": [
+          {"id": 1, "parent": null, "pid": 4560, "packages": [], "forks": 12, "memory_mb": 7.1, "retired": false},
+          {"id": 5, "parent": 1, "pid": 4601, "packages": ["numpy/2.2.6", "six/1.17.0"], "forks": 3, "memory_mb": 31.25, "retired": true}
+        ]}}"#;
+
+    #[test]
+    fn zygotes_become_lines() {
+        let stats = parse_stats(STATS).unwrap();
+        let rows: Vec<(String, ZygoteRow)> = stats
+            .import_cache
+            .zygotes
+            .into_iter()
+            .map(|z| ("worker-0".to_owned(), z))
+            .collect();
+        assert_eq!(
+            zygote_lines(&rows),
+            [
+                "  zygote 1  parent=-  pid=4560  forks=12  memory=7.1MiB  packages=-  worker=worker-0",
+                "  zygote 5  parent=1  pid=4601  forks=3  memory=31.2MiB  packages=numpy/2.2.6,six/1.17.0  (retired)  worker=worker-0",
+            ]
+        );
+    }
 
     #[test]
     fn stats_json_becomes_the_container_table() {

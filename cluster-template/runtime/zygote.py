@@ -1,0 +1,390 @@
+"""lambdaworker's zygote: an interpreter that has imported the runtime and a set of packages, and
+forks new sandboxes on request (see docs/import-cache.md, whose steps follow this file's order).
+
+The worker starts the root zygote as an ordinary sandbox (own cgroup, pid/mount/ipc/uts/net
+namespaces, the base as a read-only root, its package view at /packages), with a SOCK_SEQPACKET
+control socket as fd 3. Each message on it asks for one fork:
+
+  JSON  {"kind": "handler" | "zygote", "fds": [role, ...], "packages": ["numpy/2.2.6", ...],
+         "env": ["KEY=value", ...], "hostname": "lambda", "net_ns": true, "tmp_mb": 64}
+  fds   (SCM_RIGHTS) in the order of "fds"; roles: "reply" (a socket to report on), "procs"
+        (cgroup.procs files of the new cgroup, one per hierarchy), "host" and "handler"
+        (detached mounts made by the worker with open_tree), "package" (one detached mount per
+        entry of "packages", in order), "listen" (the handler's listening socket, or the new
+        zygote's control socket), "stdout", "stderr".
+
+The child becomes pid 1 of a new pid namespace, joins the new cgroup, unshares the other
+namespaces, rebuilds /proc, /tmp, /host, /handler and /packages from what it was given, takes
+its stdio, environment and working directory, and reports "ok" on the reply socket (the kernel
+attaches its pid, as the worker sees it, to that message). A "handler" child then loads
+/handler/lambda_func.py and serves calls exactly as runtime.py does; a "zygote" child imports
+the packages it was given and serves forks of its own. A child that fails reports
+"error: <step>: <reason>" and exits.
+
+The zygote never runs handler code: it imports only the runtime and the modules of its packages.
+"""
+
+import sys
+
+import _socket
+import ctypes
+import fcntl
+import os
+import signal
+import struct
+
+import runtime
+
+# sys.path as a fresh runtime starts with it (the children start from this, not from ours).
+BASE_PATH = list(sys.path)
+CONTROL_FD = 3
+MAX_FDS = 250
+MAX_REQUEST = 1 << 16
+
+MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC = 0x1, 0x2, 0x4, 0x8
+MS_REMOUNT, MS_BIND = 0x20, 0x1000
+MNT_DETACH = 0x2
+AT_FDCWD = -100
+MOVE_MOUNT_F_EMPTY_PATH = 0x4
+SYS_MOVE_MOUNT = 429  # x86_64 and aarch64 share it (the new mount API's numbers are common)
+SIOCGIFFLAGS, SIOCSIFFLAGS = 0x8913, 0x8914
+IFF_UP, IFF_RUNNING = 0x1, 0x40
+
+libc = ctypes.CDLL(None, use_errno=True)
+libc.mount.argtypes = (ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong, ctypes.c_char_p)
+libc.umount2.argtypes = (ctypes.c_char_p, ctypes.c_int)
+
+
+class StepError(Exception):
+    pass
+
+
+def check(rc, step):
+    if rc != 0:
+        errno = ctypes.get_errno()
+        raise StepError("%s: %s" % (step, os.strerror(errno)))
+
+
+def mount(source, target, fstype, flags, data, step):
+    enc = lambda v: v.encode() if isinstance(v, str) else v
+    check(libc.mount(enc(source), enc(target), enc(fstype), flags, enc(data)), step)
+
+
+def detach(target):
+    check(libc.umount2(target.encode(), MNT_DETACH), "detach the zygote's " + target)
+
+
+def attach(fd, target):
+    rc = libc.syscall(
+        ctypes.c_long(SYS_MOVE_MOUNT),
+        ctypes.c_int(fd),
+        ctypes.c_char_p(b""),
+        ctypes.c_int(AT_FDCWD),
+        ctypes.c_char_p(target.encode()),
+        ctypes.c_uint(MOVE_MOUNT_F_EMPTY_PATH),
+    )
+    check(rc, "attach " + target)
+
+
+def module_names(path):
+    """Top-level modules and packages of one installed package directory."""
+    names = []
+    for entry in sorted(os.listdir(path)):
+        if entry.startswith((".", "_")) or entry in ("bin", "__pycache__"):
+            continue
+        if entry.endswith((".dist-info", ".egg-info", ".libs", ".data", ".pth")):
+            continue
+        full = path + "/" + entry
+        if os.path.isdir(full):
+            if os.path.exists(full + "/__init__.py"):
+                names.append(entry)
+        elif entry.endswith(".py"):
+            names.append(entry[:-3])
+        elif entry.endswith(".so"):
+            names.append(entry.split(".", 1)[0])
+    return names
+
+
+def import_packages(package_dirs):
+    """Puts the packages on sys.path (as a handler will see them) and imports their modules."""
+    sys.path[:] = BASE_PATH + runtime.package_paths(package_dirs) + list(runtime.SYSTEM_PATHS)
+    imported, failed = [], []
+    for path in package_dirs:
+        for name in module_names(path):
+            try:
+                __import__(name)
+                imported.append(name)
+            except BaseException as exc:  # a module that refuses to load stays for the handler
+                failed.append("%s (%s: %s)" % (name, type(exc).__name__, exc))
+    print("zygote %d: imported %s" % (os.getpid(), ", ".join(imported) or "nothing"), file=sys.stderr)
+    if failed:
+        print("zygote %d: could not import %s" % (os.getpid(), "; ".join(failed)), file=sys.stderr)
+    runtime.flush()
+
+
+def receive(sock, raw=False):
+    """One request from `sock`, or None when the other end closed it.
+
+    raw: ({request}, message bytes, [fd, ...], the reply fd or None), for the zygote, which
+    passes requests on; (None, ...) for a bad one. Otherwise ({request}, {role: [fd, ...]}),
+    and ({}, {}) for a bad one.
+    """
+    msg, ancdata, flags, _ = sock.recvmsg(MAX_REQUEST, _socket.CMSG_SPACE(MAX_FDS * 4))
+    fds = []
+    for level, kind, data in ancdata:
+        if level == _socket.SOL_SOCKET and kind == _socket.SCM_RIGHTS:
+            fds.extend(struct.unpack("%di" % (len(data) // 4), data[: len(data) // 4 * 4]))
+    if not msg and not fds:
+        return None
+    try:
+        req = runtime.loads(msg)
+        roles = req["fds"]
+        if len(roles) != len(fds) or flags & (_socket.MSG_TRUNC | _socket.MSG_CTRUNC):
+            raise ValueError("%d fds for %d roles" % (len(fds), len(roles)))
+    except Exception as exc:
+        for fd in fds:
+            os.close(fd)
+        print("zygote: bad request: %s" % exc, file=sys.stderr)
+        runtime.flush()
+        return (None, None, [], None) if raw else ({}, {})
+    if raw:
+        reply = fds[roles.index("reply")] if "reply" in roles else None
+        return req, msg, fds, reply
+    by_role = {}
+    for role, fd in zip(roles, fds):
+        by_role.setdefault(role, []).append(fd)
+    return req, by_role
+
+
+def report(fd, text):
+    try:
+        os.write(fd, text.encode()[:4096])
+    except OSError:
+        pass
+
+
+def bring_up_lo():
+    sock = _socket.socket(_socket.AF_INET, _socket.SOCK_DGRAM)
+    try:
+        ifr = fcntl.ioctl(sock.fileno(), SIOCGIFFLAGS, struct.pack("16sH14x", b"lo", 0))
+        flags = struct.unpack("16sH14x", ifr)[1] | IFF_UP | IFF_RUNNING
+        fcntl.ioctl(sock.fileno(), SIOCSIFFLAGS, struct.pack("16sH14x", b"lo", flags))
+    finally:
+        sock.close()
+
+
+def prepare(procs, tmp_mb, net_ns):
+    """Steps 3-6 of docs/import-cache.md, in a spare child before any request: everything that
+    does not depend on the lambda it will serve. Already pid 1 of a new pid namespace."""
+    # 3. Join the cgroup the worker prepared for this spare, before anything is allocated, so
+    # the sandbox pays for what follows (and the slow first write to a v1 cgroup.procs, which
+    # waits for an RCU grace period, happens before any call waits for it).
+    for fd in procs:
+        try:
+            os.write(fd, b"0")
+        except OSError as exc:
+            raise StepError("join the prepared cgroup: %s" % exc.strerror)
+        os.close(fd)
+    # 4. Signals: the zygote ignores SIGCHLD to reap its children; a sandbox must not.
+    signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+    # 5. Own mount, ipc, uts (and network) namespaces; own session; host name and lo.
+    flags = os.CLONE_NEWNS | os.CLONE_NEWIPC | os.CLONE_NEWUTS
+    if net_ns:
+        flags |= os.CLONE_NEWNET
+    try:
+        os.unshare(flags)
+    except OSError as exc:
+        raise StepError("unshare namespaces: %s" % exc.strerror)
+    os.setsid()
+    _socket.sethostname("lambda")
+    if net_ns:
+        bring_up_lo()
+    # 6. This mount namespace is a copy of the zygote's: a /proc for the new pid namespace, a
+    # /tmp of its own, and nothing of the zygote's /host.
+    detach("/proc")
+    mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, None, "mount /proc")
+    detach("/tmp")
+    mount("tmpfs", "/tmp", "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777,size=%dm" % tmp_mb, "mount /tmp")
+    detach("/host")
+    os.environ.clear()
+
+
+def become_sandbox(req, fds, own_packages, tmp_mb, net_ns):
+    """Steps 7-10 of docs/import-cache.md, once the request has come."""
+    if req.get("net_ns", True) != net_ns:
+        raise StepError("the request's network mode differs from the zygote's")
+    if int(req.get("tmp_mb", tmp_mb)) != tmp_mb:
+        size = "size=%dm" % int(req["tmp_mb"])
+        mount(None, "/tmp", None, MS_REMOUNT | MS_NOSUID | MS_NODEV, size, "resize /tmp")
+    # 7. The sandbox's own directories, from the worker's detached mounts.
+    attach(fds["host"][0], "/host")
+    for fd in fds.get("handler", []):
+        attach(fd, "/handler")
+    packages = req.get("packages", [])
+    if packages != own_packages:
+        if own_packages:  # the root zygote has no view: /packages is the base's empty directory
+            detach("/packages")
+        view = "mode=755,size=1m,nr_inodes=4096"
+        mount("tmpfs", "/packages", "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, view, "mount the /packages view")
+        for rel, fd in zip(packages, fds.get("package", [])):
+            target = "/packages/" + rel
+            os.makedirs(target, 0o755)
+            attach(fd, target)
+        ro = MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC
+        mount(None, "/packages", None, ro, None, "remount the /packages view read-only")
+    # 8. stdin from /dev/null, stdout and stderr from the worker's files, the listening socket
+    # as fd 3, the reply socket as fd 4; every other fd (the zygote's control socket and its
+    # namespace fd among them) is closed. Sources are first copied high, so no dup2 clobbers one.
+    null = os.open("/dev/null", os.O_RDONLY)
+    wanted = (null, fds["stdout"][0], fds["stderr"][0], fds["listen"][0], fds["reply"][0])
+    high = [fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 1000) for fd in wanted]
+    for target, fd in enumerate(high):
+        os.dup2(fd, target)
+    os.closerange(len(high), 1 << 20)
+    fds["reply"] = [4]  # where a failure from here on is reported
+    # 9. Environment and working directory, as the worker gives a fresh sandbox.
+    for item in req.get("env", []):
+        key, _, value = item.partition("=")
+        os.environ[key] = value
+    os.chdir("/host")
+    return ["/packages/" + rel for rel in packages]
+
+
+def spare_main(link, procs, own_packages, tmp_mb, net_ns):
+    """A spare child: prepares, waits for the one request the zygote forwards, becomes that
+    sandbox, reports, then serves. Never returns."""
+    try:
+        prepare(procs, tmp_mb, net_ns)
+        got = receive(link)
+    except BaseException as exc:
+        print("zygote spare %d: %s" % (os.getpid(), exc), file=sys.stderr)
+        runtime.flush()
+        os._exit(1)
+    if not got or not got[0]:
+        os._exit(0)
+    req, fds = got
+    try:
+        package_dirs = become_sandbox(req, fds, own_packages, tmp_mb, net_ns)
+    except BaseException as exc:
+        report(fds["reply"][0], "error: %s" % exc)
+        os._exit(1)
+    # 10. Report readiness; the worker reads this process's pid from the message's credentials.
+    try:
+        os.write(4, b"ok")
+    finally:
+        os.close(4)
+    if req.get("kind") == "zygote":
+        import_packages(package_dirs)
+        serve(_socket.socket(fileno=CONTROL_FD), req.get("packages", []), tmp_mb, net_ns)
+    else:
+        sys.path[:] = BASE_PATH
+        handler, load_error = runtime.load_handler(package_dirs)
+        runtime.serve(_socket.socket(fileno=runtime.LISTEN_FD), handler, load_error)
+
+
+def fork_spare(control, own_pidns, procs, own_packages, tmp_mb, net_ns):
+    """Step 1: a spare child, pid 1 of a new pid namespace, for the prepared cgroup `procs`;
+    returns the zygote's end of the socket that will carry its request."""
+    ours, theirs = _socket.socketpair(_socket.AF_UNIX, _socket.SOCK_SEQPACKET)
+    try:
+        os.unshare(os.CLONE_NEWPID)
+        pid = os.fork()
+    except BaseException:
+        ours.close()
+        theirs.close()
+        os.setns(own_pidns, os.CLONE_NEWPID)
+        raise
+    if pid == 0:
+        try:
+            control.close()
+            ours.close()
+            os.close(own_pidns)
+            spare_main(theirs, procs, own_packages, tmp_mb, net_ns)
+        finally:
+            os._exit(1)
+    # Back to the zygote's own pid namespace for its later children.
+    os.setns(own_pidns, os.CLONE_NEWPID)
+    theirs.close()
+    return ours
+
+
+def serve(control, own_packages, tmp_mb, net_ns):
+    """Steps 1-2: keep one spare child ready; hand each request to it.
+
+    Messages come in the order the worker sends them: {"kind": "cgroup"} hands over the
+    prepared cgroup for the next spare (its "procs" fds); any other kind is a request, for the
+    current spare. The worker sends one cgroup before the first request and one after each, so
+    request k is served in the k-th cgroup it sent, whatever happens here.
+    """
+    import warnings
+
+    # Packages may have started threads (BLAS pools); forking is still what we mean to do.
+    warnings.filterwarnings("ignore", category=DeprecationWarning, message=".*fork.*")
+    signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # children are reaped by the kernel
+    own_pidns = os.open("/proc/self/ns/pid", os.O_RDONLY | os.O_CLOEXEC)
+    spare = None
+    next_cgroup = None  # procs fds for the next spare
+
+    def new_spare():
+        nonlocal spare, next_cgroup
+        try:
+            spare = fork_spare(control, own_pidns, next_cgroup, own_packages, tmp_mb, net_ns)
+        except OSError as exc:
+            print("zygote: cannot fork a spare: %s" % exc, file=sys.stderr)
+            return str(exc)
+        for fd in next_cgroup:
+            os.close(fd)
+        next_cgroup = None
+        return None
+
+    while True:
+        runtime.flush()
+        try:
+            got = receive(control, raw=True)
+        except InterruptedError:
+            continue
+        if got is None:
+            os._exit(0)
+        req, msg, fds, reply = got
+        if req is None:
+            continue
+        if req.get("kind") == "cgroup":
+            for fd in next_cgroup or []:
+                os.close(fd)
+            next_cgroup = fds
+            if spare is None:
+                new_spare()
+            continue
+        # 2. The spare takes the request with the worker's fds; ours are closed.
+        try:
+            if spare is None:
+                why = new_spare() if next_cgroup is not None else "no prepared cgroup"
+                if spare is None:
+                    # This request's cgroup is used up all the same.
+                    for fd in next_cgroup or []:
+                        os.close(fd)
+                    next_cgroup = None
+                    raise OSError(0, "no spare child (%s)" % why)
+            spare.sendmsg([msg], [(_socket.SOL_SOCKET, _socket.SCM_RIGHTS, struct.pack("%di" % len(fds), *fds))])
+        except OSError as exc:
+            if reply is not None:
+                report(reply, "error: hand the request to a spare child: %s" % (exc.strerror or exc))
+        finally:
+            if spare is not None:
+                spare.close()
+                spare = None
+            for fd in fds:
+                os.close(fd)
+
+
+def main():
+    raw = os.environ.get("LAMBDA_PACKAGES", "")
+    packages = [p for p in raw.split(":") if p]
+    tmp_mb = int(os.environ.get("LAMBDA_TMP_MB", "64"))
+    net_ns = os.environ.get("LAMBDA_NET_NS", "1") == "1"
+    import_packages(packages)
+    serve(_socket.socket(fileno=CONTROL_FD), [p[len("/packages/"):] for p in packages], tmp_mb, net_ns)
+
+
+if __name__ == "__main__":
+    main()
