@@ -128,8 +128,13 @@ pub fn run(opts: &Options) -> Result<Report> {
     if let Some(l) = &report.latency {
         for row in &l.rows {
             // The numpy row needs the package index: like a peer, it may be unable to run here.
-            let ours = ["lambdaworker cold", "lambdaworker warm", "direct socket"]
-                .contains(&row.system.as_str());
+            let ours = [
+                "lambdaworker cold",
+                "lambdaworker cold fresh",
+                "lambdaworker warm",
+                "direct socket",
+            ]
+            .contains(&row.system.as_str());
             if ours && row.summary.is_none() {
                 let why = row.note.clone().unwrap_or_else(|| "no samples".to_owned());
                 report

@@ -92,7 +92,11 @@ impl Report {
                     r.note.as_deref().unwrap_or(&r.what)
                 );
             }
-            for (label, b) in [("cold", &l.cold), ("warm", &l.warm)] {
+            for (label, b) in [
+                ("cold (zygote)", &l.cold),
+                ("cold (fresh)", &l.cold_fresh),
+                ("warm", &l.warm),
+            ] {
                 if b.calls == 0 {
                     continue;
                 }

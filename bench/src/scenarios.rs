@@ -112,7 +112,10 @@ impl Breakdown {
 #[derive(Debug, Serialize)]
 pub struct Latency {
     pub rows: Vec<LatencyRow>,
+    /// A cold call forked from a zygote (the import cache, on by default).
     pub cold: Breakdown,
+    /// A cold call that starts a fresh interpreter (`import_cache: false`).
+    pub cold_fresh: Breakdown,
     pub warm: Breakdown,
 }
 
@@ -213,6 +216,7 @@ fn breakdown(
         "spawn.cgroup",
         "spawn.prepare_clone",
         "spawn.child_setup_exec",
+        "spawn.zygote",
         "first_call",
         "call",
         "release",
@@ -224,7 +228,8 @@ fn breakdown(
         .collect();
     let spawn_parts = per_call("spawn.cgroup")
         + per_call("spawn.prepare_clone")
-        + per_call("spawn.child_setup_exec");
+        + per_call("spawn.child_setup_exec")
+        + per_call("spawn.zygote");
     let spawn_rest = per_call("spawn") - spawn_parts;
     if spawn_rest > 0.0 {
         phases.push(("spawn.socket_spec_other".to_owned(), spawn_rest));
@@ -295,38 +300,20 @@ pub fn latency(cluster: &mut BenchCluster, plan: &Plan) -> Result<Latency> {
         }
     }
 
-    // 3 and 4. lambdaworker cold and warm, through HTTP.
-    let worker = cluster.start_worker(&worker_patch(json!({
-        "handler_cache_size": cold_names + plan.calls.min(50) + 16,
-    })))?;
+    // 3 and 4. lambdaworker cold (forked from a zygote) and warm, through HTTP.
+    let cache_size = cold_names + plan.calls.min(50) + 16;
+    let worker = cluster.start_worker(&worker_patch(json!({"handler_cache_size": cache_size})))?;
     let mut conn = BlockingConn::connect(worker.addr)?;
-    let cold_call = |conn: &mut BlockingConn, i: usize| {
-        let body = conn.run(&format!("cold-{i}"), EVENT)?;
-        crate::system::check_answer("lambdaworker cold", &body)
-    };
+    let (cold_row, cold) = cold_rows(
+        &mut conn,
+        plan,
+        "lambdaworker cold",
+        "HTTP, no warm sandbox: forked from the root zygote",
+    )?;
     let warm_call = |conn: &mut BlockingConn| {
         let body = conn.run("hello", EVENT)?;
         crate::system::check_answer("lambdaworker warm", &body)
     };
-    // Warm-up calls of the cold row go to names of their own too.
-    for i in 0..plan.warmup {
-        cold_call(&mut conn, i)?;
-    }
-    let before = timings(&mut conn)?;
-    let mut next = plan.warmup;
-    let cold_row = measure(
-        "lambdaworker cold",
-        "HTTP, a lambda with no warm sandbox",
-        &mut FnSystem(|| {
-            next += 1;
-            cold_call(&mut conn, next - 1)
-        }),
-        0,
-        plan.calls,
-    );
-    let after = timings(&mut conn)?;
-    let cold = breakdown(&before, &after, &cold_row);
-
     // The warm row is measured before the numpy row starts its 50 sandboxes.
     warm_call(&mut conn)?;
     let before = timings(&mut conn)?;
@@ -339,10 +326,24 @@ pub fn latency(cluster: &mut BenchCluster, plan: &Plan) -> Result<Latency> {
     );
     let after = timings(&mut conn)?;
     let warm = breakdown(&before, &after, &warm_row);
+    // 3b. Cold calls of a handler that imports numpy, forked from a numpy zygote.
+    let numpy_row = numpy_cold(cluster, &mut conn, plan, true);
+    drop(conn);
+    drop(worker);
 
-    // 3b. Cold calls of a handler that imports numpy (installed once, before measuring).
-    let numpy_row = numpy_cold(cluster, &mut conn, plan);
-
+    // 3c. The same cold rows without the import cache: a fresh interpreter per sandbox.
+    let worker = cluster.start_worker(&worker_patch(json!({
+        "handler_cache_size": cache_size,
+        "import_cache": false,
+    })))?;
+    let mut conn = BlockingConn::connect(worker.addr)?;
+    let (fresh_row, cold_fresh) = cold_rows(
+        &mut conn,
+        plan,
+        "lambdaworker cold fresh",
+        "HTTP, no warm sandbox: fresh interpreter (import_cache off)",
+    )?;
+    let numpy_fresh_row = numpy_cold(cluster, &mut conn, plan, false);
     drop(conn);
     drop(worker);
 
@@ -361,9 +362,9 @@ pub fn latency(cluster: &mut BenchCluster, plan: &Plan) -> Result<Latency> {
     }
     drop(local);
 
-    rows.insert(rows.len().saturating_sub(1), cold_row);
-    rows.insert(rows.len().saturating_sub(1), numpy_row);
-    rows.insert(rows.len().saturating_sub(1), warm_row);
+    for row in [cold_row, fresh_row, numpy_row, numpy_fresh_row, warm_row] {
+        rows.insert(rows.len().saturating_sub(1), row);
+    }
     let p50 = |name: &str| {
         rows.iter()
             .find(|r| r.system == name)
@@ -377,56 +378,110 @@ pub fn latency(cluster: &mut BenchCluster, plan: &Plan) -> Result<Latency> {
             row.x_cold = cold_p50.map(|c| s.p50_ms / c);
         }
     }
-    Ok(Latency { rows, cold, warm })
+    Ok(Latency {
+        rows,
+        cold,
+        cold_fresh,
+        warm,
+    })
+}
+
+/// Cold calls of `cold-<i>` lambdas (each has no sandbox yet) through `conn`, and where their
+/// time went.
+fn cold_rows(
+    conn: &mut BlockingConn,
+    plan: &Plan,
+    system: &str,
+    what: &str,
+) -> Result<(LatencyRow, Breakdown)> {
+    let cold_call = |conn: &mut BlockingConn, i: usize| {
+        let body = conn.run(&format!("cold-{i}"), EVENT)?;
+        crate::system::check_answer(system, &body)
+    };
+    // Warm-up calls go to names of their own too.
+    for i in 0..plan.warmup {
+        cold_call(conn, i)?;
+    }
+    let before = timings(conn)?;
+    let mut next = plan.warmup;
+    let row = measure(
+        system,
+        what,
+        &mut FnSystem(|| {
+            next += 1;
+            cold_call(conn, next - 1)
+        }),
+        0,
+        plan.calls,
+    );
+    let after = timings(conn)?;
+    let b = breakdown(&before, &after, &row);
+    Ok((row, b))
 }
 
 /// The numpy handler: the hello answer, after `import numpy` at load time.
 const NUMPY_HELLO: &str = "import numpy\n\ndef handler(event):\n    return \"Hello, %s!\" % event.get(\"name\", \"World\")\n";
 const NUMPY_REQUIREMENT: &str = "numpy==2.2.6\n";
 
-/// Cold calls of distinct lambdas that each need numpy (one pip install first, not measured).
-fn numpy_cold(cluster: &BenchCluster, conn: &mut BlockingConn, plan: &Plan) -> LatencyRow {
-    let what = "HTTP, no warm sandbox, handler imports numpy 2.2.6";
+/// Cold calls of distinct lambdas that each need numpy. Not measured first: the call that
+/// installs numpy, and with a zygote the call that makes the numpy zygote (the second cold
+/// start of that package set, with `zygote_min_starts` 2).
+fn numpy_cold(
+    cluster: &BenchCluster,
+    conn: &mut BlockingConn,
+    plan: &Plan,
+    zygote: bool,
+) -> LatencyRow {
+    let (system, what) = if zygote {
+        (
+            "lambdaworker cold numpy",
+            "HTTP, no warm sandbox, handler imports numpy 2.2.6: forked from a numpy zygote",
+        )
+    } else {
+        (
+            "lambdaworker numpy fresh",
+            "the same with a fresh interpreter (import_cache off)",
+        )
+    };
     let n = plan.calls.min(50);
-    let total = n + 1;
+    let unmeasured = if zygote { 2 } else { 1 };
+    let total = n + unmeasured;
     for i in 0..total {
         let dir = cluster.registry().join(format!("numpy-{i}"));
         let made = std::fs::create_dir_all(&dir)
             .and_then(|()| std::fs::write(dir.join("requirements.txt"), NUMPY_REQUIREMENT))
             .and_then(|()| std::fs::write(dir.join("lambda_func.py"), NUMPY_HELLO));
         if let Err(e) = made {
-            return skipped(
-                "lambdaworker cold numpy",
-                what,
-                format!("{}: {e}", dir.display()),
-            );
+            return skipped(system, what, format!("{}: {e}", dir.display()));
         }
     }
     let t = Instant::now();
-    if let Err(e) = conn.run("numpy-0", EVENT) {
-        return skipped(
-            "lambdaworker cold numpy",
-            what,
-            format!("installing numpy failed: {e:#}"),
-        );
+    for i in 0..unmeasured {
+        if let Err(e) = conn.run(&format!("numpy-{i}"), EVENT) {
+            return skipped(system, what, format!("numpy-{i} failed: {e:#}"));
+        }
     }
-    let install_s = t.elapsed().as_secs_f64();
-    let mut next = 1;
+    let setup_s = t.elapsed().as_secs_f64();
+    let mut next = unmeasured;
     let mut row = measure(
-        "lambdaworker cold numpy",
+        system,
         what,
         &mut FnSystem(|| {
             next += 1;
             let body = conn.run(&format!("numpy-{}", next - 1), EVENT)?;
-            crate::system::check_answer("lambdaworker cold numpy", &body)
+            crate::system::check_answer(system, &body)
         }),
         0,
         n,
     );
     if row.note.is_none() {
-        row.note = Some(format!(
-            "{n} calls; numpy 2.2.6 resolved and installed once first ({install_s:.1} s, not counted)"
-        ));
+        row.note = Some(if zygote {
+            format!("{n} calls; before them, not counted ({setup_s:.1} s): numpy installed (first run), its zygote made")
+        } else {
+            format!(
+                "{n} calls; numpy already installed; one unmeasured call first ({setup_s:.1} s)"
+            )
+        });
     }
     row
 }
@@ -608,7 +663,6 @@ pub fn density(cluster: &mut BenchCluster, plan: &Plan) -> Result<Vec<DensityRow
     let mut conn = BlockingConn::connect(worker.addr)?;
     let avail0 = meminfo_kib("MemAvailable").context("no MemAvailable in /proc/meminfo")?;
     let cgroups = sandbox::cgroup::CgroupSetup::detect()?;
-    let parent = worker.cfg.cgroup_parent();
     let mut rows = Vec::new();
     let mut live = 0;
     let started = Instant::now();
@@ -627,15 +681,27 @@ pub fn density(cluster: &mut BenchCluster, plan: &Plan) -> Result<Vec<DensityRow
         let sandboxes = stats["sandboxes"].as_array().cloned().unwrap_or_default();
         let (mut pss_kib, mut cgroup_bytes, mut n) = (0u64, 0u64, 0usize);
         for sb in &sandboxes {
-            let (Some(id), Some(pid)) = (sb["id"].as_u64(), sb["pid"].as_i64()) else {
+            let (Some(rel), Some(pid)) = (sb["cgroup"].as_str(), sb["pid"].as_i64()) else {
                 continue;
             };
-            let cg = cgroups.cgroup(&parent.join(format!("sb-{id}")));
+            let cg = cgroups.cgroup(std::path::Path::new(rel));
             for p in cg.pids().unwrap_or_else(|_| vec![pid as i32]) {
                 pss_kib += pss_kib_of(p).unwrap_or(0);
             }
             cgroup_bytes += cg.memory_usage().unwrap_or(0);
             n += 1;
+        }
+        // The zygotes' share: their processes, and what their cgroups are charged for the
+        // sandboxes forked from them.
+        for z in stats["import_cache"]["zygotes"]
+            .as_array()
+            .into_iter()
+            .flatten()
+        {
+            if let Some(pid) = z["pid"].as_i64() {
+                pss_kib += pss_kib_of(pid as i32).unwrap_or(0);
+            }
+            cgroup_bytes += (z["memory_mb"].as_f64().unwrap_or(0.0) * 1048576.0) as u64;
         }
         let avail = meminfo_kib("MemAvailable").unwrap_or(avail0);
         let n_f = n.max(1) as f64;

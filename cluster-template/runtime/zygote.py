@@ -29,6 +29,7 @@ import sys
 import _socket
 import ctypes
 import fcntl
+import gc
 import os
 import signal
 import struct
@@ -116,6 +117,10 @@ def import_packages(package_dirs):
                 imported.append(name)
             except BaseException as exc:  # a module that refuses to load stays for the handler
                 failed.append("%s (%s: %s)" % (name, type(exc).__name__, exc))
+    # Everything imported so far stays as it is: the collector leaves these objects alone, so
+    # children do not copy the pages it would otherwise write to.
+    gc.collect()
+    gc.freeze()
     print("zygote %d: imported %s" % (os.getpid(), ", ".join(imported) or "nothing"), file=sys.stderr)
     if failed:
         print("zygote %d: could not import %s" % (os.getpid(), "; ".join(failed)), file=sys.stderr)

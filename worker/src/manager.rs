@@ -333,6 +333,11 @@ impl Manager {
         let outcome =
             tokio::time::timeout(timeout, runtime_client::call(&mut inst.conn, &event)).await;
         self.timings.record(call_phase, t.elapsed());
+        if let (Phase::FirstCall, Some(z)) = (call_phase, &inst.zygote) {
+            // The zygote's next spare, now that this first call no longer competes with it.
+            let (this, z) = (Arc::clone(self), Arc::clone(z));
+            tokio::task::spawn_blocking(move || this.import_cache.refill(&z));
+        }
         match outcome {
             Err(_) => {
                 tracing::warn!(lambda = %name, sandbox = inst.id, timeout_s = self.cfg.timeout_s, "call timed out; destroying its sandbox");
@@ -727,6 +732,7 @@ impl Manager {
             }
         };
         tracing::debug!(lambda = %name, sandbox = id, pid, spawn_ms = started.elapsed().as_secs_f64() * 1e3, "sandbox started");
+
         Ok(Instance {
             id,
             version: handler.version,

@@ -46,6 +46,9 @@ pub const ZYGOTE_PATH: &str = "/usr/local/lib/lambdaworker/zygote.py";
 const PYTHON: &str = "/usr/bin/python3";
 /// How long a fork may take from request to the child's report.
 pub const FORK_TIMEOUT: Duration = Duration::from_secs(10);
+/// Memory (MiB) a zygote's cgroup keeps for each live sandbox forked from it: measured about
+/// 0.5 MiB per hello sandbox on the root zygote (`docs/import-cache.md`), doubled for headroom.
+const CHARGE_PER_CHILD_MB: u64 = 1;
 /// After the root zygote failed to start, cold starts wait this long before trying again.
 const ROOT_RETRY: Duration = Duration::from_secs(10);
 
@@ -391,7 +394,7 @@ impl ImportCache {
                 NetMode::None => sandbox::NetMode::Isolated,
                 NetMode::Host => sandbox::NetMode::Host,
             })
-            .limits(self.limits())
+            .limits(self.zygote_limits())
             .command([PYTHON, "-B", "-S", ZYGOTE_PATH])
             .env("PATH", "/usr/local/bin:/usr/bin:/bin")
             .env("HOME", "/tmp")
@@ -472,6 +475,11 @@ impl ImportCache {
                 (&dir.join("stdout"), &dir.join("stderr")),
                 &zygote_env(want),
             )?;
+            // It runs in a spare's cgroup, made with a sandbox's limits: raise them.
+            self.cgroups
+                .cgroup(sandbox.cgroup_path())
+                .create(&self.zygote_limits())
+                .map_err(|e| e.to_string())?;
             Ok::<_, String>((sandbox, ours))
         })();
         match result {
@@ -509,11 +517,36 @@ impl ImportCache {
         }
     }
 
+    /// Limits of a sandbox forked from a zygote (the spare's cgroup), as a fresh one gets.
     fn limits(&self) -> Limits {
         Limits {
             memory_bytes: Some(self.cfg.memory_mb * 1024 * 1024),
             pids_max: Some(self.cfg.max_procs),
             cpu_quota: None,
+        }
+    }
+
+    /// Limits of a zygote's own cgroup: `memory_mb`, plus [`CHARGE_PER_CHILD_MB`] for every
+    /// sandbox the worker may hold, because pages the zygote changes after a fork stay charged
+    /// to it while the child keeps the old copy.
+    fn zygote_limits(&self) -> Limits {
+        let children = self.cfg.handler_cache_size as u64;
+        Limits {
+            memory_bytes: Some((self.cfg.memory_mb + children * CHARGE_PER_CHILD_MB) << 20),
+            pids_max: Some(self.cfg.max_procs),
+            cpu_quota: None,
+        }
+    }
+
+    /// Hands `zygote` the cgroup for its next spare if it has none (blocking). Called after a
+    /// fork, off the request's path, so that the zygote's next fork does not compete with the
+    /// sandbox that was just made; a fork that finds none hands one itself first.
+    pub fn refill(&self, zygote: &Zygote) {
+        let mut next = zygote.next.lock().unwrap_or_else(|p| p.into_inner());
+        if next.is_none() {
+            if let Err(e) = self.hand_cgroup(zygote, &mut next) {
+                tracing::warn!(zygote = zygote.id, error = %e, "cannot prepare the next spare's cgroup");
+            }
         }
     }
 
@@ -559,8 +592,8 @@ impl ImportCache {
         }
     }
 
-    /// One fork: the request with its fds; the child's report; a cgroup for the next spare;
-    /// the new sandbox, adopted in the cgroup its spare joined.
+    /// One fork: the request with its fds; the child's report; the new sandbox, adopted in the
+    /// cgroup its spare joined. The next spare's cgroup comes from [`ImportCache::refill`].
     #[allow(clippy::too_many_arguments)]
     fn fork(
         &self,
@@ -587,15 +620,9 @@ impl ImportCache {
             (cgroup, sent)
         };
         let report = sent.and_then(|reply| read_report(&reply, zygote));
-        if report.is_ok() {
-            // The next spare's cgroup, once this child has reported, so that the zygote's
-            // next fork does not compete with it.
-            let mut next = zygote.next.lock().unwrap_or_else(|p| p.into_inner());
-            if next.is_none() {
-                if let Err(e) = self.hand_cgroup(zygote, &mut next) {
-                    tracing::warn!(zygote = zygote.id, error = %e, "cannot prepare the next spare's cgroup");
-                }
-            }
+        if report.is_ok() && kind == "zygote" {
+            // A handler's caller refills later, off its path (`refill`); a zygote's now.
+            self.refill(zygote);
         }
         match report {
             Ok(pid) => match Sandbox::adopt(pid, cgroup) {
