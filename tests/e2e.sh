@@ -43,6 +43,7 @@ echo "e2e: admin workers / status"
 status=$("$ADMIN" status -cluster="$cluster")
 contains "status pings the worker" "http://localhost:$PORT/status => ready [200 OK]" "$status"
 contains "status lists containers" "Cluster containers:" "$status"
+contains "status lists the root zygote" "zygote 1  parent=-" "$(echo "$status" | sed -n '/Import cache (zygotes):/,$p')"
 
 echo "e2e: calls"
 cp -r ./quickstart/handlers/hello "$cluster/registry/hello"

@@ -314,32 +314,33 @@ def fork_spare(control, own_pidns, procs, own_packages, tmp_mb, net_ns):
 
 
 def serve(control, own_packages, tmp_mb, net_ns):
-    """Steps 1-2: keep one spare child ready; hand each request to it.
+    """Steps 1-2: keep spare children ready; hand each request to the oldest.
 
-    Messages come in the order the worker sends them: {"kind": "cgroup"} hands over the
-    prepared cgroup for the next spare (its "procs" fds); any other kind is a request, for the
-    current spare. The worker sends one cgroup before the first request and one after each, so
-    request k is served in the k-th cgroup it sent, whatever happens here.
+    Messages come in the order the worker sends them: {"kind": "cgroup"} hands over a prepared
+    cgroup for one more spare (its "procs" fds); any other kind is a request. Spares are used
+    in the order of their cgroups, so request k is served in the k-th cgroup the worker sent,
+    whatever happens here: a cgroup whose spare could not be forked waits in its place, and
+    the request that reaches it tries once more.
     """
+    import collections
     import warnings
 
     # Packages may have started threads (BLAS pools); forking is still what we mean to do.
     warnings.filterwarnings("ignore", category=DeprecationWarning, message=".*fork.*")
     signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # children are reaped by the kernel
     own_pidns = os.open("/proc/self/ns/pid", os.O_RDONLY | os.O_CLOEXEC)
-    spare = None
-    next_cgroup = None  # procs fds for the next spare
+    slots = collections.deque()  # ["spare", socket] or ["cgroup", [fd, ...]], oldest first
 
-    def new_spare():
-        nonlocal spare, next_cgroup
+    def fill(slot):
+        """Turns a cgroup slot into a spare; returns why not, or None."""
         try:
-            spare = fork_spare(control, own_pidns, next_cgroup, own_packages, tmp_mb, net_ns)
+            spare = fork_spare(control, own_pidns, slot[1], own_packages, tmp_mb, net_ns)
         except OSError as exc:
             print("zygote: cannot fork a spare: %s" % exc, file=sys.stderr)
             return str(exc)
-        for fd in next_cgroup:
+        for fd in slot[1]:
             os.close(fd)
-        next_cgroup = None
+        slot[:] = ["spare", spare]
         return None
 
     while True:
@@ -354,30 +355,29 @@ def serve(control, own_packages, tmp_mb, net_ns):
         if req is None:
             continue
         if req.get("kind") == "cgroup":
-            for fd in next_cgroup or []:
-                os.close(fd)
-            next_cgroup = fds
-            if spare is None:
-                new_spare()
+            slot = ["cgroup", fds]
+            slots.append(slot)
+            fill(slot)
             continue
-        # 2. The spare takes the request with the worker's fds; ours are closed.
+        # 2. The oldest spare takes the request with the worker's fds; ours are closed.
         try:
-            if spare is None:
-                why = new_spare() if next_cgroup is not None else "no prepared cgroup"
-                if spare is None:
-                    # This request's cgroup is used up all the same.
-                    for fd in next_cgroup or []:
-                        os.close(fd)
-                    next_cgroup = None
-                    raise OSError(0, "no spare child (%s)" % why)
-            spare.sendmsg([msg], [(_socket.SOL_SOCKET, _socket.SCM_RIGHTS, struct.pack("%di" % len(fds), *fds))])
+            if not slots:
+                raise OSError(0, "no spare child (no prepared cgroup)")
+            slot = slots.popleft()
+            why = fill(slot) if slot[0] == "cgroup" else None
+            if slot[0] != "spare":
+                for fd in slot[1]:  # this request's cgroup is used up all the same
+                    os.close(fd)
+                raise OSError(0, "no spare child (%s)" % why)
+            spare = slot[1]
+            try:
+                spare.sendmsg([msg], [(_socket.SOL_SOCKET, _socket.SCM_RIGHTS, struct.pack("%di" % len(fds), *fds))])
+            finally:
+                spare.close()
         except OSError as exc:
             if reply is not None:
                 report(reply, "error: hand the request to a spare child: %s" % (exc.strerror or exc))
         finally:
-            if spare is not None:
-                spare.close()
-                spare = None
             for fd in fds:
                 os.close(fd)
 

@@ -18,7 +18,7 @@
 //!   the cold start then falls back to a fresh sandbox, so a broken zygote costs time, never a
 //!   failed call.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::fs::{File, OpenOptions};
 use std::io::IoSliceMut;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
@@ -46,6 +46,8 @@ pub const ZYGOTE_PATH: &str = "/usr/local/lib/lambdaworker/zygote.py";
 const PYTHON: &str = "/usr/bin/python3";
 /// How long a fork may take from request to the child's report.
 pub const FORK_TIMEOUT: Duration = Duration::from_secs(10);
+/// Spare children each zygote keeps ready, so that a run of cold starts finds one prepared.
+pub const SPARES: usize = 2;
 /// Memory (MiB) a zygote's cgroup keeps for each live sandbox forked from it: measured about
 /// 0.5 MiB per hello sandbox on the root zygote (`docs/import-cache.md`), doubled for headroom.
 const CHARGE_PER_CHILD_MB: u64 = 1;
@@ -61,9 +63,10 @@ pub struct Zygote {
     sandbox: Mutex<Option<Sandbox>>,
     pid: i32,
     control: OwnedFd,
-    /// The cgroup handed to the zygote for its next spare child. Its lock also orders what is
-    /// sent on `control`, so that request k lands in the k-th cgroup handed over.
-    next: Mutex<Option<Box<dyn CgroupManager>>>,
+    /// The cgroups handed to the zygote for its spare children, oldest first (the next
+    /// request's is at the front). The lock also orders what is sent on `control`, so that
+    /// request k lands in the k-th cgroup handed over.
+    next: Mutex<VecDeque<Box<dyn CgroupManager>>>,
     dir: PathBuf,
     created: Instant,
     last_used: Mutex<Instant>,
@@ -100,13 +103,12 @@ impl Zygote {
             .ok()
             .and_then(|sb| sb.as_ref().map(|s| s.stats().memory_bytes))
             .unwrap_or(0);
-        let spare = self
+        let spares: u64 = self
             .next
             .lock()
-            .ok()
-            .and_then(|n| n.as_ref().and_then(|c| c.memory_usage().ok()))
+            .map(|n| n.iter().filter_map(|c| c.memory_usage().ok()).sum())
             .unwrap_or(0);
-        own + spare
+        own + spares
     }
 
     /// The zygote's id (its cgroup is `zy-<id>`).
@@ -121,7 +123,11 @@ impl Drop for Zygote {
     /// held an `Arc` of it.
     fn drop(&mut self) {
         let sandbox = self.sandbox.get_mut().ok().and_then(Option::take);
-        let next = self.next.get_mut().ok().and_then(Option::take);
+        let next: Vec<_> = self
+            .next
+            .get_mut()
+            .map(|n| n.drain(..).collect())
+            .unwrap_or_default();
         let dir = std::mem::take(&mut self.dir);
         let (id, pid) = (self.id, self.pid);
         let work = move || {
@@ -130,8 +136,8 @@ impl Drop for Zygote {
                     tracing::error!(zygote = id, pid, error = %e, "cannot destroy zygote");
                 }
             }
-            // The spare died with the zygote's pid namespace; its cgroup remains.
-            if let Some(cg) = next {
+            // The spares died with the zygote's pid namespace; their cgroups remain.
+            for cg in next {
                 if let Err(e) = cg.kill_all().and_then(|()| cg.remove()) {
                     tracing::error!(zygote = id, error = %e, "cannot remove the spare's cgroup");
                 }
@@ -427,16 +433,14 @@ impl ImportCache {
                     pid: sandbox.pid(),
                     sandbox: Mutex::new(Some(sandbox)),
                     control,
-                    next: Mutex::new(None),
+                    next: Mutex::new(VecDeque::new()),
                     dir,
                     created: Instant::now(),
                     last_used: Mutex::new(Instant::now()),
                     forks: AtomicU64::new(0),
                     retired: AtomicBool::new(false),
                 };
-                let mut next = z.next.lock().unwrap_or_else(|p| p.into_inner());
-                self.hand_cgroup(&z, &mut next)?;
-                drop(next);
+                self.refill(&z);
                 Ok(z)
             }
             Err(e) => {
@@ -491,17 +495,14 @@ impl ImportCache {
                     pid: sandbox.pid(),
                     sandbox: Mutex::new(Some(sandbox)),
                     control,
-                    next: Mutex::new(None),
+                    next: Mutex::new(VecDeque::new()),
                     dir,
                     created: Instant::now(),
                     last_used: Mutex::new(Instant::now()),
                     forks: AtomicU64::new(0),
                     retired: AtomicBool::new(false),
                 });
-                {
-                    let mut next = z.next.lock().unwrap_or_else(|p| p.into_inner());
-                    self.hand_cgroup(&z, &mut next)?;
-                }
+                self.refill(&z);
                 self.live
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
@@ -538,24 +539,26 @@ impl ImportCache {
         }
     }
 
-    /// Hands `zygote` the cgroup for its next spare if it has none (blocking). Called after a
-    /// fork, off the request's path, so that the zygote's next fork does not compete with the
-    /// sandbox that was just made; a fork that finds none hands one itself first.
+    /// Hands `zygote` cgroups until it has [`SPARES`] spare children (blocking). Called when
+    /// a zygote starts and after each fork, off the request's path (once the new sandbox has
+    /// answered its first call), so that making spares never competes with a cold start; a
+    /// fork that finds none hands one itself first.
     pub fn refill(&self, zygote: &Zygote) {
         let mut next = zygote.next.lock().unwrap_or_else(|p| p.into_inner());
-        if next.is_none() {
+        while next.len() < SPARES {
             if let Err(e) = self.hand_cgroup(zygote, &mut next) {
-                tracing::warn!(zygote = zygote.id, error = %e, "cannot prepare the next spare's cgroup");
+                tracing::warn!(zygote = zygote.id, error = %e, "cannot prepare a spare's cgroup");
+                break;
             }
         }
     }
 
-    /// Creates a cgroup for the zygote's next spare child and hands it over (the spare joins
-    /// it before any request comes). `next` is the zygote's locked `next` slot.
+    /// Creates a cgroup for one more spare child of the zygote and hands it over (the spare
+    /// joins it before any request comes). `next` is the zygote's locked queue.
     fn hand_cgroup(
         &self,
         zygote: &Zygote,
-        next: &mut Option<Box<dyn CgroupManager>>,
+        next: &mut VecDeque<Box<dyn CgroupManager>>,
     ) -> Result<(), String> {
         let n = self.next_id.fetch_add(1, Ordering::Relaxed);
         let cgroup = self
@@ -582,7 +585,7 @@ impl ImportCache {
         })();
         match sent {
             Ok(()) => {
-                *next = Some(cgroup);
+                next.push_back(cgroup);
                 Ok(())
             }
             Err(e) => {
@@ -609,11 +612,11 @@ impl ImportCache {
         // the request that uses it: request k runs in the k-th cgroup handed over.
         let (cgroup, sent) = {
             let mut next = zygote.next.lock().unwrap_or_else(|p| p.into_inner());
-            if next.is_none() {
+            if next.is_empty() {
                 self.hand_cgroup(zygote, &mut next)
                     .map_err(|e| format!("no cgroup for the spare: {e}"))?;
             }
-            let Some(cgroup) = next.take() else {
+            let Some(cgroup) = next.pop_front() else {
                 return Err("no cgroup for the spare".to_owned());
             };
             let sent = self.send_request(zygote, kind, mounts, packages, listen, output, env);

@@ -275,3 +275,50 @@ async fn a_package_set_gets_a_zygote_of_its_own() {
     assert!(log.contains("imported six"), "{log}");
     c.shutdown().await;
 }
+
+/// With room for one zygote besides the root, a second package set retires the first set's
+/// zygote (the least recently used leaf); the retired one lives on while a sandbox forked from
+/// it does, and forks no more.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_import_cache_retires_the_least_recently_used_leaf() {
+    if !can_run("a_full_import_cache_retires_the_least_recently_used_leaf") {
+        return;
+    }
+    let mut c =
+        TestCluster::start(r#"{"timeout_s": 120, "zygote_min_starts": 1, "import_cache_size": 2}"#)
+            .await;
+    for (name, package) in [("with-six", "six"), ("with-idna", "idna")] {
+        c.add_handler(
+            name,
+            &format!("import {package}\n\ndef handler(event):\n    return {package}.__name__\n"),
+        );
+        std::fs::write(c.registry().join(name).join("requirements.txt"), package).unwrap();
+    }
+    assert_eq!(c.call("with-six", "{}").await, (200, json!("six")));
+    let stats = c.stats().await;
+    let six = zygotes(&stats)
+        .iter()
+        .find(|z| z["packages"].to_string().contains("six/"))
+        .cloned()
+        .unwrap_or_else(|| panic!("no six zygote: {stats}"));
+    assert_eq!(c.call("with-idna", "{}").await, (200, json!("idna")));
+    let stats = c.stats().await;
+    let zs = zygotes(&stats);
+    let live: Vec<&Value> = zs.iter().filter(|z| z["retired"] == false).collect();
+    assert_eq!(live.len(), 2, "root and idna: {stats}");
+    assert!(
+        live.iter()
+            .any(|z| z["packages"].to_string().contains("idna/")),
+        "{stats}"
+    );
+    // The six zygote is retired, still alive for the with-six sandbox forked from it.
+    let retired: Vec<&Value> = zs.iter().filter(|z| z["retired"] == true).collect();
+    assert_eq!(retired.len(), 1, "{stats}");
+    assert_eq!(retired[0]["id"], six["id"], "{stats}");
+    assert!(pid_alive(six["pid"].as_i64().unwrap()));
+    assert_eq!(stats["import_cache"]["retired"], 1, "{stats}");
+    // The warm with-six sandbox still answers.
+    assert_eq!(c.call("with-six", "{}").await, (200, json!("six")));
+    c.shutdown().await;
+    assert!(!pid_alive(six["pid"].as_i64().unwrap()));
+}
