@@ -293,3 +293,107 @@ fn views_file_binds_and_exit_codes() {
     // Nothing was written to the host directories.
     assert!(!a.join("x").exists() && !b.join("x").exists());
 }
+
+/// An adopted process (started elsewhere, already in its cgroup) is watched through a pidfd and
+/// destroyed through its cgroup; a pid outside the cgroup is refused. A detached clone of a
+/// directory is read-only unless asked otherwise (checked after attaching it in a child's own
+/// mount namespace with `move_mount`).
+#[test]
+fn adopted_processes_and_detached_mounts() {
+    let Some(setup) = can_run("adopted_processes_and_detached_mounts") else {
+        return;
+    };
+    let rel = format!("lambdaworker-test/adopt-{}", std::process::id());
+    let cgroup = setup.cgroup(Path::new(&rel));
+    cgroup.create(&Limits::default()).unwrap();
+    let mut outsider = std::process::Command::new("sleep")
+        .arg("30")
+        .spawn()
+        .unwrap();
+    let refused = Sandbox::adopt(outsider.id() as i32, setup.cgroup(Path::new(&rel)));
+    assert!(refused.is_err(), "a process outside the cgroup was adopted");
+    outsider.kill().unwrap();
+    outsider.wait().unwrap();
+
+    let mut child = std::process::Command::new("sleep")
+        .arg("30")
+        .spawn()
+        .unwrap();
+    let pid = child.id() as i32;
+    cgroup.add_task(pid).unwrap();
+    let mut sb = Sandbox::adopt(pid, setup.cgroup(Path::new(&rel))).unwrap();
+    assert!(sb.is_adopted());
+    assert!(sb.is_alive());
+    assert_eq!(sb.cgroup_path(), Path::new(&rel));
+    sb.destroy().unwrap();
+    // Not our sandbox's child, but ours here: reap it so the pidfd reports the exit.
+    let status = child.wait().unwrap();
+    assert!(!status.success(), "killed, not exited");
+    assert!(!sb.is_alive());
+    assert!(cgroup_dirs(&setup, &rel).is_empty(), "cgroup left behind");
+    prune_top(&setup);
+
+    // Detached mounts, attached in a child's own mount namespace.
+    let dir = tempfile::tempdir().unwrap();
+    let (src, dst) = (dir.path().join("src"), dir.path().join("dst"));
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::create_dir_all(&dst).unwrap();
+    std::fs::write(src.join("f"), "from the host").unwrap();
+    for writable in [false, true] {
+        let clone = sandbox::DetachedMount::clone_of(&src, writable).unwrap();
+        let code = attach_in_child(&clone, &dst);
+        // 1: attached, file readable, writable; 0: attached, readable, read-only.
+        assert_eq!(code, i32::from(writable), "writable={writable}");
+        // Nothing was attached in the host's namespace.
+        assert!(!dst.join("f").exists());
+    }
+}
+
+/// In a forked child: a private mount namespace, `move_mount` of `clone` onto `dst`, read
+/// `dst/f`, try to create `dst/probe`. Returns the child's exit code (see the caller; 10+ are
+/// failures).
+fn attach_in_child(clone: &sandbox::DetachedMount, dst: &Path) -> i32 {
+    use std::ffi::CString;
+    use std::os::unix::ffi::OsStrExt;
+    let c = |p: PathBuf| CString::new(p.as_os_str().as_bytes()).unwrap();
+    let (dst_c, file_c, probe_c) = (c(dst.to_owned()), c(dst.join("f")), c(dst.join("probe")));
+    let fd = std::os::fd::AsRawFd::as_raw_fd(&std::os::fd::AsFd::as_fd(clone));
+    // SAFETY: the child only makes system calls on data prepared above, then _exits.
+    match unsafe { nix::unistd::fork() }.unwrap() {
+        nix::unistd::ForkResult::Child => {
+            // SAFETY: plain system calls with NUL-terminated strings that outlive them.
+            unsafe {
+                if libc::unshare(libc::CLONE_NEWNS) != 0 {
+                    libc::_exit(10);
+                }
+                let private = libc::MS_REC | libc::MS_PRIVATE;
+                let none = std::ptr::null();
+                if libc::mount(none, c"/".as_ptr(), none, private, std::ptr::null()) != 0 {
+                    libc::_exit(11);
+                }
+                let rc = libc::syscall(
+                    libc::SYS_move_mount,
+                    fd,
+                    c"".as_ptr(),
+                    libc::AT_FDCWD,
+                    dst_c.as_ptr(),
+                    4, // MOVE_MOUNT_F_EMPTY_PATH
+                );
+                if rc != 0 {
+                    libc::_exit(12);
+                }
+                if libc::open(file_c.as_ptr(), libc::O_RDONLY) < 0 {
+                    libc::_exit(13);
+                }
+                let w = libc::open(probe_c.as_ptr(), libc::O_CREAT | libc::O_WRONLY, 0o644);
+                libc::_exit(i32::from(w >= 0));
+            }
+        }
+        nix::unistd::ForkResult::Parent { child } => {
+            match nix::sys::wait::waitpid(child, None).unwrap() {
+                nix::sys::wait::WaitStatus::Exited(_, code) => code,
+                other => panic!("attach child: {other:?}"),
+            }
+        }
+    }
+}
