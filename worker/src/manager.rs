@@ -497,8 +497,8 @@ impl Manager {
         paused
     }
 
-    /// Memory charged to the cgroups of all live sandboxes, in bytes. Blocking (one cgroup
-    /// file read per sandbox).
+    /// Memory charged to the cgroups of all live sandboxes and zygotes, in bytes. Blocking
+    /// (one cgroup file read per sandbox).
     pub fn memory_in_use(&self) -> u64 {
         let cgroups: Vec<PathBuf> = self
             .shared
@@ -723,8 +723,7 @@ impl Manager {
             Ok(c) => c,
             Err(e) => {
                 let message = format!("cannot register the connection to sandbox {id}: {e}");
-                destroy_detached(sandbox, scratch, id, permit, shared);
-                drop(zygote);
+                destroy_detached(sandbox, scratch, id, permit, shared, zygote);
                 return Err(ApiError::SandboxFailed {
                     lambda: name.to_string(),
                     message,
@@ -732,7 +731,6 @@ impl Manager {
             }
         };
         tracing::debug!(lambda = %name, sandbox = id, pid, spawn_ms = started.elapsed().as_secs_f64() * 1e3, "sandbox started");
-
         Ok(Instance {
             id,
             version: handler.version,
@@ -812,7 +810,6 @@ impl Manager {
         let (listener, conn) = listen_and_connect(scratch)?;
         let env = sandbox_env(name, packages);
         let req = crate::zygote::HandlerRequest {
-            name,
             handler_dir,
             scratch,
             packages,
@@ -980,17 +977,19 @@ impl Manager {
     }
 }
 
-/// Cleans up a sandbox that never became an [`Instance`].
+/// Cleans up a sandbox that never became an [`Instance`] (then releases its zygote).
 fn destroy_detached(
     sandbox: Sandbox,
     scratch: PathBuf,
     id: u64,
     permit: OwnedSemaphorePermit,
     shared: Arc<Shared>,
+    zygote: Option<Arc<crate::zygote::Zygote>>,
 ) {
     shared.destroying.fetch_add(1, Ordering::SeqCst);
     tokio::task::spawn_blocking(move || {
         destroy_sandbox(sandbox, &scratch, id);
+        drop(zygote);
         shared.live.remove(&id);
         drop(permit);
         shared.destroying.fetch_sub(1, Ordering::SeqCst);

@@ -39,7 +39,6 @@ use sandbox::{DetachedMount, Sandbox, SandboxSpec};
 use serde::Serialize;
 
 use crate::config::{Config, NetMode};
-use crate::name::LambdaName;
 
 /// Path of the zygote program inside the base filesystem.
 pub const ZYGOTE_PATH: &str = "/usr/local/lib/lambdaworker/zygote.py";
@@ -220,7 +219,6 @@ impl std::fmt::Debug for ImportCache {
 /// Paths of a sandbox the cache is asked to fork.
 #[derive(Debug)]
 pub struct HandlerRequest<'a> {
-    pub name: &'a LambdaName,
     pub handler_dir: &'a Path,
     pub scratch: &'a Path,
     /// (host directory, `name/version`) of every package the lambda needs.
@@ -329,7 +327,12 @@ impl ImportCache {
             return Some(exact);
         }
         match self.create_child(&best, want) {
-            Ok(z) => Some(z),
+            Ok(z) => {
+                // Counting starts again if this zygote is ever retired.
+                let mut demand = self.demand.lock().unwrap_or_else(|p| p.into_inner());
+                demand.remove(want);
+                Some(z)
+            }
             Err(e) => {
                 tracing::warn!(packages = ?want, error = %e, "cannot create a zygote; forking from its parent");
                 Some(best)
