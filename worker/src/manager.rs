@@ -964,6 +964,16 @@ impl Manager {
         if tokio::time::timeout(deadline, wait).await.is_err() {
             tracing::warn!("some sandboxes were still being destroyed at the shutdown deadline");
         }
+        // Zygotes end after their sandboxes; wait for that too, so that the final cleanup does
+        // not race their own.
+        let zygotes = async {
+            while self.import_cache.any_alive() {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        };
+        if tokio::time::timeout(deadline, zygotes).await.is_err() {
+            tracing::warn!("some zygotes were still alive at the shutdown deadline");
+        }
     }
 
     /// True once shutdown has begun.

@@ -24,7 +24,7 @@ use std::io::IoSliceMut;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
@@ -71,6 +71,8 @@ pub struct Zygote {
     last_used: Mutex<Instant>,
     forks: AtomicU64,
     retired: AtomicBool,
+    /// The cache's count of zygote destroys under way.
+    destroying: Arc<AtomicUsize>,
 }
 
 impl std::fmt::Debug for Zygote {
@@ -129,6 +131,8 @@ impl Drop for Zygote {
             .unwrap_or_default();
         let dir = std::mem::take(&mut self.dir);
         let (id, pid) = (self.id, self.pid);
+        let destroying = Arc::clone(&self.destroying);
+        destroying.fetch_add(1, Ordering::SeqCst);
         let work = move || {
             if let Some(mut sb) = sandbox {
                 if let Err(e) = sb.destroy() {
@@ -145,6 +149,7 @@ impl Drop for Zygote {
                 tracing::warn!(zygote = id, path = %dir.display(), error = %e, "cannot remove zygote directory");
             }
             tracing::debug!(zygote = id, pid, "zygote destroyed");
+            destroying.fetch_sub(1, Ordering::SeqCst);
         };
         match tokio::runtime::Handle::try_current() {
             Ok(handle) => {
@@ -202,6 +207,7 @@ pub struct ImportCache {
     create_lock: Mutex<()>,
     root_failed: Mutex<Option<Instant>>,
     next_id: AtomicU64,
+    destroying: Arc<AtomicUsize>,
     created: AtomicU64,
     retired: AtomicU64,
     forks: AtomicU64,
@@ -250,6 +256,7 @@ impl ImportCache {
             create_lock: Mutex::new(()),
             root_failed: Mutex::new(None),
             next_id: AtomicU64::new(1),
+            destroying: Arc::new(AtomicUsize::new(0)),
             created: AtomicU64::new(0),
             retired: AtomicU64::new(0),
             forks: AtomicU64::new(0),
@@ -442,6 +449,7 @@ impl ImportCache {
                     last_used: Mutex::new(Instant::now()),
                     forks: AtomicU64::new(0),
                     retired: AtomicBool::new(false),
+                    destroying: Arc::clone(&self.destroying),
                 };
                 self.refill(&z);
                 Ok(z)
@@ -504,6 +512,7 @@ impl ImportCache {
                     last_used: Mutex::new(Instant::now()),
                     forks: AtomicU64::new(0),
                     retired: AtomicBool::new(false),
+                    destroying: Arc::clone(&self.destroying),
                 });
                 self.refill(&z);
                 self.live
@@ -818,6 +827,21 @@ impl ImportCache {
         }
     }
 
+    /// True while any zygote, live or retired, still exists or is being destroyed.
+    pub fn any_alive(&self) -> bool {
+        if self.destroying.load(Ordering::SeqCst) > 0 {
+            return true;
+        }
+        let live = !self
+            .live
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_empty();
+        let mut retired = self.retired_list.lock().unwrap_or_else(|p| p.into_inner());
+        retired.retain(|w| w.strong_count() > 0);
+        live || !retired.is_empty()
+    }
+
     /// Retires every zygote (shutdown); each ends with its last sandbox.
     pub fn close(&self) {
         let all: Vec<Arc<Zygote>> = self
@@ -829,6 +853,9 @@ impl ImportCache {
         for z in &all {
             z.retired.store(true, Ordering::Relaxed);
         }
+        let mut retired = self.retired_list.lock().unwrap_or_else(|p| p.into_inner());
+        retired.extend(all.iter().map(Arc::downgrade));
+        drop(retired);
         drop(all);
     }
 }

@@ -46,6 +46,7 @@ struct State {
     stuck_freeze: bool,
     busy_rmdirs: usize,
     failures: BTreeMap<PathBuf, i32>,
+    read_failures: BTreeMap<PathBuf, i32>,
     memsw: bool,
     swap: bool,
     kill_file: bool,
@@ -75,6 +76,7 @@ impl FakeFs {
                 stuck_freeze: false,
                 busy_rmdirs: 0,
                 failures: BTreeMap::new(),
+                read_failures: BTreeMap::new(),
                 memsw: true,
                 swap: true,
                 kill_file: true,
@@ -207,6 +209,15 @@ impl FakeFs {
             .lock()
             .unwrap()
             .failures
+            .insert(self.base.join(rel), errno);
+    }
+
+    /// Reads of `rel` (relative to the base) fail with `errno`.
+    pub(crate) fn fail_reads(&self, rel: &str, errno: i32) {
+        self.state
+            .lock()
+            .unwrap()
+            .read_failures
             .insert(self.base.join(rel), errno);
     }
 
@@ -502,6 +513,9 @@ impl FakeFs {
 
 impl CgroupFs for FakeFs {
     fn read(&self, path: &Path) -> io::Result<String> {
+        if let Some(&errno) = self.state.lock().unwrap().read_failures.get(path) {
+            return Err(io::Error::from_raw_os_error(errno));
+        }
         if path.is_dir() {
             return Err(io::Error::from_raw_os_error(libc::EISDIR));
         }

@@ -195,12 +195,18 @@ pub(crate) fn procs(fs: &dyn CgroupFs, dir: &Path) -> Result<Vec<i32>> {
     parse_procs(&path, &read(fs, &path)?)
 }
 
+/// True for the errors of a cgroup that does not exist, or is being removed as we look
+/// (its files then answer `ENODEV`).
+fn gone(e: &io::Error) -> bool {
+    e.kind() == io::ErrorKind::NotFound || e.raw_os_error() == Some(libc::ENODEV)
+}
+
 /// Pids in `dir/cgroup.procs`; a cgroup that does not exist (any more) has none.
 pub(crate) fn procs_if_exists(fs: &dyn CgroupFs, dir: &Path) -> Result<Vec<i32>> {
     let path = dir.join("cgroup.procs");
     match fs.read(&path) {
         Ok(text) => parse_procs(&path, &text),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Vec::new()),
+        Err(e) if gone(&e) => Ok(Vec::new()),
         Err(source) => Err(CgroupError::Read { path, source }),
     }
 }
@@ -276,7 +282,7 @@ pub(crate) fn kill_and_wait(fs: &dyn CgroupFs, plan: &KillPlan<'_>) -> Result<()
             // The directory may already be gone; anything else leaves processes frozen forever.
             match fs.write(state, "THAWED") {
                 Ok(()) => {}
-                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) if gone(&e) => {}
                 Err(source) => {
                     return Err(CgroupError::Write {
                         path: state.clone(),
@@ -299,7 +305,7 @@ fn kill_round(fs: &dyn CgroupFs, plan: &KillPlan<'_>, deadline: Instant) -> Resu
     if let Some(kill_file) = &plan.kill_file {
         match fs.write(kill_file, "1") {
             Ok(()) => {}
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) if gone(&e) => {}
             Err(source) => {
                 return Err(CgroupError::Write {
                     path: kill_file.clone(),

@@ -370,6 +370,22 @@ mod tests {
     }
 
     #[test]
+    fn remove_tree_tolerates_a_cgroup_removed_meanwhile() {
+        // Another thread removing a cgroup under the tree (a zygote destroying itself at
+        // shutdown): its files answer ENODEV until the directory is gone.
+        let tmp = tempfile::tempdir().unwrap();
+        let (fake, setup) = FakeFs::v2(tmp.path(), "cpu memory pids");
+        let fake = Arc::new(fake);
+        for rel in ["lw/zy-1", "lw/sb-2"] {
+            create(&setup, &fake, rel);
+        }
+        fake.fail_reads("cgroup/lw/zy-1/cgroup.procs", libc::ENODEV);
+        fake.set("cgroup/lw/sb-2/cgroup.procs", "7\n");
+        assert_eq!(setup.remove_tree_with(Path::new("lw"), &*fake).unwrap(), 3);
+        assert!(!fake.path("cgroup/lw").exists());
+    }
+
+    #[test]
     fn remove_tree_names_survivors() {
         let tmp = tempfile::tempdir().unwrap();
         let (fake, setup) = FakeFs::v2(tmp.path(), "cpu memory pids");
