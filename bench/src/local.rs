@@ -58,6 +58,7 @@ impl Local {
             handler_dir,
             &scratch,
             &[],
+            &worker::lambda_config::LambdaLimits::defaults(&self.cfg),
         )
         .map_err(|e| anyhow::anyhow!("direct sandbox for {name}: {e}"))?;
         let rt = tokio::runtime::Builder::new_current_thread()

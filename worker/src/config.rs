@@ -116,6 +116,12 @@ pub struct Config {
     pub import_cache_size: usize,
     /// Cold starts needing one exact package set before it gets a zygote of its own.
     pub zygote_min_starts: u64,
+    /// CPU quota of one sandbox in percent of one CPU (`0`: none); a lambda's `lambda.json`
+    /// may set its own.
+    pub cpu_percent: u64,
+    /// Calls of one lambda that may wait for a free slot (`max_sandboxes_per_lambda`, or the
+    /// lambda's `max_concurrency`); one more gets 429.
+    pub max_queue_per_lambda: usize,
     /// Log filter (`error`, `warn`, `info`, `debug`, `trace`, or a tracing-subscriber directive).
     pub log_level: String,
 }
@@ -148,6 +154,8 @@ impl Default for Config {
             import_cache: true,
             import_cache_size: 8,
             zygote_min_starts: 2,
+            cpu_percent: 0,
+            max_queue_per_lambda: 256,
             log_level: "info".to_owned(),
         }
     }

@@ -39,6 +39,20 @@ pub enum ApiError {
         package: String,
         message: String,
     },
+    #[error("lambda {lambda} has an invalid {path}: {source}")]
+    BadLambdaConfig {
+        lambda: String,
+        path: String,
+        source: crate::lambda_config::LambdaConfigError,
+    },
+    #[error(
+        "lambda {lambda} has {max_concurrency} calls running and {queued} waiting: try again later"
+    )]
+    TooManyRequests {
+        lambda: String,
+        max_concurrency: usize,
+        queued: usize,
+    },
     #[error("request body is not valid JSON: {message}")]
     BadJson { message: String },
     #[error("request body is larger than {limit} bytes")]
@@ -73,7 +87,9 @@ impl ApiError {
             ApiError::InvalidName { .. }
             | ApiError::BadJson { .. }
             | ApiError::BodyRead { .. }
-            | ApiError::BadRequirements { .. } => StatusCode::BAD_REQUEST,
+            | ApiError::BadRequirements { .. }
+            | ApiError::BadLambdaConfig { .. } => StatusCode::BAD_REQUEST,
+            ApiError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::PackageInstall { .. } => StatusCode::FAILED_DEPENDENCY,
             ApiError::BadHandler { .. } => StatusCode::FORBIDDEN,
             ApiError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
@@ -126,6 +142,29 @@ impl ApiError {
                 "package": package,
                 "pip": detail,
             }),
+            ApiError::BadLambdaConfig {
+                lambda,
+                path,
+                source,
+            } => json!({
+                "error": "invalid lambda config",
+                "message": message,
+                "lambda": lambda,
+                "path": path,
+                "key": source.key,
+            }),
+            ApiError::TooManyRequests {
+                lambda,
+                max_concurrency,
+                queued,
+            } => json!({
+                "error": "too many requests",
+                "message": message,
+                "lambda": lambda,
+                "max_concurrency": max_concurrency,
+                "queued": queued,
+                "retry_after_s": 1,
+            }),
             ApiError::BadJson { .. } => json!({"error": "invalid JSON", "message": message}),
             ApiError::BodyTooLarge { limit } => {
                 json!({"error": "body too large", "message": message, "limit_bytes": limit})
@@ -163,6 +202,9 @@ impl ApiError {
         if let ApiError::MethodNotAllowed { allow, .. } = &self {
             builder = builder.header(header::ALLOW, *allow);
         }
+        if let ApiError::TooManyRequests { .. } = &self {
+            builder = builder.header(header::RETRY_AFTER, "1");
+        }
         let mut body = self.body().to_string();
         body.push('\n');
         builder
@@ -178,6 +220,35 @@ impl ApiError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn limits_errors_name_the_key_and_say_when_to_retry() {
+        let e = ApiError::TooManyRequests {
+            lambda: "one".into(),
+            max_concurrency: 2,
+            queued: 8,
+        };
+        let resp = e.into_response();
+        assert_eq!(resp.status(), 429);
+        assert_eq!(resp.headers()[header::RETRY_AFTER], "1");
+        let source = crate::lambda_config::LambdaConfigError {
+            path: "/r/x/lambda.json".into(),
+            key: Some("memory_mb".into()),
+            message: "must be a multiple of 64, not 200".into(),
+        };
+        let e = ApiError::BadLambdaConfig {
+            lambda: "x".into(),
+            path: "/r/x/lambda.json".into(),
+            source,
+        };
+        assert_eq!(e.status(), 400);
+        let body = e.body();
+        assert_eq!(body["key"], "memory_mb");
+        assert_eq!(
+            body["message"],
+            "lambda x has an invalid /r/x/lambda.json: key \"memory_mb\": must be a multiple of 64, not 200"
+        );
+    }
 
     #[test]
     fn statuses_and_bodies() {

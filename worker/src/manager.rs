@@ -30,7 +30,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use dashmap::DashMap;
-use sandbox::cgroup::{CgroupSetup, Limits};
+use sandbox::cgroup::CgroupSetup;
 use sandbox::{Sandbox, SandboxSpec};
 use serde::Serialize;
 use tokio::net::UnixStream;
@@ -38,6 +38,7 @@ use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, TryAcquireError};
 
 use crate::config::{Config, NetMode};
 use crate::error::ApiError;
+use crate::lambda_config::LambdaLimits;
 use crate::name::LambdaName;
 use crate::registry::{Handler, HandlerVersion, Registry};
 use crate::runtime_client::{self, Reply, WireError};
@@ -104,7 +105,13 @@ pub struct CacheStats {
 }
 
 struct Pool {
-    gate: Arc<Semaphore>,
+    /// (size, semaphore): at most `max_concurrency` calls at once. A lambda whose limit
+    /// changes gets a new semaphore; calls already waiting keep the old one.
+    gate: Mutex<(usize, Arc<Semaphore>)>,
+    /// Calls waiting for the gate.
+    waiting: AtomicUsize,
+    /// The limits of the handler version last seen (`lambda.json` is read once per version).
+    limits: Mutex<Option<(HandlerVersion, LambdaLimits)>>,
     /// Front: least recently used.
     idle: Mutex<VecDeque<Instance>>,
     counters: Counters,
@@ -209,8 +216,8 @@ pub struct Manager {
     memory_budget: u64,
     /// The last measurement of [`Manager::memory_in_use`] (reaper tick or cold start).
     memory_seen: AtomicU64,
-    /// Sandboxes started since that measurement.
-    started_since_measure: AtomicU64,
+    /// The memory limits (MiB) of the sandboxes started since that measurement.
+    started_mb_since_measure: AtomicU64,
     hits: AtomicU64,
     misses: AtomicU64,
     evictions: AtomicU64,
@@ -250,7 +257,7 @@ impl Manager {
             import_cache: crate::zygote::ImportCache::new(Arc::clone(&cfg), cgroups.clone()),
             memory_budget: memory_budget_bytes(&cfg),
             memory_seen: AtomicU64::new(0),
-            started_since_measure: AtomicU64::new(0),
+            started_mb_since_measure: AtomicU64::new(0),
             hits: AtomicU64::new(0),
             misses: AtomicU64::new(0),
             evictions: AtomicU64::new(0),
@@ -267,7 +274,12 @@ impl Manager {
         }
         Arc::clone(&self.pools.entry(name.clone()).or_insert_with(|| {
             Arc::new(Pool {
-                gate: Arc::new(Semaphore::new(self.cfg.max_sandboxes_per_lambda)),
+                gate: Mutex::new((
+                    self.cfg.max_sandboxes_per_lambda,
+                    Arc::new(Semaphore::new(self.cfg.max_sandboxes_per_lambda)),
+                )),
+                waiting: AtomicUsize::new(0),
+                limits: Mutex::new(None),
                 idle: Mutex::new(VecDeque::new()),
                 counters: Counters::default(),
             })
@@ -281,10 +293,76 @@ impl Manager {
         self.timings.record(Phase::Lookup, t.elapsed());
         let pool = self.pool(name);
         pool.counters.calls.fetch_add(1, Ordering::Relaxed);
-        let result = self.run_in_pool(name, &handler, &pool, event).await;
+        let result = match self.limits_for(name, &handler, &pool) {
+            Ok(limits) => self.run_in_pool(name, &handler, &pool, limits, event).await,
+            Err(e) => Err(e),
+        };
         if result.is_err() {
             pool.counters.errors.fetch_add(1, Ordering::Relaxed);
         }
+        result
+    }
+
+    /// The lambda's limits (`lambda.json` over the defaults), read once per handler version.
+    fn limits_for(
+        &self,
+        name: &LambdaName,
+        handler: &Handler,
+        pool: &Pool,
+    ) -> Result<LambdaLimits, ApiError> {
+        let mut cached = pool.limits.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((version, limits)) = cached.as_ref() {
+            if *version == handler.version {
+                return Ok(*limits);
+            }
+        }
+        let limits = LambdaLimits::load(&handler.dir, &self.cfg).map_err(|source| {
+            ApiError::BadLambdaConfig {
+                lambda: name.to_string(),
+                path: source.path.display().to_string(),
+                source,
+            }
+        })?;
+        *cached = Some((handler.version, limits));
+        Ok(limits)
+    }
+
+    /// A slot among the lambda's `max_concurrency`: at once, or after waiting in its bounded
+    /// queue; 429 when the queue is full.
+    async fn enter_gate(
+        &self,
+        name: &LambdaName,
+        pool: &Pool,
+        limits: &LambdaLimits,
+    ) -> Result<OwnedSemaphorePermit, ApiError> {
+        let gate = {
+            let mut gate = pool.gate.lock().unwrap_or_else(|p| p.into_inner());
+            if gate.0 != limits.max_concurrency {
+                *gate = (
+                    limits.max_concurrency,
+                    Arc::new(Semaphore::new(limits.max_concurrency)),
+                );
+            }
+            Arc::clone(&gate.1)
+        };
+        match Arc::clone(&gate).try_acquire_owned() {
+            Ok(permit) => return Ok(permit),
+            Err(TryAcquireError::Closed) => return Err(unavailable("the worker is shutting down")),
+            Err(TryAcquireError::NoPermits) => {}
+        }
+        let queued = pool.waiting.fetch_add(1, Ordering::SeqCst);
+        let result = if queued >= self.cfg.max_queue_per_lambda {
+            Err(ApiError::TooManyRequests {
+                lambda: name.to_string(),
+                max_concurrency: limits.max_concurrency,
+                queued,
+            })
+        } else {
+            gate.acquire_owned()
+                .await
+                .map_err(|_| unavailable("the worker is shutting down"))
+        };
+        pool.waiting.fetch_sub(1, Ordering::SeqCst);
         result
     }
 
@@ -293,16 +371,14 @@ impl Manager {
         name: &LambdaName,
         handler: &Handler,
         pool: &Arc<Pool>,
+        limits: LambdaLimits,
         event: Bytes,
     ) -> Result<Bytes, ApiError> {
         if self.closing.load(Ordering::SeqCst) {
             return Err(unavailable("the worker is shutting down"));
         }
         let t = Instant::now();
-        let _gate = Arc::clone(&pool.gate)
-            .acquire_owned()
-            .await
-            .map_err(|_| unavailable("the worker is shutting down"))?;
+        let _gate = self.enter_gate(name, pool, &limits).await?;
         self.timings.record(Phase::Queue, t.elapsed());
         let t = Instant::now();
         let idle = self.take_idle(pool, handler.version);
@@ -319,7 +395,7 @@ impl Manager {
             }
             None => {
                 self.misses.fetch_add(1, Ordering::Relaxed);
-                let inst = self.start_instance(name, handler).await?;
+                let inst = self.start_instance(name, handler, &limits).await?;
                 pool.counters.cold_starts.fetch_add(1, Ordering::Relaxed);
                 if inst.zygote.is_some() {
                     pool.counters.zygote_starts.fetch_add(1, Ordering::Relaxed);
@@ -328,7 +404,7 @@ impl Manager {
             }
         };
         inst.set_state("busy", 1);
-        let timeout = Duration::from_secs(self.cfg.timeout_s);
+        let timeout = Duration::from_secs(limits.timeout_s);
         let t = Instant::now();
         let outcome =
             tokio::time::timeout(timeout, runtime_client::call(&mut inst.conn, &event)).await;
@@ -340,11 +416,11 @@ impl Manager {
         }
         match outcome {
             Err(_) => {
-                tracing::warn!(lambda = %name, sandbox = inst.id, timeout_s = self.cfg.timeout_s, "call timed out; destroying its sandbox");
+                tracing::warn!(lambda = %name, sandbox = inst.id, timeout_s = limits.timeout_s, "call timed out; destroying its sandbox");
                 drop(inst);
                 Err(ApiError::Timeout {
                     lambda: name.to_string(),
-                    timeout_s: self.cfg.timeout_s,
+                    timeout_s: limits.timeout_s,
                 })
             }
             Ok(Err(wire)) => {
@@ -516,7 +592,7 @@ impl Manager {
     /// Evicts one idle sandbox if the sandboxes use more than the memory budget. Blocking.
     /// Returns whether it evicted one.
     pub fn enforce_memory_budget(&self) -> bool {
-        self.started_since_measure.store(0, Ordering::Relaxed);
+        self.started_mb_since_measure.store(0, Ordering::Relaxed);
         let used = self.memory_in_use();
         self.memory_seen.store(used, Ordering::Relaxed);
         if used <= self.memory_budget {
@@ -590,9 +666,10 @@ impl Manager {
         // reaper measures once a second; a cold start measures again only when that
         // measurement plus `memory_mb` for every sandbox started since could exceed 90% of the
         // budget (an upper bound: no sandbox can use more than its limit).
-        let bound = self.memory_seen.load(Ordering::Relaxed).saturating_add(
-            self.started_since_measure.load(Ordering::Relaxed) * self.cfg.memory_mb * (1 << 20),
-        );
+        let bound = self
+            .memory_seen
+            .load(Ordering::Relaxed)
+            .saturating_add(self.started_mb_since_measure.load(Ordering::Relaxed) << 20);
         let near = bound > self.memory_budget / 10 * 9;
         while near && tokio::time::Instant::now() < deadline {
             let this = Arc::clone(self);
@@ -652,6 +729,7 @@ impl Manager {
         self: &Arc<Self>,
         name: &LambdaName,
         handler: &Handler,
+        limits: &LambdaLimits,
     ) -> Result<Instance, ApiError> {
         // Packages first, without holding a capacity slot: an install may take minutes.
         let t = Instant::now();
@@ -676,19 +754,22 @@ impl Manager {
         self.timings.record(Phase::Packages, t.elapsed());
         let t = Instant::now();
         let permit = self.acquire_capacity().await?;
-        self.started_since_measure.fetch_add(1, Ordering::Relaxed);
+        self.started_mb_since_measure
+            .fetch_add(limits.memory_mb, Ordering::Relaxed);
         self.timings.record(Phase::Capacity, t.elapsed());
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let this = Arc::clone(self);
         let lambda = name.clone();
         let dir = handler.dir.clone();
         let started = Instant::now();
-        let spawned =
-            tokio::task::spawn_blocking(move || this.spawn_sandbox(id, &lambda, dir, &packages))
-                .await
-                .map_err(|e| ApiError::Internal {
-                    message: format!("sandbox start task failed: {e}"),
-                })?;
+        let limits = *limits;
+        let spawned = tokio::task::spawn_blocking(move || {
+            this.spawn_sandbox(id, &lambda, dir, &packages, &limits)
+        })
+        .await
+        .map_err(|e| ApiError::Internal {
+            message: format!("sandbox start task failed: {e}"),
+        })?;
         let ((sandbox, conn, zygote), scratch) =
             spawned.map_err(|message| ApiError::SandboxFailed {
                 lambda: name.to_string(),
@@ -752,11 +833,12 @@ impl Manager {
         name: &LambdaName,
         handler_dir: PathBuf,
         packages: &[(PathBuf, PathBuf)],
+        limits: &LambdaLimits,
     ) -> Result<(Spawned, PathBuf), String> {
         let scratch = self.handlers_dir.join(name.as_str()).join(id.to_string());
         std::fs::create_dir_all(&scratch)
             .map_err(|e| format!("cannot create {}: {e}", scratch.display()))?;
-        let result = self.spawn_in(id, name, &handler_dir, &scratch, packages);
+        let result = self.spawn_in(id, name, &handler_dir, &scratch, packages, limits);
         if result.is_err() {
             let _ = std::fs::remove_dir_all(&scratch);
         }
@@ -770,11 +852,12 @@ impl Manager {
         handler_dir: &Path,
         scratch: &Path,
         packages: &[(PathBuf, PathBuf)],
+        limits: &LambdaLimits,
     ) -> Result<Spawned, String> {
         let cgroup = self.cgroup_parent.join(format!("sb-{id}"));
         if self.import_cache.enabled() {
             let t = Instant::now();
-            match self.fork_from_zygote(name, handler_dir, scratch, packages) {
+            match self.fork_from_zygote(name, handler_dir, scratch, packages, limits) {
                 Ok(Some(forked)) => {
                     self.timings.record(Phase::SpawnZygote, t.elapsed());
                     return Ok(forked);
@@ -794,6 +877,7 @@ impl Manager {
             handler_dir,
             scratch,
             packages,
+            limits,
         )
         .map_err(|e| format!("sandbox {id}: {e}"))?;
         Ok((started.0, started.1, None))
@@ -806,6 +890,7 @@ impl Manager {
         handler_dir: &Path,
         scratch: &Path,
         packages: &[(PathBuf, PathBuf)],
+        limits: &LambdaLimits,
     ) -> Result<Option<Spawned>, String> {
         let (listener, conn) = listen_and_connect(scratch)?;
         let env = sandbox_env(name, packages);
@@ -815,6 +900,7 @@ impl Manager {
             packages,
             listen: listener.as_fd(),
             env: &env,
+            limits,
         };
         let Some(forked) = self.import_cache.fork_handler(&req)? else {
             drop(listener);
@@ -939,7 +1025,13 @@ impl Manager {
         self.closing.store(true, Ordering::SeqCst);
         self.capacity.close();
         for entry in &self.pools {
-            entry.value().gate.close();
+            entry
+                .value()
+                .gate
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .1
+                .close();
             let drained: Vec<Instance> = entry
                 .value()
                 .idle
@@ -1046,11 +1138,12 @@ pub(crate) fn read_tail(path: &Path, max: u64) -> String {
 /// Starts the sandbox of one call of `name` exactly as the manager does for a cold start: a
 /// listening `server_pipe` socket in `scratch` (passed in as fd 3), the spec (base read-only,
 /// `/handler` read-only, `scratch` as `/host`, the lambda's `packages` (host directory,
-/// `name/version`) read-only under `/packages` and on `LAMBDA_PACKAGES`, limits from `cfg`) and
-/// the runtime.
+/// `name/version`) read-only under `/packages` and on `LAMBDA_PACKAGES`, cgroup limits and
+/// `/tmp` size from `limits`) and the runtime.
 /// Returns the sandbox and a non-blocking connection to its runtime (already queued in the
 /// socket's backlog, so the first request can be written at once). Blocking; `scratch` must
 /// exist. Public so that benchmarks can call a sandbox directly, without the HTTP layer.
+#[allow(clippy::too_many_arguments)]
 pub fn spawn_lambda_sandbox(
     cfg: &Config,
     cgroups: &CgroupSetup,
@@ -1059,6 +1152,7 @@ pub fn spawn_lambda_sandbox(
     handler_dir: &Path,
     scratch: &Path,
     packages: &[(PathBuf, PathBuf)],
+    limits: &LambdaLimits,
 ) -> Result<(Sandbox, std::io::Result<std::os::unix::net::UnixStream>), String> {
     let t0 = Instant::now();
     let (listener, conn) = listen_and_connect(scratch)?;
@@ -1069,17 +1163,13 @@ pub fn spawn_lambda_sandbox(
     builder = builder
         .mount(handler_dir, "/handler", false)
         .mount(scratch, "/host", true)
-        .tmp_mb(cfg.tmp_mb)
+        .tmp_mb(limits.tmp_mb)
         .hostname("lambda")
         .net(match cfg.net {
             NetMode::None => sandbox::NetMode::Isolated,
             NetMode::Host => sandbox::NetMode::Host,
         })
-        .limits(Limits {
-            memory_bytes: Some(cfg.memory_mb * 1024 * 1024),
-            pids_max: Some(cfg.max_procs),
-            cpu_quota: None,
-        })
+        .limits(limits.cgroup())
         .command([PYTHON, "-B", "-S", RUNTIME_PATH]);
     for (key, value) in sandbox_env(name, packages) {
         builder = builder.env(&key, &value);

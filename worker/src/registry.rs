@@ -19,15 +19,15 @@ pub struct HandlerVersion {
     ino: u64,
     size: u64,
     mtime_ns: i128,
-    /// The same identity of `requirements.txt` and `packages.txt`, when present: editing them
-    /// also retires the lambda's sandboxes.
-    deps: [Option<(u64, u64, i128)>; 2],
+    /// The same identity of `requirements.txt`, `packages.txt` and `lambda.json`, when
+    /// present: editing them also retires the lambda's sandboxes.
+    deps: [Option<(u64, u64, i128)>; 3],
 }
 
 impl HandlerVersion {
     /// Whether the lambda had a `requirements.txt` or `packages.txt` at lookup.
     pub fn has_requirements(&self) -> bool {
-        self.deps.iter().any(Option::is_some)
+        self.deps[..2].iter().any(Option::is_some)
     }
 }
 
@@ -88,6 +88,7 @@ impl Registry {
         let deps = [
             dep(crate::packages::REQUIREMENTS_FILES[0]),
             dep(crate::packages::REQUIREMENTS_FILES[1]),
+            dep(crate::lambda_config::LAMBDA_CONFIG_FILE),
         ];
         Ok(Handler {
             dir,

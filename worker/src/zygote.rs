@@ -231,6 +231,8 @@ pub struct HandlerRequest<'a> {
     pub packages: &'a [(PathBuf, PathBuf)],
     pub listen: BorrowedFd<'a>,
     pub env: &'a [(String, String)],
+    /// The lambda's limits (cgroup and `/tmp` size).
+    pub limits: &'a crate::lambda_config::LambdaLimits,
 }
 
 impl ImportCache {
@@ -296,6 +298,7 @@ impl ImportCache {
         let result = self.fork(
             &zygote,
             "handler",
+            Some(req.limits),
             &mounts,
             &want,
             req.listen,
@@ -484,6 +487,7 @@ impl ImportCache {
             let sandbox = self.fork(
                 parent,
                 "zygote",
+                None,
                 &mounts,
                 want,
                 theirs.as_fd(),
@@ -614,6 +618,7 @@ impl ImportCache {
         &self,
         zygote: &Arc<Zygote>,
         kind: &str,
+        limits: Option<&crate::lambda_config::LambdaLimits>,
         mounts: &ForkMounts,
         packages: &[String],
         listen: BorrowedFd<'_>,
@@ -631,7 +636,20 @@ impl ImportCache {
             let Some(cgroup) = next.pop_front() else {
                 return Err("no cgroup for the spare".to_owned());
             };
-            let sent = self.send_request(zygote, kind, mounts, packages, listen, output, env);
+            // The spare's cgroup was made with the defaults; a lambda may have its own.
+            let mut tmp_mb = self.cfg.tmp_mb;
+            if let Some(l) = limits {
+                tmp_mb = l.tmp_mb;
+                if l.cgroup() != self.limits() {
+                    if let Err(e) = cgroup.create(&l.cgroup()) {
+                        // Nothing was sent: the spare stays first in line, and so its cgroup.
+                        next.push_front(cgroup);
+                        return Err(format!("cannot set the sandbox's limits: {e}"));
+                    }
+                }
+            }
+            let sent =
+                self.send_request(zygote, kind, tmp_mb, mounts, packages, listen, output, env);
             (cgroup, sent)
         };
         let report = sent.and_then(|reply| read_report(&reply, zygote));
@@ -672,6 +690,7 @@ impl ImportCache {
         &self,
         zygote: &Zygote,
         kind: &str,
+        tmp_mb: u64,
         mounts: &ForkMounts,
         packages: &[String],
         listen: BorrowedFd<'_>,
@@ -714,7 +733,7 @@ impl ImportCache {
             "packages": packages,
             "env": env.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>(),
             "net_ns": self.cfg.net == NetMode::None,
-            "tmp_mb": self.cfg.tmp_mb,
+            "tmp_mb": tmp_mb,
         });
         let body = serde_json::to_vec(&request).map_err(|e| ours(e.to_string()))?;
         sendmsg::<()>(
