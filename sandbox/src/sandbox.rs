@@ -303,6 +303,11 @@ impl Sandbox {
         }
     }
 
+    /// How many of the sandbox's processes the OOM killer has killed (0 if unknown).
+    pub fn oom_kills(&self) -> u64 {
+        self.cgroup.oom_kills().unwrap_or(0)
+    }
+
     /// Kills every process, reaps the first, removes the cgroup. Idempotent. Blocking.
     pub fn destroy(&mut self) -> Result<(), SandboxError> {
         if self.state == State::Destroyed {

@@ -68,6 +68,8 @@ pub enum ApiError {
     },
     #[error("sandbox of {lambda} failed: {message}")]
     SandboxFailed { lambda: String, message: String },
+    #[error("the sandbox of {lambda} ran out of memory (memory_mb {memory_mb}) and was killed")]
+    OutOfMemory { lambda: String, memory_mb: u64 },
     #[error("lambda {lambda} timed out after {timeout_s} s")]
     Timeout { lambda: String, timeout_s: u64 },
     #[error("worker unavailable: {message}")]
@@ -96,7 +98,9 @@ impl ApiError {
             ApiError::HandlerRaised { .. } | ApiError::Internal { .. } => {
                 StatusCode::INTERNAL_SERVER_ERROR
             }
-            ApiError::SandboxFailed { .. } => StatusCode::BAD_GATEWAY,
+            ApiError::SandboxFailed { .. } | ApiError::OutOfMemory { .. } => {
+                StatusCode::BAD_GATEWAY
+            }
             ApiError::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
             ApiError::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
         }
@@ -185,6 +189,9 @@ impl ApiError {
             }),
             ApiError::SandboxFailed { lambda, .. } => {
                 json!({"error": "sandbox failed", "message": message, "lambda": lambda})
+            }
+            ApiError::OutOfMemory { lambda, memory_mb } => {
+                json!({"error": "out of memory", "message": message, "lambda": lambda, "memory_mb": memory_mb})
             }
             ApiError::Timeout { lambda, timeout_s } => {
                 json!({"error": "timeout", "message": message, "lambda": lambda, "timeout_s": timeout_s})

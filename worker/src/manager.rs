@@ -424,6 +424,16 @@ impl Manager {
                 })
             }
             Ok(Err(wire)) => {
+                // Killed by the OOM killer: say so (and the next call gets a fresh sandbox).
+                let oom = inst.sandbox.as_ref().map_or(0, Sandbox::oom_kills);
+                if oom > 0 {
+                    tracing::warn!(lambda = %name, sandbox = inst.id, memory_mb = limits.memory_mb, "sandbox ran out of memory; destroying it");
+                    drop(inst);
+                    return Err(ApiError::OutOfMemory {
+                        lambda: name.to_string(),
+                        memory_mb: limits.memory_mb,
+                    });
+                }
                 let message = self.sandbox_failure(&inst, &wire);
                 tracing::warn!(lambda = %name, sandbox = inst.id, %message, "sandbox failed; destroying it");
                 drop(inst);

@@ -149,3 +149,37 @@ async fn max_concurrency_queues_and_then_refuses_with_429() {
     let mut c = std::sync::Arc::try_unwrap(c).unwrap_or_else(|_| panic!("still shared"));
     c.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn out_of_memory_says_so_and_the_next_call_gets_a_fresh_sandbox() {
+    if !can_run("out_of_memory_says_so_and_the_next_call_gets_a_fresh_sandbox") {
+        return;
+    }
+    const HOG: &str = r#"def handler(event):
+    if event.get("mb"):
+        hog = b"x" * (event["mb"] << 20)
+        return len(hog)
+    return "fine"
+"#;
+    for patch in [r#"{"import_cache": false}"#, "{}"] {
+        let mut c = TestCluster::start(patch).await;
+        c.add_handler("hog", HOG);
+        std::fs::write(
+            c.registry().join("hog/lambda.json"),
+            r#"{"memory_mb": 128}"#,
+        )
+        .unwrap();
+        let (status, r) = c.call("hog", r#"{"mb": 400}"#).await;
+        assert_eq!(status, 502, "{patch}: {r}");
+        assert_eq!(r["error"], "out of memory", "{patch}: {r}");
+        assert_eq!(r["memory_mb"], 128);
+        assert_eq!(c.call("hog", "{}").await, (200, json!("fine")), "{patch}");
+        let stats = c.stats().await;
+        assert_eq!(
+            stats["lambdas"]["hog"]["cold_starts"], 2,
+            "{patch}: {stats}"
+        );
+        assert_eq!(stats["lambdas"]["hog"]["errors"], 1, "{patch}: {stats}");
+        c.shutdown().await;
+    }
+}

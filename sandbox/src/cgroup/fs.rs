@@ -126,6 +126,25 @@ pub(crate) fn read_u64(fs: &dyn CgroupFs, path: &Path) -> Result<u64> {
     })
 }
 
+/// The value of the `key value` line named `key` in a flat-keyed file (`memory.events`,
+/// `memory.oom_control`); 0 when there is no such line.
+pub(crate) fn read_keyed(fs: &dyn CgroupFs, path: &Path, key: &str) -> Result<u64> {
+    let text = read(fs, path)?;
+    for line in text.lines() {
+        let mut parts = line.split_whitespace();
+        if parts.next() == Some(key) {
+            return parts
+                .next()
+                .and_then(|v| v.parse().ok())
+                .ok_or_else(|| CgroupError::Parse {
+                    path: path.to_path_buf(),
+                    content: line.to_owned(),
+                });
+        }
+    }
+    Ok(0)
+}
+
 /// How many times cgroup creation starts over when a directory on its path vanished.
 const CREATE_ATTEMPTS: usize = 5;
 

@@ -242,6 +242,9 @@ pub trait CgroupManager: Send + Sync + std::fmt::Debug {
     fn thaw(&self) -> Result<()>;
     /// v1: memory.usage_in_bytes; v2: memory.current.
     fn memory_usage(&self) -> Result<u64>;
+    /// How many processes the OOM killer has killed in this cgroup: the `oom_kill` line of v1
+    /// `memory.oom_control` (Linux 4.13+) or v2 `memory.events`; 0 when the line is missing.
+    fn oom_kills(&self) -> Result<u64>;
     /// rmdir in every hierarchy; idempotent (a missing directory is success); retries EBUSY briefly (processes
     /// that were just killed may still be exiting).
     fn remove(&self) -> Result<()>;

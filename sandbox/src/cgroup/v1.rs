@@ -231,6 +231,12 @@ impl CgroupManager for V1Cgroup {
         )
     }
 
+    fn oom_kills(&self) -> Result<u64> {
+        check_rel(&self.rel)?;
+        let file = self.dir("memory")?.join("memory.oom_control");
+        fs::read_keyed(&*self.fs, &file, "oom_kill")
+    }
+
     fn remove(&self) -> Result<()> {
         check_rel(&self.rel)?;
         fs::remove_dirs(&*self.fs, &self.unique_dirs())
@@ -470,6 +476,23 @@ mod tests {
         assert_eq!(cg.memory_usage().unwrap(), 4096);
         fake.set(&format!("memory/{REL}/memory.usage_in_bytes"), "lots\n");
         assert!(matches!(cg.memory_usage(), Err(CgroupError::Parse { .. })));
+    }
+
+    #[test]
+    fn oom_kills_read_the_oom_control_line() {
+        let (_tmp, fake, cg) = hybrid();
+        cg.create(&Limits::default()).unwrap();
+        let file = format!("memory/{REL}/memory.oom_control");
+        fake.set(&file, "oom_kill_disable 0\nunder_oom 0\noom_kill 2\n");
+        assert_eq!(cg.oom_kills().unwrap(), 2);
+        fake.set(&file, "oom_kill_disable 0\nunder_oom 0\n");
+        assert_eq!(
+            cg.oom_kills().unwrap(),
+            0,
+            "kernels before 4.13 have no such line"
+        );
+        fake.set(&file, "oom_kill many\n");
+        assert!(matches!(cg.oom_kills(), Err(CgroupError::Parse { .. })));
     }
 
     #[test]

@@ -186,6 +186,11 @@ impl CgroupManager for V2Cgroup {
         fs::read_u64(&*self.fs, &self.dir.join("memory.current"))
     }
 
+    fn oom_kills(&self) -> Result<u64> {
+        check_rel(&self.rel)?;
+        fs::read_keyed(&*self.fs, &self.dir.join("memory.events"), "oom_kill")
+    }
+
     fn remove(&self) -> Result<()> {
         check_rel(&self.rel)?;
         fs::remove_dirs(&*self.fs, std::slice::from_ref(&self.dir))
@@ -212,6 +217,16 @@ mod tests {
 
     fn manager(fake: &Arc<FakeFs>, setup: &CgroupSetup, rel: &str) -> Box<dyn CgroupManager> {
         setup.cgroup_with(Path::new(rel), fake.clone())
+    }
+
+    #[test]
+    fn oom_kills_read_memory_events() {
+        let (_tmp, fake, setup) = fake_v2(ALL, |f| f);
+        let cg = manager(&fake, &setup, REL);
+        cg.create(&Limits::default()).unwrap();
+        let file = format!("cgroup/{REL}/memory.events");
+        fake.set(&file, "low 0\nhigh 0\nmax 5\noom 1\noom_kill 1\n");
+        assert_eq!(cg.oom_kills().unwrap(), 1);
     }
 
     fn limits() -> Limits {
