@@ -19,6 +19,7 @@ use crate::system::{check_answer, System, EVENT};
 pub struct Local {
     pub cfg: Config,
     pub cgroups: CgroupSetup,
+    hardening: sandbox::Hardening,
     next: u64,
 }
 
@@ -26,9 +27,12 @@ impl Local {
     /// `cfg` is a worker config whose `worker_dir` exists (from `BenchCluster::worker_config`).
     pub fn new(cfg: Config) -> Result<Self> {
         let cgroups = CgroupSetup::detect().context("cannot find the cgroup hierarchies")?;
+        let hardening = sandbox::Hardening::new(cfg.sandbox_uid, cfg.sandbox_gid)
+            .context("cannot build the sandbox hardening")?;
         Ok(Self {
             cfg,
             cgroups,
+            hardening,
             next: 1,
         })
     }
@@ -49,6 +53,8 @@ impl Local {
         let scratch = self.cfg.worker_dir.join("direct").join(id.to_string());
         std::fs::create_dir_all(&scratch)
             .with_context(|| format!("cannot create {}", scratch.display()))?;
+        std::os::unix::fs::chown(&scratch, Some(self.hardening.uid), Some(self.hardening.gid))
+            .with_context(|| format!("cannot chown {}", scratch.display()))?;
         let lambda = LambdaName::parse(name).map_err(|e| anyhow::anyhow!("{e}"))?;
         let (sandbox, conn) = worker::manager::spawn_lambda_sandbox(
             &self.cfg,
@@ -59,6 +65,7 @@ impl Local {
             &scratch,
             &[],
             &worker::lambda_config::LambdaLimits::defaults(&self.cfg),
+            &self.hardening,
         )
         .map_err(|e| anyhow::anyhow!("direct sandbox for {name}: {e}"))?;
         let rt = tokio::runtime::Builder::new_current_thread()

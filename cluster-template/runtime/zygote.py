@@ -28,6 +28,7 @@ import sys
 
 import _socket
 import ctypes
+import errno
 import fcntl
 import gc
 import os
@@ -48,12 +49,19 @@ MNT_DETACH = 0x2
 AT_FDCWD = -100
 MOVE_MOUNT_F_EMPTY_PATH = 0x4
 SYS_MOVE_MOUNT = 429  # x86_64 and aarch64 share it (the new mount API's numbers are common)
+PR_SET_SECCOMP, PR_CAPBSET_DROP, PR_SET_NO_NEW_PRIVS = 22, 24, 38
+SECCOMP_MODE_FILTER = 2
 SIOCGIFFLAGS, SIOCSIFFLAGS = 0x8913, 0x8914
 IFF_UP, IFF_RUNNING = 0x1, 0x40
 
 libc = ctypes.CDLL(None, use_errno=True)
 libc.mount.argtypes = (ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong, ctypes.c_char_p)
 libc.umount2.argtypes = (ctypes.c_char_p, ctypes.c_int)
+libc.prctl.argtypes = (ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong)
+
+
+class SockFprog(ctypes.Structure):
+    _fields_ = (("len", ctypes.c_ushort), ("filter", ctypes.c_void_p))
 
 
 class StepError(Exception):
@@ -252,7 +260,31 @@ def become_sandbox(req, fds, own_packages, tmp_mb, net_ns):
         key, _, value = item.partition("=")
         os.environ[key] = value
     os.chdir("/host")
+    # 10. Give up privileges as a fresh sandbox does right before execve (docs/security.md).
+    if req.get("harden"):
+        give_up_privileges(req["harden"])
     return ["/packages/" + rel for rel in packages]
+
+
+def give_up_privileges(h):
+    """Empty capability bounding set, no supplementary groups, the unprivileged uid and gid
+    (which clears every other capability), no_new_privs, then the worker's seccomp filters."""
+    for cap in range(64):
+        if libc.prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) != 0 and ctypes.get_errno() != errno.EINVAL:
+            raise StepError("drop the capability bounding set: %s" % os.strerror(ctypes.get_errno()))
+    uid, gid = int(h["uid"]), int(h["gid"])
+    if uid == 0 or gid == 0:
+        raise StepError("refusing to run handler code as uid or gid 0")
+    os.setgroups([])
+    os.setresgid(gid, gid, gid)
+    os.setresuid(uid, uid, uid)
+    check(libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), "set no_new_privs")
+    for text in h.get("seccomp", []):
+        raw = bytes.fromhex(text)
+        buf = ctypes.create_string_buffer(raw, len(raw))
+        prog = SockFprog(len(raw) // 8, ctypes.cast(buf, ctypes.c_void_p))
+        rc = libc.prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, ctypes.addressof(prog), 0, 0)
+        check(rc, "install the seccomp filter")
 
 
 def spare_main(link, procs, own_packages, tmp_mb, net_ns):
@@ -273,7 +305,7 @@ def spare_main(link, procs, own_packages, tmp_mb, net_ns):
     except BaseException as exc:
         report(fds["reply"][0], "error: %s" % exc)
         os._exit(1)
-    # 10. Report readiness; the worker reads this process's pid from the message's credentials.
+    # 11. Report readiness; the worker reads this process's pid from the message's credentials.
     try:
         os.write(4, b"ok")
     finally:

@@ -8,6 +8,7 @@
 
 pub mod cgroup;
 pub mod detached;
+pub mod harden;
 pub mod mounts;
 pub mod process;
 pub mod spec;
@@ -16,5 +17,6 @@ pub mod syscall;
 mod sandbox;
 
 pub use detached::{DetachError, DetachedMount};
+pub use harden::{HardenError, Hardening};
 pub use sandbox::{Sandbox, SandboxError, SandboxStats, StartTimings, State};
 pub use spec::{BindMount, NetMode, SandboxSpec, SpecError, View};

@@ -13,7 +13,11 @@
 //! 3. `setsid`, so terminal signals to the daemon's process group never reach the sandbox
 //! 4. run the [`SetupPlan`] (host name, loopback, mounts, `pivot_root`)
 //! 5. wire stdin (`/dev/null`), stdout, stderr and the passed fds (3, 4, ...)
-//! 6. mark every other fd close-on-exec, then `execve` the program
+//! 6. when the spec asks for it, give up privileges (see [`crate::harden`]): empty the
+//!    capability bounding set, drop supplementary groups, `setresgid`/`setresuid` to the
+//!    unprivileged ids (which clears every remaining capability), `no_new_privs`, then the
+//!    seccomp filters
+//! 7. mark every other fd close-on-exec, then `execve` the program
 
 use std::ffi::{c_char, CString};
 use std::fs::{File, OpenOptions};
@@ -40,6 +44,7 @@ pub enum ChildStage {
     Setup = 4,
     Stdio = 5,
     Exec = 6,
+    Harden = 7,
 }
 
 impl ChildStage {
@@ -51,6 +56,7 @@ impl ChildStage {
             4 => Self::Setup,
             5 => Self::Stdio,
             6 => Self::Exec,
+            7 => Self::Harden,
             _ => return None,
         })
     }
@@ -94,6 +100,8 @@ struct ChildPlan<'a> {
     envp: Vec<*const c_char>,
     err_fd: RawFd,
     empty_mask: libc::sigset_t,
+    /// (uid, gid, filters) when the spec asks for hardening.
+    harden: Option<(libc::uid_t, libc::gid_t, Vec<libc::sock_fprog>)>,
 }
 
 /// A started (exec'd) sandbox process, not yet waited for.
@@ -186,6 +194,19 @@ pub fn spawn(
     // SAFETY: `empty_mask` is a valid, writable sigset_t.
     unsafe { libc::sigemptyset(&mut empty_mask) };
 
+    let harden = spec.hardening.as_ref().map(|h| {
+        let progs = h
+            .filters
+            .iter()
+            .map(|p| libc::sock_fprog {
+                len: p.len() as libc::c_ushort,
+                // The same 8-byte layout as libc's struct sock_filter; the kernel only reads it.
+                filter: p.as_ptr() as *mut libc::sock_filter,
+            })
+            .collect::<Vec<_>>();
+        (h.uid, h.gid, progs)
+    });
+
     let plan = ChildPlan {
         setup: &setup,
         procs: procs.iter().map(AsRawFd::as_raw_fd).collect(),
@@ -195,6 +216,7 @@ pub fn spawn(
         envp,
         err_fd: err_write.as_raw_fd(),
         empty_mask,
+        harden,
     };
 
     let mut flags = CloneFlags::CLONE_NEWNS
@@ -260,6 +282,19 @@ pub fn spawn(
                 Some(ChildStage::Setup) => setup.describe(index),
                 Some(ChildStage::Stdio) => format!("set up fd {index}"),
                 Some(ChildStage::Exec) => format!("execute {}", spec.argv[0]),
+                Some(ChildStage::Harden) => format!(
+                    "give up privileges ({})",
+                    [
+                        "drop the capability bounding set",
+                        "drop supplementary groups",
+                        "set the group ids",
+                        "set the user ids",
+                        "set no_new_privs",
+                    ]
+                    .get(index)
+                    .copied()
+                    .unwrap_or("install the seccomp filter")
+                ),
                 None => format!("run stage {}", word(0)),
             };
             fail(SpawnError::Child {
@@ -290,6 +325,57 @@ fn child_fail(err_fd: RawFd, stage: ChildStage, index: usize, errno: Errno) -> i
         libc::write(err_fd, rec.as_ptr().cast(), rec.len());
         libc::_exit(127)
     }
+}
+
+/// Step 6 of the child: see the module docs. Returns (step, errno) on failure. Child only.
+fn give_up_privileges(
+    uid: libc::uid_t,
+    gid: libc::gid_t,
+    progs: &[libc::sock_fprog],
+) -> Result<(), (usize, Errno)> {
+    // SAFETY: prctl, setgroups, setresgid and setresuid take plain integers (setgroups a null
+    // list of length 0) and touch no memory of ours.
+    unsafe {
+        for cap in 0..=63 {
+            // EINVAL: no such capability on this kernel (past CAP_LAST_CAP).
+            if libc::prctl(libc::PR_CAPBSET_DROP, cap, 0, 0, 0) != 0
+                && Errno::last() != Errno::EINVAL
+            {
+                return Err((0, Errno::last()));
+            }
+        }
+        if libc::setgroups(0, std::ptr::null()) != 0 {
+            return Err((1, Errno::last()));
+        }
+        if libc::setresgid(gid, gid, gid) != 0 {
+            return Err((2, Errno::last()));
+        }
+        // From root to a non-zero uid without SECBIT_KEEP_CAPS: the permitted, effective and
+        // ambient sets are cleared.
+        if libc::setresuid(uid, uid, uid) != 0 {
+            return Err((3, Errno::last()));
+        }
+        if libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 {
+            return Err((4, Errno::last()));
+        }
+    }
+    for (i, prog) in progs.iter().enumerate() {
+        // SAFETY: `prog` points at a BPF program owned by the parent's spec, valid for the
+        // whole call; the kernel copies it.
+        let rc = unsafe {
+            libc::prctl(
+                libc::PR_SET_SECCOMP,
+                libc::SECCOMP_MODE_FILTER,
+                prog as *const libc::sock_fprog,
+                0,
+                0,
+            )
+        };
+        if rc != 0 {
+            return Err((5 + i, Errno::last()));
+        }
+    }
+    Ok(())
 }
 
 /// The child side: system calls only, then exec. Never returns on success.
@@ -330,6 +416,13 @@ fn child_main(p: &ChildPlan<'_>) -> isize {
             return child_fail(p.err_fd, ChildStage::Stdio, target, Errno::last());
         }
     }
+    // 6. privileges.
+    if let Some((uid, gid, progs)) = &p.harden {
+        if let Err((step, errno)) = give_up_privileges(*uid, *gid, progs) {
+            return child_fail(p.err_fd, ChildStage::Harden, step, errno);
+        }
+    }
+
     // Anything else still open without close-on-exec must not leak into the sandbox.
     // SAFETY: close_range with CLOSE_RANGE_CLOEXEC only changes fd flags; errors (old kernels)
     // are ignored because every fd the daemon opens is already close-on-exec.

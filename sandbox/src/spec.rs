@@ -81,6 +81,7 @@ pub struct SandboxSpec {
     pub(crate) cwd: PathBuf,
     pub(crate) stdout: PathBuf,
     pub(crate) stderr: PathBuf,
+    pub(crate) hardening: Option<crate::Hardening>,
 }
 
 impl SandboxSpec {
@@ -102,6 +103,7 @@ impl SandboxSpec {
                 cwd: PathBuf::from("/"),
                 stdout: PathBuf::new(),
                 stderr: PathBuf::new(),
+                hardening: None,
             },
         }
     }
@@ -185,6 +187,13 @@ impl SpecBuilder {
     /// Working directory inside the sandbox.
     pub fn cwd(mut self, cwd: impl Into<PathBuf>) -> Self {
         self.spec.cwd = cwd.into();
+        self
+    }
+    /// Runs the program unprivileged: the child drops every capability, its groups, root (for
+    /// `hardening`'s uid and gid), sets `no_new_privs` and installs the seccomp filters, right
+    /// before `execve`.
+    pub fn harden(mut self, hardening: crate::Hardening) -> Self {
+        self.spec.hardening = Some(hardening);
         self
     }
     /// Host files receiving the sandbox's stdout and stderr (created, appended to).

@@ -119,6 +119,9 @@ pub struct Config {
     /// CPU quota of one sandbox in percent of one CPU (`0`: none); a lambda's `lambda.json`
     /// may set its own.
     pub cpu_percent: u64,
+    /// The unprivileged user and group handler code runs as (never 0).
+    pub sandbox_uid: u32,
+    pub sandbox_gid: u32,
     /// Calls of one lambda that may wait for a free slot (`max_sandboxes_per_lambda`, or the
     /// lambda's `max_concurrency`); one more gets 429.
     pub max_queue_per_lambda: usize,
@@ -155,6 +158,8 @@ impl Default for Config {
             import_cache_size: 8,
             zygote_min_starts: 2,
             cpu_percent: 0,
+            sandbox_uid: 65534,
+            sandbox_gid: 65534,
             max_queue_per_lambda: 256,
             log_level: "info".to_owned(),
         }
@@ -276,6 +281,18 @@ impl Config {
         }
         if self.zygote_min_starts == 0 {
             return bad("zygote_min_starts", "must be at least 1");
+        }
+        if self.sandbox_uid == 0 {
+            return bad(
+                "sandbox_uid",
+                "must not be 0: handler code never runs as root",
+            );
+        }
+        if self.sandbox_gid == 0 {
+            return bad(
+                "sandbox_gid",
+                "must not be 0: handler code never runs as root",
+            );
         }
         let url = &self.pip_index_url;
         if !(url.is_empty() || url.starts_with("https://") || url.starts_with("http://")) {

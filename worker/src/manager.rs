@@ -213,6 +213,8 @@ pub struct Manager {
     timings: Timings,
     packages: crate::packages::Packages,
     import_cache: crate::zygote::ImportCache,
+    /// What every handler sandbox gives up before it runs handler code.
+    hardening: sandbox::Hardening,
     memory_budget: u64,
     /// The last measurement of [`Manager::memory_in_use`] (reaper tick or cold start).
     memory_seen: AtomicU64,
@@ -237,8 +239,9 @@ impl std::fmt::Debug for Manager {
 impl Manager {
     /// A manager for `cfg`, putting sandboxes under `cgroup_parent` and scratch directories under
     /// `<worker_dir>/handlers`.
-    pub fn new(cfg: Arc<Config>, cgroups: CgroupSetup) -> Self {
-        Self {
+    pub fn new(cfg: Arc<Config>, cgroups: CgroupSetup) -> Result<Self, sandbox::HardenError> {
+        Ok(Self {
+            hardening: sandbox::Hardening::new(cfg.sandbox_uid, cfg.sandbox_gid)?,
             registry: Registry::new(cfg.registry_dir.clone()),
             cgroup_parent: cfg.cgroup_parent(),
             handlers_dir: cfg.worker_dir.join("handlers"),
@@ -265,7 +268,7 @@ impl Manager {
             unpauses: AtomicU64::new(0),
             cgroups,
             cfg,
-        }
+        })
     }
 
     fn pool(&self, name: &LambdaName) -> Arc<Pool> {
@@ -848,6 +851,15 @@ impl Manager {
         let scratch = self.handlers_dir.join(name.as_str()).join(id.to_string());
         std::fs::create_dir_all(&scratch)
             .map_err(|e| format!("cannot create {}: {e}", scratch.display()))?;
+        // The handler runs as the sandbox user: its /host is its own.
+        let owner = (Some(self.hardening.uid), Some(self.hardening.gid));
+        if let Err(e) = std::os::unix::fs::chown(&scratch, owner.0, owner.1) {
+            let _ = std::fs::remove_dir_all(&scratch);
+            return Err(format!(
+                "cannot hand {} to the sandbox user: {e}",
+                scratch.display()
+            ));
+        }
         let result = self.spawn_in(id, name, &handler_dir, &scratch, packages, limits);
         if result.is_err() {
             let _ = std::fs::remove_dir_all(&scratch);
@@ -888,6 +900,7 @@ impl Manager {
             scratch,
             packages,
             limits,
+            &self.hardening,
         )
         .map_err(|e| format!("sandbox {id}: {e}"))?;
         Ok((started.0, started.1, None))
@@ -911,6 +924,7 @@ impl Manager {
             listen: listener.as_fd(),
             env: &env,
             limits,
+            hardening: &self.hardening,
         };
         let Some(forked) = self.import_cache.fork_handler(&req)? else {
             drop(listener);
@@ -1163,6 +1177,7 @@ pub fn spawn_lambda_sandbox(
     scratch: &Path,
     packages: &[(PathBuf, PathBuf)],
     limits: &LambdaLimits,
+    hardening: &sandbox::Hardening,
 ) -> Result<(Sandbox, std::io::Result<std::os::unix::net::UnixStream>), String> {
     let t0 = Instant::now();
     let (listener, conn) = listen_and_connect(scratch)?;
@@ -1180,6 +1195,7 @@ pub fn spawn_lambda_sandbox(
             NetMode::Host => sandbox::NetMode::Host,
         })
         .limits(limits.cgroup())
+        .harden(hardening.clone())
         .command([PYTHON, "-B", "-S", RUNTIME_PATH]);
     for (key, value) in sandbox_env(name, packages) {
         builder = builder.env(&key, &value);

@@ -69,7 +69,10 @@ impl Worker {
             addr: format!("{}:{}", cfg.worker_host, cfg.worker_port),
             source: e,
         })?;
-        let manager = Arc::new(Manager::new(Arc::clone(&cfg), cgroups));
+        let manager = Arc::new(
+            Manager::new(Arc::clone(&cfg), cgroups)
+                .map_err(|e| WorkerError::Other(e.to_string()))?,
+        );
         {
             let m = Arc::clone(&manager);
             let removed = tokio::task::spawn_blocking(move || m.remove_stale_package_staging())

@@ -233,6 +233,8 @@ pub struct HandlerRequest<'a> {
     pub env: &'a [(String, String)],
     /// The lambda's limits (cgroup and `/tmp` size).
     pub limits: &'a crate::lambda_config::LambdaLimits,
+    /// What the child gives up before it loads the handler.
+    pub hardening: &'a sandbox::Hardening,
 }
 
 impl ImportCache {
@@ -298,7 +300,7 @@ impl ImportCache {
         let result = self.fork(
             &zygote,
             "handler",
-            Some(req.limits),
+            Some((req.limits, req.hardening)),
             &mounts,
             &want,
             req.listen,
@@ -618,7 +620,7 @@ impl ImportCache {
         &self,
         zygote: &Arc<Zygote>,
         kind: &str,
-        limits: Option<&crate::lambda_config::LambdaLimits>,
+        limits: Option<(&crate::lambda_config::LambdaLimits, &sandbox::Hardening)>,
         mounts: &ForkMounts,
         packages: &[String],
         listen: BorrowedFd<'_>,
@@ -638,7 +640,7 @@ impl ImportCache {
             };
             // The spare's cgroup was made with the defaults; a lambda may have its own.
             let mut tmp_mb = self.cfg.tmp_mb;
-            if let Some(l) = limits {
+            if let Some((l, _)) = limits {
                 tmp_mb = l.tmp_mb;
                 if l.cgroup() != self.limits() {
                     if let Err(e) = cgroup.create(&l.cgroup()) {
@@ -648,8 +650,10 @@ impl ImportCache {
                     }
                 }
             }
-            let sent =
-                self.send_request(zygote, kind, tmp_mb, mounts, packages, listen, output, env);
+            let harden = limits.map(|(_, h)| h);
+            let sent = self.send_request(
+                zygote, kind, tmp_mb, harden, mounts, packages, listen, output, env,
+            );
             (cgroup, sent)
         };
         let report = sent.and_then(|reply| read_report(&reply, zygote));
@@ -691,6 +695,7 @@ impl ImportCache {
         zygote: &Zygote,
         kind: &str,
         tmp_mb: u64,
+        harden: Option<&sandbox::Hardening>,
         mounts: &ForkMounts,
         packages: &[String],
         listen: BorrowedFd<'_>,
@@ -727,7 +732,7 @@ impl ImportCache {
         add("listen", listen);
         add("stdout", stdout.as_fd());
         add("stderr", stderr.as_fd());
-        let request = serde_json::json!({
+        let mut request = serde_json::json!({
             "kind": kind,
             "fds": roles,
             "packages": packages,
@@ -735,6 +740,13 @@ impl ImportCache {
             "net_ns": self.cfg.net == NetMode::None,
             "tmp_mb": tmp_mb,
         });
+        if let Some(h) = harden {
+            request["harden"] = serde_json::json!({
+                "uid": h.uid,
+                "gid": h.gid,
+                "seccomp": h.filter_bytes().iter().map(|b| hex(b)).collect::<Vec<_>>(),
+            });
+        }
         let body = serde_json::to_vec(&request).map_err(|e| ours(e.to_string()))?;
         sendmsg::<()>(
             zygote.control.as_raw_fd(),
@@ -1011,6 +1023,10 @@ fn read_report(reply: &OwnedFd, zygote: &Zygote) -> Result<i32, (String, bool)> 
             false,
         )),
     }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 fn mb(bytes: u64) -> f64 {

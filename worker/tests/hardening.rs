@@ -1,0 +1,138 @@
+//! What handler code may not do, tried from inside a sandbox started fresh and one forked from a
+//! zygote (root only): the same answers on both paths.
+
+mod common;
+
+use common::{can_run, TestCluster};
+use serde_json::Value;
+
+/// Tries each forbidden thing and reports the outcome (the errno name, or "allowed").
+const ATTEMPTS: &str = r#"import ctypes, errno, os, subprocess, threading
+
+libc = ctypes.CDLL(None, use_errno=True)
+
+def outcome(fn):
+    try:
+        rc = fn()
+        if isinstance(rc, int) and rc < 0:
+            return errno.errorcode.get(ctypes.get_errno(), str(ctypes.get_errno()))
+        return "allowed"
+    except OSError as exc:
+        return errno.errorcode.get(exc.errno, str(exc.errno))
+
+def write(path):
+    with open(path, "w") as f:
+        f.write("1")
+
+def status():
+    with open("/proc/self/status") as f:
+        return dict(line.rstrip("\n").split(":\t", 1) for line in f if ":\t" in line)
+
+def handler(event):
+    s = status()
+    t = threading.Thread(target=lambda: None)
+    t.start()
+    t.join()
+    return {
+        "uid": os.getuid(), "euid": os.geteuid(), "gid": os.getgid(), "groups": os.getgroups(),
+        "caps": {k: s[k].strip() for k in ("CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb")},
+        "no_new_privs": s["NoNewPrivs"].strip(), "seccomp": s["Seccomp"].strip(),
+        "thread": "ok",
+        "subprocess": subprocess.run(["/bin/true"]).returncode,
+        "mount": outcome(lambda: libc.mount(b"none", b"/tmp", b"tmpfs", 0, None)),
+        "unshare_user": outcome(lambda: libc.unshare(0x10000000)),
+        "unshare_mount": outcome(lambda: libc.unshare(0x00020000)),
+        "chroot": outcome(lambda: os.chroot("/tmp")),
+        "setuid_root": outcome(lambda: os.setuid(0)),
+        "mknod": outcome(lambda: os.mknod("/tmp/dev-null", 0o20666, os.makedev(1, 3))),
+        "sysrq": outcome(lambda: write("/proc/sysrq-trigger")),
+        "proc_sys": outcome(lambda: write("/proc/sys/kernel/hostname")),
+        "shadow": outcome(lambda: open("/etc/shadow").read()),
+        "handler_dir": outcome(lambda: write("/handler/new-file")),
+        "root_dir": outcome(lambda: write("/new-file")),
+        "host_dir": outcome(lambda: write("/host/own-file")),
+    }
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn handler_code_runs_unprivileged_on_both_paths() {
+    if !can_run("handler_code_runs_unprivileged_on_both_paths") {
+        return;
+    }
+    let mut reports = Vec::new();
+    for patch in [r#"{"import_cache": false}"#, "{}"] {
+        let mut c = TestCluster::start(patch).await;
+        c.add_handler("attempts", ATTEMPTS);
+        let (status, r) = c.call("attempts", "{}").await;
+        assert_eq!(status, 200, "{patch}: {r}");
+        let stats = c.stats().await;
+        let forked = stats["lambdas"]["attempts"]["zygote_starts"] == 1;
+        assert_eq!(forked, patch == "{}", "{patch}: {stats}");
+        assert_eq!(r["uid"], c.cfg.sandbox_uid, "{patch}: {r}");
+        assert_eq!(r["euid"], c.cfg.sandbox_uid);
+        assert_eq!(r["gid"], c.cfg.sandbox_gid);
+        assert_eq!(r["groups"], serde_json::json!([]), "{patch}: {r}");
+        for (set, value) in r["caps"].as_object().unwrap() {
+            assert_eq!(value, "0000000000000000", "{patch}: {set} in {r}");
+        }
+        assert_eq!(r["no_new_privs"], "1", "{patch}: {r}");
+        assert_eq!(r["seccomp"], "2", "{patch}: seccomp filter mode: {r}");
+        // What still works: threads (clone3 falls back to clone), fork and exec, its own /host.
+        assert_eq!(r["thread"], "ok");
+        assert_eq!(r["subprocess"], 0, "{patch}: {r}");
+        assert_eq!(r["host_dir"], "allowed", "{patch}: {r}");
+        // What does not.
+        for (attempt, expected) in [
+            ("mount", "EPERM"),
+            ("unshare_user", "EPERM"),
+            ("unshare_mount", "EPERM"),
+            ("chroot", "EPERM"),
+            ("setuid_root", "EPERM"),
+            ("mknod", "EPERM"),
+            ("shadow", "EACCES"),
+        ] {
+            assert_eq!(r[attempt], expected, "{patch}: {attempt} in {r}");
+        }
+        for attempt in ["proc_sys", "handler_dir", "root_dir"] {
+            let v = r[attempt].as_str().unwrap();
+            assert!(v == "EACCES" || v == "EROFS", "{patch}: {attempt} was {v}");
+        }
+        // Root-only, or absent from kernels built without magic SysRq.
+        let v = r["sysrq"].as_str().unwrap();
+        assert!(v == "EACCES" || v == "ENOENT", "{patch}: sysrq was {v}");
+        // Files it makes in /host belong to the sandbox user, on the host too.
+        let sb = &stats["sandboxes"][0];
+        let scratch = c
+            .cfg
+            .worker_dir
+            .join(format!("handlers/attempts/{}", sb["id"]));
+        let md = std::fs::metadata(scratch.join("own-file")).unwrap();
+        assert_eq!(std::os::unix::fs::MetadataExt::uid(&md), c.cfg.sandbox_uid);
+        let mut r = r.clone();
+        if let Some(o) = r.as_object_mut() {
+            o.remove("subprocess");
+        }
+        reports.push(r);
+        c.shutdown().await;
+    }
+    // Fresh and forked sandboxes answer alike.
+    assert_eq!(reports[0], reports[1]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn root_is_refused_as_the_sandbox_user() {
+    if !can_run("root_is_refused_as_the_sandbox_user") {
+        return;
+    }
+    let (_tmp, _dir, mut cfg) = common::new_cluster("{}");
+    cfg.sandbox_uid = 0;
+    let err = worker::Worker::start(cfg)
+        .await
+        .err()
+        .map(|e| e.to_string());
+    let err: Value = err.into();
+    assert!(
+        err.as_str().unwrap_or_default().contains("sandbox_uid"),
+        "{err}"
+    );
+}
