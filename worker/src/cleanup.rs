@@ -1,8 +1,10 @@
 //! Removing what a worker left behind: its sandboxes' and zygotes' processes and cgroups, and
 //! their scratch directories. Run at start (after a crash), at shutdown, and by `admin kill`.
 //!
-//! Mounts need no cleanup: every sandbox mount lives in the sandbox's own mount namespace, which
-//! disappears with its last process.
+//! Sandbox mounts need no cleanup: they live in the sandbox's own mount namespace, which
+//! disappears with its last process. The one exception is each scratch directory, a size-limited
+//! tmpfs mounted in the worker's namespace ([`mount_scratch`]): it is unmounted when its sandbox
+//! is destroyed, and leftovers of a crashed run are found in `/proc/self/mountinfo`.
 
 use std::path::Path;
 
@@ -18,6 +20,7 @@ pub fn remove_leftovers(cfg: &Config, cgroups: &CgroupSetup) -> Result<String, W
     let removed = cgroups.remove_tree(&parent)?;
     remove_empty_top(cgroups, parent.parent());
     let handlers = cfg.worker_dir.join("handlers");
+    let unmounted = unmount_under(&handlers);
     let scratch = match std::fs::read_dir(&handlers) {
         Ok(entries) => entries.count(),
         Err(_) => 0,
@@ -32,8 +35,76 @@ pub fn remove_leftovers(cfg: &Config, cgroups: &CgroupSetup) -> Result<String, W
         source,
     })?;
     Ok(format!(
-        "removed {removed} cgroup directories and scratch space of {scratch} lambdas"
+        "removed {removed} cgroup directories and scratch space of {scratch} lambdas ({unmounted} mounts)"
     ))
+}
+
+/// Mounts a tmpfs of `size_mb` on `dir` (an empty scratch directory), its root owned by
+/// `uid`:`gid`: the sandbox's `/host`, bounded, and charged to the memory cgroup of whoever
+/// writes to it.
+pub fn mount_scratch(dir: &Path, size_mb: u64, uid: u32, gid: u32) -> Result<(), String> {
+    use nix::mount::{mount, MsFlags};
+    let data = format!("size={size_mb}m,nr_inodes=16384,mode=0755,uid={uid},gid={gid}");
+    mount(
+        Some("tmpfs"),
+        dir,
+        Some("tmpfs"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+        Some(data.as_str()),
+    )
+    .map_err(|e| format!("cannot mount the scratch tmpfs on {}: {e}", dir.display()))
+}
+
+/// Unmounts a scratch directory's tmpfs (if mounted) and removes the directory.
+pub fn remove_scratch(dir: &Path) -> std::io::Result<()> {
+    use nix::mount::{umount2, MntFlags};
+    match umount2(dir, MntFlags::MNT_DETACH) {
+        // EINVAL: not a mount point (already unmounted); ENOENT: gone.
+        Ok(()) | Err(nix::errno::Errno::EINVAL) | Err(nix::errno::Errno::ENOENT) => {}
+        Err(e) => return Err(std::io::Error::from(e)),
+    }
+    remove_dir_all_if_present(dir)
+}
+
+/// Detaches every mount at or below `dir` (deepest first), as `/proc/self/mountinfo` lists
+/// them; returns how many.
+pub fn unmount_under(dir: &Path) -> usize {
+    let Ok(text) = std::fs::read_to_string("/proc/self/mountinfo") else {
+        return 0;
+    };
+    let mut points: Vec<std::path::PathBuf> = text
+        .lines()
+        .filter_map(|line| line.split(' ').nth(4))
+        .map(|p| std::path::PathBuf::from(unescape_mountinfo(p)))
+        .filter(|p| p.starts_with(dir))
+        .collect();
+    points.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
+    points.dedup();
+    let mut n = 0;
+    for p in points {
+        if nix::mount::umount2(&p, nix::mount::MntFlags::MNT_DETACH).is_ok() {
+            n += 1;
+        }
+    }
+    n
+}
+
+/// Mountinfo escapes space, tab, newline and backslash as `\ooo` (octal).
+fn unescape_mountinfo(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let octal = |c: &u8| (b'0'..=b'7').contains(c);
+        if b[i] == b'\\' && i + 3 < b.len() && b[i + 1..i + 4].iter().all(octal) {
+            out.push((b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0'));
+            i += 4;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// `remove_dir_all` where a directory that is already gone counts as removed.
@@ -63,4 +134,17 @@ fn remove_empty_top(cgroups: &CgroupSetup, top: Option<&Path>) {
 pub fn cleanup_leftovers(cfg: &Config) -> Result<String, WorkerError> {
     let cgroups = CgroupSetup::detect()?;
     remove_leftovers(cfg, &cgroups)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mountinfo_escapes_are_decoded() {
+        assert_eq!(unescape_mountinfo("/a/b"), "/a/b");
+        assert_eq!(unescape_mountinfo("/with\\040space"), "/with space");
+        assert_eq!(unescape_mountinfo("/back\\134slash"), "/back\\slash");
+        assert_eq!(unescape_mountinfo("/end\\04"), "/end\\04");
+    }
 }

@@ -119,6 +119,9 @@ pub struct Config {
     /// CPU quota of one sandbox in percent of one CPU (`0`: none); a lambda's `lambda.json`
     /// may set its own.
     pub cpu_percent: u64,
+    /// Size of each sandbox's `/host` (its scratch directory, a tmpfs; its stdout and stderr
+    /// files count too), in MiB.
+    pub host_mb: u64,
     /// The unprivileged user and group handler code runs as (never 0).
     pub sandbox_uid: u32,
     pub sandbox_gid: u32,
@@ -158,6 +161,7 @@ impl Default for Config {
             import_cache_size: 8,
             zygote_min_starts: 2,
             cpu_percent: 0,
+            host_mb: 64,
             sandbox_uid: 65534,
             sandbox_gid: 65534,
             max_queue_per_lambda: 256,
@@ -281,6 +285,9 @@ impl Config {
         }
         if self.zygote_min_starts == 0 {
             return bad("zygote_min_starts", "must be at least 1");
+        }
+        if self.host_mb == 0 {
+            return bad("host_mb", "must be at least 1");
         }
         if self.sandbox_uid == 0 {
             return bad(

@@ -192,7 +192,7 @@ fn destroy_sandbox(mut sandbox: Sandbox, scratch: &Path, id: u64) {
     if let Err(e) = sandbox.destroy() {
         tracing::error!(sandbox = id, error = %e, "cannot destroy sandbox");
     }
-    if let Err(e) = crate::cleanup::remove_dir_all_if_present(scratch) {
+    if let Err(e) = crate::cleanup::remove_scratch(scratch) {
         tracing::warn!(sandbox = id, path = %scratch.display(), error = %e, "cannot remove scratch directory");
     }
     tracing::debug!(sandbox = id, "sandbox destroyed");
@@ -851,18 +851,15 @@ impl Manager {
         let scratch = self.handlers_dir.join(name.as_str()).join(id.to_string());
         std::fs::create_dir_all(&scratch)
             .map_err(|e| format!("cannot create {}: {e}", scratch.display()))?;
-        // The handler runs as the sandbox user: its /host is its own.
-        let owner = (Some(self.hardening.uid), Some(self.hardening.gid));
-        if let Err(e) = std::os::unix::fs::chown(&scratch, owner.0, owner.1) {
+        // A bounded tmpfs, owned by the sandbox user: its /host, with its stdout and stderr.
+        let (uid, gid) = (self.hardening.uid, self.hardening.gid);
+        if let Err(e) = crate::cleanup::mount_scratch(&scratch, self.cfg.host_mb, uid, gid) {
             let _ = std::fs::remove_dir_all(&scratch);
-            return Err(format!(
-                "cannot hand {} to the sandbox user: {e}",
-                scratch.display()
-            ));
+            return Err(e);
         }
         let result = self.spawn_in(id, name, &handler_dir, &scratch, packages, limits);
         if result.is_err() {
-            let _ = std::fs::remove_dir_all(&scratch);
+            let _ = crate::cleanup::remove_scratch(&scratch);
         }
         result.map(|spawned| (spawned, scratch))
     }

@@ -28,7 +28,7 @@ async fn hostile_handlers_are_contained() {
     if !can_run("hostile_handlers_are_contained") {
         return;
     }
-    let mut c = TestCluster::start("{}").await;
+    let mut c = TestCluster::start(r#"{"host_mb": 8}"#).await;
     c.add_handler("bystander", HELLO);
     still_serving(&c).await;
 
@@ -77,6 +77,37 @@ async fn hostile_handlers_are_contained() {
         r#"{"tmp_mb": 8}"#,
     );
     assert_eq!(c.call("filltmp", "{}").await, (200, json!("ENOSPC")));
+    still_serving(&c).await;
+
+    // Filling /host, or printing without end: its scratch tmpfs is full at host_mb (here 8);
+    // nothing reaches the host's disk beyond that.
+    add(
+        &c,
+        "fillhost",
+        "import errno, sys\n\ndef handler(event):\n    try:\n        with open('/host/fill', 'wb') as f:\n            while True:\n                f.write(b'x' * (1 << 20))\n    except OSError as exc:\n        return errno.errorcode[exc.errno]\n",
+        "{}",
+    );
+    assert_eq!(c.call("fillhost", "{}").await, (200, json!("ENOSPC")));
+    add(
+        &c,
+        "chatty",
+        "def handler(event):\n    line = 'y' * 1023\n    while True:\n        print(line)\n",
+        r#"{"timeout_s": 5}"#,
+    );
+    let (status, r) = c.call("chatty", "{}").await;
+    assert_eq!(status, 500, "the print fails with ENOSPC: {r}");
+    assert!(r["exception"].to_string().contains("No space left"), "{r}");
+    let stats = c.stats().await;
+    for sb in stats["sandboxes"].as_array().unwrap() {
+        if sb["lambda"] == "chatty" {
+            let dir = c
+                .cfg
+                .worker_dir
+                .join(format!("handlers/chatty/{}", sb["id"]));
+            let size = std::fs::metadata(dir.join("stdout")).unwrap().len();
+            assert!(size <= 8 << 20, "stdout grew to {size} bytes");
+        }
+    }
     still_serving(&c).await;
 
     // No network with net "none", no raw sockets, no modules, nothing of the worker's files.
@@ -132,4 +163,7 @@ def handler(event):
     c.shutdown().await;
     assert!(cgroup_dirs_containing(&parent).is_empty());
     assert!(!c.cfg.worker_dir.join("handlers").exists());
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    let worker_dir = c.cfg.worker_dir.display().to_string();
+    assert!(!mounts.contains(&worker_dir), "a scratch mount is left");
 }

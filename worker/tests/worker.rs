@@ -463,6 +463,9 @@ async fn crash_and_restart(import_cache: bool) {
     }
     let parent = cfg.cgroup_parent().display().to_string();
     assert!(!cgroup_dirs_containing(&parent).is_empty());
+    let handlers = cfg.worker_dir.join("handlers").display().to_string();
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(mounts.contains(&handlers), "the crashed run's scratch mount");
 
     // A new worker on the same directory cleans up before it answers ready (this one without
     // an import cache, so that no cgroup of its own is expected).
@@ -471,6 +474,9 @@ async fn crash_and_restart(import_cache: bool) {
     let w = worker::Worker::start(cfg.clone()).await.unwrap();
     assert!(!common::pid_alive(pid), "leftover sandbox still running");
     assert!(!cfg.worker_dir.join("import-cache").exists());
+    // The crashed run's scratch tmpfs mounts are gone too.
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(!mounts.contains(&handlers), "a scratch mount is left");
     assert_eq!(
         cgroup_dirs_containing(&parent),
         Vec::<std::path::PathBuf>::new()
