@@ -333,8 +333,12 @@ fn give_up_privileges(
     gid: libc::gid_t,
     progs: &[libc::sock_fprog],
 ) -> Result<(), (usize, Errno)> {
-    // SAFETY: prctl, setgroups, setresgid and setresuid take plain integers (setgroups a null
-    // list of length 0) and touch no memory of ours.
+    // Raw system calls, not the C library's setgroups/setresgid/setresuid: those apply the
+    // change to every thread the library knows of (glibc's "setxid" broadcast), and after
+    // `clone` in a multi-threaded daemon the child has one thread while the library's list,
+    // copied from the parent, names them all: the call would wait for them forever.
+    // SAFETY: prctl and the id system calls take plain integers (setgroups a null list of
+    // length 0) and touch no memory of ours.
     unsafe {
         for cap in 0..=63 {
             // EINVAL: no such capability on this kernel (past CAP_LAST_CAP).
@@ -344,15 +348,15 @@ fn give_up_privileges(
                 return Err((0, Errno::last()));
             }
         }
-        if libc::setgroups(0, std::ptr::null()) != 0 {
+        if libc::syscall(libc::SYS_setgroups, 0, std::ptr::null::<libc::gid_t>()) != 0 {
             return Err((1, Errno::last()));
         }
-        if libc::setresgid(gid, gid, gid) != 0 {
+        if libc::syscall(libc::SYS_setresgid, gid, gid, gid) != 0 {
             return Err((2, Errno::last()));
         }
         // From root to a non-zero uid without SECBIT_KEEP_CAPS: the permitted, effective and
         // ambient sets are cleared.
-        if libc::setresuid(uid, uid, uid) != 0 {
+        if libc::syscall(libc::SYS_setresuid, uid, uid, uid) != 0 {
             return Err((3, Errno::last()));
         }
         if libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 {
