@@ -465,7 +465,10 @@ async fn crash_and_restart(import_cache: bool) {
     assert!(!cgroup_dirs_containing(&parent).is_empty());
     let handlers = cfg.worker_dir.join("handlers").display().to_string();
     let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
-    assert!(mounts.contains(&handlers), "the crashed run's scratch mount");
+    assert!(
+        mounts.contains(&handlers),
+        "the crashed run's scratch mount"
+    );
 
     // A new worker on the same directory cleans up before it answers ready (this one without
     // an import cache, so that no cgroup of its own is expected).
