@@ -64,6 +64,21 @@ class SockFprog(ctypes.Structure):
     _fields_ = (("len", ctypes.c_ushort), ("filter", ctypes.c_void_p))
 
 
+def load_filters(text):
+    """The worker's seccomp filters (hex of raw struct sock_filter arrays, ':'-separated),
+    decoded once in the zygote; its children inherit them ready to install."""
+    filters = []
+    for part in text.split(":"):
+        if part:
+            raw = bytes.fromhex(part)
+            buf = ctypes.create_string_buffer(raw, len(raw))
+            filters.append((buf, SockFprog(len(raw) // 8, ctypes.cast(buf, ctypes.c_void_p))))
+    return filters
+
+
+SECCOMP = load_filters(os.environ.get("LAMBDA_SECCOMP", ""))
+
+
 class StepError(Exception):
     pass
 
@@ -287,10 +302,9 @@ def give_up_privileges(h):
     os.setresgid(gid, gid, gid)
     os.setresuid(uid, uid, uid)
     check(libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), "set no_new_privs")
-    for text in h.get("seccomp", []):
-        raw = bytes.fromhex(text)
-        buf = ctypes.create_string_buffer(raw, len(raw))
-        prog = SockFprog(len(raw) // 8, ctypes.cast(buf, ctypes.c_void_p))
+    if not SECCOMP:
+        raise StepError("the zygote was started without seccomp filters")
+    for _, prog in SECCOMP:
         rc = libc.prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, ctypes.addressof(prog), 0, 0)
         check(rc, "install the seccomp filter")
 

@@ -240,8 +240,14 @@ impl Manager {
     /// A manager for `cfg`, putting sandboxes under `cgroup_parent` and scratch directories under
     /// `<worker_dir>/handlers`.
     pub fn new(cfg: Arc<Config>, cgroups: CgroupSetup) -> Result<Self, sandbox::HardenError> {
+        let hardening = sandbox::Hardening::new(cfg.sandbox_uid, cfg.sandbox_gid)?;
         Ok(Self {
-            hardening: sandbox::Hardening::new(cfg.sandbox_uid, cfg.sandbox_gid)?,
+            import_cache: crate::zygote::ImportCache::new(
+                Arc::clone(&cfg),
+                cgroups.clone(),
+                &hardening,
+            ),
+            hardening,
             registry: Registry::new(cfg.registry_dir.clone()),
             cgroup_parent: cfg.cgroup_parent(),
             handlers_dir: cfg.worker_dir.join("handlers"),
@@ -257,7 +263,6 @@ impl Manager {
             }),
             timings: Timings::default(),
             packages: crate::packages::Packages::new(Arc::clone(&cfg), cgroups.clone()),
-            import_cache: crate::zygote::ImportCache::new(Arc::clone(&cfg), cgroups.clone()),
             memory_budget: memory_budget_bytes(&cfg),
             memory_seen: AtomicU64::new(0),
             started_mb_since_measure: AtomicU64::new(0),

@@ -197,6 +197,8 @@ pub struct Forked {
 /// The import cache of one worker (see the module docs).
 pub struct ImportCache {
     cfg: Arc<Config>,
+    /// The seccomp filters as hex, `:`-separated, for the zygotes' environment.
+    seccomp_hex: String,
     cgroups: CgroupSetup,
     cgroup_parent: PathBuf,
     dir: PathBuf,
@@ -239,7 +241,9 @@ pub struct HandlerRequest<'a> {
 
 impl ImportCache {
     /// A cache for `cfg`; enabled when `import_cache` is set and the base has the zygote program.
-    pub fn new(cfg: Arc<Config>, cgroups: CgroupSetup) -> Self {
+    /// `hardening`'s seccomp filters go to every zygote once, at its start (its children
+    /// install them before they load a handler).
+    pub fn new(cfg: Arc<Config>, cgroups: CgroupSetup, hardening: &sandbox::Hardening) -> Self {
         let has_program = cfg
             .base_dir
             .join(ZYGOTE_PATH.trim_start_matches('/'))
@@ -250,7 +254,14 @@ impl ImportCache {
                 "the base has no {ZYGOTE_PATH} (a cluster made by an older admin): import cache off"
             );
         }
+        let seccomp_hex = hardening
+            .filter_bytes()
+            .iter()
+            .map(|b| hex(b))
+            .collect::<Vec<_>>()
+            .join(":");
         Self {
+            seccomp_hex,
             cgroup_parent: cfg.cgroup_parent(),
             dir: cfg.worker_dir.join("import-cache"),
             enabled: cfg.import_cache && has_program,
@@ -431,6 +442,7 @@ impl ImportCache {
                     "0"
                 },
             )
+            .env("LAMBDA_SECCOMP", &self.seccomp_hex)
             .cwd("/host")
             .output(dir.join("stdout"), dir.join("stderr"))
             .build()
@@ -741,11 +753,8 @@ impl ImportCache {
             "tmp_mb": tmp_mb,
         });
         if let Some(h) = harden {
-            request["harden"] = serde_json::json!({
-                "uid": h.uid,
-                "gid": h.gid,
-                "seccomp": h.filter_bytes().iter().map(|b| hex(b)).collect::<Vec<_>>(),
-            });
+            // The filters themselves came with the zygote's environment.
+            request["harden"] = serde_json::json!({"uid": h.uid, "gid": h.gid});
         }
         let body = serde_json::to_vec(&request).map_err(|e| ours(e.to_string()))?;
         sendmsg::<()>(
