@@ -3,20 +3,24 @@ forks new sandboxes on request (see docs/import-cache.md, whose steps follow thi
 
 The worker starts the root zygote as an ordinary sandbox (own cgroup, pid/mount/ipc/uts/net
 namespaces, the base as a read-only root, its package view at /packages), with a SOCK_SEQPACKET
-control socket as fd 3. Each message on it asks for one fork:
+control socket as fd 3 and the seccomp filters for its children in LAMBDA_SECCOMP. Messages on
+the control socket, in the order the worker sends them:
 
-  JSON  {"kind": "handler" | "zygote", "fds": [role, ...], "packages": ["numpy/2.2.6", ...],
-         "env": ["KEY=value", ...], "hostname": "lambda", "net_ns": true, "tmp_mb": 64}
-  fds   (SCM_RIGHTS) in the order of "fds"; roles: "reply" (a socket to report on), "procs"
-        (cgroup.procs files of the new cgroup, one per hierarchy), "host" and "handler"
-        (detached mounts made by the worker with open_tree), "package" (one detached mount per
-        entry of "packages", in order), "listen" (the handler's listening socket, or the new
-        zygote's control socket), "stdout", "stderr".
+  {"kind": "cgroup", "fds": ["procs", ...]}: the cgroup.procs files (one per hierarchy) of a
+    cgroup the worker prepared; the zygote forks a spare child into it at once.
+  {"kind": "handler" | "zygote", "fds": [role, ...], "packages": ["numpy/2.2.6", ...],
+   "env": ["KEY=value", ...], "net_ns": true, "tmp_mb": 64, "harden": {"uid": N, "gid": N}}:
+    a fork request, handed to the oldest spare with its fds (SCM_RIGHTS, in the order of
+    "fds"): "reply" (a socket to report on), "host" and "handler" (detached mounts made by the
+    worker with open_tree), "package" (one detached mount per entry of "packages", in order),
+    "listen" (the handler's listening socket, or the new zygote's control socket), "stdout",
+    "stderr".
 
-The child becomes pid 1 of a new pid namespace, joins the new cgroup, unshares the other
-namespaces, rebuilds /proc, /tmp, /host, /handler and /packages from what it was given, takes
-its stdio, environment and working directory, and reports "ok" on the reply socket (the kernel
-attaches its pid, as the worker sees it, to that message). A "handler" child then loads
+A spare is pid 1 of a new pid namespace, in its prepared cgroup, with its own mount, ipc, uts
+and network namespaces, /proc and /tmp. Given a request, it mounts /host, /handler and
+/packages from the detached mounts, takes its stdio, environment and working directory, gives
+up its privileges ("harden"), and reports "ok" on the reply socket (the kernel attaches its
+pid, as the worker sees it, to that message). A "handler" child then loads
 /handler/lambda_func.py and serves calls exactly as runtime.py does; a "zygote" child imports
 the packages it was given and serves forks of its own. A child that fails reports
 "error: <step>: <reason>" and exits.
