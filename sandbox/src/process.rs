@@ -123,7 +123,9 @@ fn dup_high(fd: BorrowedFd<'_>) -> Result<OwnedFd, SpawnError> {
     Ok(unsafe { OwnedFd::from_raw_fd(raw) })
 }
 
-fn open_output(path: &std::path::Path) -> Result<File, SpawnError> {
+/// Opens (creating it, mode 0644) a file the sandbox's stdout or stderr is appended to,
+/// close-on-exec.
+pub fn open_output(path: &std::path::Path) -> Result<File, SpawnError> {
     OpenOptions::new()
         .create(true)
         .append(true)

@@ -57,6 +57,16 @@ pub enum NetMode {
     Host,
 }
 
+impl NetMode {
+    /// The sandbox crate's mode for this setting.
+    pub fn sandbox(self) -> sandbox::NetMode {
+        match self {
+            NetMode::None => sandbox::NetMode::Isolated,
+            NetMode::Host => sandbox::NetMode::Host,
+        }
+    }
+}
+
 /// The configuration of one worker (and, with `worker_dir` unset, the cluster's template).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -357,7 +367,7 @@ impl Config {
 pub fn cgroup_parent_for(worker_dir: &Path) -> PathBuf {
     let canon = std::fs::canonicalize(worker_dir).unwrap_or_else(|_| worker_dir.to_owned());
     let digest = Sha256::digest(canon.as_os_str().as_encoded_bytes());
-    let hex: String = digest.iter().take(8).map(|b| format!("{b:02x}")).collect();
+    let hex = crate::hex(&digest[..8]);
     PathBuf::from("lambdaworker").join(format!("w-{hex}"))
 }
 

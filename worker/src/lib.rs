@@ -50,6 +50,11 @@ pub enum WorkerError {
     Other(String),
 }
 
+/// Lower-case hex of `bytes` (digests in names, BPF programs in the environment).
+pub(crate) fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
 /// Initializes tracing (to stderr) once per process with the given filter; later calls are no-ops.
 pub fn init_tracing(filter: &str) {
     let filter = tracing_subscriber::EnvFilter::try_new(filter)

@@ -36,7 +36,7 @@ use serde::Serialize;
 use tokio::net::UnixStream;
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, TryAcquireError};
 
-use crate::config::{Config, NetMode};
+use crate::config::Config;
 use crate::error::ApiError;
 use crate::lambda_config::LambdaLimits;
 use crate::name::LambdaName;
@@ -1192,10 +1192,7 @@ pub fn spawn_lambda_sandbox(
         .mount(scratch, "/host", true)
         .tmp_mb(limits.tmp_mb)
         .hostname("lambda")
-        .net(match cfg.net {
-            NetMode::None => sandbox::NetMode::Isolated,
-            NetMode::Host => sandbox::NetMode::Host,
-        })
+        .net(cfg.net.sandbox())
         .limits(limits.cgroup())
         .harden(hardening.clone())
         .command([PYTHON, "-B", "-S", RUNTIME_PATH]);
@@ -1249,18 +1246,13 @@ fn listen_and_connect(
 
 /// The environment of a handler sandbox, fresh or forked.
 fn sandbox_env(name: &LambdaName, packages: &[(PathBuf, PathBuf)]) -> Vec<(String, String)> {
-    let package_path: Vec<String> = packages
+    let rels: Vec<String> = packages
         .iter()
-        .map(|(_, rel)| format!("/packages/{}", rel.display()))
+        .map(|(_, rel)| rel.display().to_string())
         .collect();
-    vec![
-        ("PATH".into(), "/usr/local/bin:/usr/bin:/bin".into()),
-        ("HOME".into(), "/tmp".into()),
-        ("LANG".into(), "C.UTF-8".into()),
-        ("PYTHONDONTWRITEBYTECODE".into(), "1".into()),
-        ("LAMBDA_NAME".into(), name.as_str().to_owned()),
-        ("LAMBDA_PACKAGES".into(), package_path.join(":")),
-    ]
+    let mut env = crate::zygote::zygote_env(&rels);
+    env.push(("LAMBDA_NAME".into(), name.as_str().to_owned()));
+    env
 }
 
 /// The memory budget in bytes: `memory_budget_mb`, or half of the machine's memory when 0.

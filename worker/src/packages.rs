@@ -69,7 +69,7 @@ impl Requirements {
             h.update(b"\n");
         }
         let digest = h.finalize();
-        digest[..12].iter().map(|b| format!("{b:02x}")).collect()
+        crate::hex(&digest[..12])
     }
 }
 

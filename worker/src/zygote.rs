@@ -19,10 +19,8 @@
 //!   failed call.
 
 use std::collections::{HashMap, VecDeque};
-use std::fs::{File, OpenOptions};
 use std::io::IoSliceMut;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
@@ -257,7 +255,7 @@ impl ImportCache {
         let seccomp_hex = hardening
             .filter_bytes()
             .iter()
-            .map(|b| hex(b))
+            .map(|b| crate::hex(b))
             .collect::<Vec<_>>()
             .join(":");
         Self {
@@ -385,12 +383,6 @@ impl ImportCache {
         }
         match self.spawn_root() {
             Ok(z) => {
-                let z = Arc::new(z);
-                self.live
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .push(Arc::clone(&z));
-                self.created.fetch_add(1, Ordering::Relaxed);
                 tracing::info!(zygote = z.id, pid = z.pid, "root zygote started");
                 Ok(z)
             }
@@ -402,6 +394,40 @@ impl ImportCache {
         }
     }
 
+    /// A new zygote in service: its spares' cgroups handed over, in the live list, counted.
+    fn register(
+        &self,
+        id: u64,
+        packages: Vec<String>,
+        parent: Option<Arc<Zygote>>,
+        sandbox: Sandbox,
+        control: OwnedFd,
+        dir: PathBuf,
+    ) -> Arc<Zygote> {
+        let z = Arc::new(Zygote {
+            id,
+            packages,
+            parent,
+            pid: sandbox.pid(),
+            sandbox: Mutex::new(Some(sandbox)),
+            control,
+            next: Mutex::new(VecDeque::new()),
+            dir,
+            created: Instant::now(),
+            last_used: Mutex::new(Instant::now()),
+            forks: AtomicU64::new(0),
+            retired: AtomicBool::new(false),
+            destroying: Arc::clone(&self.destroying),
+        });
+        self.refill(&z);
+        self.live
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(Arc::clone(&z));
+        self.created.fetch_add(1, Ordering::Relaxed);
+        z
+    }
+
     fn new_dir(&self, id: u64) -> Result<PathBuf, String> {
         let dir = self.dir.join(format!("zy-{id}"));
         std::fs::create_dir_all(&dir)
@@ -410,29 +436,21 @@ impl ImportCache {
     }
 
     /// Starts the root zygote as an ordinary sandbox running `zygote.py`.
-    fn spawn_root(&self) -> Result<Zygote, String> {
+    fn spawn_root(&self) -> Result<Arc<Zygote>, String> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let dir = self.new_dir(id)?;
         let result = (|| {
             let (ours, theirs) = control_pair()?;
-            let spec = SandboxSpec::builder(
+            let mut spec = SandboxSpec::builder(
                 &self.cfg.base_dir,
                 self.cgroup_parent.join(format!("zy-{id}")),
             )
             .mount(&dir, "/host", true)
             .tmp_mb(self.cfg.tmp_mb)
             .hostname("zygote")
-            .net(match self.cfg.net {
-                NetMode::None => sandbox::NetMode::Isolated,
-                NetMode::Host => sandbox::NetMode::Host,
-            })
+            .net(self.cfg.net.sandbox())
             .limits(self.zygote_limits())
             .command([PYTHON, "-B", "-S", ZYGOTE_PATH])
-            .env("PATH", "/usr/local/bin:/usr/bin:/bin")
-            .env("HOME", "/tmp")
-            .env("LANG", "C.UTF-8")
-            .env("PYTHONDONTWRITEBYTECODE", "1")
-            .env("LAMBDA_PACKAGES", "")
             .env("LAMBDA_TMP_MB", &self.cfg.tmp_mb.to_string())
             .env(
                 "LAMBDA_NET_NS",
@@ -444,32 +462,20 @@ impl ImportCache {
             )
             .env("LAMBDA_SECCOMP", &self.seccomp_hex)
             .cwd("/host")
-            .output(dir.join("stdout"), dir.join("stderr"))
-            .build()
-            .map_err(|e| format!("invalid zygote spec: {e}"))?;
+            .output(dir.join("stdout"), dir.join("stderr"));
+            for (key, value) in zygote_env(&[]) {
+                spec = spec.env(&key, &value);
+            }
+            let spec = spec
+                .build()
+                .map_err(|e| format!("invalid zygote spec: {e}"))?;
             let sandbox = Sandbox::spawn(&spec, &self.cgroups, &[theirs.as_fd()])
                 .map_err(|e| format!("cannot start the root zygote: {e}"))?;
             Ok::<_, String>((sandbox, ours))
         })();
         match result {
             Ok((sandbox, control)) => {
-                let z = Zygote {
-                    id,
-                    packages: Vec::new(),
-                    parent: None,
-                    pid: sandbox.pid(),
-                    sandbox: Mutex::new(Some(sandbox)),
-                    control,
-                    next: Mutex::new(VecDeque::new()),
-                    dir,
-                    created: Instant::now(),
-                    last_used: Mutex::new(Instant::now()),
-                    forks: AtomicU64::new(0),
-                    retired: AtomicBool::new(false),
-                    destroying: Arc::clone(&self.destroying),
-                };
-                self.refill(&z);
-                Ok(z)
+                Ok(self.register(id, Vec::new(), None, sandbox, control, dir))
             }
             Err(e) => {
                 let _ = crate::cleanup::remove_dir_all_if_present(&dir);
@@ -517,27 +523,8 @@ impl ImportCache {
         })();
         match result {
             Ok((sandbox, control)) => {
-                let z = Arc::new(Zygote {
-                    id,
-                    packages: want.to_vec(),
-                    parent: Some(Arc::clone(parent)),
-                    pid: sandbox.pid(),
-                    sandbox: Mutex::new(Some(sandbox)),
-                    control,
-                    next: Mutex::new(VecDeque::new()),
-                    dir,
-                    created: Instant::now(),
-                    last_used: Mutex::new(Instant::now()),
-                    forks: AtomicU64::new(0),
-                    retired: AtomicBool::new(false),
-                    destroying: Arc::clone(&self.destroying),
-                });
-                self.refill(&z);
-                self.live
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .push(Arc::clone(&z));
-                self.created.fetch_add(1, Ordering::Relaxed);
+                let parent_ref = Some(Arc::clone(parent));
+                let z = self.register(id, want.to_vec(), parent_ref, sandbox, control, dir);
                 tracing::info!(zygote = id, parent = parent.id, pid = z.pid, packages = ?want, "zygote started");
                 Ok(z)
             }
@@ -717,13 +704,7 @@ impl ImportCache {
         let ours = |e: String| (e, false);
         let stdout = open_output(output.0).map_err(ours)?;
         let stderr = open_output(output.1).map_err(ours)?;
-        let (reply, reply_child) = socketpair(
-            AddressFamily::Unix,
-            SockType::SeqPacket,
-            None,
-            SockFlag::SOCK_CLOEXEC,
-        )
-        .map_err(|e| ours(format!("cannot create the reply socket: {e}")))?;
+        let (reply, reply_child) = seqpacket_pair("the reply socket").map_err(ours)?;
         setsockopt(&reply, sockopt::PassCred, &true)
             .map_err(|e| ours(format!("cannot set SO_PASSCRED on the reply socket: {e}")))?;
 
@@ -940,7 +921,9 @@ fn package_set(packages: &[(PathBuf, PathBuf)]) -> Vec<String> {
     v
 }
 
-fn zygote_env(packages: &[String]) -> Vec<(String, String)> {
+/// The environment every sandbox starts with: a zygote's, and (plus `LAMBDA_NAME`) a
+/// handler's; `packages` are `name/version` entries.
+pub(crate) fn zygote_env(packages: &[String]) -> Vec<(String, String)> {
     let paths: Vec<String> = packages.iter().map(|p| format!("/packages/{p}")).collect();
     vec![
         ("PATH".into(), "/usr/local/bin:/usr/bin:/bin".into()),
@@ -951,24 +934,23 @@ fn zygote_env(packages: &[String]) -> Vec<(String, String)> {
     ]
 }
 
-fn control_pair() -> Result<(OwnedFd, OwnedFd), String> {
+/// A close-on-exec `SOCK_SEQPACKET` pair; `what` names it in the error.
+fn seqpacket_pair(what: &str) -> Result<(OwnedFd, OwnedFd), String> {
     socketpair(
         AddressFamily::Unix,
         SockType::SeqPacket,
         None,
         SockFlag::SOCK_CLOEXEC,
     )
-    .map_err(|e| format!("cannot create a zygote control socket: {e}"))
+    .map_err(|e| format!("cannot create {what}: {e}"))
 }
 
-fn open_output(path: &Path) -> Result<File, String> {
-    OpenOptions::new()
-        .create(true)
-        .append(true)
-        .mode(0o644)
-        .custom_flags(libc::O_CLOEXEC)
-        .open(path)
-        .map_err(|e| format!("cannot open {}: {e}", path.display()))
+fn control_pair() -> Result<(OwnedFd, OwnedFd), String> {
+    seqpacket_pair("a zygote control socket")
+}
+
+fn open_output(path: &Path) -> Result<std::fs::File, String> {
+    sandbox::process::open_output(path).map_err(|e| e.to_string())
 }
 
 /// Waits for the child's report on `reply`: `ok` with its credentials, or `error: ...`.
@@ -1032,10 +1014,6 @@ fn read_report(reply: &OwnedFd, zygote: &Zygote) -> Result<i32, (String, bool)> 
             false,
         )),
     }
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 fn mb(bytes: u64) -> f64 {
