@@ -3,7 +3,8 @@ forks new sandboxes on request (see docs/import-cache.md, whose steps follow thi
 
 The worker starts the root zygote as an ordinary sandbox (own cgroup, pid/mount/ipc/uts/net
 namespaces, the base as a read-only root, its package view at /packages), with a SOCK_SEQPACKET
-control socket as fd 3 and the seccomp filters for its children in LAMBDA_SECCOMP. Messages on
+control socket as fd 3, the seccomp filters for its children in LAMBDA_SECCOMP and the /proc
+paths to mask in them in LAMBDA_PROC_MASK. Messages on
 the control socket, in the order the worker sends them:
 
   {"kind": "cgroup", "fds": ["procs", ...]}: the cgroup.procs files (one per hierarchy) of a
@@ -48,7 +49,7 @@ MAX_FDS = 250
 MAX_REQUEST = 1 << 16
 
 MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC = 0x1, 0x2, 0x4, 0x8
-MS_REMOUNT, MS_BIND = 0x20, 0x1000
+MS_REMOUNT, MS_BIND, MS_REC = 0x20, 0x1000, 0x4000
 MNT_DETACH = 0x2
 AT_FDCWD = -100
 MOVE_MOUNT_F_EMPTY_PATH = 0x4
@@ -81,6 +82,9 @@ def load_filters(text):
 
 
 SECCOMP = load_filters(os.environ.get("LAMBDA_SECCOMP", ""))
+# The /proc paths the worker masks in every sandbox ("name:file", "name:dir" or "name:ro",
+# comma-separated): a spare mounts a new /proc and masks it alike.
+PROC_MASK = [tuple(e.split(":", 1)) for e in os.environ.get("LAMBDA_PROC_MASK", "").split(",") if e]
 
 
 class StepError(Exception):
@@ -235,6 +239,7 @@ def prepare(procs, tmp_mb, net_ns):
     # /tmp of its own, and nothing of the zygote's /host.
     detach("/proc")
     mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, None, "mount /proc")
+    mask_proc()
     detach("/tmp")
     mount("tmpfs", "/tmp", "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777,size=%dm" % tmp_mb, "mount /tmp")
     detach("/host")
@@ -242,6 +247,25 @@ def prepare(procs, tmp_mb, net_ns):
     # Nothing gained by a later execve can exceed an empty bounding set; the capabilities this
     # spare still uses (for its mounts) stay until it changes uid in step 10.
     drop_bounding_set()
+
+
+def mask_proc():
+    """Masks the new /proc exactly as the worker masks a fresh sandbox's (see ProcMask in
+    sandbox/src/mounts.rs): files under /dev/null, directories under an empty read-only tmpfs,
+    the kernel's tunables bound read-only."""
+    for name, kind in PROC_MASK:
+        path = "/proc/" + name
+        if kind == "file":
+            mount("/dev/null", path, None, MS_BIND, None, "mask " + path)
+        elif kind == "dir":
+            flags = MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC
+            mount("tmpfs", path, "tmpfs", flags, "size=4k,nr_inodes=4,mode=555", "mask " + path)
+        elif kind == "ro":
+            mount(path, path, None, MS_BIND | MS_REC, None, "bind " + path)
+            flags = MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC
+            mount(None, path, None, flags, None, "remount %s read-only" % path)
+        else:
+            raise StepError("unknown /proc mask %r for %s" % (kind, path))
 
 
 def drop_bounding_set():

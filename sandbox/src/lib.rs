@@ -18,5 +18,6 @@ mod sandbox;
 
 pub use detached::{DetachError, DetachedMount};
 pub use harden::{HardenError, Hardening};
+pub use mounts::{Mask, ProcMask};
 pub use sandbox::{Sandbox, SandboxError, SandboxStats, StartTimings, State};
 pub use spec::{BindMount, NetMode, SandboxSpec, SpecError, View};

@@ -9,7 +9,9 @@
 //! 3. bind the root onto itself (pivot_root needs a mount point)
 //! 4. a small tmpfs at `/dev` with `null`, `zero`, `random`, `urandom` and the `fd`/`std*` links,
 //!    then remounted read-only (the nodes stay usable; nothing new can be created there)
-//! 5. a fresh `/proc` for the sandbox's pid namespace
+//! 5. a fresh `/proc` for the sandbox's pid namespace, then its sensitive paths masked as
+//!    container runtimes mask them (see [`ProcMask`]): files covered by `/dev/null`,
+//!    directories by an empty read-only tmpfs, and the kernel's tunables made read-only
 //! 6. a size-limited tmpfs at `/tmp`
 //! 7. each bind mount (`/packages`, `/handler`, `/host`), then its remount read-only where asked,
 //!    always `nosuid,nodev`
@@ -90,6 +92,88 @@ const DEV_LINKS: [(&str, &str); 4] = [
     ("/proc/self/fd/1", "stdout"),
     ("/proc/self/fd/2", "stderr"),
 ];
+
+/// Paths of `/proc` a sandbox must not see: kernel memory and keys, the host's timers and
+/// interrupts, hardware lists. Hidden where this kernel has them.
+const PROC_MASKED: [&str; 10] = [
+    "acpi",
+    "asound",
+    "interrupts",
+    "kcore",
+    "keys",
+    "latency_stats",
+    "sched_debug",
+    "scsi",
+    "timer_list",
+    "timer_stats",
+];
+/// Paths of `/proc` a sandbox may read but never write: the kernel's tunables and triggers.
+const PROC_READ_ONLY: [&str; 5] = ["bus", "fs", "irq", "sys", "sysrq-trigger"];
+
+/// How one `/proc` path is masked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mask {
+    /// A file, covered by a bind mount of `/dev/null`.
+    File,
+    /// A directory, covered by an empty read-only tmpfs.
+    Dir,
+    /// Bound onto itself, then remounted read-only.
+    ReadOnly,
+}
+
+impl Mask {
+    fn tag(self) -> &'static str {
+        match self {
+            Mask::File => "file",
+            Mask::Dir => "dir",
+            Mask::ReadOnly => "ro",
+        }
+    }
+}
+
+/// The `/proc` paths masked in every sandbox, with how, as present on this kernel (a new
+/// procfs shows the same global entries as the host's).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProcMask {
+    pub entries: Vec<(&'static str, Mask)>,
+}
+
+impl ProcMask {
+    /// The mask for this host's kernel, looked up once.
+    pub fn host() -> &'static ProcMask {
+        static MASK: std::sync::OnceLock<ProcMask> = std::sync::OnceLock::new();
+        MASK.get_or_init(|| ProcMask::under(Path::new("/proc")))
+    }
+
+    /// The mask for the procfs mounted at `proc`.
+    pub fn under(proc: &Path) -> ProcMask {
+        let mut entries = Vec::new();
+        for name in PROC_MASKED {
+            match std::fs::symlink_metadata(proc.join(name)) {
+                Ok(m) if m.is_dir() => entries.push((name, Mask::Dir)),
+                Ok(_) => entries.push((name, Mask::File)),
+                Err(_) => {}
+            }
+        }
+        for name in PROC_READ_ONLY {
+            if std::fs::symlink_metadata(proc.join(name)).is_ok() {
+                entries.push((name, Mask::ReadOnly));
+            }
+        }
+        ProcMask { entries }
+    }
+
+    /// `name:kind` pairs joined by commas, for a zygote to apply the same mask in the children
+    /// it forks (`kind` is `file`, `dir` or `ro`).
+    pub fn to_env(&self) -> String {
+        let pairs: Vec<String> = self
+            .entries
+            .iter()
+            .map(|(name, mask)| format!("{name}:{}", mask.tag()))
+            .collect();
+        pairs.join(",")
+    }
+}
 
 /// The child's setup steps for one spec.
 #[derive(Debug)]
@@ -176,6 +260,49 @@ impl SetupPlan {
             flags: nosuid_nodev | MsFlags::MS_NOEXEC,
             data: None,
         });
+        for (name, mask) in &spec.proc_mask.entries {
+            let target = inside(&format!("/proc/{name}"))?;
+            match mask {
+                Mask::File => steps.push(Step::Mount {
+                    what: "proc mask (file)",
+                    source: Some(inside("/dev/null")?),
+                    target,
+                    fstype: None,
+                    flags: MsFlags::MS_BIND,
+                    data: None,
+                }),
+                Mask::Dir => steps.push(Step::Mount {
+                    what: "proc mask (directory)",
+                    source: Some(cstr("tmpfs", "fstype")?),
+                    target,
+                    fstype: Some(cstr("tmpfs", "fstype")?),
+                    flags: MsFlags::MS_RDONLY | nosuid_nodev | MsFlags::MS_NOEXEC,
+                    data: Some(cstr("size=4k,nr_inodes=4,mode=555", "data")?),
+                }),
+                Mask::ReadOnly => {
+                    steps.push(Step::Mount {
+                        what: "proc read-only bind",
+                        source: Some(target.clone()),
+                        target: target.clone(),
+                        fstype: None,
+                        flags: MsFlags::MS_BIND | MsFlags::MS_REC,
+                        data: None,
+                    });
+                    steps.push(Step::Mount {
+                        what: "proc remount read-only",
+                        source: None,
+                        target,
+                        fstype: None,
+                        flags: MsFlags::MS_BIND
+                            | MsFlags::MS_REMOUNT
+                            | MsFlags::MS_RDONLY
+                            | nosuid_nodev
+                            | MsFlags::MS_NOEXEC,
+                        data: None,
+                    });
+                }
+            }
+        }
         steps.push(Step::Mount {
             what: "tmp tmpfs",
             source: Some(cstr("tmpfs", "fstype")?),
@@ -350,6 +477,13 @@ mod tests {
             .output("/o", "/e")
             .net(net)
             .tmp_mb(32)
+            .proc_mask(ProcMask {
+                entries: vec![
+                    ("kcore", Mask::File),
+                    ("acpi", Mask::Dir),
+                    ("sys", Mask::ReadOnly),
+                ],
+            })
             .mount("/usr", "/packages", false)
             .mount("/tmp", "/host", true)
             .cwd("/host")
@@ -384,6 +518,18 @@ mod tests {
             pos(&format!("mknod {root}/dev/null 666 1:3"))
                 > pos(&format!("mount tmpfs {root}/dev"))
         );
+        // /proc is mounted, then masked: a file under /dev/null, a directory under an empty
+        // read-only tmpfs, the tunables bound read-only; all before the root goes read-only.
+        let proc = pos(&format!("mount proc {root}/proc proc"));
+        let kcore = pos(&format!(
+            "mount {root}/dev/null {root}/proc/kcore - MsFlags(MS_BIND)"
+        ));
+        let acpi = pos(&format!(
+            "mount tmpfs {root}/proc/acpi tmpfs MsFlags(MS_RDONLY"
+        ));
+        let sys = pos(&format!("mount - {root}/proc/sys - MsFlags(MS_RDONLY"));
+        assert!(proc < kcore && kcore < acpi && acpi < sys, "{calls:#?}");
+        assert!(pos(&format!("mknod {root}/dev/null")) < kcore);
         assert!(calls
             .iter()
             .any(|c| c.starts_with(&format!("mount tmpfs {root}/tmp tmpfs"))

@@ -82,6 +82,7 @@ pub struct SandboxSpec {
     pub(crate) stdout: PathBuf,
     pub(crate) stderr: PathBuf,
     pub(crate) hardening: Option<crate::Hardening>,
+    pub(crate) proc_mask: crate::mounts::ProcMask,
 }
 
 impl SandboxSpec {
@@ -104,6 +105,7 @@ impl SandboxSpec {
                 stdout: PathBuf::new(),
                 stderr: PathBuf::new(),
                 hardening: None,
+                proc_mask: crate::mounts::ProcMask::host().clone(),
             },
         }
     }
@@ -147,6 +149,12 @@ impl SpecBuilder {
             target: target.into(),
             entries,
         });
+        self
+    }
+
+    /// The `/proc` paths to mask (by default [`ProcMask::host`](crate::mounts::ProcMask::host)).
+    pub fn proc_mask(mut self, mask: crate::mounts::ProcMask) -> Self {
+        self.spec.proc_mask = mask;
         self
     }
 

@@ -461,6 +461,7 @@ impl ImportCache {
                 },
             )
             .env("LAMBDA_SECCOMP", &self.seccomp_hex)
+            .env("LAMBDA_PROC_MASK", &sandbox::ProcMask::host().to_env())
             .cwd("/host")
             .output(dir.join("stdout"), dir.join("stderr"));
             for (key, value) in zygote_env(&[]) {

@@ -24,6 +24,22 @@ def write(path):
     with open(path, "w") as f:
         f.write("1")
 
+def size(path):
+    try:
+        with open(path, "rb") as f:
+            return len(f.read())
+    except OSError as exc:
+        return errno.errorcode.get(exc.errno, str(exc.errno))
+
+def read_only_under_proc():
+    found = []
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            fields = line.split()
+            if fields[4].startswith("/proc/") and "ro" in fields[5].split(","):
+                found.append(fields[4])
+    return sorted(found)
+
 def status():
     with open("/proc/self/status") as f:
         return dict(line.rstrip("\n").split(":\t", 1) for line in f if ":\t" in line)
@@ -51,6 +67,12 @@ def handler(event):
         "handler_dir": outcome(lambda: write("/handler/new-file")),
         "root_dir": outcome(lambda: write("/new-file")),
         "host_dir": outcome(lambda: write("/host/own-file")),
+        "proc_masked": {p: size("/proc/" + p) for p in ("kcore", "keys", "timer_list", "interrupts")},
+        "proc_acpi": os.listdir("/proc/acpi") if os.path.isdir("/proc/acpi") else None,
+        "proc_read_only": read_only_under_proc(),
+        "processes": sorted(int(p) for p in os.listdir("/proc") if p.isdigit()),
+        "dev": sorted(os.listdir("/dev")),
+        "sys": os.listdir("/sys"),
     }
 "#;
 
@@ -100,6 +122,38 @@ async fn handler_code_runs_unprivileged_on_both_paths() {
         // Root-only, or absent from kernels built without magic SysRq.
         let v = r["sysrq"].as_str().unwrap();
         assert!(v == "EACCES" || v == "ENOENT", "{patch}: sysrq was {v}");
+        // /proc as container runtimes leave it: the host's kernel memory, keys, timers and
+        // interrupts read as empty, the tunables are mounted read-only; no /sys, no device
+        // beyond the minimal set, and no process but its own (pid 1; a thread is not listed).
+        for (name, size) in r["proc_masked"].as_object().unwrap() {
+            if std::path::Path::new("/proc").join(name).exists() {
+                assert_eq!(size, 0, "{patch}: /proc/{name} in {r}");
+            }
+        }
+        if std::path::Path::new("/proc/acpi").exists() {
+            assert_eq!(r["proc_acpi"], serde_json::json!([]), "{patch}: {r}");
+        }
+        for name in ["sys", "sysrq-trigger", "bus", "fs", "irq"] {
+            if std::path::Path::new("/proc").join(name).exists() {
+                let path = format!("/proc/{name}");
+                assert!(
+                    r["proc_read_only"]
+                        .as_array()
+                        .unwrap()
+                        .contains(&Value::from(path.as_str())),
+                    "{patch}: {path} is not read-only: {r}"
+                );
+            }
+        }
+        assert_eq!(r["processes"], serde_json::json!([1]), "{patch}: {r}");
+        assert_eq!(
+            r["dev"],
+            serde_json::json!([
+                "fd", "null", "random", "stderr", "stdin", "stdout", "urandom", "zero"
+            ]),
+            "{patch}: {r}"
+        );
+        assert_eq!(r["sys"], serde_json::json!([]), "{patch}: {r}");
         // Files it makes in /host belong to the sandbox user, on the host too.
         let sb = &stats["sandboxes"][0];
         let scratch = c

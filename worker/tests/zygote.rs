@@ -136,11 +136,16 @@ async fn forked_sandboxes_are_isolated_from_the_zygote_and_each_other() {
             .iter()
             .filter_map(Value::as_str)
             .collect();
-        assert_eq!(
-            mounts,
-            ["/", "/dev", "/handler", "/host", "/proc", "/tmp"],
-            "{name}: {r}"
-        );
+        // The masked /proc paths are mounts too (see sandbox::ProcMask).
+        let mut expect = vec!["/", "/dev", "/handler", "/host", "/proc", "/tmp"];
+        let masks: Vec<String> = sandbox::ProcMask::host()
+            .entries
+            .iter()
+            .map(|(p, _)| format!("/proc/{p}"))
+            .collect();
+        expect.extend(masks.iter().map(String::as_str));
+        expect.sort_unstable();
+        assert_eq!(mounts, expect, "{name}: {r}");
         // stdin, stdout, stderr, the listening socket, its connection, and listdir's own fd:
         // nothing of the zygote's.
         assert!(
