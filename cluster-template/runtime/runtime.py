@@ -145,7 +145,7 @@ def call(handler, load_error, body):
         return HANDLER_ERROR, load_error
     try:
         event = loads(body)
-    except (ValueError, UnicodeDecodeError) as exc:
+    except (ValueError, UnicodeDecodeError, RecursionError, MemoryError) as exc:
         msg = {"type": "BadRequest", "message": "event is not valid JSON: %s" % exc}
         return REQUEST_ERROR, dumps(msg).encode()
     try:

@@ -9,7 +9,7 @@
 
 use std::convert::Infallible;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::{header, Method, Request, Response, StatusCode};
@@ -74,6 +74,9 @@ pub fn route(method: &Method, path: &str) -> Result<Action, ApiError> {
 pub struct ApiState {
     pub manager: Arc<Manager>,
     pub max_body_bytes: usize,
+    /// How long a request's body may take to arrive once its head has (the head itself has
+    /// hyper's 30 s `header_read_timeout`): a client trickling bytes cannot hold a call open.
+    pub body_timeout: Duration,
     pub started: Instant,
     pub cgroup_version: &'static str,
 }
@@ -143,16 +146,32 @@ async fn run(
     req: Request<Incoming>,
 ) -> Result<Bytes, ApiError> {
     let t = Instant::now();
-    let event = read_event(req, state.max_body_bytes).await?;
+    let event = read_event(req, state.max_body_bytes, state.body_timeout).await?;
     state.manager.timings().record(Phase::ReadBody, t.elapsed());
     state.manager.run(name, event).await
 }
 
 /// Reads the body under the size limit and checks it is JSON (an empty body is `{}`).
-async fn read_event(req: Request<Incoming>, limit: usize) -> Result<Bytes, ApiError> {
-    let body = Limited::new(req.into_body(), limit)
-        .collect()
+async fn read_event(
+    req: Request<Incoming>,
+    limit: usize,
+    timeout: Duration,
+) -> Result<Bytes, ApiError> {
+    // A declared length over the limit is refused before anything is read.
+    let declared = req
+        .headers()
+        .get(hyper::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        return Err(ApiError::BodyTooLarge { limit });
+    }
+    let collect = Limited::new(req.into_body(), limit).collect();
+    let body = tokio::time::timeout(timeout, collect)
         .await
+        .map_err(|_| ApiError::BodyTimeout {
+            timeout_s: timeout.as_secs(),
+        })?
         .map_err(|e| {
             if e.downcast_ref::<http_body_util::LengthLimitError>()
                 .is_some()
@@ -171,7 +190,44 @@ async fn read_event(req: Request<Incoming>, limit: usize) -> Result<Bytes, ApiEr
     serde_json::from_slice::<serde::de::IgnoredAny>(&bytes).map_err(|e| ApiError::BadJson {
         message: e.to_string(),
     })?;
+    if nesting_depth(&bytes) > MAX_EVENT_DEPTH {
+        return Err(ApiError::BadJson {
+            message: format!("arrays and objects are nested more than {MAX_EVENT_DEPTH} deep"),
+        });
+    }
     Ok(bytes)
+}
+
+/// How deep an event's arrays and objects may nest. serde_json's `IgnoredAny` checks syntax
+/// at any depth, but the runtime's parser recurses, and Python stops near 1 000 levels.
+pub const MAX_EVENT_DEPTH: usize = 512;
+
+/// The deepest nesting of arrays and objects in `json`, which must be valid JSON. One pass, no
+/// allocation: brackets inside strings do not count.
+fn nesting_depth(json: &[u8]) -> usize {
+    let (mut depth, mut deepest) = (0usize, 0usize);
+    let (mut in_string, mut escaped) = (false, false);
+    for &b in json {
+        if in_string {
+            match b {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                b'"' => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'[' | b'{' => {
+                depth += 1;
+                deepest = deepest.max(depth);
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    deepest
 }
 
 fn stats_json(state: &ApiState) -> serde_json::Value {
@@ -215,6 +271,17 @@ fn json_response(status: StatusCode, value: &serde_json::Value) -> Response<Full
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn nesting_depth_counts_brackets_outside_strings() {
+        assert_eq!(nesting_depth(b"1"), 0);
+        assert_eq!(nesting_depth(b"{}"), 1);
+        assert_eq!(nesting_depth(br#"[{"a": [1, {"b": []}]}, []]"#), 5);
+        assert_eq!(nesting_depth(br#"{"[[[[": "{{{{\"[["}"#), 1);
+        assert_eq!(nesting_depth(br#"["\\", [["\\\""]]]"#), 3);
+        let deep = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
+        assert_eq!(nesting_depth(deep.as_bytes()), 100_000);
+    }
 
     #[test]
     fn routes() {

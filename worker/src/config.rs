@@ -106,6 +106,8 @@ pub struct Config {
     pub idle_timeout_s: u64,
     /// Largest accepted request body, in bytes (larger ones get 413).
     pub max_body_bytes: usize,
+    /// Seconds a request body may take to arrive after its head (slower ones get 408).
+    pub body_timeout_s: u64,
     /// On SIGTERM/SIGINT, in-flight calls get this many seconds to finish.
     pub shutdown_timeout_s: u64,
     /// An idle sandbox is paused (cgroup freezer) after this many milliseconds without a call,
@@ -162,6 +164,7 @@ impl Default for Config {
             handler_cache_size: 64,
             idle_timeout_s: 300,
             max_body_bytes: 6 * 1024 * 1024,
+            body_timeout_s: 30,
             shutdown_timeout_s: 10,
             pause_after_ms: 1000,
             memory_budget_mb: 0,
@@ -286,6 +289,9 @@ impl Config {
         }
         if self.max_body_bytes == 0 {
             return bad("max_body_bytes", "must be at least 1");
+        }
+        if self.body_timeout_s == 0 {
+            return bad("body_timeout_s", "must be at least 1");
         }
         if self.install_timeout_s == 0 {
             return bad("install_timeout_s", "must be at least 1");

@@ -59,6 +59,8 @@ pub enum ApiError {
     BodyTooLarge { limit: usize },
     #[error("cannot read the request body: {message}")]
     BodyRead { message: String },
+    #[error("the request body did not arrive within {timeout_s} s")]
+    BodyTimeout { timeout_s: u64 },
     #[error("handler of {lambda} raised {kind}: {message}")]
     HandlerRaised {
         lambda: String,
@@ -95,6 +97,7 @@ impl ApiError {
             ApiError::PackageInstall { .. } => StatusCode::FAILED_DEPENDENCY,
             ApiError::BadHandler { .. } => StatusCode::FORBIDDEN,
             ApiError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::BodyTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
             ApiError::HandlerRaised { .. } | ApiError::Internal { .. } => {
                 StatusCode::INTERNAL_SERVER_ERROR
             }
@@ -174,6 +177,9 @@ impl ApiError {
                 json!({"error": "body too large", "message": message, "limit_bytes": limit})
             }
             ApiError::BodyRead { .. } => json!({"error": "bad request body", "message": message}),
+            ApiError::BodyTimeout { timeout_s } => {
+                json!({"error": "body timeout", "message": message, "timeout_s": timeout_s})
+            }
             ApiError::HandlerRaised {
                 lambda,
                 kind,
@@ -307,6 +313,7 @@ mod tests {
                 "timeout",
             ),
             (ApiError::BodyTooLarge { limit: 10 }, 413, "body too large"),
+            (ApiError::BodyTimeout { timeout_s: 30 }, 408, "body timeout"),
             (
                 ApiError::BadRequirements {
                     lambda: "x".into(),

@@ -93,6 +93,7 @@ impl Worker {
         let state = Arc::new(ApiState {
             manager: Arc::clone(&manager),
             max_body_bytes: cfg.max_body_bytes,
+            body_timeout: Duration::from_secs(cfg.body_timeout_s),
             started: Instant::now(),
             cgroup_version: version,
         });
@@ -149,7 +150,10 @@ async fn accept_loop(
     drain_s: u64,
 ) {
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
-    let http = http1::Builder::new();
+    let mut http = http1::Builder::new();
+    // With a timer, hyper enforces its header_read_timeout (30 s): a client that sends a
+    // request head slowly, or never, cannot hold a connection open.
+    http.timer(hyper_util::rt::TokioTimer::new());
     loop {
         tokio::select! {
             accepted = listener.accept() => {

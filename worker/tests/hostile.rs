@@ -167,3 +167,393 @@ def handler(event):
     let worker_dir = c.cfg.worker_dir.display().to_string();
     assert!(!mounts.contains(&worker_dir), "a scratch mount is left");
 }
+
+/// Sends `head` and `body` raw on a new connection, half-closes when `close` is set, and
+/// returns the status and body of the answer (status 0 when the connection closed without one).
+async fn raw(c: &TestCluster, head: &str, body: &[u8], close: bool) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(c.addr).await.unwrap();
+    s.write_all(head.as_bytes()).await.unwrap();
+    // The worker may answer and close before it has read everything (413).
+    let _ = s.write_all(body).await;
+    if close {
+        let _ = s.shutdown().await;
+    }
+    let mut buf = Vec::new();
+    let _ = s.read_to_end(&mut buf).await;
+    let text = String::from_utf8_lossy(&buf).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let status = head
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    (status, body.to_owned())
+}
+
+/// What a hostile client can send: each gets a clear answer (a status, and a JSON body naming
+/// the problem wherever the worker, not hyper's parser, answers), and the worker keeps serving.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_requests_get_clear_answers() {
+    if !can_run("hostile_requests_get_clear_answers") {
+        return;
+    }
+    let mut c = TestCluster::start(r#"{"max_body_bytes": 1048576, "body_timeout_s": 1}"#).await;
+    c.add_handler("bystander", HELLO);
+    c.add_handler("echo", "def handler(event):\n    return event\n");
+    still_serving(&c).await;
+
+    // Names: `..`, `/`, NUL, bytes that are not UTF-8, 1 000 characters.
+    let long = "a".repeat(1000);
+    for name in [
+        "..",
+        "%2e%2e",
+        "a/b",
+        "a%2Fb",
+        "..%2F..%2Fetc",
+        "%00",
+        "a%00b",
+        "%ff",
+        &long,
+    ] {
+        let (status, body) = c.post(&format!("/runLambda/{name}"), "{}").await;
+        let r: serde_json::Value = serde_json::from_str(&body)
+            .unwrap_or_else(|e| panic!("{name}: not JSON ({e}): {body}"));
+        assert_eq!(status, 400, "{name}: {r}");
+        assert_eq!(r["error"], "invalid lambda name", "{name}: {r}");
+    }
+    // A 100 000-character path is refused by the HTTP parser itself, before any handler: 414.
+    let (status, _) = c
+        .post(&format!("/runLambda/{}", "a".repeat(100_000)), "{}")
+        .await;
+    assert_eq!(status, 414);
+    still_serving(&c).await;
+
+    // Malformed bodies: 400 with the reason.
+    let deep = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
+    for (what, body) in [
+        ("not JSON", b"{not json".to_vec()),
+        ("not UTF-8", b"\xff\xfe{\"a\": 1}".to_vec()),
+        ("two values", b"{} {}".to_vec()),
+        ("nested 100 000 deep", deep.into_bytes()),
+    ] {
+        let (status, text) = raw(
+            &c,
+            &format!(
+                "POST /runLambda/echo HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                body.len()
+            ),
+            &body,
+            false,
+        )
+        .await;
+        let r: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(
+            (status, &r["error"]),
+            (400, &json!("invalid JSON")),
+            "{what}: {r}"
+        );
+    }
+    // Nested 500 deep is fine: within the limit, the handler gets it and returns it.
+    let nested = format!("{}{}", "[".repeat(500), "]".repeat(500));
+    let (status, text) = c.post("/runLambda/echo", &nested).await;
+    assert_eq!((status, text.len()), (200, 1000), "{text}");
+
+    // Huge bodies: 413 at once when Content-Length says so (nothing is read), and after
+    // 1 MiB when the body comes chunked.
+    let t = Instant::now();
+    let (status, text) = raw(
+        &c,
+        "POST /runLambda/echo HTTP/1.1\r\nHost: x\r\nContent-Length: 5000000000\r\n\r\n",
+        b"[",
+        false,
+    )
+    .await;
+    assert_eq!(status, 413, "{text}");
+    assert!(t.elapsed() < Duration::from_secs(1), "{:?}", t.elapsed());
+    let chunk = format!("100000\r\n{}\r\n", "1".repeat(0x100000));
+    let (status, text) = raw(
+        &c,
+        "POST /runLambda/echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n",
+        chunk.repeat(20).as_bytes(),
+        false,
+    )
+    .await;
+    let r: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(
+        (status, r["limit_bytes"].as_u64()),
+        (413, Some(1 << 20)),
+        "{r}"
+    );
+
+    // A body that stops arriving: 408 after body_timeout_s (here 1 s).
+    let (status, text) = raw(
+        &c,
+        "POST /runLambda/echo HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n",
+        b"{\"a\"",
+        false,
+    )
+    .await;
+    let r: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!((status, &r["error"]), (408, &json!("body timeout")), "{r}");
+    // A client that hangs up halfway: no answer to give, and nothing breaks.
+    let (status, _) = raw(
+        &c,
+        "POST /runLambda/echo HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n",
+        b"{\"a\"",
+        true,
+    )
+    .await;
+    assert!(status == 0 || status == 400, "{status}");
+    // Garbage instead of HTTP: hyper answers 400 and closes.
+    let (status, _) = raw(&c, "\x00\x01\x02 nonsense\r\n\r\n", b"", false).await;
+    assert_eq!(status, 400);
+    still_serving(&c).await;
+    assert_eq!(c.stats().await["lambdas"]["echo"]["cold_starts"], 1);
+    c.shutdown().await;
+}
+
+/// Reports the errno name of each attempt ("allowed" when it worked).
+const OUTCOME: &str = r#"import ctypes, errno, os
+
+libc = ctypes.CDLL(None, use_errno=True)
+
+def outcome(fn):
+    try:
+        rc = fn()
+        if isinstance(rc, int) and rc < 0:
+            return errno.errorcode.get(ctypes.get_errno(), str(ctypes.get_errno()))
+        return "allowed"
+    except OSError as exc:
+        return errno.errorcode.get(exc.errno, str(exc.errno))
+"#;
+
+/// Handlers that go after the worker, other sandboxes, the registry and the host: each attempt
+/// fails, its caller gets a clear answer, and the worker keeps serving.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_handlers_cannot_reach_the_worker_or_each_other() {
+    if !can_run("hostile_handlers_cannot_reach_the_worker_or_each_other") {
+        return;
+    }
+    let mut c = TestCluster::start("{}").await;
+    c.add_handler("bystander", HELLO);
+    still_serving(&c).await;
+    let worker_pid = std::process::id();
+
+    // The worker: not in view, not signalable, not traceable, its memory not readable.
+    add(
+        &c,
+        "stalker",
+        &format!(
+            r#"{OUTCOME}
+def handler(event):
+    pid = event["worker_pid"]
+    buf = ctypes.create_string_buffer(8)
+    iov = (ctypes.c_void_p * 2)(ctypes.addressof(buf), 8)
+    return {{
+        "in_view": os.path.exists("/proc/%d" % pid),
+        "kill": outcome(lambda: os.kill(pid, 9)),
+        "ptrace_attach": outcome(lambda: libc.ptrace(16, pid, 0, 0)),
+        "ptrace_traceme": outcome(lambda: libc.ptrace(0, 0, 0, 0)),
+        "process_vm_readv": outcome(lambda: libc.process_vm_readv(pid, iov, 1, iov, 1, 0)),
+        "setns_mnt": outcome(lambda: libc.setns(os.open("/proc/1/ns/mnt", os.O_RDONLY), 0)),
+        "write_packages": outcome(lambda: open("/packages/x", "w")),
+        "processes": sorted(int(p) for p in os.listdir("/proc") if p.isdigit()),
+    }}
+"#
+        ),
+        "{}",
+    );
+    let (status, r) = c
+        .call("stalker", &json!({"worker_pid": worker_pid}).to_string())
+        .await;
+    assert_eq!(status, 200, "{r}");
+    assert_eq!(r["in_view"], false, "{r}");
+    assert_eq!(r["kill"], "ESRCH", "{r}");
+    for attempt in [
+        "ptrace_attach",
+        "ptrace_traceme",
+        "process_vm_readv",
+        "setns_mnt",
+    ] {
+        assert_eq!(r[attempt], "EPERM", "{attempt}: {r}");
+    }
+    assert_eq!(r["write_packages"], "EROFS", "{r}");
+    assert_eq!(r["processes"], json!([1]), "{r}");
+    still_serving(&c).await;
+
+    // SIGKILL to every process it may signal reaches only its own child; pid 1 of its
+    // namespace (its own runtime) ignores it.
+    add(
+        &c,
+        "killall",
+        &format!(
+            r#"{OUTCOME}import signal, subprocess
+
+def handler(event):
+    child = subprocess.Popen(["/bin/sleep", "60"])
+    result = {{"kill_all": outcome(lambda: os.kill(-1, signal.SIGKILL))}}
+    result["child"] = child.wait()
+    result["kill_self"] = outcome(lambda: os.kill(1, signal.SIGKILL))
+    return result
+"#
+        ),
+        "{}",
+    );
+    let (status, r) = c.call("killall", "{}").await;
+    assert_eq!(status, 200, "{r}");
+    assert_eq!(
+        r,
+        json!({"kill_all": "allowed", "child": -9, "kill_self": "allowed"})
+    );
+    still_serving(&c).await;
+
+    // A segfault, a hard exit: 502, then a fresh sandbox.
+    add(
+        &c,
+        "crash",
+        "import ctypes, os\n\ndef handler(event):\n    if event.get('how') == 'segv':\n        ctypes.string_at(0)\n    if event.get('how') == 'exit':\n        os._exit(7)\n    return 'alive'\n",
+        "{}",
+    );
+    for how in ["segv", "exit"] {
+        let (status, r) = c.call("crash", &json!({"how": how}).to_string()).await;
+        assert_eq!(
+            (status, &r["error"]),
+            (502, &json!("sandbox failed")),
+            "{how}: {r}"
+        );
+        assert_eq!(c.call("crash", "{}").await, (200, json!("alive")), "{how}");
+    }
+    assert_eq!(c.stats().await["lambdas"]["crash"]["cold_starts"], 3);
+    still_serving(&c).await;
+
+    // Return values JSON cannot carry, or too big to take: clear errors, the worker unharmed.
+    add(
+        &c,
+        "returns",
+        "def handler(event):\n    how = event['how']\n    if how == 'nan':\n        return float('nan')\n    if how == 'cycle':\n        x = []\n        x.append(x)\n        return x\n    if how == 'bytes':\n        return b'raw'\n    if how == 'huge':\n        return 'x' * (65 << 20)\n",
+        r#"{"memory_mb": 640}"#,
+    );
+    for how in ["nan", "cycle", "bytes"] {
+        let (status, r) = c.call("returns", &json!({"how": how}).to_string()).await;
+        assert_eq!(status, 500, "{how}: {r}");
+        assert!(
+            r["exception"].to_string().contains("not JSON-serializable"),
+            "{how}: {r}"
+        );
+    }
+    let (status, r) = c.call("returns", r#"{"how": "huge"}"#).await;
+    assert_eq!(
+        (status, &r["error"]),
+        (502, &json!("sandbox failed")),
+        "{r}"
+    );
+    assert!(r["message"].to_string().contains("limit"), "{r}");
+    still_serving(&c).await;
+
+    // Another sandbox's scratch: one lambda leaves a secret in its /host and /tmp; another
+    // looks for it everywhere it can see, and at its path on the host.
+    add(
+        &c,
+        "keeper",
+        "def handler(event):\n    for d in ('/host', '/tmp'):\n        with open(d + '/secret-7f3a', 'w') as f:\n            f.write('the secret')\n    return 'kept'\n",
+        "{}",
+    );
+    assert_eq!(c.call("keeper", "{}").await, (200, json!("kept")));
+    let stats = c.stats().await;
+    let keeper = stats["sandboxes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["lambda"] == "keeper")
+        .unwrap()
+        .clone();
+    let on_host = c
+        .cfg
+        .worker_dir
+        .join(format!("handlers/keeper/{}/secret-7f3a", keeper["id"]));
+    assert!(on_host.is_file(), "the secret is where the host sees it");
+    add(
+        &c,
+        "snoop",
+        &format!(
+            r#"{OUTCOME}
+def handler(event):
+    found = []
+    for top in os.listdir("/"):
+        if top in ("proc", "sys"):
+            continue
+        for d, _, files in os.walk("/" + top):
+            found += [os.path.join(d, f) for f in files if f.startswith("secret-")]
+    return {{
+        "found": found,
+        "host_path": outcome(lambda: open(event["path"]).read()),
+        "keeper_pid": outcome(lambda: os.kill(event["pid"], 0)),
+    }}
+"#
+        ),
+        "{}",
+    );
+    let (status, r) = c
+        .call(
+            "snoop",
+            &json!({"path": on_host, "pid": keeper["pid"]}).to_string(),
+        )
+        .await;
+    assert_eq!(status, 200, "{r}");
+    assert_eq!(r["found"], json!([]), "{r}");
+    assert_eq!(r["host_path"], "ENOENT", "{r}");
+    assert_eq!(r["keeper_pid"], "ESRCH", "{r}");
+    still_serving(&c).await;
+
+    // The registry: symbolic links to files outside it are refused, never followed.
+    let outside = c.dir.join("outside");
+    std::fs::create_dir_all(&outside).unwrap();
+    std::fs::write(outside.join("lambda_func.py"), HELLO).unwrap();
+    std::fs::write(outside.join("notes.txt"), "six==1.17.0\n").unwrap();
+    let reg = c.registry();
+    std::os::unix::fs::symlink(&outside, reg.join("linkdir")).unwrap();
+    std::fs::create_dir_all(reg.join("linkfile")).unwrap();
+    std::os::unix::fs::symlink(
+        outside.join("lambda_func.py"),
+        reg.join("linkfile/lambda_func.py"),
+    )
+    .unwrap();
+    for (name, file, status, kind) in [
+        ("linkreq", "requirements.txt", 400, "invalid requirements"),
+        ("linkcfg", "lambda.json", 400, "invalid lambda config"),
+    ] {
+        c.add_handler(name, HELLO);
+        std::os::unix::fs::symlink(outside.join("notes.txt"), reg.join(name).join(file)).unwrap();
+        let (s, r) = c.call(name, "{}").await;
+        assert_eq!((s, &r["error"]), (status, &json!(kind)), "{name}: {r}");
+        assert!(
+            !r.to_string().contains("six=="),
+            "{name} leaks the file: {r}"
+        );
+    }
+    for name in ["linkdir", "linkfile"] {
+        let (s, r) = c.call(name, "{}").await;
+        assert_eq!(
+            (s, &r["error"]),
+            (403, &json!("bad handler")),
+            "{name}: {r}"
+        );
+    }
+    // A link inside a lambda's directory resolves inside the sandbox, where the host's paths
+    // do not exist.
+    add(
+        &c,
+        "innerlink",
+        &format!("{OUTCOME}\ndef handler(event):\n    return outcome(lambda: open('/handler/notes').read())\n"),
+        "{}",
+    );
+    std::os::unix::fs::symlink(outside.join("notes.txt"), reg.join("innerlink/notes")).unwrap();
+    assert_eq!(c.call("innerlink", "{}").await, (200, json!("ENOENT")));
+    still_serving(&c).await;
+
+    let parent = c.cfg.cgroup_parent().display().to_string();
+    c.shutdown().await;
+    assert!(cgroup_dirs_containing(&parent).is_empty());
+    assert!(!c.cfg.worker_dir.join("handlers").exists());
+}
