@@ -77,22 +77,11 @@ impl LambdaLimits {
             key: key.map(str::to_owned),
             message,
         };
-        let md = match std::fs::symlink_metadata(&path) {
-            Ok(md) => md,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Self::defaults(cfg)),
-            Err(e) => return Err(err(None, format!("cannot read it: {e}"))),
+        let Some(text) = crate::registry::read_lambda_file(&path, MAX_FILE_BYTES)
+            .map_err(|message| err(None, message))?
+        else {
+            return Ok(Self::defaults(cfg));
         };
-        if !md.is_file() {
-            return Err(err(None, "it is not a regular file".to_owned()));
-        }
-        if md.len() > MAX_FILE_BYTES {
-            return Err(err(
-                None,
-                format!("it is larger than {MAX_FILE_BYTES} bytes"),
-            ));
-        }
-        let text = std::fs::read_to_string(&path)
-            .map_err(|e| err(None, format!("cannot read it: {e}")))?;
         let value: serde_json::Value = serde_json::from_str(&text)
             .map_err(|e| err(None, format!("it is not valid JSON: {e}")))?;
         let serde_json::Value::Object(map) = value else {

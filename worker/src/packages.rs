@@ -135,14 +135,9 @@ pub fn read_requirements(
         path: path.display().to_string(),
         message,
     };
-    let md = std::fs::symlink_metadata(&path).map_err(|e| bad(e.to_string()))?;
-    if !md.is_file() {
-        return Err(bad("not a regular file".to_owned()));
-    }
-    if md.len() > MAX_REQUIREMENTS_BYTES {
-        return Err(bad(format!("larger than {MAX_REQUIREMENTS_BYTES} bytes")));
-    }
-    let text = std::fs::read_to_string(&path).map_err(|e| bad(e.to_string()))?;
+    let text = crate::registry::read_lambda_file(&path, MAX_REQUIREMENTS_BYTES)
+        .map_err(bad)?
+        .ok_or_else(|| bad("it was removed while being read".to_owned()))?;
     let specs = parse_requirements(&text).map_err(bad)?;
     if specs.is_empty() {
         return Ok(None);
