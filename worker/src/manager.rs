@@ -241,6 +241,8 @@ impl Manager {
     /// `<worker_dir>/handlers`.
     pub fn new(cfg: Arc<Config>, cgroups: CgroupSetup) -> Result<Self, sandbox::HardenError> {
         let hardening = sandbox::Hardening::new(cfg.sandbox_uid, cfg.sandbox_gid)?;
+        let packages =
+            crate::packages::Packages::new(Arc::clone(&cfg), cgroups.clone(), hardening.clone());
         Ok(Self {
             import_cache: crate::zygote::ImportCache::new(
                 Arc::clone(&cfg),
@@ -262,7 +264,7 @@ impl Manager {
                 idle_returned: Notify::new(),
             }),
             timings: Timings::default(),
-            packages: crate::packages::Packages::new(Arc::clone(&cfg), cgroups.clone()),
+            packages,
             memory_budget: memory_budget_bytes(&cfg),
             memory_seen: AtomicU64::new(0),
             started_mb_since_measure: AtomicU64::new(0),

@@ -206,6 +206,9 @@ pub struct Packages {
     cfg: Arc<Config>,
     cgroups: CgroupSetup,
     cgroup_parent: PathBuf,
+    /// pip runs package code (sdist builds), so it runs as the sandbox user with the same
+    /// capabilities, `no_new_privs` and seccomp filters as handlers.
+    hardening: sandbox::Hardening,
     dir: PathBuf,
     /// Resolved lists by requirements hash.
     resolved: DashMap<String, Arc<Vec<Package>>>,
@@ -271,9 +274,10 @@ struct PipRun {
 }
 
 impl Packages {
-    pub fn new(cfg: Arc<Config>, cgroups: CgroupSetup) -> Self {
+    pub fn new(cfg: Arc<Config>, cgroups: CgroupSetup, hardening: sandbox::Hardening) -> Self {
         Self {
             cgroup_parent: cfg.cgroup_parent(),
+            hardening,
             dir: cfg.packages_dir.clone(),
             cgroups,
             cfg,
@@ -455,10 +459,15 @@ impl Packages {
         let staging = run.staging.clone();
         let result = if run.code == Some(0) {
             let target = staging.join("target");
-            self.subdir(&p.name).and_then(|_| {
-                std::fs::rename(&target, &dest)
-                    .map_err(|e| self.internal("move into place", &dest, e))
-            })
+            // pip wrote it as the sandbox user; the store belongs to root, so no sandbox can
+            // change a package that others import.
+            chown_tree(&target, 0, 0)
+                .map_err(|e| self.internal("take ownership of", &target, e))
+                .and_then(|()| self.subdir(&p.name))
+                .and_then(|_| {
+                    std::fs::rename(&target, &dest)
+                        .map_err(|e| self.internal("move into place", &dest, e))
+                })
         } else {
             Err(ApiError::PackageInstall {
                 lambda: lambda.to_string(),
@@ -496,6 +505,12 @@ impl Packages {
             .join(format!("{step}-{}-{id}", std::process::id()));
         let tmp = staging.join("tmp");
         std::fs::create_dir_all(&tmp).map_err(|e| self.internal("create", &tmp, e))?;
+        // pip runs as the sandbox user: its /host (and the temporary directory in it) is its own.
+        let (uid, gid) = (self.hardening.uid, self.hardening.gid);
+        for d in [&staging, &tmp] {
+            std::os::unix::fs::lchown(d, Some(uid), Some(gid))
+                .map_err(|e| self.internal("hand over", d, e))?;
+        }
         let outcome = self.pip_in(lambda, id, &staging, options, specs);
         if outcome.is_err() {
             remove_staging(&staging);
@@ -547,6 +562,7 @@ impl Packages {
                 .mount(staging, "/host", true)
                 .net(sandbox::NetMode::Host)
                 .hostname("lambda-pip")
+                .harden(self.hardening.clone())
                 .limits(Limits {
                     memory_bytes: Some(PIP_MEMORY_MB * 1024 * 1024),
                     pids_max: Some(PIP_MAX_PROCS),
@@ -630,6 +646,15 @@ fn pip_message(run: &PipRun) -> String {
     }
 }
 
+/// `lchown` of `dir` and everything under it (links themselves, never followed).
+fn chown_tree(dir: &Path, uid: u32, gid: u32) -> std::io::Result<()> {
+    for entry in walkdir::WalkDir::new(dir) {
+        let entry = entry.map_err(std::io::Error::other)?;
+        std::os::unix::fs::lchown(entry.path(), Some(uid), Some(gid))?;
+    }
+    Ok(())
+}
+
 fn remove_staging(staging: &Path) {
     if staging.as_os_str().is_empty() {
         return;
@@ -673,7 +698,11 @@ mod tests {
         let setup = CgroupSetup::V2 {
             root: PathBuf::from("/nonexistent"),
         };
-        let p = Packages::new(Arc::new(cfg), setup);
+        let p = Packages::new(
+            Arc::new(cfg),
+            setup,
+            sandbox::Hardening::new(65534, 65534).unwrap(),
+        );
         let staging = tmp.path().join(".staging");
         // pid 2^22 + 1 is above the kernel's pid_max limit: never a live process.
         let dead = staging.join("install-4194305-1");

@@ -109,6 +109,13 @@ async fn concurrent_first_calls_install_once() {
     let stats = c.stats().await;
     assert_eq!(stats["packages"]["installs"], 1, "{stats}");
     assert_eq!(stats["packages"]["resolves"], 1, "{stats}");
+    // pip ran as the sandbox user; what it installed now belongs to root.
+    for entry in walkdir::WalkDir::new(c.cfg.packages_dir.join("six")) {
+        let entry = entry.unwrap();
+        let md = std::fs::symlink_metadata(entry.path()).unwrap();
+        use std::os::unix::fs::MetadataExt;
+        assert_eq!((md.uid(), md.gid()), (0, 0), "{}", entry.path().display());
+    }
     let (status, body) = c.call("six-c", "{}").await;
     assert_eq!((status, &body["six"]), (200, &json!("1.17.0")), "{body}");
     // A lambda without requirements sees an empty /packages.
