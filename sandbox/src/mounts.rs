@@ -13,8 +13,9 @@
 //!    container runtimes mask them (see [`ProcMask`]): files covered by `/dev/null`,
 //!    directories by an empty read-only tmpfs, and the kernel's tunables made read-only
 //! 6. a size-limited tmpfs at `/tmp`
-//! 7. each bind mount (`/packages`, `/handler`, `/host`), then its remount read-only where asked,
-//!    always `nosuid,nodev`
+//! 7. each bind mount (`/host`), then its remount read-only where asked, always `nosuid,nodev`;
+//!    then each detached mount (`/handler`: the directory the worker opened and checked), attached
+//!    with `move_mount` and the flags it was cloned with (read-only, `nosuid,nodev`)
 //! 8. each view (the packages a lambda needs): a small tmpfs, a directory per entry, each entry
 //!    bound read-only, then the tmpfs remounted read-only
 //! 9. remount the root read-only, `nosuid,nodev`
@@ -58,6 +59,10 @@ pub(crate) enum Step {
         target: CString,
         link: CString,
     },
+    MoveMount {
+        fd: std::os::fd::RawFd,
+        target: CString,
+    },
     Chdir(CString),
     PivotRoot(CString),
     UmountDetach(CString),
@@ -72,6 +77,7 @@ impl fmt::Display for Step {
             Step::Mkdir { path, .. } => write!(f, "mkdir {path:?}"),
             Step::Mknod { path, .. } => write!(f, "mknod {path:?}"),
             Step::Symlink { link, .. } => write!(f, "symlink {link:?}"),
+            Step::MoveMount { target, .. } => write!(f, "attach a detached mount at {target:?}"),
             Step::Chdir(p) => write!(f, "chdir {p:?}"),
             Step::PivotRoot(p) => write!(f, "pivot_root into {p:?}"),
             Step::UmountDetach(p) => write!(f, "detach old root at {p:?}"),
@@ -338,6 +344,13 @@ impl SetupPlan {
                 data: None,
             });
         }
+        for (mount, target) in &spec.attached {
+            use std::os::fd::{AsFd, AsRawFd};
+            steps.push(Step::MoveMount {
+                fd: mount.as_fd().as_raw_fd(),
+                target: path_c(&root.join(target.strip_prefix("/").unwrap_or(target)))?,
+            });
+        }
         for v in &spec.views {
             let base = root.join(v.target.strip_prefix("/").unwrap_or(&v.target));
             let target = path_c(&base)?;
@@ -435,6 +448,7 @@ impl SetupPlan {
                 } => sys.mknod_char(path, *perm, *major, *minor),
                 Step::Mkdir { path, mode } => sys.mkdir(path, *mode),
                 Step::Symlink { target, link } => sys.symlink(target, link),
+                Step::MoveMount { fd, target } => sys.move_mount(*fd, target),
                 Step::Chdir(p) => sys.chdir(p),
                 Step::PivotRoot(p) => sys.pivot_root(p, p),
                 Step::UmountDetach(p) => sys.umount_detach(p),

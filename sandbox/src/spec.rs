@@ -70,6 +70,8 @@ pub struct View {
 pub struct SandboxSpec {
     pub(crate) root: PathBuf,
     pub(crate) mounts: Vec<BindMount>,
+    /// Detached mounts the child attaches with `move_mount` (after the bind mounts).
+    pub(crate) attached: Vec<(std::sync::Arc<crate::DetachedMount>, PathBuf)>,
     pub(crate) views: Vec<View>,
     pub(crate) tmp_mb: u64,
     pub(crate) hostname: String,
@@ -93,6 +95,7 @@ impl SandboxSpec {
             spec: SandboxSpec {
                 root: root.into(),
                 mounts: Vec::new(),
+                attached: Vec::new(),
                 views: Vec::new(),
                 tmp_mb: 64,
                 hostname: "lambda".to_owned(),
@@ -142,6 +145,18 @@ impl SpecBuilder {
         });
         self
     }
+    /// Attaches a detached mount (see [`DetachedMount`](crate::DetachedMount)) at `target`,
+    /// with the flags it was cloned with. Unlike a bind mount by path, what is mounted is the
+    /// directory the caller opened and checked, whatever its path names by then.
+    pub fn attach(
+        mut self,
+        mount: std::sync::Arc<crate::DetachedMount>,
+        target: impl Into<PathBuf>,
+    ) -> Self {
+        self.spec.attached.push((mount, target.into()));
+        self
+    }
+
     /// Adds a read-only view at `target` made of `entries` (host directory, relative path);
     /// see [`View`]. Views are mounted after the bind mounts.
     pub fn view(mut self, target: impl Into<PathBuf>, entries: Vec<(PathBuf, PathBuf)>) -> Self {
@@ -216,6 +231,16 @@ impl SpecBuilder {
         let s = self.spec;
         if !s.root.is_absolute() || !s.root.is_dir() {
             return Err(SpecError::Root(s.root));
+        }
+        for (_, target) in &s.attached {
+            let inside = s.root.join(target.strip_prefix("/").unwrap_or(target));
+            let is_dir = std::fs::symlink_metadata(&inside).is_ok_and(|m| m.is_dir());
+            if !is_normal_absolute(target) || !is_dir {
+                return Err(SpecError::MountPoint {
+                    root: s.root.clone(),
+                    target: target.clone(),
+                });
+            }
         }
         for m in &s.mounts {
             if !m.source.is_absolute() || !m.source.exists() {

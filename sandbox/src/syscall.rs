@@ -27,6 +27,8 @@ pub trait Syscall: Sync {
     fn chdir(&self, path: &CStr) -> Result<(), Errno>;
     fn pivot_root(&self, new_root: &CStr, put_old: &CStr) -> Result<(), Errno>;
     fn umount_detach(&self, target: &CStr) -> Result<(), Errno>;
+    /// Attaches the detached mount `fd` at `target` (`move_mount` with `MOVE_MOUNT_F_EMPTY_PATH`).
+    fn move_mount(&self, fd: std::os::fd::RawFd, target: &CStr) -> Result<(), Errno>;
     fn sethostname(&self, name: &CStr) -> Result<(), Errno>;
     /// Brings up the loopback interface of the current network namespace.
     fn loopback_up(&self) -> Result<(), Errno>;
@@ -86,6 +88,23 @@ impl Syscall for LinuxSyscall {
 
     fn umount_detach(&self, target: &CStr) -> Result<(), Errno> {
         nix::mount::umount2(target, MntFlags::MNT_DETACH)
+    }
+
+    fn move_mount(&self, fd: std::os::fd::RawFd, target: &CStr) -> Result<(), Errno> {
+        const MOVE_MOUNT_F_EMPTY_PATH: libc::c_uint = 0x4;
+        // SAFETY: both strings are NUL-terminated and outlive the call; with
+        // MOVE_MOUNT_F_EMPTY_PATH the kernel acts on `fd` itself. No allocation.
+        let rc = unsafe {
+            libc::syscall(
+                libc::SYS_move_mount,
+                fd,
+                c"".as_ptr(),
+                libc::AT_FDCWD,
+                target.as_ptr(),
+                MOVE_MOUNT_F_EMPTY_PATH,
+            )
+        };
+        Errno::result(rc).map(drop)
     }
 
     fn sethostname(&self, name: &CStr) -> Result<(), Errno> {
@@ -190,6 +209,9 @@ impl Syscall for RecordingSyscall {
     }
     fn chdir(&self, path: &CStr) -> Result<(), Errno> {
         self.record(format!("chdir {}", s(Some(path))))
+    }
+    fn move_mount(&self, fd: std::os::fd::RawFd, target: &CStr) -> Result<(), Errno> {
+        self.record(format!("move_mount fd {fd} {}", s(Some(target))))
     }
     fn pivot_root(&self, new_root: &CStr, put_old: &CStr) -> Result<(), Errno> {
         self.record(format!(

@@ -22,7 +22,7 @@
 //! - destroying happens on the blocking pool, off the request path.
 
 use std::collections::VecDeque;
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, AsRawFd};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -780,11 +780,11 @@ impl Manager {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let this = Arc::clone(self);
         let lambda = name.clone();
-        let dir = handler.dir.clone();
+        let for_spawn = handler.clone();
         let started = Instant::now();
         let limits = *limits;
         let spawned = tokio::task::spawn_blocking(move || {
-            this.spawn_sandbox(id, &lambda, dir, &packages, &limits)
+            this.spawn_sandbox(id, &lambda, &for_spawn, &packages, &limits)
         })
         .await
         .map_err(|e| ApiError::Internal {
@@ -851,10 +851,13 @@ impl Manager {
         &self,
         id: u64,
         name: &LambdaName,
-        handler_dir: PathBuf,
+        handler: &Handler,
         packages: &[(PathBuf, PathBuf)],
         limits: &LambdaLimits,
     ) -> Result<(Spawned, PathBuf), String> {
+        // The directory checked at lookup, held open until the sandbox has mounted it.
+        let dir_fd = handler.open_dir()?;
+        let handler_dir = PathBuf::from(format!("/proc/self/fd/{}", dir_fd.as_raw_fd()));
         let scratch = self.handlers_dir.join(name.as_str()).join(id.to_string());
         std::fs::create_dir_all(&scratch)
             .map_err(|e| format!("cannot create {}: {e}", scratch.display()))?;
@@ -865,6 +868,7 @@ impl Manager {
             return Err(e);
         }
         let result = self.spawn_in(id, name, &handler_dir, &scratch, packages, limits);
+        drop(dir_fd);
         if result.is_err() {
             let _ = crate::cleanup::remove_scratch(&scratch);
         }
@@ -1084,6 +1088,29 @@ impl Manager {
         if tokio::time::timeout(deadline, wait).await.is_err() {
             tracing::warn!("some sandboxes were still being destroyed at the shutdown deadline");
         }
+        // Calls still running past the drain deadline: end their sandboxes now (their callers
+        // get 502), so that the zygotes they hold end within this deadline, not after another.
+        let busy: Vec<PathBuf> = self
+            .shared
+            .live
+            .iter()
+            .map(|e| e.value().cgroup.clone())
+            .collect();
+        if !busy.is_empty() {
+            tracing::warn!(
+                sandboxes = busy.len(),
+                "ending sandboxes whose calls outlived the shutdown deadline"
+            );
+            let cgroups = self.cgroups.clone();
+            let _ = tokio::task::spawn_blocking(move || {
+                for rel in busy {
+                    if let Err(e) = cgroups.cgroup(&rel).kill_all() {
+                        tracing::debug!(cgroup = %rel.display(), error = %e, "kill at shutdown");
+                    }
+                }
+            })
+            .await;
+        }
         // Zygotes end after their sandboxes; wait for that too, so that the final cleanup does
         // not race their own.
         let zygotes = async {
@@ -1189,8 +1216,13 @@ pub fn spawn_lambda_sandbox(
     if !packages.is_empty() {
         builder = builder.view("/packages", packages.to_vec());
     }
+    // The handler directory is attached as a detached clone of what `handler_dir` names now
+    // (the worker passes `/proc/self/fd/N` of the directory it checked), never by path in the
+    // child.
+    let handler_mount = sandbox::DetachedMount::clone_of(handler_dir, false)
+        .map_err(|e| format!("cannot clone the handler directory: {e}"))?;
     builder = builder
-        .mount(handler_dir, "/handler", false)
+        .attach(Arc::new(handler_mount), "/handler")
         .mount(scratch, "/host", true)
         .tmp_mb(limits.tmp_mb)
         .hostname("lambda")

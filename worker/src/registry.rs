@@ -74,6 +74,30 @@ impl HandlerVersion {
 pub struct Handler {
     pub dir: PathBuf,
     pub version: HandlerVersion,
+    /// Device and inode of `dir` when it was looked up.
+    dir_id: (u64, u64),
+}
+
+impl Handler {
+    /// Opens the lambda's directory for mounting (`O_PATH`, never through a symbolic link) and
+    /// checks that it is the directory that was looked up. Sandboxes mount it through
+    /// `/proc/self/fd/N`, so an entry swapped for a link after the lookup is refused rather than
+    /// followed out of the registry.
+    pub fn open_dir(&self) -> Result<std::os::fd::OwnedFd, String> {
+        use nix::fcntl::{open, OFlag};
+        let flags = OFlag::O_PATH | OFlag::O_NOFOLLOW | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC;
+        let fd = open(&self.dir, flags, nix::sys::stat::Mode::empty())
+            .map_err(|e| format!("cannot open {}: {e}", self.dir.display()))?;
+        let st = nix::sys::stat::fstat(&fd)
+            .map_err(|e| format!("cannot stat {}: {e}", self.dir.display()))?;
+        if (st.st_dev, st.st_ino) != self.dir_id {
+            return Err(format!(
+                "{} was replaced while its sandbox started",
+                self.dir.display()
+            ));
+        }
+        Ok(fd)
+    }
 }
 
 /// A local-directory registry.
@@ -130,6 +154,7 @@ impl Registry {
         ];
         Ok(Handler {
             dir,
+            dir_id: (dir_md.dev(), dir_md.ino()),
             version: HandlerVersion {
                 dev: md.dev(),
                 ino: md.ino(),
@@ -190,6 +215,30 @@ mod tests {
         // A FIFO is neither read nor waited on.
         assert_eq!(err("fifo.json"), "it is not a regular file");
         assert_eq!(err("dir.json"), "it is not a regular file");
+    }
+
+    #[test]
+    fn an_entry_swapped_after_lookup_is_not_mounted() {
+        let dir = tempfile::tempdir().unwrap();
+        let reg = Registry::new(dir.path().to_owned());
+        let outside = dir.path().join("outside");
+        std::fs::create_dir(&outside).unwrap();
+        std::fs::write(outside.join(HANDLER_FILE), "x").unwrap();
+        let lambda = dir.path().join("swapped");
+        std::fs::create_dir(&lambda).unwrap();
+        std::fs::write(lambda.join(HANDLER_FILE), "x").unwrap();
+        let handler = reg.lookup(&name("swapped")).unwrap();
+        assert!(handler.open_dir().is_ok());
+        // Replaced by a link to a directory elsewhere: refused, not followed.
+        std::fs::rename(&lambda, dir.path().join("old")).unwrap();
+        std::os::unix::fs::symlink(&outside, &lambda).unwrap();
+        let err = handler.open_dir().unwrap_err();
+        assert!(err.contains("cannot open"), "{err}");
+        // Replaced by another real directory: refused as a different directory.
+        std::fs::remove_file(&lambda).unwrap();
+        std::fs::create_dir(&lambda).unwrap();
+        let err = handler.open_dir().unwrap_err();
+        assert!(err.contains("was replaced"), "{err}");
     }
 
     #[test]
