@@ -335,6 +335,10 @@ fn give_up_privileges(
     gid: libc::gid_t,
     progs: &[libc::sock_fprog],
 ) -> Result<(), (usize, Errno)> {
+    // Not the `caps` crate: its `clear` builds a HashSet and its errors are formatted Strings,
+    // and this child of a multi-threaded process must not allocate before `execve`. Emptying
+    // the bounding set is one prctl per capability; leaving uid 0 (without SECBIT_KEEP_CAPS)
+    // then clears the permitted, effective and ambient sets.
     // Raw system calls, not the C library's setgroups/setresgid/setresuid: those apply the
     // change to every thread the library knows of (glibc's "setxid" broadcast), and after
     // `clone` in a multi-threaded daemon the child has one thread while the library's list,
