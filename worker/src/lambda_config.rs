@@ -77,7 +77,7 @@ impl LambdaLimits {
             key: key.map(str::to_owned),
             message,
         };
-        let Some(text) = crate::registry::read_lambda_file(&path, MAX_FILE_BYTES)
+        let Some(text) = crate::files::read_regular_file(&path, MAX_FILE_BYTES)
             .map_err(|message| err(None, message))?
         else {
             return Ok(Self::defaults(cfg));

@@ -14,6 +14,7 @@ pub mod cleanup;
 pub mod cluster;
 pub mod config;
 pub mod error;
+pub mod files;
 pub mod lambda_config;
 pub mod manager;
 pub mod name;

@@ -473,7 +473,7 @@ impl Manager {
         if let Some(sb) = inst.sandbox.as_ref() {
             message.push_str(&format!(" (sandbox {} pid {})", inst.id, sb.pid()));
         }
-        let tail = read_tail(&inst.scratch.join("stderr"), 1024);
+        let tail = crate::files::read_tail(&inst.scratch.join("stderr"), 1024);
         if !tail.trim().is_empty() {
             message.push_str("; stderr: ");
             message.push_str(tail.trim());
@@ -1174,20 +1174,6 @@ fn handler_raised(name: &LambdaName, body: &[u8]) -> ApiError {
         message: json_field(body, "message"),
         traceback: json_field(body, "traceback"),
     }
-}
-
-/// The last `max` bytes of a file, lossily decoded; empty when unreadable.
-/// At most the last `max` bytes of a file (lossy UTF-8); empty if it cannot be read.
-pub(crate) fn read_tail(path: &Path, max: u64) -> String {
-    use std::io::{Read, Seek, SeekFrom};
-    let Ok(mut f) = std::fs::File::open(path) else {
-        return String::new();
-    };
-    let len = f.metadata().map(|m| m.len()).unwrap_or(0);
-    let _ = f.seek(SeekFrom::Start(len.saturating_sub(max)));
-    let mut buf = Vec::new();
-    let _ = f.take(max).read_to_end(&mut buf);
-    String::from_utf8_lossy(&buf).into_owned()
 }
 
 /// Starts the sandbox of one call of `name` exactly as the manager does for a cold start: a

@@ -39,7 +39,7 @@ use sha2::{Digest, Sha256};
 
 use crate::config::Config;
 use crate::error::ApiError;
-use crate::manager::read_tail;
+use crate::files::{chown_tree, read_tail};
 use crate::name::LambdaName;
 
 /// Requirement files, in order of precedence.
@@ -50,6 +50,8 @@ const PIP_MEMORY_MB: u64 = 2048;
 const PIP_MAX_PROCS: u64 = 256;
 /// Largest requirements file accepted.
 const MAX_REQUIREMENTS_BYTES: u64 = 64 * 1024;
+/// Largest report pip may leave (`--report`, a few KiB per package).
+const MAX_REPORT_BYTES: u64 = 16 * 1024 * 1024;
 
 /// A lambda's requirement list, read from its registry directory.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -135,7 +137,7 @@ pub fn read_requirements(
         path: path.display().to_string(),
         message,
     };
-    let text = crate::registry::read_lambda_file(&path, MAX_REQUIREMENTS_BYTES)
+    let text = crate::files::read_regular_file(&path, MAX_REQUIREMENTS_BYTES)
         .map_err(bad)?
         .ok_or_else(|| bad("it was removed while being read".to_owned()))?;
     let specs = parse_requirements(&text).map_err(bad)?;
@@ -403,8 +405,10 @@ impl Packages {
                 });
             }
             let report_path = staging.join("report.json");
-            let text = std::fs::read_to_string(&report_path)
-                .map_err(|e| self.internal("read pip's report", &report_path, e))?;
+            // pip wrote it as the sandbox user: read it as a file it may have replaced.
+            let text = crate::files::read_regular_file(&report_path, MAX_REPORT_BYTES)
+                .map_err(|e| self.internal("read pip's report", &report_path, e))?
+                .ok_or_else(|| self.internal("read pip's report", &report_path, "missing"))?;
             let report: Report = serde_json::from_str(&text)
                 .map_err(|e| self.internal("parse pip's report", &report_path, e))?;
             let mut list = Vec::new();
@@ -460,7 +464,8 @@ impl Packages {
         let result = if run.code == Some(0) {
             let target = staging.join("target");
             // pip wrote it as the sandbox user; the store belongs to root, so no sandbox can
-            // change a package that others import.
+            // change a package that others import. A link in place of the tree is refused,
+            // and no link in it is followed.
             chown_tree(&target, 0, 0)
                 .map_err(|e| self.internal("take ownership of", &target, e))
                 .and_then(|()| self.subdir(&p.name))
@@ -644,15 +649,6 @@ fn pip_message(run: &PipRun) -> String {
         Some(code) if text.trim().is_empty() => format!("pip exited with status {code}"),
         Some(_) => text,
     }
-}
-
-/// `lchown` of `dir` and everything under it (links themselves, never followed).
-fn chown_tree(dir: &Path, uid: u32, gid: u32) -> std::io::Result<()> {
-    for entry in walkdir::WalkDir::new(dir) {
-        let entry = entry.map_err(std::io::Error::other)?;
-        std::os::unix::fs::lchown(entry.path(), Some(uid), Some(gid))?;
-    }
-    Ok(())
 }
 
 fn remove_staging(staging: &Path) {

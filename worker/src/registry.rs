@@ -4,51 +4,13 @@
 //! `lambda_func.py`), so an edited handler is noticed on the next call without restarting.
 
 use std::os::unix::fs::MetadataExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use crate::error::ApiError;
 use crate::name::LambdaName;
 
 /// The handler file every lambda directory must hold.
 pub const HANDLER_FILE: &str = "lambda_func.py";
-
-/// Reads a small file of a lambda's directory (`lambda.json`, `requirements.txt`) as the
-/// worker must: never through a symbolic link (`O_NOFOLLOW`, so a link swapped in after a check
-/// is refused too), never blocking on a FIFO, only a regular file of at most `max` bytes.
-/// `Ok(None)` when it does not exist; `Err` says why it cannot be used.
-pub(crate) fn read_lambda_file(path: &Path, max: u64) -> Result<Option<String>, String> {
-    use std::io::Read;
-    use std::os::unix::fs::OpenOptionsExt;
-    let file = match std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
-        .open(path)
-    {
-        Ok(f) => f,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {
-            return Err("it is a symbolic link".to_owned())
-        }
-        Err(e) => return Err(format!("cannot read it: {e}")),
-    };
-    let md = file
-        .metadata()
-        .map_err(|e| format!("cannot read it: {e}"))?;
-    if !md.is_file() {
-        return Err("it is not a regular file".to_owned());
-    }
-    if md.len() > max {
-        return Err(format!("it is larger than {max} bytes"));
-    }
-    let mut text = String::new();
-    file.take(max + 1)
-        .read_to_string(&mut text)
-        .map_err(|e| format!("cannot read it: {e}"))?;
-    if text.len() as u64 > max {
-        return Err(format!("it is larger than {max} bytes"));
-    }
-    Ok(Some(text))
-}
 
 /// Identity of one version of a handler's code.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -193,28 +155,6 @@ mod tests {
         assert_eq!(v1, reg.lookup(&name("hello")).unwrap().version);
         std::fs::write(&file, "def handler(e): return 22\n").unwrap();
         assert_ne!(v1, reg.lookup(&name("hello")).unwrap().version);
-    }
-
-    #[test]
-    fn lambda_files_are_read_only_when_regular_and_small() {
-        let dir = tempfile::tempdir().unwrap();
-        let p = |n: &str| dir.path().join(n);
-        std::fs::write(p("ok.json"), "{}").unwrap();
-        std::fs::write(p("big.json"), "x".repeat(11)).unwrap();
-        std::os::unix::fs::symlink(p("ok.json"), p("link.json")).unwrap();
-        nix::unistd::mkfifo(&p("fifo.json"), nix::sys::stat::Mode::S_IRWXU).unwrap();
-        std::fs::create_dir(p("dir.json")).unwrap();
-        assert_eq!(
-            read_lambda_file(&p("ok.json"), 10),
-            Ok(Some("{}".to_owned()))
-        );
-        assert_eq!(read_lambda_file(&p("missing.json"), 10), Ok(None));
-        let err = |n: &str| read_lambda_file(&p(n), 10).unwrap_err();
-        assert_eq!(err("big.json"), "it is larger than 10 bytes");
-        assert_eq!(err("link.json"), "it is a symbolic link");
-        // A FIFO is neither read nor waited on.
-        assert_eq!(err("fifo.json"), "it is not a regular file");
-        assert_eq!(err("dir.json"), "it is not a regular file");
     }
 
     #[test]

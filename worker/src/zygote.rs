@@ -994,7 +994,7 @@ fn read_report(reply: &OwnedFd, zygote: &Zygote) -> Result<i32, (String, bool)> 
     let len = msg.bytes;
     let text = String::from_utf8_lossy(&buf[..len]).into_owned();
     if len == 0 {
-        let tail = crate::manager::read_tail(&zygote.dir.join("stderr"), 2048);
+        let tail = crate::files::read_tail(&zygote.dir.join("stderr"), 2048);
         return Err((
             format!(
                 "the zygote (pid {}) closed the reply without a report; its stderr ends: {}",

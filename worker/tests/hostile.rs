@@ -451,6 +451,42 @@ def handler(event):
     assert!(r["message"].to_string().contains("limit"), "{r}");
     still_serving(&c).await;
 
+    // Its own stderr replaced by a link to a host file, or by a FIFO, before it dies: the
+    // worker, which adds the tail of stderr to the 502, neither follows the one nor waits on
+    // the other.
+    let host_secret = c.dir.join("host-secret");
+    std::fs::write(&host_secret, "root-only host secret 5e1d").unwrap();
+    add(
+        &c,
+        "swapper",
+        "import os\n\ndef handler(event):\n    os.remove('/host/stderr')\n    if event['how'] == 'link':\n        os.symlink(event['target'], '/host/stderr')\n    else:\n        os.mkfifo('/host/stderr')\n    os._exit(1)\n",
+        "{}",
+    );
+    for how in ["link", "fifo"] {
+        let t = Instant::now();
+        let (status, r) = c
+            .call(
+                "swapper",
+                &json!({"how": how, "target": host_secret}).to_string(),
+            )
+            .await;
+        assert_eq!(
+            (status, &r["error"]),
+            (502, &json!("sandbox failed")),
+            "{how}: {r}"
+        );
+        assert!(
+            !r.to_string().contains("5e1d"),
+            "{how}: the host file leaked: {r}"
+        );
+        assert!(
+            t.elapsed() < Duration::from_secs(5),
+            "{how}: {:?}",
+            t.elapsed()
+        );
+    }
+    still_serving(&c).await;
+
     // Another sandbox's scratch: one lambda leaves a secret in its /host and /tmp; another
     // looks for it everywhere it can see, and at its path on the host.
     add(
