@@ -66,6 +66,14 @@ const DENIED: &[(&str, libc::c_long)] = &[
     ("open_by_handle_at", libc::SYS_open_by_handle_at),
     ("lookup_dcookie", libc::SYS_lookup_dcookie),
     ("personality", libc::SYS_personality),
+    // io_uring: a large kernel surface whose queued operations seccomp cannot see.
+    ("io_uring_setup", libc::SYS_io_uring_setup),
+    ("io_uring_enter", libc::SYS_io_uring_enter),
+    ("io_uring_register", libc::SYS_io_uring_register),
+    // Reaching into another process, as ptrace does.
+    ("pidfd_getfd", libc::SYS_pidfd_getfd),
+    ("process_madvise", libc::SYS_process_madvise),
+    ("fanotify_init", libc::SYS_fanotify_init),
     #[cfg(target_arch = "x86_64")]
     ("iopl", libc::SYS_iopl),
     #[cfg(target_arch = "x86_64")]

@@ -357,10 +357,14 @@ def handler(event):
         "ptrace_traceme": outcome(lambda: libc.ptrace(0, 0, 0, 0)),
         "process_vm_readv": outcome(lambda: libc.process_vm_readv(pid, iov, 1, iov, 1, 0)),
         "setns_mnt": outcome(lambda: libc.setns(os.open("/proc/1/ns/mnt", os.O_RDONLY), 0)),
+        "io_uring_setup": outcome(lambda: libc.syscall({io_uring_setup}, 1, ctypes.create_string_buffer(120))),
+        "pidfd_getfd": outcome(lambda: libc.syscall({pidfd_getfd}, 0, 0, 0)),
         "write_packages": outcome(lambda: open("/packages/x", "w")),
         "processes": sorted(int(p) for p in os.listdir("/proc") if p.isdigit()),
     }}
-"#
+"#,
+            io_uring_setup = libc::SYS_io_uring_setup,
+            pidfd_getfd = libc::SYS_pidfd_getfd,
         ),
         "{}",
     );
@@ -375,6 +379,8 @@ def handler(event):
         "ptrace_traceme",
         "process_vm_readv",
         "setns_mnt",
+        "io_uring_setup",
+        "pidfd_getfd",
     ] {
         assert_eq!(r[attempt], "EPERM", "{attempt}: {r}");
     }
