@@ -37,6 +37,7 @@ import errno
 import fcntl
 import gc
 import os
+import resource
 import signal
 import struct
 
@@ -322,7 +323,8 @@ def become_sandbox(req, fds, own_packages, tmp_mb, net_ns):
 
 def give_up_privileges(h):
     """No supplementary groups, the unprivileged uid and gid (which clears every capability;
-    the bounding set was emptied in step 6), no_new_privs, then the worker's seccomp filters."""
+    the bounding set was emptied in step 6), no_new_privs, no core dumps, then the worker's
+    seccomp filters."""
     uid, gid = int(h["uid"]), int(h["gid"])
     if uid == 0 or gid == 0:
         raise StepError("refusing to run handler code as uid or gid 0")
@@ -330,6 +332,8 @@ def give_up_privileges(h):
     os.setresgid(gid, gid, gid)
     os.setresuid(uid, uid, uid)
     check(libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), "set no_new_privs")
+    # No core dumps, and no raising the limit again (as sandbox/src/process.rs does).
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
     if not SECCOMP:
         raise StepError("the zygote was started without seccomp filters")
     for _, prog in SECCOMP:

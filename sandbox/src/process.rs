@@ -292,6 +292,7 @@ pub fn spawn(
                         "set the group ids",
                         "set the user ids",
                         "set no_new_privs",
+                        "forbid core dumps",
                     ]
                     .get(index)
                     .copied()
@@ -344,7 +345,7 @@ fn give_up_privileges(
     // `clone` in a multi-threaded daemon the child has one thread while the library's list,
     // copied from the parent, names them all: the call would wait for them forever.
     // SAFETY: prctl and the id system calls take plain integers (setgroups a null list of
-    // length 0) and touch no memory of ours.
+    // length 0) and touch no memory of ours; prlimit64 reads a stack rlimit valid for the call.
     unsafe {
         for cap in 0..=63 {
             // EINVAL: no such capability on this kernel (past CAP_LAST_CAP).
@@ -368,6 +369,16 @@ fn give_up_privileges(
         if libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 {
             return Err((4, Errno::last()));
         }
+        // No core dumps, and no raising the limit again: a crash must not hand the host's
+        // core_pattern helper (often a root program outside any namespace) a dump to handle.
+        let zero = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        let no_old = std::ptr::null_mut::<libc::rlimit>();
+        if libc::syscall(libc::SYS_prlimit64, 0, libc::RLIMIT_CORE, &zero, no_old) != 0 {
+            return Err((5, Errno::last()));
+        }
     }
     for (i, prog) in progs.iter().enumerate() {
         // SAFETY: `prog` points at a BPF program owned by the parent's spec, valid for the
@@ -382,7 +393,7 @@ fn give_up_privileges(
             )
         };
         if rc != 0 {
-            return Err((5 + i, Errno::last()));
+            return Err((6 + i, Errno::last()));
         }
     }
     Ok(())

@@ -7,7 +7,7 @@ use common::{can_run, TestCluster};
 use serde_json::Value;
 
 /// Tries each forbidden thing and reports the outcome (the errno name, or "allowed").
-const ATTEMPTS: &str = r#"import ctypes, errno, os, subprocess, threading
+const ATTEMPTS: &str = r#"import ctypes, errno, os, resource, subprocess, threading
 
 libc = ctypes.CDLL(None, use_errno=True)
 
@@ -53,6 +53,8 @@ def handler(event):
         "uid": os.getuid(), "euid": os.geteuid(), "gid": os.getgid(), "groups": os.getgroups(),
         "caps": {k: s[k].strip() for k in ("CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb")},
         "no_new_privs": s["NoNewPrivs"].strip(), "seccomp": s["Seccomp"].strip(),
+        "core_limit": list(resource.getrlimit(resource.RLIMIT_CORE)),
+        "raise_core_limit": outcome(lambda: libc.setrlimit(resource.RLIMIT_CORE, ctypes.byref((ctypes.c_ulong * 2)(1 << 20, 1 << 20)))),
         "thread": "ok",
         "subprocess": subprocess.run(["/bin/true"]).returncode,
         "mount": outcome(lambda: libc.mount(b"none", b"/tmp", b"tmpfs", 0, None)),
@@ -99,6 +101,9 @@ async fn handler_code_runs_unprivileged_on_both_paths() {
         }
         assert_eq!(r["no_new_privs"], "1", "{patch}: {r}");
         assert_eq!(r["seccomp"], "2", "{patch}: seccomp filter mode: {r}");
+        // No core dumps, for good: the limit is 0 and cannot be raised.
+        assert_eq!(r["core_limit"], serde_json::json!([0, 0]), "{patch}: {r}");
+        assert_eq!(r["raise_core_limit"], "EPERM", "{patch}: {r}");
         // What still works: threads (clone3 falls back to clone), fork and exec, its own /host.
         assert_eq!(r["thread"], "ok");
         assert_eq!(r["subprocess"], 0, "{patch}: {r}");
