@@ -855,8 +855,11 @@ impl Manager {
         packages: &[(PathBuf, PathBuf)],
         limits: &LambdaLimits,
     ) -> Result<(Spawned, PathBuf), String> {
-        // The directory checked at lookup, held open until the sandbox has mounted it.
-        let dir_fd = handler.open_dir()?;
+        // The lambda's directory (never a link), held open until the sandbox has mounted it.
+        let (dir_fd, same) = handler.open_dir()?;
+        if !same {
+            tracing::debug!(lambda = %name, "the lambda's directory was replaced since its lookup; the next call retires this sandbox");
+        }
         let handler_dir = PathBuf::from(format!("/proc/self/fd/{}", dir_fd.as_raw_fd()));
         let scratch = self.handlers_dir.join(name.as_str()).join(id.to_string());
         std::fs::create_dir_all(&scratch)

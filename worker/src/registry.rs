@@ -41,24 +41,28 @@ pub struct Handler {
 }
 
 impl Handler {
-    /// Opens the lambda's directory for mounting (`O_PATH`, never through a symbolic link) and
-    /// checks that it is the directory that was looked up. Sandboxes mount it through
-    /// `/proc/self/fd/N`, so an entry swapped for a link after the lookup is refused rather than
-    /// followed out of the registry.
-    pub fn open_dir(&self) -> Result<std::os::fd::OwnedFd, String> {
+    /// Opens the lambda's directory for mounting: `O_PATH|O_NOFOLLOW|O_DIRECTORY`, so only a
+    /// real directory of the registry, never a symbolic link. Sandboxes mount what this fd
+    /// holds (through `/proc/self/fd/N`), so an entry swapped for a link after the lookup is
+    /// refused rather than followed out of the registry.
+    ///
+    /// An entry replaced by another real directory (an upload in between) is used: its version
+    /// is newer than the one recorded, so the next call retires this sandbox. The bool says
+    /// whether it is still the directory that was looked up.
+    pub fn open_dir(&self) -> Result<(std::os::fd::OwnedFd, bool), String> {
         use nix::fcntl::{open, OFlag};
         let flags = OFlag::O_PATH | OFlag::O_NOFOLLOW | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC;
-        let fd = open(&self.dir, flags, nix::sys::stat::Mode::empty())
-            .map_err(|e| format!("cannot open {}: {e}", self.dir.display()))?;
+        let fd = open(&self.dir, flags, nix::sys::stat::Mode::empty()).map_err(|e| {
+            let why = if e == nix::errno::Errno::ENOTDIR || e == nix::errno::Errno::ELOOP {
+                "not a directory (a symbolic link is never followed)".to_owned()
+            } else {
+                e.to_string()
+            };
+            format!("cannot open {}: {why}", self.dir.display())
+        })?;
         let st = nix::sys::stat::fstat(&fd)
             .map_err(|e| format!("cannot stat {}: {e}", self.dir.display()))?;
-        if (st.st_dev, st.st_ino) != self.dir_id {
-            return Err(format!(
-                "{} was replaced while its sandbox started",
-                self.dir.display()
-            ));
-        }
-        Ok(fd)
+        Ok((fd, (st.st_dev, st.st_ino) == self.dir_id))
     }
 }
 
@@ -168,17 +172,16 @@ mod tests {
         std::fs::create_dir(&lambda).unwrap();
         std::fs::write(lambda.join(HANDLER_FILE), "x").unwrap();
         let handler = reg.lookup(&name("swapped")).unwrap();
-        assert!(handler.open_dir().is_ok());
+        assert!(handler.open_dir().unwrap().1, "the same directory");
         // Replaced by a link to a directory elsewhere: refused, not followed.
         std::fs::rename(&lambda, dir.path().join("old")).unwrap();
         std::os::unix::fs::symlink(&outside, &lambda).unwrap();
         let err = handler.open_dir().unwrap_err();
-        assert!(err.contains("cannot open"), "{err}");
-        // Replaced by another real directory: refused as a different directory.
+        assert!(err.contains("a symbolic link is never followed"), "{err}");
+        // Replaced by another real directory (an upload): used, and said to be another.
         std::fs::remove_file(&lambda).unwrap();
         std::fs::create_dir(&lambda).unwrap();
-        let err = handler.open_dir().unwrap_err();
-        assert!(err.contains("was replaced"), "{err}");
+        assert!(!handler.open_dir().unwrap().1, "another directory");
     }
 
     #[test]
