@@ -17,7 +17,7 @@ contains() { # contains "description" needle haystack
 }
 
 cgroup_dirs() { find /sys/fs/cgroup -path '*lambdaworker*' -type d 2>/dev/null | sort; }
-sandbox_procs() { pgrep -f 'lambdaworker/runtime.py' | sort || true; }
+sandbox_procs() { pgrep -f 'lambdaworker/(runtime|zygote)[.]py' | sort || true; }  # handlers, zygotes and their forks
 
 work=$(mktemp -d /tmp/lambdaworker-e2e.XXXXXX)
 cluster="$work/my-cluster"
