@@ -17,6 +17,8 @@
 //!   is alive and the worker looks exactly like the freshly started one (same mounts, cgroups,
 //!   scratch entries, processes, open files, and the same number of worker fds); it serves; and
 //!   after `admin kill` the snapshot again equals the one taken before any worker ran.
+//! - C: start a worker, make the same calls, `kill -9` it, and run `admin kill` without a
+//!   restart: the snapshot equals the one taken before any worker ran.
 //!
 //! Everything is scoped to this test's cluster, so tests of other binaries may run alongside.
 
@@ -903,6 +905,32 @@ fn nothing_left_after_admin_kill_or_kill_9_and_restart() {
             after, s0,
             "admin kill after a restart left something behind"
         );
+
+        // C: kill -9, then admin kill without a restart: it cleans up what the crash left.
+        eprintln!("-- C: kill -9, then admin kill");
+        let (worker, worker_start) = c.start_worker();
+        let (st, long) = exercise(c.port);
+        let (sandboxes, zygotes) = sandbox_and_zygote_pids(&st);
+        kill(Pid::from_raw(worker), Signal::SIGKILL).expect("SIGKILL the worker");
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while alive(worker, worker_start) {
+            assert!(Instant::now() < deadline, "the worker survived SIGKILL");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        eprintln!("  in-flight call ended: {}", finish_long_call(long));
+        let left = c.snapshot();
+        eprintln!("  left by the crash: {}", left.counts());
+        assert_ne!(
+            left, s0,
+            "a crash leaves something (else this proves nothing)"
+        );
+        c.kill();
+        let after = c.snapshot();
+        eprintln!("  after admin kill: {}", after.counts());
+        assert_eq!(after, s0, "admin kill after a crash left something behind");
+        for (pid, start) in sandboxes.iter().chain(&zygotes) {
+            assert!(!alive(*pid, *start), "pid {pid} outlived admin kill");
+        }
     }
     eprintln!(
         "leaks: passed in {:.1} s",
