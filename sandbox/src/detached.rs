@@ -46,16 +46,9 @@ pub struct DetachError {
 #[derive(Debug)]
 pub struct DetachedMount {
     fd: OwnedFd,
-    /// The path it was cloned from (for messages).
-    path: PathBuf,
 }
 
 impl DetachedMount {
-    /// The path this mount was cloned from.
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
     /// Clones the mount at `path` (a directory), read-only unless `writable`.
     pub fn clone_of(path: &Path, writable: bool) -> Result<Self, DetachError> {
         let err = |what, errno| DetachError {
@@ -109,10 +102,7 @@ impl DetachedMount {
         if rc < 0 {
             return Err(err("set the mount flags of", Errno::last()));
         }
-        Ok(Self {
-            fd,
-            path: path.to_owned(),
-        })
+        Ok(Self { fd })
     }
 }
 
