@@ -3,8 +3,9 @@ forks new sandboxes on request (see docs/import-cache.md, whose steps follow thi
 
 The worker starts the root zygote as an ordinary sandbox (own cgroup, pid/mount/ipc/uts/net
 namespaces, the base as a read-only root, its package view at /packages), with a SOCK_SEQPACKET
-control socket as fd 3, the seccomp filters for its children in LAMBDA_SECCOMP and the /proc
-paths to mask in them in LAMBDA_PROC_MASK. Messages on
+control socket as fd 3, the seccomp filters for its children in two parts (LAMBDA_SECCOMP_SPARE,
+installed by each spare while it prepares; LAMBDA_SECCOMP_HANDLER, added by a handler child
+after its mounts) and the /proc paths to mask in them in LAMBDA_PROC_MASK. Messages on
 the control socket, in the order the worker sends them:
 
   {"kind": "cgroup", "fds": ["procs", ...]}: the cgroup.procs files (one per hierarchy) of a
@@ -82,7 +83,14 @@ def load_filters(text):
     return filters
 
 
-SECCOMP = load_filters(os.environ.get("LAMBDA_SECCOMP", ""))
+# The worker's seccomp policy in two parts (see sandbox/src/harden.rs): compiling a filter
+# costs the kernel time in proportion to its length, so the long part goes in while a spare
+# prepares, and only the short one while a call waits.
+SECCOMP_SPARE = load_filters(os.environ.get("LAMBDA_SECCOMP_SPARE", ""))
+SECCOMP_HANDLER = load_filters(os.environ.get("LAMBDA_SECCOMP_HANDLER", ""))
+# True in a process that has the spare's part, and so in everything it forks later (a spare
+# that becomes a zygote, and that zygote's spares).
+spare_filters_on = False
 # The /proc paths the worker masks in every sandbox ("name:file", "name:dir" or "name:ro",
 # comma-separated): a spare mounts a new /proc and masks it alike.
 PROC_MASK = [tuple(e.split(":", 1)) for e in os.environ.get("LAMBDA_PROC_MASK", "").split(",") if e]
@@ -248,6 +256,12 @@ def prepare(procs, tmp_mb, net_ns):
     # Nothing gained by a later execve can exceed an empty bounding set; the capabilities this
     # spare still uses (for its mounts) stay until it changes uid in step 10.
     drop_bounding_set()
+    # The seccomp policy but for the calls this spare still makes (attaching mounts) and a
+    # zygote needs (unshare, setns, mount): a handler child adds those in step 10.
+    global spare_filters_on
+    if not spare_filters_on:
+        install_filters(SECCOMP_SPARE, "spare")
+        spare_filters_on = True
 
 
 def mask_proc():
@@ -267,6 +281,14 @@ def mask_proc():
             mount(None, path, None, flags, None, "remount %s read-only" % path)
         else:
             raise StepError("unknown /proc mask %r for %s" % (kind, path))
+
+
+def install_filters(filters, part):
+    if not filters:
+        raise StepError("the zygote was started without the %s part of the seccomp filters" % part)
+    for _, prog in filters:
+        rc = libc.prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, ctypes.addressof(prog), 0, 0)
+        check(rc, "install the %s seccomp filter" % part)
 
 
 def drop_bounding_set():
@@ -323,8 +345,8 @@ def become_sandbox(req, fds, own_packages, tmp_mb, net_ns):
 
 def give_up_privileges(h):
     """No supplementary groups, the unprivileged uid and gid (which clears every capability;
-    the bounding set was emptied in step 6), no_new_privs, no core dumps, then the worker's
-    seccomp filters."""
+    the bounding set was emptied in step 6), no_new_privs, no core dumps, then the handler's
+    part of the worker's seccomp filters (the spare's part is in place since step 6)."""
     uid, gid = int(h["uid"]), int(h["gid"])
     if uid == 0 or gid == 0:
         raise StepError("refusing to run handler code as uid or gid 0")
@@ -334,11 +356,9 @@ def give_up_privileges(h):
     check(libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), "set no_new_privs")
     # No core dumps, and no raising the limit again (as sandbox/src/process.rs does).
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
-    if not SECCOMP:
-        raise StepError("the zygote was started without seccomp filters")
-    for _, prog in SECCOMP:
-        rc = libc.prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, ctypes.addressof(prog), 0, 0)
-        check(rc, "install the seccomp filter")
+    if not spare_filters_on:
+        raise StepError("the spare's part of the seccomp filters is not in place")
+    install_filters(SECCOMP_HANDLER, "handler")
 
 
 def spare_main(link, procs, own_packages, tmp_mb, net_ns):

@@ -10,6 +10,13 @@
 //! The policy is a denylist: the calls below answer `EPERM`, everything else is allowed.
 //! `clone3` answers `ENOSYS`: its flags sit in memory a filter cannot read, and C libraries fall
 //! back to `clone`, whose flags the filter does check (no new user namespace).
+//!
+//! Installing a filter costs the kernel a compile proportional to its length (0.3 ms and more
+//! for the whole denylist here), so a zygote's children split it in two
+//! ([`Hardening::spare_filter_bytes`], [`Hardening::handler_filter_bytes`]): a spare installs
+//! everything but the few calls it and a zygote still need ([`SPARE_NEEDS`]) while it
+//! prepares, before any call waits; a handler's child installs only those few, after its
+//! mounts. Together they deny exactly what the single filter of a fresh sandbox denies.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -80,6 +87,11 @@ const DENIED: &[(&str, libc::c_long)] = &[
     ("ioperm", libc::SYS_ioperm),
 ];
 
+/// Denied calls a zygote's spare still makes after it prepared (it attaches the request's
+/// mounts, and may become a zygote that makes spares of its own): its handler child denies
+/// them once those mounts are in place.
+pub const SPARE_NEEDS: [&str; 5] = ["mount", "umount2", "move_mount", "unshare", "setns"];
+
 /// The system calls a sandbox's handler cannot make (for docs and tests).
 pub fn denied_syscalls() -> Vec<&'static str> {
     let mut v: Vec<&str> = DENIED.iter().map(|(n, _)| *n).collect();
@@ -99,6 +111,64 @@ pub struct Hardening {
     pub gid: u32,
     /// Installed in order; each is a complete BPF program.
     pub(crate) filters: Arc<Vec<BpfProgram>>,
+    /// The same policy in two parts, for a zygote's children (see the module docs).
+    spare_filters: Arc<Vec<BpfProgram>>,
+    handler_filters: Arc<Vec<BpfProgram>>,
+}
+
+/// A filter answering `EPERM` to `denied` (and to `clone` with `CLONE_NEWUSER` when `clone_rule`).
+// `i64::from` of a `c_long`: the same type on 64-bit targets, a widening on 32-bit ones.
+#[allow(clippy::useless_conversion)]
+fn deny_filter(
+    denied: &[(&str, libc::c_long)],
+    clone_rule: bool,
+    arch: TargetArch,
+) -> Result<SeccompFilter, HardenError> {
+    let eperm = SeccompAction::Errno(libc::EPERM as u32);
+    let mut rules: BTreeMap<i64, Vec<SeccompRule>> = denied
+        .iter()
+        .map(|(_, nr)| (i64::from(*nr), Vec::new()))
+        .collect();
+    if clone_rule {
+        // clone(flags, ...) with CLONE_NEWUSER: a new user namespace would hand back capabilities.
+        let newuser = libc::CLONE_NEWUSER as u64;
+        let cond = SeccompCondition::new(
+            0,
+            SeccompCmpArgLen::Qword,
+            SeccompCmpOp::MaskedEq(newuser),
+            newuser,
+        )
+        .map_err(|e| HardenError(format!("{e:?}")))?;
+        let rule = SeccompRule::new(vec![cond]).map_err(|e| HardenError(format!("{e:?}")))?;
+        rules.insert(i64::from(libc::SYS_clone), vec![rule]);
+    }
+    SeccompFilter::new(rules, SeccompAction::Allow, eperm, arch)
+        .map_err(|e| HardenError(format!("{e:?}")))
+}
+
+fn compile(filters: Vec<SeccompFilter>) -> Result<Arc<Vec<BpfProgram>>, HardenError> {
+    filters
+        .into_iter()
+        .map(|f| BpfProgram::try_from(f).map_err(|e| HardenError(format!("{e:?}"))))
+        .collect::<Result<Vec<_>, _>>()
+        .map(Arc::new)
+}
+
+/// Raw `struct sock_filter` arrays (8 bytes per instruction, native byte order).
+fn to_bytes(progs: &[BpfProgram]) -> Vec<Vec<u8>> {
+    progs
+        .iter()
+        .map(|prog| {
+            let mut out = Vec::with_capacity(prog.len() * 8);
+            for ins in prog {
+                out.extend_from_slice(&ins.code.to_ne_bytes());
+                out.push(ins.jt);
+                out.push(ins.jf);
+                out.extend_from_slice(&ins.k.to_ne_bytes());
+            }
+            out
+        })
+        .collect()
 }
 
 fn target() -> Result<TargetArch, HardenError> {
@@ -116,60 +186,44 @@ impl Hardening {
             ));
         }
         let arch = target()?;
-        let eperm = SeccompAction::Errno(libc::EPERM as u32);
-        let mut rules: BTreeMap<i64, Vec<SeccompRule>> = DENIED
+        let nosys = || {
+            let mut clone3 = BTreeMap::new();
+            clone3.insert(i64::from(libc::SYS_clone3), Vec::new());
+            SeccompFilter::new(
+                clone3,
+                SeccompAction::Allow,
+                SeccompAction::Errno(libc::ENOSYS as u32),
+                arch,
+            )
+            .map_err(|e| HardenError(format!("{e:?}")))
+        };
+        let (later, early): (Vec<_>, Vec<_>) = DENIED
             .iter()
-            .map(|(_, nr)| (i64::from(*nr), Vec::new()))
-            .collect();
-        // clone(flags, ...) with CLONE_NEWUSER: a new user namespace would hand back capabilities.
-        let newuser = libc::CLONE_NEWUSER as u64;
-        let cond = SeccompCondition::new(
-            0,
-            SeccompCmpArgLen::Qword,
-            SeccompCmpOp::MaskedEq(newuser),
-            newuser,
-        )
-        .map_err(|e| HardenError(format!("{e:?}")))?;
-        let rule = SeccompRule::new(vec![cond]).map_err(|e| HardenError(format!("{e:?}")))?;
-        rules.insert(i64::from(libc::SYS_clone), vec![rule]);
-        let deny = SeccompFilter::new(rules, SeccompAction::Allow, eperm, arch)
-            .map_err(|e| HardenError(format!("{e:?}")))?;
-        let mut clone3 = BTreeMap::new();
-        clone3.insert(i64::from(libc::SYS_clone3), Vec::new());
-        let nosys = SeccompFilter::new(
-            clone3,
-            SeccompAction::Allow,
-            SeccompAction::Errno(libc::ENOSYS as u32),
-            arch,
-        )
-        .map_err(|e| HardenError(format!("{e:?}")))?;
-        let filters = [deny, nosys]
-            .into_iter()
-            .map(|f| BpfProgram::try_from(f).map_err(|e| HardenError(format!("{e:?}"))))
-            .collect::<Result<Vec<_>, _>>()?;
+            .copied()
+            .partition(|(name, _)| SPARE_NEEDS.contains(name));
         Ok(Self {
             uid,
             gid,
-            filters: Arc::new(filters),
+            filters: compile(vec![deny_filter(DENIED, true, arch)?, nosys()?])?,
+            spare_filters: compile(vec![deny_filter(&early, true, arch)?, nosys()?])?,
+            handler_filters: compile(vec![deny_filter(&later, false, arch)?])?,
         })
     }
 
     /// The filters as raw `struct sock_filter` arrays (8 bytes per instruction, native byte
-    /// order), for a process that installs them itself (a zygote's child).
+    /// order), for a process that installs them itself.
     pub fn filter_bytes(&self) -> Vec<Vec<u8>> {
-        self.filters
-            .iter()
-            .map(|prog| {
-                let mut out = Vec::with_capacity(prog.len() * 8);
-                for ins in prog {
-                    out.extend_from_slice(&ins.code.to_ne_bytes());
-                    out.push(ins.jt);
-                    out.push(ins.jf);
-                    out.extend_from_slice(&ins.k.to_ne_bytes());
-                }
-                out
-            })
-            .collect()
+        to_bytes(&self.filters)
+    }
+
+    /// What a zygote's spare installs while it prepares: the policy without [`SPARE_NEEDS`].
+    pub fn spare_filter_bytes(&self) -> Vec<Vec<u8>> {
+        to_bytes(&self.spare_filters)
+    }
+
+    /// What a zygote's handler child adds once its mounts are in place: [`SPARE_NEEDS`] denied.
+    pub fn handler_filter_bytes(&self) -> Vec<Vec<u8>> {
+        to_bytes(&self.handler_filters)
     }
 }
 
@@ -190,5 +244,22 @@ mod tests {
             assert!(!p.is_empty());
         }
         assert!(denied_syscalls().contains(&"mount"));
+    }
+
+    #[test]
+    fn the_two_parts_deny_exactly_what_the_whole_denies() {
+        for name in SPARE_NEEDS {
+            assert!(
+                DENIED.iter().any(|(n, _)| *n == name),
+                "{name} is not denied"
+            );
+        }
+        let h = Hardening::new(65534, 65534).unwrap();
+        assert_eq!(h.spare_filter_bytes().len(), 2);
+        assert_eq!(h.handler_filter_bytes().len(), 1);
+        // The handler's part is short: it is installed while a call waits.
+        let whole: usize = h.filters.iter().map(Vec::len).sum();
+        let handler: usize = h.handler_filters.iter().map(Vec::len).sum();
+        assert!(handler * 4 < whole, "{handler} of {whole} instructions");
     }
 }

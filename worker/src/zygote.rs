@@ -195,8 +195,9 @@ pub struct Forked {
 /// The import cache of one worker (see the module docs).
 pub struct ImportCache {
     cfg: Arc<Config>,
-    /// The seccomp filters as hex, `:`-separated, for the zygotes' environment.
-    seccomp_hex: String,
+    /// The seccomp filters as hex, `:`-separated, for the zygotes' environment: what a spare
+    /// installs while it prepares, and what a handler child adds after its mounts.
+    seccomp_hex: (String, String),
     cgroups: CgroupSetup,
     cgroup_parent: PathBuf,
     dir: PathBuf,
@@ -239,8 +240,9 @@ pub struct HandlerRequest<'a> {
 
 impl ImportCache {
     /// A cache for `cfg`; enabled when `import_cache` is set and the base has the zygote program.
-    /// `hardening`'s seccomp filters go to every zygote once, at its start (its children
-    /// install them before they load a handler).
+    /// `hardening`'s seccomp filters go to every zygote once, at its start, in two parts: its
+    /// spares install the larger one while they prepare, a handler child the smaller one before
+    /// it loads the handler (see `sandbox::harden`).
     pub fn new(cfg: Arc<Config>, cgroups: CgroupSetup, hardening: &sandbox::Hardening) -> Self {
         let has_program = cfg
             .base_dir
@@ -252,14 +254,18 @@ impl ImportCache {
                 "the base has no {ZYGOTE_PATH} (a cluster made by an older admin): import cache off"
             );
         }
-        let seccomp_hex = hardening
-            .filter_bytes()
-            .iter()
-            .map(|b| crate::hex(b))
-            .collect::<Vec<_>>()
-            .join(":");
+        let hex = |progs: Vec<Vec<u8>>| {
+            progs
+                .iter()
+                .map(|b| crate::hex(b))
+                .collect::<Vec<_>>()
+                .join(":")
+        };
         Self {
-            seccomp_hex,
+            seccomp_hex: (
+                hex(hardening.spare_filter_bytes()),
+                hex(hardening.handler_filter_bytes()),
+            ),
             cgroup_parent: cfg.cgroup_parent(),
             dir: cfg.worker_dir.join("import-cache"),
             enabled: cfg.import_cache && has_program,
@@ -460,7 +466,8 @@ impl ImportCache {
                     "0"
                 },
             )
-            .env("LAMBDA_SECCOMP", &self.seccomp_hex)
+            .env("LAMBDA_SECCOMP_SPARE", &self.seccomp_hex.0)
+            .env("LAMBDA_SECCOMP_HANDLER", &self.seccomp_hex.1)
             .env("LAMBDA_PROC_MASK", &sandbox::ProcMask::host().to_env())
             .cwd("/host")
             .output(dir.join("stdout"), dir.join("stderr"));
