@@ -302,7 +302,11 @@ pub fn latency(cluster: &mut BenchCluster, plan: &Plan) -> Result<Latency> {
 
     // 3 and 4. lambdaworker cold (forked from a zygote) and warm, through HTTP.
     let cache_size = cold_names + plan.calls.min(50) + 16;
-    let worker = cluster.start_worker(&worker_patch(json!({"handler_cache_size": cache_size})))?;
+    // Package zygotes on (they are off by default): the numpy row measures one.
+    let worker = cluster.start_worker(&worker_patch(json!({
+        "handler_cache_size": cache_size,
+        "package_zygotes": true,
+    })))?;
     let mut conn = BlockingConn::connect(worker.addr)?;
     let (cold_row, cold) = cold_rows(
         &mut conn,
@@ -435,7 +439,7 @@ fn numpy_cold(
     let (system, what) = if zygote {
         (
             "lambdaworker cold numpy",
-            "HTTP, no warm sandbox, handler imports numpy 2.2.6: forked from a numpy zygote",
+            "HTTP, no warm sandbox, handler imports numpy 2.2.6: forked from a numpy zygote (package_zygotes on)",
         )
     } else {
         (

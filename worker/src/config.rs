@@ -128,6 +128,11 @@ pub struct Config {
     pub import_cache_size: usize,
     /// Cold starts needing one exact package set before it gets a zygote of its own.
     pub zygote_min_starts: u64,
+    /// Zygotes that import a lambda's packages (`false`: only the root zygote, which imports
+    /// nothing but the runtime). A package zygote runs the packages' import code with the
+    /// privileges it needs to make sandboxes, so this is for packages the operator trusts
+    /// (`docs/security.md`).
+    pub package_zygotes: bool,
     /// CPU quota of one sandbox in percent of one CPU (`0`: none); a lambda's `lambda.json`
     /// may set its own.
     pub cpu_percent: u64,
@@ -173,6 +178,7 @@ impl Default for Config {
             import_cache: true,
             import_cache_size: 8,
             zygote_min_starts: 2,
+            package_zygotes: false,
             cpu_percent: 0,
             host_mb: 64,
             sandbox_uid: 65534,

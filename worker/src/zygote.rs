@@ -337,7 +337,7 @@ impl ImportCache {
             best = self.best(want).or_else(|| self.ensure_root().ok());
         }
         let best = best?;
-        if best.packages.len() == want.len() {
+        if best.packages.len() == want.len() || !self.cfg.package_zygotes {
             return Some(best);
         }
         let starts = {

@@ -241,7 +241,10 @@ async fn a_package_set_gets_a_zygote_of_its_own() {
     if !can_run("a_package_set_gets_a_zygote_of_its_own") {
         return;
     }
-    let mut c = TestCluster::start(r#"{"timeout_s": 120, "zygote_min_starts": 2}"#).await;
+    let mut c = TestCluster::start(
+        r#"{"timeout_s": 120, "zygote_min_starts": 2, "package_zygotes": true}"#,
+    )
+    .await;
     let handler = format!("{ISOLATION_HANDLER}\nimport six  # importable, whichever the start\n");
     for name in ["six-1", "six-2", "six-3"] {
         c.add_handler(name, &handler);
@@ -281,6 +284,34 @@ async fn a_package_set_gets_a_zygote_of_its_own() {
     c.shutdown().await;
 }
 
+/// By default no zygote imports a lambda's packages (their import code would run with the
+/// zygote's privileges): lambdas needing `six` all fork from the root zygote and import `six`
+/// themselves, unprivileged, however often the set is needed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn package_zygotes_are_off_by_default() {
+    if !can_run("package_zygotes_are_off_by_default") {
+        return;
+    }
+    let mut c = TestCluster::start(r#"{"timeout_s": 120, "zygote_min_starts": 1}"#).await;
+    assert!(!c.cfg.package_zygotes);
+    let handler = format!("{ISOLATION_HANDLER}\nimport six  # imported by the handler itself\n");
+    for name in ["six-a", "six-b", "six-c"] {
+        c.add_handler(name, &handler);
+        std::fs::write(c.registry().join(name).join("requirements.txt"), "six\n").unwrap();
+        let (status, r) = c.call(name, "{}").await;
+        assert_eq!(status, 200, "{name}: {r}");
+        assert_eq!(r["preloaded"], json!([]), "{name}: {r}");
+    }
+    let stats = c.stats().await;
+    let zs = zygotes(&stats);
+    assert_eq!(zs.len(), 1, "only the root zygote: {stats}");
+    assert_eq!(zs[0]["packages"], json!([]), "{stats}");
+    for name in ["six-a", "six-b", "six-c"] {
+        assert_eq!(stats["lambdas"][name]["zygote_starts"], 1, "{stats}");
+    }
+    c.shutdown().await;
+}
+
 /// With room for one zygote besides the root, a second package set retires the first set's
 /// zygote (the least recently used leaf); the retired one lives on while a sandbox forked from
 /// it does, and forks no more.
@@ -290,7 +321,7 @@ async fn a_full_import_cache_retires_the_least_recently_used_leaf() {
         return;
     }
     let mut c =
-        TestCluster::start(r#"{"timeout_s": 120, "zygote_min_starts": 1, "import_cache_size": 2}"#)
+        TestCluster::start(r#"{"timeout_s": 120, "zygote_min_starts": 1, "import_cache_size": 2, "package_zygotes": true}"#)
             .await;
     for (name, package) in [("with-six", "six"), ("with-idna", "idna")] {
         c.add_handler(
