@@ -193,32 +193,13 @@ impl Snapshot {
 /// Mount points under the cluster directory, as the test's (the host's) mount namespace lists
 /// them: the worker mounts each scratch tmpfs there; sandbox mounts live in their own namespaces.
 fn mounts(scope: &Scope) -> Vec<String> {
-    let text = std::fs::read_to_string("/proc/self/mountinfo").expect("read mountinfo");
-    let mut found: Vec<String> = text
-        .lines()
-        .filter_map(|line| line.split(' ').nth(4))
-        .filter_map(|p| scope.in_cluster(Path::new(&unescape_mountinfo(p))))
+    let mut found: Vec<String> = worker::cleanup::mount_points()
+        .expect("read mountinfo")
+        .iter()
+        .filter_map(|p| scope.in_cluster(p))
         .collect();
     found.sort();
     found
-}
-
-/// Mountinfo writes space, tab, newline and backslash as `\ooo` (octal).
-fn unescape_mountinfo(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        let octal = |c: &u8| (b'0'..=b'7').contains(c);
-        if b[i] == b'\\' && i + 3 < b.len() && b[i + 1..i + 4].iter().all(octal) {
-            out.push((b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0'));
-            i += 4;
-        } else {
-            out.push(b[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// Cgroup directories at or below the cgroup parent, in every hierarchy under `/sys/fs/cgroup`
@@ -755,6 +736,16 @@ fn finish_long_call(long: CallThread) -> String {
 // The test
 // ---------------------------------------------------------------------------------------------
 
+/// SIGKILL of the worker, and its end (within 5 s).
+fn kill_9((worker, start): ProcId) {
+    kill(Pid::from_raw(worker), Signal::SIGKILL).expect("SIGKILL the worker");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while alive(worker, start) {
+        assert!(Instant::now() < deadline, "the worker survived SIGKILL");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 #[test]
 fn nothing_left_after_admin_kill_or_kill_9_and_restart() {
     if !nix::unistd::Uid::effective().is_root() {
@@ -824,12 +815,7 @@ fn nothing_left_after_admin_kill_or_kill_9_and_restart() {
         let mut crashed_pids: Vec<ProcId> = sandboxes.iter().chain(&zygotes).copied().collect();
         assert_visible(&c.snapshot(), &s0, worker, &crashed_pids);
         crashed_pids.push((worker, worker_start));
-        kill(Pid::from_raw(worker), Signal::SIGKILL).expect("SIGKILL the worker");
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while alive(worker, worker_start) {
-            assert!(Instant::now() < deadline, "the worker survived SIGKILL");
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        kill_9((worker, worker_start));
         eprintln!("  in-flight call ended: {}", finish_long_call(long));
         let left = c.snapshot();
         let sandboxes_alive = sandboxes.iter().filter(|(p, s)| alive(*p, *s)).count();
@@ -911,12 +897,7 @@ fn nothing_left_after_admin_kill_or_kill_9_and_restart() {
         let (worker, worker_start) = c.start_worker();
         let (st, long) = exercise(c.port);
         let (sandboxes, zygotes) = sandbox_and_zygote_pids(&st);
-        kill(Pid::from_raw(worker), Signal::SIGKILL).expect("SIGKILL the worker");
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while alive(worker, worker_start) {
-            assert!(Instant::now() < deadline, "the worker survived SIGKILL");
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        kill_9((worker, worker_start));
         eprintln!("  in-flight call ended: {}", finish_long_call(long));
         let left = c.snapshot();
         eprintln!("  left by the crash: {}", left.counts());

@@ -69,15 +69,10 @@ pub fn remove_scratch(dir: &Path) -> std::io::Result<()> {
 /// Detaches every mount at or below `dir` (deepest first), as `/proc/self/mountinfo` lists
 /// them; returns how many.
 pub fn unmount_under(dir: &Path) -> usize {
-    let Ok(text) = std::fs::read_to_string("/proc/self/mountinfo") else {
+    let Ok(mut points) = mount_points() else {
         return 0;
     };
-    let mut points: Vec<std::path::PathBuf> = text
-        .lines()
-        .filter_map(|line| line.split(' ').nth(4))
-        .map(|p| std::path::PathBuf::from(unescape_mountinfo(p)))
-        .filter(|p| p.starts_with(dir))
-        .collect();
+    points.retain(|p| p.starts_with(dir));
     points.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
     points.dedup();
     let mut n = 0;
@@ -87,6 +82,17 @@ pub fn unmount_under(dir: &Path) -> usize {
         }
     }
     n
+}
+
+/// Every mount point of this process's mount namespace, as `/proc/self/mountinfo` lists them
+/// (escapes decoded).
+pub fn mount_points() -> std::io::Result<Vec<std::path::PathBuf>> {
+    let text = std::fs::read_to_string("/proc/self/mountinfo")?;
+    Ok(text
+        .lines()
+        .filter_map(|line| line.split(' ').nth(4))
+        .map(|p| std::path::PathBuf::from(unescape_mountinfo(p)))
+        .collect())
 }
 
 /// Mountinfo escapes space, tab, newline and backslash as `\ooo` (octal).

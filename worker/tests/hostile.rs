@@ -6,7 +6,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{can_run, cgroup_dirs_containing, TestCluster};
+use common::{can_run, cgroup_dirs_containing, TestCluster, PY_OUTCOME};
 use serde_json::json;
 
 const HELLO: &str = "def handler(event):\n    return 'still here'\n";
@@ -116,18 +116,7 @@ async fn hostile_handlers_are_contained() {
         &c,
         "reach",
         &format!(
-            r#"import ctypes, errno, os, socket
-
-libc = ctypes.CDLL(None, use_errno=True)
-
-def outcome(fn):
-    try:
-        rc = fn()
-        if isinstance(rc, int) and rc < 0:
-            return errno.errorcode[ctypes.get_errno()]
-        return "allowed"
-    except OSError as exc:
-        return errno.errorcode.get(exc.errno, str(exc))
+            r#"{PY_OUTCOME}import socket
 
 def connect():
     s = socket.socket()
@@ -181,14 +170,7 @@ async fn raw(c: &TestCluster, head: &str, body: &[u8], close: bool) -> (u16, Str
     }
     let mut buf = Vec::new();
     let _ = s.read_to_end(&mut buf).await;
-    let text = String::from_utf8_lossy(&buf).into_owned();
-    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-    let status = head
-        .split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    (status, body.to_owned())
+    common::parse_response(&buf)
 }
 
 /// What a hostile client can send: each gets a clear answer (a status, and a JSON body naming
@@ -313,21 +295,6 @@ async fn hostile_requests_get_clear_answers() {
     c.shutdown().await;
 }
 
-/// Reports the errno name of each attempt ("allowed" when it worked).
-const OUTCOME: &str = r#"import ctypes, errno, os
-
-libc = ctypes.CDLL(None, use_errno=True)
-
-def outcome(fn):
-    try:
-        rc = fn()
-        if isinstance(rc, int) and rc < 0:
-            return errno.errorcode.get(ctypes.get_errno(), str(ctypes.get_errno()))
-        return "allowed"
-    except OSError as exc:
-        return errno.errorcode.get(exc.errno, str(exc.errno))
-"#;
-
 /// Handlers that go after the worker, other sandboxes, the registry and the host: each attempt
 /// fails, its caller gets a clear answer, and the worker keeps serving.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -345,7 +312,7 @@ async fn hostile_handlers_cannot_reach_the_worker_or_each_other() {
         &c,
         "stalker",
         &format!(
-            r#"{OUTCOME}
+            r#"{PY_OUTCOME}
 def handler(event):
     pid = event["worker_pid"]
     buf = ctypes.create_string_buffer(8)
@@ -394,7 +361,7 @@ def handler(event):
         &c,
         "killall",
         &format!(
-            r#"{OUTCOME}import signal, subprocess
+            r#"{PY_OUTCOME}import signal, subprocess
 
 def handler(event):
     child = subprocess.Popen(["/bin/sleep", "60"])
@@ -519,7 +486,7 @@ def handler(event):
         &c,
         "snoop",
         &format!(
-            r#"{OUTCOME}
+            r#"{PY_OUTCOME}
 def handler(event):
     found = []
     for top in os.listdir("/"):
@@ -587,7 +554,7 @@ def handler(event):
     add(
         &c,
         "innerlink",
-        &format!("{OUTCOME}\ndef handler(event):\n    return outcome(lambda: open('/handler/notes').read())\n"),
+        &format!("{PY_OUTCOME}\ndef handler(event):\n    return outcome(lambda: open('/handler/notes').read())\n"),
         "{}",
     );
     std::os::unix::fs::symlink(outside.join("notes.txt"), reg.join("innerlink/notes")).unwrap();

@@ -124,7 +124,12 @@ pub async fn http(addr: SocketAddr, method: &str, path: &str, body: &[u8]) -> (u
     s.write_all(body).await.unwrap();
     let mut buf = Vec::new();
     s.read_to_end(&mut buf).await.unwrap();
-    let text = String::from_utf8_lossy(&buf).into_owned();
+    parse_response(&buf)
+}
+
+/// Status and body of an HTTP/1.1 answer as read off the wire (status 0 when there is none).
+pub fn parse_response(raw: &[u8]) -> (u16, String) {
+    let text = String::from_utf8_lossy(raw).into_owned();
     let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
     let status = head
         .split(' ')
@@ -133,6 +138,23 @@ pub async fn http(addr: SocketAddr, method: &str, path: &str, body: &[u8]) -> (u
         .unwrap_or(0);
     (status, body.to_owned())
 }
+
+/// The start of a Python handler that tries things: `libc` (ctypes, errno kept) and
+/// `outcome(fn)`, which calls `fn` and names what happened: the errno's name (from an
+/// `OSError`, or a negative return with `errno` set), or "allowed".
+pub const PY_OUTCOME: &str = r#"import ctypes, errno, os
+
+libc = ctypes.CDLL(None, use_errno=True)
+
+def outcome(fn):
+    try:
+        rc = fn()
+        if isinstance(rc, int) and rc < 0:
+            return errno.errorcode.get(ctypes.get_errno(), str(ctypes.get_errno()))
+        return "allowed"
+    except OSError as exc:
+        return errno.errorcode.get(exc.errno, str(exc.errno))
+"#;
 
 /// Cgroup directories (any hierarchy) whose path contains `needle`.
 pub fn cgroup_dirs_containing(needle: &str) -> Vec<PathBuf> {
