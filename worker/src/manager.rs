@@ -596,17 +596,21 @@ impl Manager {
     /// Memory charged to the cgroups of all live sandboxes and zygotes, in bytes. Blocking
     /// (one cgroup file read per sandbox).
     pub fn memory_in_use(&self) -> u64 {
-        let cgroups: Vec<PathBuf> = self
-            .shared
-            .live
-            .iter()
-            .map(|e| e.value().cgroup.clone())
-            .collect();
-        let sandboxes: u64 = cgroups
+        let sandboxes: u64 = self
+            .live_cgroups()
             .iter()
             .map(|cg| self.cgroups.cgroup(cg).memory_usage().unwrap_or(0))
             .sum();
         sandboxes + self.import_cache.memory_in_use()
+    }
+
+    /// The cgroups of all live sandboxes (copied out, so no map lock is held while they are used).
+    fn live_cgroups(&self) -> Vec<PathBuf> {
+        self.shared
+            .live
+            .iter()
+            .map(|e| e.value().cgroup.clone())
+            .collect()
     }
 
     /// Evicts one idle sandbox if the sandboxes use more than the memory budget. Blocking.
@@ -1093,12 +1097,7 @@ impl Manager {
         }
         // Calls still running past the drain deadline: end their sandboxes now (their callers
         // get 502), so that the zygotes they hold end within this deadline, not after another.
-        let busy: Vec<PathBuf> = self
-            .shared
-            .live
-            .iter()
-            .map(|e| e.value().cgroup.clone())
-            .collect();
+        let busy = self.live_cgroups();
         if !busy.is_empty() {
             tracing::warn!(
                 sandboxes = busy.len(),

@@ -598,14 +598,8 @@ impl ImportCache {
                 "fds": vec!["procs"; fds.len()],
             }))
             .map_err(|e| e.to_string())?;
-            sendmsg::<()>(
-                zygote.control.as_raw_fd(),
-                &[std::io::IoSlice::new(&body)],
-                &[ControlMessage::ScmRights(&fds)],
-                MsgFlags::MSG_NOSIGNAL,
-                None,
-            )
-            .map_err(|e| format!("cannot hand a cgroup to zygote {}: {e}", zygote.id))?;
+            send_with_fds(&zygote.control, &body, &fds)
+                .map_err(|e| format!("cannot hand a cgroup to zygote {}: {e}", zygote.id))?;
             Ok::<_, String>(())
         })();
         match sent {
@@ -746,14 +740,8 @@ impl ImportCache {
             request["harden"] = serde_json::json!({"uid": h.uid, "gid": h.gid});
         }
         let body = serde_json::to_vec(&request).map_err(|e| ours(e.to_string()))?;
-        sendmsg::<()>(
-            zygote.control.as_raw_fd(),
-            &[std::io::IoSlice::new(&body)],
-            &[ControlMessage::ScmRights(&fds)],
-            MsgFlags::MSG_NOSIGNAL,
-            None,
-        )
-        .map_err(|e| (format!("cannot send the fork request: {e}"), true))?;
+        send_with_fds(&zygote.control, &body, &fds)
+            .map_err(|e| (format!("cannot send the fork request: {e}"), true))?;
         // The child holds its copies now; ours must go so that a dead child reads as EOF.
         Ok(reply)
     }
@@ -951,6 +939,17 @@ fn seqpacket_pair(what: &str) -> Result<(OwnedFd, OwnedFd), String> {
         SockFlag::SOCK_CLOEXEC,
     )
     .map_err(|e| format!("cannot create {what}: {e}"))
+}
+
+/// One message on a zygote's control socket, with `fds` passed along (`SCM_RIGHTS`).
+fn send_with_fds(control: &OwnedFd, body: &[u8], fds: &[RawFd]) -> nix::Result<usize> {
+    sendmsg::<()>(
+        control.as_raw_fd(),
+        &[std::io::IoSlice::new(body)],
+        &[ControlMessage::ScmRights(fds)],
+        MsgFlags::MSG_NOSIGNAL,
+        None,
+    )
 }
 
 fn control_pair() -> Result<(OwnedFd, OwnedFd), String> {
