@@ -84,7 +84,8 @@ pub struct SandboxSpec {
     pub(crate) stdout: PathBuf,
     pub(crate) stderr: PathBuf,
     pub(crate) hardening: Option<crate::Hardening>,
-    pub(crate) proc_mask: crate::mounts::ProcMask,
+    /// Borrowed from [`ProcMask::host`](crate::mounts::ProcMask::host) unless a test sets one.
+    pub(crate) proc_mask: std::borrow::Cow<'static, crate::mounts::ProcMask>,
 }
 
 impl SandboxSpec {
@@ -108,7 +109,7 @@ impl SandboxSpec {
                 stdout: PathBuf::new(),
                 stderr: PathBuf::new(),
                 hardening: None,
-                proc_mask: crate::mounts::ProcMask::host().clone(),
+                proc_mask: std::borrow::Cow::Borrowed(crate::mounts::ProcMask::host()),
             },
         }
     }
@@ -169,7 +170,7 @@ impl SpecBuilder {
 
     /// The `/proc` paths to mask (by default [`ProcMask::host`](crate::mounts::ProcMask::host)).
     pub fn proc_mask(mut self, mask: crate::mounts::ProcMask) -> Self {
-        self.spec.proc_mask = mask;
+        self.spec.proc_mask = std::borrow::Cow::Owned(mask);
         self
     }
 
