@@ -5,7 +5,7 @@
 //!
 //! The seccomp filters are built with `seccompiler` (Firecracker's BPF compiler), once, and
 //! kept as plain BPF programs so that a child can install them without allocating, and so that
-//! a zygote's child can be handed the same bytes ([`Hardening::filter_bytes`]).
+//! a zygote's children can be handed the same policy as bytes (see below).
 //!
 //! The policy is a denylist: the calls below answer `EPERM`, everything else is allowed.
 //! `clone3` answers `ENOSYS`: its flags sit in memory a filter cannot read, and C libraries fall
@@ -210,12 +210,6 @@ impl Hardening {
         })
     }
 
-    /// The filters as raw `struct sock_filter` arrays (8 bytes per instruction, native byte
-    /// order), for a process that installs them itself.
-    pub fn filter_bytes(&self) -> Vec<Vec<u8>> {
-        to_bytes(&self.filters)
-    }
-
     /// What a zygote's spare installs while it prepares: the policy without [`SPARE_NEEDS`].
     pub fn spare_filter_bytes(&self) -> Vec<Vec<u8>> {
         to_bytes(&self.spare_filters)
@@ -237,7 +231,7 @@ mod tests {
         assert!(Hardening::new(1000, 0).is_err());
         let h = Hardening::new(65534, 65534).unwrap();
         assert_eq!(h.filters.len(), 2);
-        let bytes = h.filter_bytes();
+        let bytes = to_bytes(&h.filters);
         assert_eq!(bytes.len(), 2);
         for (b, p) in bytes.iter().zip(h.filters.iter()) {
             assert_eq!(b.len(), p.len() * 8);
