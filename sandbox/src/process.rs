@@ -444,7 +444,8 @@ fn child_main(p: &ChildPlan<'_>) -> isize {
         }
     }
 
-    // Anything else still open without close-on-exec must not leak into the sandbox.
+    // 7. Anything else still open without close-on-exec must not leak into the sandbox; then
+    // exec.
     // SAFETY: close_range with CLOSE_RANGE_CLOEXEC only changes fd flags; errors (old kernels)
     // are ignored because every fd the daemon opens is already close-on-exec.
     unsafe {
@@ -456,7 +457,6 @@ fn child_main(p: &ChildPlan<'_>) -> isize {
         )
     };
 
-    // 6. exec.
     // SAFETY: program, argv and envp are NUL-terminated strings and null-terminated pointer
     // arrays owned by the parent's plan, valid for the whole call.
     unsafe { libc::execve(p.program.as_ptr(), p.argv.as_ptr(), p.envp.as_ptr()) };
