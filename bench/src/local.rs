@@ -56,28 +56,27 @@ impl Local {
         std::os::unix::fs::chown(&scratch, Some(self.hardening.uid), Some(self.hardening.gid))
             .with_context(|| format!("cannot chown {}", scratch.display()))?;
         let lambda = LambdaName::parse(name).map_err(|e| anyhow::anyhow!("{e}"))?;
-        let (sandbox, conn) = worker::manager::spawn_lambda_sandbox(
-            &self.cfg,
-            &self.cgroups,
-            self.cgroup(id),
-            &lambda,
+        let limits = worker::lambda_config::LambdaLimits::defaults(&self.cfg);
+        let fresh = worker::launch::FreshSandbox {
+            cgroup: self.cgroup(id),
+            name: &lambda,
             handler_dir,
-            &scratch,
-            &[],
-            &worker::lambda_config::LambdaLimits::defaults(&self.cfg),
-            &self.hardening,
-        )
-        .map_err(|e| anyhow::anyhow!("direct sandbox for {name}: {e}"))?;
+            scratch: &scratch,
+            packages: &[],
+            limits: &limits,
+            hardening: &self.hardening,
+        };
+        let (sandbox, conn) = worker::launch::spawn_fresh(&self.cfg, &self.cgroups, &fresh)
+            .map_err(|e| anyhow::anyhow!("direct sandbox for {name}: {e}"))?;
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .context("cannot start a tokio runtime")?;
-        let conn = conn
-            .and_then(|c| {
-                let _guard = rt.enter();
-                tokio::net::UnixStream::from_std(c)
-            })
-            .with_context(|| format!("connection to the direct sandbox of {name}"))?;
+        let conn = {
+            let _guard = rt.enter();
+            tokio::net::UnixStream::from_std(conn)
+        }
+        .with_context(|| format!("connection to the direct sandbox of {name}"))?;
         Ok(DirectSystem { rt, conn, sandbox })
     }
 

@@ -18,9 +18,10 @@ use hyper::body::Incoming;
 use serde_json::json;
 
 use crate::error::ApiError;
-use crate::manager::Manager;
+use crate::manager::{Backend, Unavailable};
 use crate::name::LambdaName;
 use crate::timings::Phase;
+use crate::WorkerManager;
 
 /// What a request asks for.
 #[derive(Debug, PartialEq, Eq)]
@@ -72,7 +73,7 @@ pub fn route(method: &Method, path: &str) -> Result<Action, ApiError> {
 /// State the HTTP handlers need.
 #[derive(Debug)]
 pub struct ApiState {
-    pub manager: Arc<Manager>,
+    pub manager: Arc<WorkerManager>,
     pub max_body_bytes: usize,
     /// How long a request's body may take to arrive once its head has (the head itself has
     /// hyper's 30 s `header_read_timeout`): a client trickling bytes cannot hold a call open.
@@ -81,7 +82,8 @@ pub struct ApiState {
     pub cgroup_version: &'static str,
 }
 
-/// Serves one request; never fails at the HTTP level (errors become JSON responses).
+/// Serves one request; never fails at the HTTP level (errors become JSON responses). Blocking
+/// reads (`/stats`, the registry) run on the blocking pool.
 pub async fn handle(
     state: Arc<ApiState>,
     req: Request<Incoming>,
@@ -106,7 +108,7 @@ pub async fn handle(
 }
 
 async fn execute(
-    state: &ApiState,
+    state: &Arc<ApiState>,
     req: Request<Incoming>,
 ) -> Result<Response<Full<Bytes>>, ApiError> {
     let action = route(req.method(), req.uri().path())?;
@@ -114,12 +116,21 @@ async fn execute(
         Action::Status => {
             if state.manager.is_closing() {
                 return Err(ApiError::Unavailable {
-                    message: "the worker is shutting down".to_owned(),
+                    reason: Unavailable::ShuttingDown,
                 });
             }
             Ok(text(StatusCode::OK, "ready"))
         }
-        Action::Stats => Ok(json_response(StatusCode::OK, &stats_json(state))),
+        Action::Stats => {
+            // Reads every sandbox's and zygote's cgroup: on the blocking pool.
+            let state = Arc::clone(state);
+            let stats = tokio::task::spawn_blocking(move || stats_json(&state))
+                .await
+                .map_err(|e| ApiError::Internal {
+                    message: format!("stats task failed: {e}"),
+                })?;
+            Ok(json_response(StatusCode::OK, &stats))
+        }
         Action::Run(name) => {
             let started = Instant::now();
             let result = run(state, &name, req).await;
@@ -148,7 +159,7 @@ async fn run(
     let t = Instant::now();
     let event = read_event(req, state.max_body_bytes, state.body_timeout).await?;
     state.manager.timings().record(Phase::ReadBody, t.elapsed());
-    state.manager.run(name, event).await
+    Ok(state.manager.run(name, event).await?)
 }
 
 /// Reads the body under the size limit and checks it is JSON (an empty body is `{}`).
@@ -242,9 +253,9 @@ fn stats_json(state: &ApiState) -> serde_json::Value {
         "sandboxes": m.live(),
         "lambdas": m.lambda_stats(),
         "timings": m.timings().snapshot(),
-        "packages": m.package_stats(),
+        "packages": m.backend().package_stats(),
         "cache": m.cache_stats(),
-        "import_cache": m.import_cache_stats(),
+        "import_cache": m.backend().import_cache_stats(),
     })
 }
 

@@ -42,7 +42,7 @@ pub fn remove_leftovers(cfg: &Config, cgroups: &CgroupSetup) -> Result<String, W
 /// Mounts a tmpfs of `size_mb` on `dir` (an empty scratch directory), its root owned by
 /// `uid`:`gid`: the sandbox's `/host`, bounded, and charged to the memory cgroup of whoever
 /// writes to it.
-pub fn mount_scratch(dir: &Path, size_mb: u64, uid: u32, gid: u32) -> Result<(), String> {
+pub fn mount_scratch(dir: &Path, size_mb: u64, uid: u32, gid: u32) -> nix::Result<()> {
     use nix::mount::{mount, MsFlags};
     let data = format!("size={size_mb}m,nr_inodes=16384,mode=0755,uid={uid},gid={gid}");
     mount(
@@ -52,7 +52,6 @@ pub fn mount_scratch(dir: &Path, size_mb: u64, uid: u32, gid: u32) -> Result<(),
         MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
         Some(data.as_str()),
     )
-    .map_err(|e| format!("cannot mount the scratch tmpfs on {}: {e}", dir.display()))
 }
 
 /// Unmounts a scratch directory's tmpfs (if mounted) and removes the directory.

@@ -145,6 +145,9 @@ pub struct Config {
     /// Calls of one lambda that may wait for a free slot (`max_sandboxes_per_lambda`, or the
     /// lambda's `max_concurrency`); one more gets 429.
     pub max_queue_per_lambda: usize,
+    /// Open HTTP connections the worker serves at once; a connection beyond them gets one 503
+    /// answer and is closed.
+    pub max_connections: usize,
     /// Log filter (`error`, `warn`, `info`, `debug`, `trace`, or a tracing-subscriber directive).
     pub log_level: String,
 }
@@ -184,6 +187,7 @@ impl Default for Config {
             sandbox_uid: 65534,
             sandbox_gid: 65534,
             max_queue_per_lambda: 256,
+            max_connections: 1024,
             log_level: "info".to_owned(),
         }
     }
@@ -307,6 +311,9 @@ impl Config {
         }
         if self.zygote_min_starts == 0 {
             return bad("zygote_min_starts", "must be at least 1");
+        }
+        if self.max_connections == 0 {
+            return bad("max_connections", "must be at least 1");
         }
         if self.host_mb == 0 {
             return bad("host_mb", "must be at least 1");

@@ -8,7 +8,11 @@ use http::{header, Response, StatusCode};
 use http_body_util::Full;
 use serde_json::{json, Value};
 
-/// Everything a request can fail with.
+use crate::manager::{RunError, Unavailable};
+use crate::packages::PackageError;
+use crate::registry::RegistryError;
+
+/// Everything a request can fail with: the HTTP layer's own cases, and the manager's.
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
     #[error("no such endpoint: {path}")]
@@ -21,38 +25,6 @@ pub enum ApiError {
     },
     #[error("invalid lambda name {name:?}: {reason}")]
     InvalidName { name: String, reason: &'static str },
-    #[error("unknown lambda {lambda}")]
-    UnknownLambda { lambda: String },
-    #[error("lambda {lambda} has no handler file {path}")]
-    NoHandlerFile { lambda: String, path: String },
-    #[error("lambda {lambda} cannot be served: {message}")]
-    BadHandler { lambda: String, message: String },
-    #[error("lambda {lambda} has an invalid {path}: {message}")]
-    BadRequirements {
-        lambda: String,
-        path: String,
-        message: String,
-    },
-    #[error("lambda {lambda} needs {package}, which could not be installed: {message}")]
-    PackageInstall {
-        lambda: String,
-        package: String,
-        message: String,
-    },
-    #[error("lambda {lambda} has an invalid {path}: {source}")]
-    BadLambdaConfig {
-        lambda: String,
-        path: String,
-        source: crate::lambda_config::LambdaConfigError,
-    },
-    #[error(
-        "lambda {lambda} has {max_concurrency} calls running and {queued} waiting: try again later"
-    )]
-    TooManyRequests {
-        lambda: String,
-        max_concurrency: usize,
-        queued: usize,
-    },
     #[error("request body is not valid JSON: {message}")]
     BadJson { message: String },
     #[error("request body is larger than {limit} bytes")]
@@ -61,51 +33,28 @@ pub enum ApiError {
     BodyRead { message: String },
     #[error("the request body did not arrive within {timeout_s} s")]
     BodyTimeout { timeout_s: u64 },
-    #[error("handler of {lambda} raised {kind}: {message}")]
-    HandlerRaised {
-        lambda: String,
-        kind: String,
-        message: String,
-        traceback: String,
-    },
-    #[error("sandbox of {lambda} failed: {message}")]
-    SandboxFailed { lambda: String, message: String },
-    #[error("the sandbox of {lambda} ran out of memory (memory_mb {memory_mb}) and was killed")]
-    OutOfMemory { lambda: String, memory_mb: u64 },
-    #[error("lambda {lambda} timed out after {timeout_s} s")]
-    Timeout { lambda: String, timeout_s: u64 },
-    #[error("worker unavailable: {message}")]
-    Unavailable { message: String },
+    #[error("worker unavailable: {reason}")]
+    Unavailable { reason: Unavailable },
     #[error("internal error: {message}")]
     Internal { message: String },
+    #[error(transparent)]
+    Run(#[from] RunError),
 }
 
 impl ApiError {
     /// The HTTP status of this error.
     pub fn status(&self) -> StatusCode {
         match self {
-            ApiError::NotFound { .. }
-            | ApiError::UnknownLambda { .. }
-            | ApiError::NoHandlerFile { .. } => StatusCode::NOT_FOUND,
+            ApiError::NotFound { .. } => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
-            ApiError::InvalidName { .. }
-            | ApiError::BadJson { .. }
-            | ApiError::BodyRead { .. }
-            | ApiError::BadRequirements { .. }
-            | ApiError::BadLambdaConfig { .. } => StatusCode::BAD_REQUEST,
-            ApiError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
-            ApiError::PackageInstall { .. } => StatusCode::FAILED_DEPENDENCY,
-            ApiError::BadHandler { .. } => StatusCode::FORBIDDEN,
+            ApiError::InvalidName { .. } | ApiError::BadJson { .. } | ApiError::BodyRead { .. } => {
+                StatusCode::BAD_REQUEST
+            }
             ApiError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::BodyTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
-            ApiError::HandlerRaised { .. } | ApiError::Internal { .. } => {
-                StatusCode::INTERNAL_SERVER_ERROR
-            }
-            ApiError::SandboxFailed { .. } | ApiError::OutOfMemory { .. } => {
-                StatusCode::BAD_GATEWAY
-            }
-            ApiError::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
             ApiError::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Internal { .. } => StatusCode::INTERNAL_SERVER_ERROR,
+            ApiError::Run(e) => run_status(e),
         }
     }
 
@@ -126,52 +75,6 @@ impl ApiError {
             ApiError::InvalidName { name, reason } => {
                 json!({"error": "invalid lambda name", "message": message, "name": name, "reason": reason})
             }
-            ApiError::UnknownLambda { lambda } => {
-                json!({"error": "unknown lambda", "message": message, "lambda": lambda})
-            }
-            ApiError::NoHandlerFile { lambda, path } => {
-                json!({"error": "unknown lambda", "message": message, "lambda": lambda, "path": path})
-            }
-            ApiError::BadHandler { lambda, .. } => {
-                json!({"error": "bad handler", "message": message, "lambda": lambda})
-            }
-            ApiError::BadRequirements { lambda, path, .. } => {
-                json!({"error": "invalid requirements", "message": message, "lambda": lambda, "path": path})
-            }
-            ApiError::PackageInstall {
-                lambda,
-                package,
-                message: detail,
-            } => json!({
-                "error": "package install failed",
-                "message": message,
-                "lambda": lambda,
-                "package": package,
-                "pip": detail,
-            }),
-            ApiError::BadLambdaConfig {
-                lambda,
-                path,
-                source,
-            } => json!({
-                "error": "invalid lambda config",
-                "message": message,
-                "lambda": lambda,
-                "path": path,
-                "key": source.key,
-            }),
-            ApiError::TooManyRequests {
-                lambda,
-                max_concurrency,
-                queued,
-            } => json!({
-                "error": "too many requests",
-                "message": message,
-                "lambda": lambda,
-                "max_concurrency": max_concurrency,
-                "queued": queued,
-                "retry_after_s": 1,
-            }),
             ApiError::BadJson { .. } => json!({"error": "invalid JSON", "message": message}),
             ApiError::BodyTooLarge { limit } => {
                 json!({"error": "body too large", "message": message, "limit_bytes": limit})
@@ -180,30 +83,9 @@ impl ApiError {
             ApiError::BodyTimeout { timeout_s } => {
                 json!({"error": "body timeout", "message": message, "timeout_s": timeout_s})
             }
-            ApiError::HandlerRaised {
-                lambda,
-                kind,
-                message: exc_message,
-                traceback,
-            } => json!({
-                "error": "handler raised an exception",
-                "message": message,
-                "lambda": lambda,
-                "type": kind,
-                "exception": exc_message,
-                "traceback": traceback,
-            }),
-            ApiError::SandboxFailed { lambda, .. } => {
-                json!({"error": "sandbox failed", "message": message, "lambda": lambda})
-            }
-            ApiError::OutOfMemory { lambda, memory_mb } => {
-                json!({"error": "out of memory", "message": message, "lambda": lambda, "memory_mb": memory_mb})
-            }
-            ApiError::Timeout { lambda, timeout_s } => {
-                json!({"error": "timeout", "message": message, "lambda": lambda, "timeout_s": timeout_s})
-            }
             ApiError::Unavailable { .. } => json!({"error": "unavailable", "message": message}),
             ApiError::Internal { .. } => json!({"error": "internal", "message": message}),
+            ApiError::Run(e) => run_body(e, message),
         }
     }
 
@@ -215,7 +97,7 @@ impl ApiError {
         if let ApiError::MethodNotAllowed { allow, .. } = &self {
             builder = builder.header(header::ALLOW, *allow);
         }
-        if let ApiError::TooManyRequests { .. } = &self {
+        if let ApiError::Run(RunError::TooManyRequests { .. }) = &self {
             builder = builder.header(header::RETRY_AFTER, "1");
         }
         let mut body = self.body().to_string();
@@ -230,17 +112,125 @@ impl ApiError {
     }
 }
 
+/// The status of a failed call.
+fn run_status(e: &RunError) -> StatusCode {
+    match e {
+        RunError::Registry(RegistryError::Unknown { .. } | RegistryError::NoHandlerFile { .. }) => {
+            StatusCode::NOT_FOUND
+        }
+        RunError::Registry(RegistryError::BadHandler { .. } | RegistryError::OpenDir { .. }) => {
+            StatusCode::FORBIDDEN
+        }
+        RunError::LambdaConfig { .. }
+        | RunError::EventRefused { .. }
+        | RunError::Packages(PackageError::BadRequirements { .. }) => StatusCode::BAD_REQUEST,
+        RunError::Packages(PackageError::Install { .. }) => StatusCode::FAILED_DEPENDENCY,
+        RunError::Packages(PackageError::Store { .. } | PackageError::Pip { .. })
+        | RunError::HandlerRaised { .. }
+        | RunError::Task { .. } => StatusCode::INTERNAL_SERVER_ERROR,
+        RunError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
+        RunError::StartFailed { .. }
+        | RunError::SandboxFailed { .. }
+        | RunError::OutOfMemory { .. } => StatusCode::BAD_GATEWAY,
+        RunError::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
+        RunError::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
+    }
+}
+
+/// The body of a failed call; `message` is the error's sentence.
+fn run_body(e: &RunError, message: String) -> Value {
+    match e {
+        RunError::Registry(RegistryError::Unknown { lambda }) => {
+            json!({"error": "unknown lambda", "message": message, "lambda": lambda})
+        }
+        RunError::Registry(RegistryError::NoHandlerFile { lambda, path }) => {
+            json!({"error": "unknown lambda", "message": message, "lambda": lambda, "path": path})
+        }
+        RunError::Registry(RegistryError::BadHandler { lambda, .. }) => {
+            json!({"error": "bad handler", "message": message, "lambda": lambda})
+        }
+        RunError::Registry(RegistryError::OpenDir { .. }) => {
+            json!({"error": "bad handler", "message": message})
+        }
+        RunError::Packages(PackageError::BadRequirements { lambda, path, .. }) => {
+            json!({"error": "invalid requirements", "message": message, "lambda": lambda, "path": path})
+        }
+        RunError::Packages(PackageError::Install {
+            lambda,
+            package,
+            message: detail,
+        }) => json!({
+            "error": "package install failed",
+            "message": message,
+            "lambda": lambda,
+            "package": package,
+            "pip": detail,
+        }),
+        RunError::Packages(PackageError::Store { .. } | PackageError::Pip { .. }) => {
+            json!({"error": "internal", "message": format!("internal error: {message}")})
+        }
+        RunError::Task { .. } => json!({"error": "internal", "message": message}),
+        RunError::LambdaConfig { lambda, source } => json!({
+            "error": "invalid lambda config",
+            "message": message,
+            "lambda": lambda,
+            "path": source.path,
+            "key": source.key,
+        }),
+        RunError::TooManyRequests {
+            lambda,
+            max_concurrency,
+            queued,
+        } => json!({
+            "error": "too many requests",
+            "message": message,
+            "lambda": lambda,
+            "max_concurrency": max_concurrency,
+            "queued": queued,
+            "retry_after_s": 1,
+        }),
+        RunError::EventRefused { .. } => json!({"error": "invalid JSON", "message": message}),
+        RunError::HandlerRaised {
+            lambda,
+            kind,
+            message: exc_message,
+            traceback,
+        } => json!({
+            "error": "handler raised an exception",
+            "message": message,
+            "lambda": lambda,
+            "type": kind,
+            "exception": exc_message,
+            "traceback": traceback,
+        }),
+        RunError::StartFailed { lambda, .. } | RunError::SandboxFailed { lambda, .. } => {
+            json!({"error": "sandbox failed", "message": message, "lambda": lambda})
+        }
+        RunError::OutOfMemory { lambda, memory_mb } => {
+            json!({"error": "out of memory", "message": message, "lambda": lambda, "memory_mb": memory_mb})
+        }
+        RunError::Timeout { lambda, timeout_s } => {
+            json!({"error": "timeout", "message": message, "lambda": lambda, "timeout_s": timeout_s})
+        }
+        RunError::Unavailable { .. } => json!({"error": "unavailable", "message": message}),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn run(e: RunError) -> ApiError {
+        ApiError::Run(e)
+    }
+
     #[test]
     fn limits_errors_name_the_key_and_say_when_to_retry() {
-        let e = ApiError::TooManyRequests {
+        let e = run(RunError::TooManyRequests {
             lambda: "one".into(),
             max_concurrency: 2,
             queued: 8,
-        };
+        });
         let resp = e.into_response();
         assert_eq!(resp.status(), 429);
         assert_eq!(resp.headers()[header::RETRY_AFTER], "1");
@@ -249,14 +239,14 @@ mod tests {
             key: Some("memory_mb".into()),
             message: "must be a multiple of 64, not 200".into(),
         };
-        let e = ApiError::BadLambdaConfig {
+        let e = run(RunError::LambdaConfig {
             lambda: "x".into(),
-            path: "/r/x/lambda.json".into(),
             source,
-        };
+        });
         assert_eq!(e.status(), 400);
         let body = e.body();
         assert_eq!(body["key"], "memory_mb");
+        assert_eq!(body["path"], "/r/x/lambda.json");
         assert_eq!(
             body["message"],
             "lambda x has an invalid /r/x/lambda.json: key \"memory_mb\": must be a multiple of 64, not 200"
@@ -267,9 +257,27 @@ mod tests {
     fn statuses_and_bodies() {
         let cases = [
             (
-                ApiError::UnknownLambda { lambda: "x".into() },
+                run(RunError::Registry(RegistryError::Unknown {
+                    lambda: "x".into(),
+                })),
                 404,
                 "unknown lambda",
+            ),
+            (
+                run(RunError::Registry(RegistryError::NoHandlerFile {
+                    lambda: "x".into(),
+                    path: "/r/x/lambda_func.py".into(),
+                })),
+                404,
+                "unknown lambda",
+            ),
+            (
+                run(RunError::Registry(RegistryError::BadHandler {
+                    lambda: "x".into(),
+                    message: "a link".into(),
+                })),
+                403,
+                "bad handler",
             ),
             (
                 ApiError::InvalidName {
@@ -287,50 +295,86 @@ mod tests {
                 "invalid JSON",
             ),
             (
-                ApiError::HandlerRaised {
+                run(RunError::EventRefused {
+                    message: "m".into(),
+                }),
+                400,
+                "invalid JSON",
+            ),
+            (
+                run(RunError::HandlerRaised {
                     lambda: "x".into(),
                     kind: "ValueError".into(),
                     message: "boom".into(),
                     traceback: "tb".into(),
-                },
+                }),
                 500,
                 "handler raised an exception",
             ),
             (
-                ApiError::SandboxFailed {
+                run(RunError::SandboxFailed {
                     lambda: "x".into(),
-                    message: "died".into(),
-                },
+                    id: 3,
+                    pid: 42,
+                    source: crate::runtime_client::WireError::Closed,
+                    stderr: "Traceback".into(),
+                }),
                 502,
                 "sandbox failed",
             ),
             (
-                ApiError::Timeout {
+                run(RunError::OutOfMemory {
+                    lambda: "x".into(),
+                    memory_mb: 128,
+                }),
+                502,
+                "out of memory",
+            ),
+            (
+                run(RunError::Timeout {
                     lambda: "x".into(),
                     timeout_s: 3,
-                },
+                }),
                 504,
                 "timeout",
+            ),
+            (
+                run(RunError::Unavailable {
+                    reason: Unavailable::Full {
+                        handler_cache_size: 4,
+                    },
+                }),
+                503,
+                "unavailable",
             ),
             (ApiError::BodyTooLarge { limit: 10 }, 413, "body too large"),
             (ApiError::BodyTimeout { timeout_s: 30 }, 408, "body timeout"),
             (
-                ApiError::BadRequirements {
+                run(RunError::Packages(PackageError::BadRequirements {
                     lambda: "x".into(),
                     path: "requirements.txt".into(),
                     message: "line 2".into(),
-                },
+                })),
                 400,
                 "invalid requirements",
             ),
             (
-                ApiError::PackageInstall {
+                run(RunError::Packages(PackageError::Install {
                     lambda: "x".into(),
                     package: "nope==1".into(),
                     message: "no matching distribution".into(),
-                },
+                })),
                 424,
                 "package install failed",
+            ),
+            (
+                run(RunError::Packages(PackageError::Store {
+                    what: "create",
+                    path: "/p/.locks".into(),
+                    message: "read-only file system".into(),
+                })),
+                500,
+                "internal",
             ),
         ];
         for (err, status, kind) in cases {
@@ -340,6 +384,30 @@ mod tests {
                 .as_str()
                 .is_some_and(|m| !m.is_empty()));
         }
+    }
+
+    #[test]
+    fn messages_name_what_failed() {
+        let e = run(RunError::SandboxFailed {
+            lambda: "x".into(),
+            id: 3,
+            pid: 42,
+            source: crate::runtime_client::WireError::Closed,
+            stderr: "  Traceback: boom\n".into(),
+        });
+        assert_eq!(
+            e.to_string(),
+            "sandbox of x failed: the sandbox closed the connection (sandbox 3 pid 42); stderr: Traceback: boom"
+        );
+        let e = run(RunError::Packages(PackageError::Store {
+            what: "create",
+            path: "/p/.locks".into(),
+            message: "read-only file system".into(),
+        }));
+        assert_eq!(
+            e.body()["message"],
+            "internal error: packages: cannot create /p/.locks: read-only file system"
+        );
     }
 
     #[test]

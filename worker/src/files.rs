@@ -6,6 +6,19 @@
 
 use std::path::Path;
 
+/// Why a file that sandboxed code or a lambda's author could have placed is not read.
+#[derive(Debug, thiserror::Error)]
+pub enum FileError {
+    #[error("it is a symbolic link")]
+    Link,
+    #[error("it is not a regular file")]
+    NotRegular,
+    #[error("it is larger than {max} bytes")]
+    TooLarge { max: u64 },
+    #[error("cannot read it: {0}")]
+    Read(#[source] std::io::Error),
+}
+
 /// Opens `path` for reading without following a final symbolic link and without blocking
 /// (on a FIFO).
 fn open_no_follow(path: &Path) -> std::io::Result<std::fs::File> {
@@ -21,31 +34,27 @@ fn open_no_follow(path: &Path) -> std::io::Result<std::fs::File> {
 /// link (`O_NOFOLLOW`, so a link swapped in after a check is refused too), never blocking on a
 /// FIFO, only a regular file of at most `max` bytes. `Ok(None)` when it does not exist; `Err`
 /// says why it cannot be used.
-pub fn read_regular_file(path: &Path, max: u64) -> Result<Option<String>, String> {
+pub fn read_regular_file(path: &Path, max: u64) -> Result<Option<String>, FileError> {
     use std::io::Read;
     let file = match open_no_follow(path) {
         Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {
-            return Err("it is a symbolic link".to_owned())
-        }
-        Err(e) => return Err(format!("cannot read it: {e}")),
+        Err(e) if e.raw_os_error() == Some(libc::ELOOP) => return Err(FileError::Link),
+        Err(e) => return Err(FileError::Read(e)),
     };
-    let md = file
-        .metadata()
-        .map_err(|e| format!("cannot read it: {e}"))?;
+    let md = file.metadata().map_err(FileError::Read)?;
     if !md.is_file() {
-        return Err("it is not a regular file".to_owned());
+        return Err(FileError::NotRegular);
     }
     if md.len() > max {
-        return Err(format!("it is larger than {max} bytes"));
+        return Err(FileError::TooLarge { max });
     }
     let mut text = String::new();
     file.take(max + 1)
         .read_to_string(&mut text)
-        .map_err(|e| format!("cannot read it: {e}"))?;
+        .map_err(FileError::Read)?;
     if text.len() as u64 > max {
-        return Err(format!("it is larger than {max} bytes"));
+        return Err(FileError::TooLarge { max });
     }
     Ok(Some(text))
 }
@@ -103,11 +112,11 @@ mod tests {
         nix::unistd::mkfifo(&p("fifo.json"), nix::sys::stat::Mode::S_IRWXU).unwrap();
         std::fs::create_dir(p("dir.json")).unwrap();
         assert_eq!(
-            read_regular_file(&p("ok.json"), 10),
-            Ok(Some("{}".to_owned()))
+            read_regular_file(&p("ok.json"), 10).unwrap(),
+            Some("{}".to_owned())
         );
-        assert_eq!(read_regular_file(&p("missing.json"), 10), Ok(None));
-        let err = |n: &str| read_regular_file(&p(n), 10).unwrap_err();
+        assert_eq!(read_regular_file(&p("missing.json"), 10).unwrap(), None);
+        let err = |n: &str| read_regular_file(&p(n), 10).unwrap_err().to_string();
         assert_eq!(err("big.json"), "it is larger than 10 bytes");
         assert_eq!(err("link.json"), "it is a symbolic link");
         // A FIFO is neither read nor waited on.

@@ -78,7 +78,7 @@ impl LambdaLimits {
             message,
         };
         let Some(text) = crate::files::read_regular_file(&path, MAX_FILE_BYTES)
-            .map_err(|message| err(None, message))?
+            .map_err(|e| err(None, e.to_string()))?
         else {
             return Ok(Self::defaults(cfg));
         };

@@ -3,9 +3,10 @@
 //! The `worker` binary and `admin worker-exec` are thin wrappers around [`run_until_signal`];
 //! tests start a [`Worker`] in-process on a temporary cluster.
 //!
-//! Path of a request: [`api::route`] parses it into an action; [`manager::Manager::run`] looks up
-//! the handler in the [`registry`], takes a warm sandbox or starts one with the `sandbox` crate,
-//! and exchanges one frame with the in-sandbox runtime ([`runtime_client`]); errors map to HTTP
+//! Path of a request: [`api::route`] parses it into an action; [`manager::Manager::run`] resolves
+//! the lambda once (the [`registry`] entry and its limits), takes a warm sandbox or has the
+//! backend ([`launch`]: the `sandbox` crate and the import cache, [`zygote`]) start one, and
+//! exchanges one frame with the in-sandbox runtime ([`runtime_client`]); errors map to HTTP
 //! responses in [`error::ApiError::into_response`].
 
 pub mod api;
@@ -16,6 +17,7 @@ pub mod config;
 pub mod error;
 pub mod files;
 pub mod lambda_config;
+pub mod launch;
 pub mod manager;
 pub mod name;
 pub mod packages;
@@ -29,6 +31,9 @@ use std::path::PathBuf;
 
 pub use cleanup::cleanup_leftovers;
 pub use server::{run_until_signal, Worker};
+
+/// The worker's manager: the manager's policy over the real backend.
+pub type WorkerManager = manager::Manager<launch::Launcher>;
 
 /// Error starting, running or cleaning up a worker.
 #[derive(Debug, thiserror::Error)]
@@ -48,7 +53,17 @@ pub enum WorkerError {
         source: std::io::Error,
     },
     #[error("{0}")]
-    Other(String),
+    Harden(#[from] sandbox::HardenError),
+    #[error("{what} task failed: {source}")]
+    Task {
+        what: &'static str,
+        source: tokio::task::JoinError,
+    },
+    #[error("cannot watch {name}: {source}")]
+    Signal {
+        name: &'static str,
+        source: std::io::Error,
+    },
 }
 
 /// Lower-case hex of `bytes` (digests in names, BPF programs in the environment).

@@ -26,19 +26,19 @@
 //! staging directory on disk.
 
 use std::fs::File;
+use std::num::NonZeroUsize;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use dashmap::DashMap;
+use lru::LruCache;
 use sandbox::cgroup::{CgroupSetup, Limits};
 use sandbox::{Sandbox, SandboxSpec};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::config::Config;
-use crate::error::ApiError;
 use crate::files::{chown_tree, read_tail};
 use crate::name::LambdaName;
 
@@ -52,6 +52,55 @@ const PIP_MAX_PROCS: u64 = 256;
 const MAX_REQUIREMENTS_BYTES: u64 = 64 * 1024;
 /// Largest report pip may leave (`--report`, a few KiB per package).
 const MAX_REPORT_BYTES: u64 = 16 * 1024 * 1024;
+
+/// Resolved lists kept in memory (a list evicted here is read back from
+/// `packages/.resolved/<hash>.json` when a lambda needs it again).
+const MAX_RESOLVED_IN_MEMORY: usize = 256;
+
+/// Why a lambda's packages cannot be made ready.
+#[derive(Debug, thiserror::Error)]
+pub enum PackageError {
+    #[error("lambda {lambda} has an invalid {path}: {message}")]
+    BadRequirements {
+        lambda: String,
+        path: PathBuf,
+        message: String,
+    },
+    #[error("lambda {lambda} needs {package}, which could not be installed: {message}")]
+    Install {
+        lambda: String,
+        package: String,
+        message: String,
+    },
+    #[error("packages: cannot {what} {path}: {message}")]
+    Store {
+        what: &'static str,
+        path: PathBuf,
+        message: String,
+    },
+    #[error("cannot start pip's sandbox for {lambda}: {source}")]
+    Pip {
+        lambda: String,
+        source: PipSandboxError,
+    },
+}
+
+/// Why pip's sandbox did not start.
+#[derive(Debug, thiserror::Error)]
+pub enum PipSandboxError {
+    #[error("invalid spec: {0}")]
+    Spec(#[from] sandbox::SpecError),
+    #[error("{0}")]
+    Spawn(#[from] sandbox::SandboxError),
+}
+
+/// A line of a requirements file that is refused, with its number.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("line {line}: {reason}")]
+pub struct RequirementsError {
+    pub line: usize,
+    pub reason: String,
+}
 
 /// A lambda's requirement list, read from its registry directory.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -77,7 +126,7 @@ impl Requirements {
 
 /// Parses a requirements file: one specifier a line, `#` comments, blank lines. Option lines
 /// (`-r`, `-e`, `--index-url`, ...) are refused: they could point pip at other files or indexes.
-pub fn parse_requirements(text: &str) -> Result<Vec<String>, String> {
+pub fn parse_requirements(text: &str) -> Result<Vec<String>, RequirementsError> {
     let mut specs = Vec::new();
     for (i, raw) in text.lines().enumerate() {
         let line = match raw.find('#') {
@@ -88,26 +137,29 @@ pub fn parse_requirements(text: &str) -> Result<Vec<String>, String> {
         if line.is_empty() {
             continue;
         }
-        let n = i + 1;
+        let refuse = |reason: String| RequirementsError {
+            line: i + 1,
+            reason,
+        };
         if line.starts_with('-') {
-            return Err(format!(
-                "line {n}: option lines such as {line:?} are not supported"
-            ));
+            return Err(refuse(format!(
+                "option lines such as {line:?} are not supported"
+            )));
         }
         if line.ends_with('\\') {
-            return Err(format!("line {n}: line continuations are not supported"));
+            return Err(refuse("line continuations are not supported".to_owned()));
         }
         let first = line.chars().next().unwrap_or(' ');
         if !first.is_ascii_alphanumeric() {
-            return Err(format!(
-                "line {n}: {line:?} does not start with a package name"
-            ));
+            return Err(refuse(format!(
+                "{line:?} does not start with a package name"
+            )));
         }
         if let Some(bad) = line
             .chars()
             .find(|c| c.is_control() || !(c.is_ascii_graphic() || *c == ' '))
         {
-            return Err(format!("line {n}: character {bad:?} is not allowed"));
+            return Err(refuse(format!("character {bad:?} is not allowed")));
         }
         specs.push(line.to_owned());
     }
@@ -119,7 +171,7 @@ pub fn parse_requirements(text: &str) -> Result<Vec<String>, String> {
 pub fn read_requirements(
     lambda: &LambdaName,
     dir: &Path,
-) -> Result<Option<Requirements>, ApiError> {
+) -> Result<Option<Requirements>, PackageError> {
     let present: Vec<&'static str> = REQUIREMENTS_FILES
         .iter()
         .copied()
@@ -132,15 +184,15 @@ pub fn read_requirements(
         tracing::info!(lambda = %lambda, "both requirements.txt and packages.txt exist; using requirements.txt");
     }
     let path = dir.join(file);
-    let bad = |message: String| ApiError::BadRequirements {
+    let bad = |message: String| PackageError::BadRequirements {
         lambda: lambda.to_string(),
-        path: path.display().to_string(),
+        path: path.clone(),
         message,
     };
     let text = crate::files::read_regular_file(&path, MAX_REQUIREMENTS_BYTES)
-        .map_err(bad)?
+        .map_err(|e| bad(e.to_string()))?
         .ok_or_else(|| bad("it was removed while being read".to_owned()))?;
-    let specs = parse_requirements(&text).map_err(bad)?;
+    let specs = parse_requirements(&text).map_err(|e| bad(e.to_string()))?;
     if specs.is_empty() {
         return Ok(None);
     }
@@ -212,8 +264,8 @@ pub struct Packages {
     /// capabilities, `no_new_privs` and seccomp filters as handlers.
     hardening: sandbox::Hardening,
     dir: PathBuf,
-    /// Resolved lists by requirements hash.
-    resolved: DashMap<String, Arc<Vec<Package>>>,
+    /// Resolved lists by requirements hash, the most recently used ones (bounded).
+    resolved: Mutex<LruCache<String, Arc<Vec<Package>>>>,
     next_id: AtomicU64,
     resolves: AtomicU64,
     installs: AtomicU64,
@@ -283,7 +335,9 @@ impl Packages {
             dir: cfg.packages_dir.clone(),
             cgroups,
             cfg,
-            resolved: DashMap::new(),
+            resolved: Mutex::new(LruCache::new(
+                NonZeroUsize::new(MAX_RESOLVED_IN_MEMORY).unwrap_or(NonZeroUsize::MIN),
+            )),
             next_id: AtomicU64::new(1),
             resolves: AtomicU64::new(0),
             installs: AtomicU64::new(0),
@@ -333,16 +387,17 @@ impl Packages {
         &self,
         lambda: &LambdaName,
         handler_dir: &Path,
-    ) -> Result<Vec<Package>, ApiError> {
+    ) -> Result<Vec<Package>, PackageError> {
         let Some(req) = read_requirements(lambda, handler_dir)? else {
             return Ok(Vec::new());
         };
         let hash = req.hash();
-        let list = match self.resolved.get(&hash).map(|r| Arc::clone(&r)) {
+        let cached = self.lock_resolved().get(&hash).map(Arc::clone);
+        let list = match cached {
             Some(list) => list,
             None => {
                 let list = Arc::new(self.resolve(lambda, &req, &hash)?);
-                self.resolved.insert(hash, Arc::clone(&list));
+                self.lock_resolved().put(hash, Arc::clone(&list));
                 list
             }
         };
@@ -354,13 +409,24 @@ impl Packages {
         Ok(list.as_ref().clone())
     }
 
-    fn internal(&self, what: &str, path: &Path, e: impl std::fmt::Display) -> ApiError {
-        ApiError::Internal {
-            message: format!("packages: cannot {what} {}: {e}", path.display()),
+    fn lock_resolved(&self) -> std::sync::MutexGuard<'_, LruCache<String, Arc<Vec<Package>>>> {
+        self.resolved.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// How many resolved lists are kept in memory.
+    pub fn resolved_in_memory(&self) -> usize {
+        self.lock_resolved().len()
+    }
+
+    fn internal(&self, what: &'static str, path: &Path, e: impl std::fmt::Display) -> PackageError {
+        PackageError::Store {
+            what,
+            path: path.to_owned(),
+            message: e.to_string(),
         }
     }
 
-    fn subdir(&self, name: &str) -> Result<PathBuf, ApiError> {
+    fn subdir(&self, name: &str) -> Result<PathBuf, PackageError> {
         let d = self.dir.join(name);
         std::fs::create_dir_all(&d).map_err(|e| self.internal("create", &d, e))?;
         Ok(d)
@@ -372,7 +438,7 @@ impl Packages {
         lambda: &LambdaName,
         req: &Requirements,
         hash: &str,
-    ) -> Result<Vec<Package>, ApiError> {
+    ) -> Result<Vec<Package>, PackageError> {
         let saved = self.subdir(".resolved")?.join(format!("{hash}.json"));
         let lock_path = self.subdir(".locks")?.join(format!("resolve-{hash}"));
         let _lock = Lock::take(&lock_path).map_err(|e| self.internal("lock", &lock_path, e))?;
@@ -398,7 +464,7 @@ impl Packages {
         let staging = run.staging.clone();
         let result = (|| {
             if run.code != Some(0) {
-                return Err(ApiError::PackageInstall {
+                return Err(PackageError::Install {
                     lambda: lambda.to_string(),
                     package: req.specs.join(", "),
                     message: pip_message(&run),
@@ -418,7 +484,7 @@ impl Packages {
                     version: item.metadata.version,
                 };
                 if !safe_component(&p.name) || !safe_component(&p.version) {
-                    return Err(ApiError::PackageInstall {
+                    return Err(PackageError::Install {
                         lambda: lambda.to_string(),
                         package: p.spec(),
                         message: "pip reported a name or version unusable as a directory"
@@ -444,7 +510,7 @@ impl Packages {
     }
 
     /// Installs one package into `packages/<name>/<version>/` unless it is there already.
-    fn install(&self, lambda: &LambdaName, p: &Package) -> Result<(), ApiError> {
+    fn install(&self, lambda: &LambdaName, p: &Package) -> Result<(), PackageError> {
         let lock_path = self
             .subdir(".locks")?
             .join(format!("install-{}-{}", p.name, p.version));
@@ -474,7 +540,7 @@ impl Packages {
                         .map_err(|e| self.internal("move into place", &dest, e))
                 })
         } else {
-            Err(ApiError::PackageInstall {
+            Err(PackageError::Install {
                 lambda: lambda.to_string(),
                 package: p.spec(),
                 message: pip_message(&run),
@@ -503,7 +569,7 @@ impl Packages {
         step: &str,
         options: &[&str],
         specs: &[String],
-    ) -> Result<PipRun, ApiError> {
+    ) -> Result<PipRun, PackageError> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let staging = self
             .subdir(".staging")?
@@ -530,7 +596,7 @@ impl Packages {
         staging: &Path,
         options: &[&str],
         specs: &[String],
-    ) -> Result<PipRun, ApiError> {
+    ) -> Result<PipRun, PackageError> {
         let cfg = &self.cfg;
         let mut argv: Vec<String> = [
             "/usr/bin/python3",
@@ -602,12 +668,12 @@ impl Packages {
                 builder = builder.env(key, &v);
             }
         }
-        let spec = builder.build().map_err(|e| ApiError::Internal {
-            message: format!("pip sandbox for {lambda}: invalid spec: {e}"),
-        })?;
-        let mut sb = Sandbox::spawn(&spec, &self.cgroups, &[]).map_err(|e| ApiError::Internal {
-            message: format!("cannot start pip's sandbox for {lambda}: {e}"),
-        })?;
+        let pip_error = |source: PipSandboxError| PackageError::Pip {
+            lambda: lambda.to_string(),
+            source,
+        };
+        let spec = builder.build().map_err(|e| pip_error(e.into()))?;
+        let mut sb = Sandbox::spawn(&spec, &self.cgroups, &[]).map_err(|e| pip_error(e.into()))?;
         let limit = Duration::from_secs(cfg.install_timeout_s);
         let code = sb.wait_timeout(limit);
         if let Err(e) = sb.destroy() {
@@ -681,7 +747,9 @@ mod tests {
         ] {
             assert!(parse_requirements(bad).is_err(), "{bad:?}");
         }
-        assert!(parse_requirements("-r x").unwrap_err().contains("line 1"));
+        let err = parse_requirements("ok\n-r x").unwrap_err();
+        assert_eq!(err.line, 2);
+        assert!(err.to_string().starts_with("line 2: "), "{err}");
     }
 
     #[test]
@@ -708,6 +776,50 @@ mod tests {
         }
         assert_eq!(p.remove_stale_staging(), 1);
         assert!(!dead.exists() && mine.exists());
+    }
+
+    #[test]
+    fn resolved_lists_in_memory_are_bounded() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = tmp.path().join("packages");
+        let cfg = Config {
+            packages_dir: store.clone(),
+            ..Config::default()
+        };
+        let setup = CgroupSetup::V2 {
+            root: PathBuf::from("/nonexistent"),
+        };
+        let p = Packages::new(
+            Arc::new(cfg),
+            setup,
+            sandbox::Hardening::new(65534, 65534).unwrap(),
+        );
+        let lambda_dir = tmp.path().join("lambda");
+        std::fs::create_dir_all(store.join(".resolved")).unwrap();
+        std::fs::create_dir_all(&lambda_dir).unwrap();
+        let name = LambdaName::parse("l").unwrap();
+        let n = MAX_RESOLVED_IN_MEMORY + 100;
+        for i in 0..n {
+            // A list resolved earlier (on disk) whose package is installed: no pip runs.
+            std::fs::write(
+                lambda_dir.join("requirements.txt"),
+                format!("pkg{i}==1.0\n"),
+            )
+            .unwrap();
+            let req = read_requirements(&name, &lambda_dir).unwrap().unwrap();
+            let saved = store.join(".resolved").join(format!("{}.json", req.hash()));
+            std::fs::write(
+                &saved,
+                format!(r#"[{{"name": "pkg{i}", "version": "1.0"}}]"#),
+            )
+            .unwrap();
+            std::fs::create_dir_all(store.join(format!("pkg{i}/1.0"))).unwrap();
+            let list = p.ensure(&name, &lambda_dir).unwrap();
+            assert_eq!(list[0].spec(), format!("pkg{i}==1.0"));
+            assert!(p.resolved_in_memory() <= MAX_RESOLVED_IN_MEMORY);
+        }
+        assert_eq!(p.resolved_in_memory(), MAX_RESOLVED_IN_MEMORY);
+        assert_eq!(p.stats().resolves, 0, "every list came from disk");
     }
 
     #[test]
@@ -738,7 +850,7 @@ mod tests {
         assert_ne!(r.hash(), r2.hash());
         std::fs::write(tmp.path().join("requirements.txt"), "--extra-index-url x\n").unwrap();
         let err = read_requirements(&name, tmp.path()).unwrap_err();
-        assert_eq!(err.status(), 400);
+        assert!(matches!(err, PackageError::BadRequirements { .. }), "{err}");
         assert!(err.to_string().contains("requirements.txt"), "{err}");
     }
 }

@@ -6,11 +6,35 @@
 use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
 
-use crate::error::ApiError;
 use crate::name::LambdaName;
 
 /// The handler file every lambda directory must hold.
 pub const HANDLER_FILE: &str = "lambda_func.py";
+
+/// Why a lambda cannot be found or served from the registry.
+#[derive(Debug, thiserror::Error)]
+pub enum RegistryError {
+    #[error("unknown lambda {lambda}")]
+    Unknown { lambda: String },
+    #[error("lambda {lambda} has no handler file {path}")]
+    NoHandlerFile { lambda: String, path: PathBuf },
+    #[error("lambda {lambda} cannot be served: {message}")]
+    BadHandler { lambda: String, message: String },
+    #[error("cannot open {path}: {}", open_reason(*.source))]
+    OpenDir {
+        path: PathBuf,
+        source: nix::errno::Errno,
+    },
+}
+
+/// Why the lambda's directory could not be opened for mounting.
+fn open_reason(e: nix::errno::Errno) -> String {
+    if e == nix::errno::Errno::ENOTDIR || e == nix::errno::Errno::ELOOP {
+        "not a directory (a symbolic link is never followed)".to_owned()
+    } else {
+        e.to_string()
+    }
+}
 
 /// Identity of one version of a handler's code.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -49,19 +73,15 @@ impl Handler {
     /// An entry replaced by another real directory (an upload in between) is used: its version
     /// is newer than the one recorded, so the next call retires this sandbox. The bool says
     /// whether it is still the directory that was looked up.
-    pub fn open_dir(&self) -> Result<(std::os::fd::OwnedFd, bool), String> {
+    pub fn open_dir(&self) -> Result<(std::os::fd::OwnedFd, bool), RegistryError> {
         use nix::fcntl::{open, OFlag};
         let flags = OFlag::O_PATH | OFlag::O_NOFOLLOW | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC;
-        let fd = open(&self.dir, flags, nix::sys::stat::Mode::empty()).map_err(|e| {
-            let why = if e == nix::errno::Errno::ENOTDIR || e == nix::errno::Errno::ELOOP {
-                "not a directory (a symbolic link is never followed)".to_owned()
-            } else {
-                e.to_string()
-            };
-            format!("cannot open {}: {why}", self.dir.display())
+        let opened = open(&self.dir, flags, nix::sys::stat::Mode::empty())
+            .and_then(|fd| nix::sys::stat::fstat(&fd).map(|st| (fd, st)));
+        let (fd, st) = opened.map_err(|source| RegistryError::OpenDir {
+            path: self.dir.clone(),
+            source,
         })?;
-        let st = nix::sys::stat::fstat(&fd)
-            .map_err(|e| format!("cannot stat {}: {e}", self.dir.display()))?;
         Ok((fd, (st.st_dev, st.st_ino) == self.dir_id))
     }
 }
@@ -80,14 +100,14 @@ impl Registry {
     /// Finds a lambda's handler. The lambda directory and its `lambda_func.py` must be a real
     /// directory and a regular file: symbolic links are refused so that a registry entry cannot
     /// expose files from outside the registry to a sandbox.
-    pub fn lookup(&self, name: &LambdaName) -> Result<Handler, ApiError> {
+    pub fn lookup(&self, name: &LambdaName) -> Result<Handler, RegistryError> {
         let dir = self.dir.join(name.as_str());
-        let unknown = || ApiError::UnknownLambda {
+        let unknown = || RegistryError::Unknown {
             lambda: name.to_string(),
         };
         let dir_md = std::fs::symlink_metadata(&dir).map_err(|_| unknown())?;
         if dir_md.file_type().is_symlink() {
-            return Err(ApiError::BadHandler {
+            return Err(RegistryError::BadHandler {
                 lambda: name.to_string(),
                 message: format!("registry entry {} is a symbolic link", dir.display()),
             });
@@ -96,12 +116,12 @@ impl Registry {
             return Err(unknown());
         }
         let file = dir.join(HANDLER_FILE);
-        let md = std::fs::symlink_metadata(&file).map_err(|_| ApiError::NoHandlerFile {
+        let md = std::fs::symlink_metadata(&file).map_err(|_| RegistryError::NoHandlerFile {
             lambda: name.to_string(),
-            path: file.display().to_string(),
+            path: file.clone(),
         })?;
         if !md.is_file() {
-            return Err(ApiError::BadHandler {
+            return Err(RegistryError::BadHandler {
                 lambda: name.to_string(),
                 message: format!("{} is not a regular file", file.display()),
             });
@@ -146,12 +166,12 @@ mod tests {
         let reg = Registry::new(dir.path().to_owned());
         assert!(matches!(
             reg.lookup(&name("hello")),
-            Err(ApiError::UnknownLambda { .. })
+            Err(RegistryError::Unknown { .. })
         ));
         std::fs::create_dir(dir.path().join("hello")).unwrap();
         assert!(matches!(
             reg.lookup(&name("hello")),
-            Err(ApiError::NoHandlerFile { .. })
+            Err(RegistryError::NoHandlerFile { .. })
         ));
         let file = dir.path().join("hello/lambda_func.py");
         std::fs::write(&file, "def handler(e): return 1\n").unwrap();
@@ -176,7 +196,7 @@ mod tests {
         // Replaced by a link to a directory elsewhere: refused, not followed.
         std::fs::rename(&lambda, dir.path().join("old")).unwrap();
         std::os::unix::fs::symlink(&outside, &lambda).unwrap();
-        let err = handler.open_dir().unwrap_err();
+        let err = handler.open_dir().unwrap_err().to_string();
         assert!(err.contains("a symbolic link is never followed"), "{err}");
         // Replaced by another real directory (an upload): used, and said to be another.
         std::fs::remove_file(&lambda).unwrap();
@@ -191,13 +211,13 @@ mod tests {
         let reg = Registry::new(dir.path().to_owned());
         assert!(matches!(
             reg.lookup(&name("evil")),
-            Err(ApiError::BadHandler { .. })
+            Err(RegistryError::BadHandler { .. })
         ));
         std::fs::create_dir(dir.path().join("link")).unwrap();
         std::os::unix::fs::symlink("/etc/passwd", dir.path().join("link/lambda_func.py")).unwrap();
         assert!(matches!(
             reg.lookup(&name("link")),
-            Err(ApiError::BadHandler { .. })
+            Err(RegistryError::BadHandler { .. })
         ));
     }
 }

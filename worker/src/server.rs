@@ -13,22 +13,30 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use sandbox::cgroup::{CgroupSetup, CgroupVersion};
-use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinHandle;
 
 use crate::api::{self, ApiState};
 use crate::cleanup;
 use crate::config::Config;
-use crate::manager::Manager;
-use crate::WorkerError;
+use crate::error::ApiError;
+use crate::launch::Launcher;
+use crate::manager::{Backend, Manager, Unavailable};
+use crate::{WorkerError, WorkerManager};
+
+/// Connections beyond `max_connections` that may be answered (503) at once; more are closed
+/// without an answer.
+const MAX_REFUSALS: usize = 64;
+/// How long a refused connection may take to send its request and read the answer.
+const REFUSAL_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// A running worker (HTTP API bound, ready to serve).
 #[derive(Debug)]
 pub struct Worker {
     addr: SocketAddr,
     cfg: Arc<Config>,
-    manager: Arc<Manager>,
+    manager: Arc<WorkerManager>,
     stop: watch::Sender<bool>,
     accept_task: JoinHandle<()>,
     reaper_task: JoinHandle<()>,
@@ -41,7 +49,10 @@ impl Worker {
         let cfg = Arc::new(config);
         let cgroups = tokio::task::spawn_blocking(CgroupSetup::detect)
             .await
-            .map_err(|e| WorkerError::Other(format!("cgroup detection task failed: {e}")))??;
+            .map_err(|source| WorkerError::Task {
+                what: "cgroup detection",
+                source,
+            })??;
         let version = match cgroups.version() {
             CgroupVersion::V1 => "v1",
             CgroupVersion::V2 => "v2",
@@ -51,7 +62,10 @@ impl Worker {
             let cg = cgroups.clone();
             let summary = tokio::task::spawn_blocking(move || cleanup::remove_leftovers(&cfg, &cg))
                 .await
-                .map_err(|e| WorkerError::Other(format!("cleanup task failed: {e}")))??;
+                .map_err(|source| WorkerError::Task {
+                    what: "cleanup",
+                    source,
+                })??;
             tracing::info!(%summary, "checked for leftovers of an earlier run");
         }
         let handlers = cfg.worker_dir.join("handlers");
@@ -69,15 +83,15 @@ impl Worker {
             addr: format!("{}:{}", cfg.worker_host, cfg.worker_port),
             source: e,
         })?;
-        let manager = Arc::new(
-            Manager::new(Arc::clone(&cfg), cgroups)
-                .map_err(|e| WorkerError::Other(e.to_string()))?,
-        );
+        raise_open_files_limit();
+        let launcher = Launcher::new(Arc::clone(&cfg), cgroups)?;
+        let manager = Arc::new(Manager::new(Arc::clone(&cfg), launcher));
         {
             let m = Arc::clone(&manager);
-            let removed = tokio::task::spawn_blocking(move || m.remove_stale_package_staging())
-                .await
-                .unwrap_or(0);
+            let removed =
+                tokio::task::spawn_blocking(move || m.backend().remove_stale_package_staging())
+                    .await
+                    .unwrap_or(0);
             if removed > 0 {
                 tracing::info!(
                     removed,
@@ -88,7 +102,7 @@ impl Worker {
         {
             // The root zygote, before the worker answers: the first cold start can fork.
             let m = Arc::clone(&manager);
-            let _ = tokio::task::spawn_blocking(move || m.start_import_cache()).await;
+            let _ = tokio::task::spawn_blocking(move || m.start_shared()).await;
         }
         let state = Arc::new(ApiState {
             manager: Arc::clone(&manager),
@@ -102,7 +116,10 @@ impl Worker {
             listener,
             state,
             stop_rx.clone(),
-            cfg.shutdown_timeout_s,
+            Limits {
+                drain_s: cfg.shutdown_timeout_s,
+                max_connections: cfg.max_connections,
+            },
         ));
         let reaper_task = tokio::spawn(reaper(Arc::clone(&manager), stop_rx));
         tracing::info!(%addr, cgroups = version, worker_dir = %cfg.worker_dir.display(), "worker ready");
@@ -137,23 +154,37 @@ impl Worker {
             cleanup::remove_leftovers(&cfg, &cgroups)
         })
         .await
-        .map_err(|e| WorkerError::Other(format!("cleanup task failed: {e}")))??;
+        .map_err(|source| WorkerError::Task {
+            what: "cleanup",
+            source,
+        })??;
         tracing::info!(%summary, "worker stopped");
         Ok(())
     }
+}
+
+/// The accept loop's bounds.
+#[derive(Debug, Clone, Copy)]
+struct Limits {
+    /// Seconds open connections get to finish at shutdown.
+    drain_s: u64,
+    max_connections: usize,
 }
 
 async fn accept_loop(
     listener: TcpListener,
     state: Arc<ApiState>,
     mut stop: watch::Receiver<bool>,
-    drain_s: u64,
+    limits: Limits,
 ) {
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let mut http = http1::Builder::new();
     // With a timer, hyper enforces its header_read_timeout (30 s): a client that sends a
     // request head slowly, or never, cannot hold a connection open.
     http.timer(hyper_util::rt::TokioTimer::new());
+    // Each connection holds a permit while it is open (as mini-redis bounds its connections).
+    let open = Arc::new(Semaphore::new(limits.max_connections));
+    let refusals = Arc::new(Semaphore::new(MAX_REFUSALS));
     loop {
         tokio::select! {
             accepted = listener.accept() => {
@@ -166,6 +197,10 @@ async fn accept_loop(
                     }
                 };
                 let _ = stream.set_nodelay(true);
+                let Ok(permit) = Arc::clone(&open).try_acquire_owned() else {
+                    refuse(stream, peer, limits.max_connections, &refusals);
+                    continue;
+                };
                 let state = Arc::clone(&state);
                 let svc = service_fn(move |req| api::handle(Arc::clone(&state), req));
                 let conn = http.serve_connection(TokioIo::new(stream), svc);
@@ -174,12 +209,14 @@ async fn accept_loop(
                     if let Err(e) = conn.await {
                         tracing::debug!(%peer, error = %e, "connection ended with an error");
                     }
+                    drop(permit);
                 });
             }
             _ = stop.changed() => break,
         }
     }
     drop(listener);
+    let drain_s = limits.drain_s;
     tokio::select! {
         () = graceful.shutdown() => tracing::info!("all connections closed"),
         () = tokio::time::sleep(Duration::from_secs(drain_s.max(1))) => {
@@ -188,23 +225,53 @@ async fn accept_loop(
     }
 }
 
+/// A connection beyond `max_connections`: one 503 answer, then closed (within
+/// [`REFUSAL_TIMEOUT`]); beyond [`MAX_REFUSALS`] being answered, closed at once.
+fn refuse(stream: TcpStream, peer: SocketAddr, max_connections: usize, refusals: &Arc<Semaphore>) {
+    let Ok(permit) = Arc::clone(refusals).try_acquire_owned() else {
+        tracing::warn!(%peer, max_connections, "too many connections; closing one without an answer");
+        return;
+    };
+    tracing::warn!(%peer, max_connections, "too many connections; answering 503");
+    tokio::spawn(async move {
+        let svc = service_fn(move |_req| async move {
+            let err = ApiError::Unavailable {
+                reason: Unavailable::TooManyConnections { max_connections },
+            };
+            let mut resp = err.into_response();
+            resp.headers_mut().insert(
+                http::header::CONNECTION,
+                http::HeaderValue::from_static("close"),
+            );
+            Ok::<_, std::convert::Infallible>(resp)
+        });
+        let mut http = http1::Builder::new();
+        http.keep_alive(false);
+        let conn = http.serve_connection(TokioIo::new(stream), svc);
+        if tokio::time::timeout(REFUSAL_TIMEOUT, conn).await.is_err() {
+            tracing::debug!(%peer, "a refused connection did not finish in time");
+        }
+        drop(permit);
+    });
+}
+
 /// Every 250 ms: destroys sandboxes idle past `idle_timeout_s` and pauses those idle past
 /// `pause_after_ms`; every second: evicts an idle one if over the memory budget (cgroup work
 /// runs on the blocking pool).
-async fn reaper(manager: Arc<Manager>, mut stop: watch::Receiver<bool>) {
+async fn reaper(manager: Arc<WorkerManager>, mut stop: watch::Receiver<bool>) {
     let mut tick = tokio::time::interval(Duration::from_millis(250));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut n: u64 = 0;
     loop {
         tokio::select! {
             _ = tick.tick() => {
-                manager.reap_idle();
+                manager.reap_idle(Instant::now());
                 n += 1;
                 // Memory is measured once a second (a cgroup file read per sandbox).
                 let measure = n % 4 == 0;
                 let m = Arc::clone(&manager);
                 let _ = tokio::task::spawn_blocking(move || {
-                    m.pause_idle();
+                    m.pause_idle(Instant::now());
                     if measure {
                         m.enforce_memory_budget();
                     }
@@ -219,14 +286,30 @@ async fn reaper(manager: Arc<Manager>, mut stop: watch::Receiver<bool>) {
 /// Starts a worker and runs it until SIGTERM or SIGINT, then shuts it down gracefully.
 pub async fn run_until_signal(config: Config) -> Result<(), WorkerError> {
     use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate())
-        .map_err(|e| WorkerError::Other(format!("cannot watch SIGTERM: {e}")))?;
-    let mut int = signal(SignalKind::interrupt())
-        .map_err(|e| WorkerError::Other(format!("cannot watch SIGINT: {e}")))?;
+    let watch = |kind: SignalKind, name: &'static str| {
+        signal(kind).map_err(|source| WorkerError::Signal { name, source })
+    };
+    let mut term = watch(SignalKind::terminate(), "SIGTERM")?;
+    let mut int = watch(SignalKind::interrupt(), "SIGINT")?;
     let worker = Worker::start(config).await?;
     tokio::select! {
         _ = term.recv() => tracing::info!("SIGTERM received"),
         _ = int.recv() => tracing::info!("SIGINT received"),
     }
     worker.shutdown().await
+}
+
+/// Raises the soft limit of open files to the hard limit: every connection, sandbox and zygote
+/// holds descriptors, and the usual soft limit (1024) is below `max_connections` plus them.
+fn raise_open_files_limit() {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    match getrlimit(Resource::RLIMIT_NOFILE) {
+        Ok((soft, hard)) if soft < hard => {
+            if let Err(e) = setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
+                tracing::warn!(soft, hard, error = %e, "cannot raise the open-files limit");
+            }
+        }
+        Ok(_) => {}
+        Err(e) => tracing::warn!(error = %e, "cannot read the open-files limit"),
+    }
 }

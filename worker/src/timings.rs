@@ -1,20 +1,20 @@
 //! Where a call's time goes: per-phase counters, cheap enough to keep always on (two relaxed
 //! atomic adds and a compare-exchange loop per phase), shown by `/stats` under `timings`.
 //!
-//! Phases of a call, in order (a cold call has `capacity`, `spawn`, `first_call`; a warm one
-//! `take_idle`, `call`):
+//! Phases of a call, in the order they happen (a cold call has `packages`, `capacity`, `spawn`
+//! and `first_call`; a warm one `take_idle`, maybe `unpause`, and `call`):
 //!
 //! | phase | what it covers |
 //! |---|---|
 //! | `request` | the whole `runLambda` request inside the worker, from routing to the response |
 //! | `read_body` | reading and checking the JSON body |
-//! | `lookup` | finding the handler in the registry (one `stat`) |
-//! | `queue` | waiting for the lambda's gate (`max_sandboxes_per_lambda`) |
+//! | `lookup` | finding the handler in the registry (five `lstat`s: the lambda's directory, `lambda_func.py`, and `requirements.txt`, `packages.txt`, `lambda.json` for its version), on the blocking pool |
+//! | `queue` | waiting for the lambda's gate (its `max_concurrency`, then its queue) |
 //! | `take_idle` | picking a warm sandbox from the lambda's pool |
 //! | `unpause` | warm only, when the sandbox was paused: thawing its cgroup |
-//! | `capacity` | cold only: a slot under `handler_cache_size`, evicting if needed |
-//! | `packages` | cold only: reading the requirement file, installing what is missing (pip) |
-//! | `spawn` | cold only: scratch directory, socket, spec and `Sandbox::spawn` |
+//! | `packages` | cold only, with a requirement file: reading it, installing what is missing (pip) |
+//! | `capacity` | cold only: a slot under `handler_cache_size` and the memory budget, evicting if needed |
+//! | `spawn` | cold only: scratch directory, socket, spec and the sandbox's start |
 //! | `spawn.cgroup` | part of `spawn`: creating the cgroup and writing its limits |
 //! | `spawn.prepare_clone` | part of `spawn`: preparing the child and `clone` |
 //! | `spawn.child_setup_exec` | part of `spawn`: the child's setup (cgroup join, mounts, pivot) until `execve` |
@@ -38,8 +38,8 @@ pub enum Phase {
     Queue,
     TakeIdle,
     Unpause,
-    Capacity,
     Packages,
+    Capacity,
     Spawn,
     SpawnCgroup,
     SpawnPrepareClone,
@@ -58,8 +58,8 @@ impl Phase {
         Phase::Queue,
         Phase::TakeIdle,
         Phase::Unpause,
-        Phase::Capacity,
         Phase::Packages,
+        Phase::Capacity,
         Phase::Spawn,
         Phase::SpawnCgroup,
         Phase::SpawnPrepareClone,
@@ -79,8 +79,8 @@ impl Phase {
             Phase::Queue => "queue",
             Phase::TakeIdle => "take_idle",
             Phase::Unpause => "unpause",
-            Phase::Capacity => "capacity",
             Phase::Packages => "packages",
+            Phase::Capacity => "capacity",
             Phase::Spawn => "spawn",
             Phase::SpawnCgroup => "spawn.cgroup",
             Phase::SpawnPrepareClone => "spawn.prepare_clone",

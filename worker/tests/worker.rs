@@ -347,6 +347,41 @@ async fn idle_sandboxes_expire_and_capacity_is_capped() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_beyond_max_connections_get_503_and_are_closed() {
+    if !can_run("connections_beyond_max_connections_get_503_and_are_closed") {
+        return;
+    }
+    let mut c = TestCluster::start(r#"{"max_connections": 2}"#).await;
+    // Two idle keep-alive connections hold both slots.
+    let first = tokio::net::TcpStream::connect(c.addr).await.unwrap();
+    let second = tokio::net::TcpStream::connect(c.addr).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let (status, body) = common::http(c.addr, "GET", "/status", b"").await;
+    assert_eq!(status, 503, "{body}");
+    let body: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(body["error"], "unavailable");
+    assert!(
+        body["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("2 connections open (max_connections)")),
+        "{body}"
+    );
+    // A slot freed by a client that goes is used by the next one.
+    drop(first);
+    let mut status = 0;
+    for _ in 0..100 {
+        status = common::http(c.addr, "GET", "/status", b"").await.0;
+        if status == 200 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(status, 200);
+    drop(second);
+    c.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_leaves_nothing_behind() {
     if !can_run("shutdown_leaves_nothing_behind") {
         return;

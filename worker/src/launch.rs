@@ -1,0 +1,424 @@
+//! The worker's [`Backend`]: handler sandboxes made with the `sandbox` crate, forked from a
+//! zygote of the import cache when it can, else started fresh; packages installed with pip.
+//!
+//! A start ([`Launcher::start`]), in order:
+//! 1. open the lambda's directory `O_PATH|O_NOFOLLOW|O_DIRECTORY` (never a link), held until
+//!    the sandbox has mounted it;
+//! 2. the scratch directory `handlers/<name>/<id>/`, a `host_mb` tmpfs owned by the sandbox
+//!    user (the sandbox's `/host`, with its `stdout` and `stderr`);
+//! 3. bind `<scratch>/server_pipe` and connect to it at once (the connection waits in the
+//!    backlog until the runtime accepts it);
+//! 4. with the import cache on, a fork of the best zygote ([`crate::zygote`]); otherwise, or if
+//!    that fork fails, a fresh sandbox ([`spawn_fresh`]) with the listening socket as fd 3.
+//!
+//! A failed start removes its scratch directory again.
+
+use std::os::fd::{AsFd, AsRawFd};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use sandbox::cgroup::CgroupSetup;
+use sandbox::{Sandbox, SandboxSpec};
+
+use crate::config::Config;
+use crate::lambda_config::LambdaLimits;
+use crate::manager::backend::{AfterFirstCall, StartSteps};
+use crate::manager::{
+    Backend, LambdaRef, PackageDir, SandboxHandle, StartError, StartRequest, Started,
+};
+use crate::name::LambdaName;
+use crate::packages::{PackageError, PackageStats, Packages};
+use crate::zygote::{ImportCache, ImportCacheStats, Zygote};
+
+/// Path of the runtime inside the base filesystem.
+pub const RUNTIME_PATH: &str = "/usr/local/lib/lambdaworker/runtime.py";
+const PYTHON: &str = "/usr/bin/python3";
+
+/// The worker's backend (see the module docs).
+pub struct Launcher {
+    cfg: Arc<Config>,
+    cgroups: CgroupSetup,
+    cgroup_parent: PathBuf,
+    handlers_dir: PathBuf,
+    /// What every handler sandbox gives up before it runs handler code.
+    hardening: sandbox::Hardening,
+    packages: Packages,
+    import_cache: Arc<ImportCache>,
+}
+
+impl std::fmt::Debug for Launcher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Launcher")
+            .field("handlers_dir", &self.handlers_dir)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Launcher {
+    /// A launcher for `cfg`: sandboxes under the worker's cgroup parent, scratch directories
+    /// under `<worker_dir>/handlers`.
+    pub fn new(cfg: Arc<Config>, cgroups: CgroupSetup) -> Result<Self, sandbox::HardenError> {
+        let hardening = sandbox::Hardening::new(cfg.sandbox_uid, cfg.sandbox_gid)?;
+        let packages = Packages::new(Arc::clone(&cfg), cgroups.clone(), hardening.clone());
+        let import_cache = Arc::new(ImportCache::new(
+            Arc::clone(&cfg),
+            cgroups.clone(),
+            &hardening,
+        ));
+        Ok(Self {
+            cgroup_parent: cfg.cgroup_parent(),
+            handlers_dir: cfg.worker_dir.join("handlers"),
+            hardening,
+            packages,
+            import_cache,
+            cgroups,
+            cfg,
+        })
+    }
+
+    /// Steps 2-4 with the lambda's directory open as `handler_dir` (`/proc/self/fd/N`).
+    fn start_in(
+        &self,
+        req: &StartRequest<'_>,
+        handler_dir: &Path,
+    ) -> Result<Started<LaunchedSandbox>, StartError> {
+        let name = &req.lambda.name;
+        let scratch = self
+            .handlers_dir
+            .join(name.as_str())
+            .join(req.id.to_string());
+        std::fs::create_dir_all(&scratch).map_err(|source| StartError::Io {
+            what: "create",
+            path: scratch.clone(),
+            source,
+        })?;
+        // A bounded tmpfs, owned by the sandbox user: its /host, with its stdout and stderr.
+        let (uid, gid) = (self.hardening.uid, self.hardening.gid);
+        if let Err(e) = crate::cleanup::mount_scratch(&scratch, self.cfg.host_mb, uid, gid) {
+            let _ = std::fs::remove_dir_all(&scratch);
+            return Err(StartError::Io {
+                what: "mount the scratch tmpfs on",
+                path: scratch,
+                source: e.into(),
+            });
+        }
+        let fresh = FreshSandbox {
+            cgroup: self.cgroup_parent.join(format!("sb-{}", req.id)),
+            name,
+            handler_dir,
+            scratch: &scratch,
+            packages: req.packages,
+            limits: &req.lambda.limits,
+            hardening: &self.hardening,
+        };
+        let result = self.fork_or_spawn(req.id, &fresh);
+        match result {
+            Ok((sandbox, conn, zygote, steps)) => Ok(Started {
+                sandbox: LaunchedSandbox {
+                    id: req.id,
+                    sandbox,
+                    scratch,
+                    zygote,
+                },
+                conn,
+                steps,
+            }),
+            Err(e) => {
+                let _ = crate::cleanup::remove_scratch(&scratch);
+                Err(e)
+            }
+        }
+    }
+
+    /// Step 4: a fork from a zygote when the import cache offers one, else a fresh sandbox.
+    fn fork_or_spawn(&self, id: u64, fresh: &FreshSandbox<'_>) -> Result<Launched, StartError> {
+        if self.import_cache.enabled() {
+            let t = Instant::now();
+            match self.fork_from_zygote(fresh) {
+                Ok(Some((sandbox, conn, zygote))) => {
+                    return Ok((sandbox, conn, Some(zygote), StartSteps::Forked(t.elapsed())));
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::warn!(lambda = %fresh.name, sandbox = id, error = %e, "fork from a zygote failed; starting a fresh sandbox");
+                    let _ = std::fs::remove_file(fresh.scratch.join("server_pipe"));
+                }
+            }
+        }
+        let (sandbox, conn) = spawn_fresh(&self.cfg, &self.cgroups, fresh)?;
+        let steps = StartSteps::Fresh(sandbox.start_timings());
+        Ok((sandbox, conn, None, steps))
+    }
+
+    /// A handler sandbox forked from the import cache, connected like a fresh one; `None` when
+    /// the cache has no zygote to offer.
+    fn fork_from_zygote(
+        &self,
+        fresh: &FreshSandbox<'_>,
+    ) -> Result<Option<(Sandbox, UnixStream, Arc<Zygote>)>, StartError> {
+        let (listener, conn) = listen_and_connect(fresh.scratch)?;
+        let env = sandbox_env(fresh.name, fresh.packages);
+        let packages: Vec<(PathBuf, PathBuf)> = fresh
+            .packages
+            .iter()
+            .map(|p| (p.host.clone(), p.rel.clone()))
+            .collect();
+        let req = crate::zygote::HandlerRequest {
+            handler_dir: fresh.handler_dir,
+            scratch: fresh.scratch,
+            packages: &packages,
+            listen: listener.as_fd(),
+            env: &env,
+            limits: fresh.limits,
+            hardening: fresh.hardening,
+        };
+        let forked = self
+            .import_cache
+            .fork_handler(&req)
+            .map_err(|message| StartError::Fork { message })?;
+        drop(listener);
+        let Some(forked) = forked else {
+            let _ = std::fs::remove_file(fresh.scratch.join("server_pipe"));
+            return Ok(None);
+        };
+        Ok(Some((forked.sandbox, conn, forked.zygote)))
+    }
+}
+
+/// What step 4 made: the sandbox, the connection, its zygote, where the time went.
+type Launched = (Sandbox, UnixStream, Option<Arc<Zygote>>, StartSteps);
+
+impl Backend for Launcher {
+    type Sandbox = LaunchedSandbox;
+
+    fn packages(&self, lambda: &LambdaRef) -> Result<Vec<PackageDir>, PackageError> {
+        let list = self.packages.ensure(&lambda.name, &lambda.handler.dir)?;
+        Ok(list
+            .iter()
+            .map(|p| PackageDir {
+                host: self.packages.path_of(p),
+                rel: p.rel(),
+            })
+            .collect())
+    }
+
+    fn start(&self, req: &StartRequest<'_>) -> Result<Started<LaunchedSandbox>, StartError> {
+        // 1. The lambda's directory (never a link), held open until the sandbox has mounted it.
+        let (dir_fd, same) = req.lambda.handler.open_dir()?;
+        if !same {
+            tracing::debug!(lambda = %req.lambda.name, "the lambda's directory was replaced since its lookup; the next call retires this sandbox");
+        }
+        let handler_dir = PathBuf::from(format!("/proc/self/fd/{}", dir_fd.as_raw_fd()));
+        let started = self.start_in(req, &handler_dir);
+        drop(dir_fd);
+        started
+    }
+
+    fn after_first_call(&self, sandbox: &LaunchedSandbox) -> Option<AfterFirstCall> {
+        // The zygote's next spare, now that this first call no longer competes with it.
+        let zygote = Arc::clone(sandbox.zygote.as_ref()?);
+        let cache = Arc::clone(&self.import_cache);
+        Some(Box::new(move || cache.refill(&zygote)))
+    }
+
+    fn memory_of(&self, cgroup: &Path) -> u64 {
+        self.cgroups.cgroup(cgroup).memory_usage().unwrap_or(0)
+    }
+
+    fn kill(&self, cgroup: &Path) {
+        if let Err(e) = self.cgroups.cgroup(cgroup).kill_all() {
+            tracing::debug!(cgroup = %cgroup.display(), error = %e, "kill at shutdown");
+        }
+    }
+
+    fn shared_memory(&self) -> u64 {
+        self.import_cache.memory_in_use()
+    }
+
+    fn reclaim_shared(&self) -> bool {
+        self.import_cache.retire_lru(None).is_some()
+    }
+
+    fn start_shared(&self) {
+        if let Err(e) = self.import_cache.start() {
+            tracing::warn!(error = %e, "import cache: no root zygote yet");
+        }
+    }
+
+    fn close(&self) {
+        self.import_cache.close();
+    }
+
+    fn shared_alive(&self) -> bool {
+        self.import_cache.any_alive()
+    }
+
+    fn remove_stale_package_staging(&self) -> usize {
+        self.packages.remove_stale_staging()
+    }
+
+    fn import_cache_stats(&self) -> ImportCacheStats {
+        self.import_cache.stats()
+    }
+
+    fn package_stats(&self) -> PackageStats {
+        self.packages.stats()
+    }
+}
+
+/// A handler sandbox of the worker: the sandbox, its scratch directory, and the zygote it was
+/// forked from (which must outlive it).
+#[derive(Debug)]
+pub struct LaunchedSandbox {
+    id: u64,
+    sandbox: Sandbox,
+    scratch: PathBuf,
+    zygote: Option<Arc<Zygote>>,
+}
+
+impl SandboxHandle for LaunchedSandbox {
+    fn pid(&self) -> i32 {
+        self.sandbox.pid()
+    }
+
+    fn cgroup(&self) -> &Path {
+        self.sandbox.cgroup_path()
+    }
+
+    fn forked(&self) -> bool {
+        self.zygote.is_some()
+    }
+
+    fn is_alive(&mut self) -> bool {
+        self.sandbox.is_alive()
+    }
+
+    fn set_paused(&mut self, paused: bool) -> Result<(), sandbox::SandboxError> {
+        if paused {
+            self.sandbox.pause()
+        } else {
+            self.sandbox.unpause()
+        }
+    }
+
+    fn oom_kills(&self) -> u64 {
+        self.sandbox.oom_kills()
+    }
+
+    fn stderr_tail(&self) -> String {
+        crate::files::read_tail(&self.scratch.join("stderr"), 1024)
+    }
+
+    fn destroy(mut self) {
+        let id = self.id;
+        if let Err(e) = self.sandbox.destroy() {
+            tracing::error!(sandbox = id, error = %e, "cannot destroy sandbox");
+        }
+        if let Err(e) = crate::cleanup::remove_scratch(&self.scratch) {
+            tracing::warn!(sandbox = id, path = %self.scratch.display(), error = %e, "cannot remove scratch directory");
+        }
+        // The zygote goes (if this was its last sandbox) only after the sandbox is gone.
+        drop(self.zygote.take());
+    }
+}
+
+/// One fresh handler sandbox, as a cold start makes it.
+#[derive(Debug)]
+pub struct FreshSandbox<'a> {
+    /// Its cgroup, relative to each hierarchy's root.
+    pub cgroup: PathBuf,
+    pub name: &'a LambdaName,
+    /// What to mount at `/handler` (the worker passes `/proc/self/fd/N` of the directory it
+    /// checked).
+    pub handler_dir: &'a Path,
+    /// Its scratch directory (must exist): `/host`, with `stdout`, `stderr` and `server_pipe`.
+    pub scratch: &'a Path,
+    pub packages: &'a [PackageDir],
+    pub limits: &'a LambdaLimits,
+    pub hardening: &'a sandbox::Hardening,
+}
+
+/// Starts a fresh sandbox exactly as a cold start does: a listening `server_pipe` socket in
+/// the scratch directory (passed in as fd 3), the spec (base read-only, `/handler` read-only,
+/// the scratch directory as `/host`, the packages read-only under `/packages` and on
+/// `LAMBDA_PACKAGES`, cgroup limits and `/tmp` size from the limits) and the runtime. Returns
+/// the sandbox and a non-blocking connection to its runtime (already queued in the socket's
+/// backlog, so the first request can be written at once). Blocking. Public so that benchmarks
+/// can call a sandbox directly, without the HTTP layer.
+pub fn spawn_fresh(
+    cfg: &Config,
+    cgroups: &CgroupSetup,
+    fresh: &FreshSandbox<'_>,
+) -> Result<(Sandbox, UnixStream), StartError> {
+    let t0 = Instant::now();
+    let (listener, conn) = listen_and_connect(fresh.scratch)?;
+    let mut builder = SandboxSpec::builder(&cfg.base_dir, fresh.cgroup.clone());
+    if !fresh.packages.is_empty() {
+        let views = fresh
+            .packages
+            .iter()
+            .map(|p| (p.host.clone(), p.rel.clone()))
+            .collect();
+        builder = builder.view("/packages", views);
+    }
+    // The handler directory is attached as a detached clone of what `handler_dir` names now,
+    // never by path in the child.
+    let handler_mount = sandbox::DetachedMount::clone_of(fresh.handler_dir, false)?;
+    builder = builder
+        .attach(Arc::new(handler_mount), "/handler")
+        .mount(fresh.scratch, "/host", true)
+        .tmp_mb(fresh.limits.tmp_mb)
+        .hostname("lambda")
+        .net(cfg.net.sandbox())
+        .limits(fresh.limits.cgroup())
+        .harden(fresh.hardening.clone())
+        .command([PYTHON, "-B", "-S", RUNTIME_PATH]);
+    for (key, value) in sandbox_env(fresh.name, fresh.packages) {
+        builder = builder.env(&key, &value);
+    }
+    let spec = builder
+        .cwd("/host")
+        .output(fresh.scratch.join("stdout"), fresh.scratch.join("stderr"))
+        .build()?;
+    let prepared = t0.elapsed();
+    let sandbox = Sandbox::spawn(&spec, cgroups, &[listener.as_fd()])?;
+    tracing::debug!(
+        lambda = %fresh.name,
+        socket_spec_ms = prepared.as_secs_f64() * 1e3,
+        "scratch socket and spec prepared"
+    );
+    drop(listener);
+    Ok((sandbox, conn))
+}
+
+/// Binds `<scratch>/server_pipe` and connects to it at once: the connection waits in the
+/// backlog until the runtime accepts it, so the first request can be written right away. The
+/// connection is non-blocking.
+fn listen_and_connect(scratch: &Path) -> Result<(UnixListener, UnixStream), StartError> {
+    let sock = scratch.join("server_pipe");
+    let listener = UnixListener::bind(&sock).map_err(|source| StartError::Io {
+        what: "listen on",
+        path: sock.clone(),
+        source,
+    })?;
+    let conn = UnixStream::connect(&sock).map_err(|source| StartError::Io {
+        what: "connect to",
+        path: sock.clone(),
+        source,
+    })?;
+    conn.set_nonblocking(true).map_err(StartError::Register)?;
+    Ok((listener, conn))
+}
+
+/// The environment of a handler sandbox, fresh or forked.
+fn sandbox_env(name: &LambdaName, packages: &[PackageDir]) -> Vec<(String, String)> {
+    let rels: Vec<String> = packages
+        .iter()
+        .map(|p| p.rel.display().to_string())
+        .collect();
+    let mut env = crate::zygote::zygote_env(&rels);
+    env.push(("LAMBDA_NAME".into(), name.as_str().to_owned()));
+    env
+}

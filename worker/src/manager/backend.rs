@@ -1,0 +1,147 @@
+//! The contract between the manager's policy and the machinery that makes sandboxes.
+//!
+//! The manager decides (gates, pools, capacity, eviction, the memory budget, pausing); a
+//! [`Backend`] acts: it installs packages, starts a sandbox and connects to its runtime, and
+//! measures or kills what it started. The worker's backend is [`crate::launch::Launcher`] (the
+//! `sandbox` crate and the import cache); the manager's unit tests use a fake that needs no root,
+//! so every policy decision is tested without the kernel, and the kernel mechanics are tested by
+//! the integration tests.
+//!
+//! Every method may block (cgroupfs, clone, pip): the manager calls them on the blocking pool,
+//! except where a method says it is cheap.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::manager::lambda::LambdaRef;
+use crate::packages::{PackageError, PackageStats};
+use crate::zygote::ImportCacheStats;
+
+/// One installed package a sandbox sees: its host directory and its place under `/packages`
+/// (`name/version`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PackageDir {
+    pub host: PathBuf,
+    pub rel: PathBuf,
+}
+
+/// Everything a cold start needs, in one value.
+#[derive(Debug)]
+pub struct StartRequest<'a> {
+    /// The sandbox's id in the worker (its cgroup is `sb-<id>`, its scratch directory
+    /// `handlers/<name>/<id>`).
+    pub id: u64,
+    pub lambda: &'a LambdaRef,
+    pub packages: &'a [PackageDir],
+}
+
+/// Where a start's time went, for the `spawn.*` phases of `/stats`.
+#[derive(Debug, Clone, Copy)]
+pub enum StartSteps {
+    /// Forked from a zygote: cgroup, detached mounts, the request and the child's report.
+    Forked(Duration),
+    /// A fresh interpreter: the sandbox crate's own timings.
+    Fresh(sandbox::StartTimings),
+}
+
+/// A started sandbox, connected to its runtime.
+#[derive(Debug)]
+pub struct Started<S> {
+    pub sandbox: S,
+    /// Connected and non-blocking; the first request may be written at once (the connection
+    /// waits in the socket's backlog until the runtime accepts it).
+    pub conn: std::os::unix::net::UnixStream,
+    pub steps: StartSteps,
+}
+
+/// Why a sandbox could not be started.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("{0}")]
+    HandlerDir(#[from] crate::registry::RegistryError),
+    #[error("cannot {what} {path}: {source}")]
+    Io {
+        what: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot clone the handler directory: {0}")]
+    HandlerMount(#[from] sandbox::DetachError),
+    #[error("invalid sandbox spec: {0}")]
+    Spec(#[from] sandbox::SpecError),
+    #[error("cannot start: {0}")]
+    Spawn(#[from] sandbox::SandboxError),
+    #[error("{message}")]
+    Fork { message: String },
+    #[error("cannot register the connection to the sandbox: {0}")]
+    Register(#[source] std::io::Error),
+}
+
+/// Work to do off the request's path once a sandbox has answered its first call.
+pub type AfterFirstCall = Box<dyn FnOnce() + Send + 'static>;
+
+/// What makes, measures and kills sandboxes (see the module docs).
+pub trait Backend: Send + Sync + 'static {
+    type Sandbox: SandboxHandle;
+
+    /// Makes sure the lambda's packages are installed (pip, possibly for minutes); their
+    /// directories. Called only for a lambda with a requirement file.
+    fn packages(&self, lambda: &LambdaRef) -> Result<Vec<PackageDir>, PackageError>;
+
+    /// Starts one sandbox for the request.
+    fn start(&self, req: &StartRequest<'_>) -> Result<Started<Self::Sandbox>, StartError>;
+
+    /// Work to run on the blocking pool after the sandbox's first call, if any (the real
+    /// backend: the zygote it was forked from prepares its next spare). Cheap.
+    fn after_first_call(&self, sandbox: &Self::Sandbox) -> Option<AfterFirstCall>;
+
+    /// Memory charged to a sandbox's cgroup (as [`SandboxHandle::cgroup`] names it), in bytes;
+    /// 0 when it cannot be read.
+    fn memory_of(&self, cgroup: &Path) -> u64;
+
+    /// Kills every process in a sandbox's cgroup (shutdown, for calls past the deadline).
+    fn kill(&self, cgroup: &Path);
+
+    /// Memory used outside the sandboxes by what they share (the zygotes), in bytes.
+    fn shared_memory(&self) -> u64;
+
+    /// Gives back shared memory when no idle sandbox is left to evict (the real backend
+    /// retires its least recently used leaf zygote); whether it did.
+    fn reclaim_shared(&self) -> bool;
+
+    /// Starts what sandboxes share (the root zygote); failures are logged and retried later.
+    fn start_shared(&self);
+
+    /// No more shared state for new sandboxes (shutdown); what exists ends with its last user.
+    fn close(&self);
+
+    /// Whether anything shared is still alive or being destroyed.
+    fn shared_alive(&self) -> bool;
+
+    /// Removes what package installs of dead workers left; how many.
+    fn remove_stale_package_staging(&self) -> usize;
+
+    fn import_cache_stats(&self) -> ImportCacheStats;
+
+    fn package_stats(&self) -> PackageStats;
+}
+
+/// One sandbox the manager holds.
+pub trait SandboxHandle: Send + 'static {
+    /// Its first process, as the worker sees it. Cheap.
+    fn pid(&self) -> i32;
+    /// Its cgroup, relative to each hierarchy's root. Cheap.
+    fn cgroup(&self) -> &Path;
+    /// Whether it was forked from a zygote. Cheap.
+    fn forked(&self) -> bool;
+    /// Whether its first process still runs (no blocking read: a `waitpid`/pidfd check).
+    fn is_alive(&mut self) -> bool;
+    /// Freezes (`true`) or thaws (`false`) it.
+    fn set_paused(&mut self, paused: bool) -> Result<(), sandbox::SandboxError>;
+    /// How many times the OOM killer ended a process in it.
+    fn oom_kills(&self) -> u64;
+    /// The end of its stderr, for the answer of a call it failed ("" when there is none).
+    fn stderr_tail(&self) -> String;
+    /// Destroys it and what the backend made for it (scratch directory); logs failures.
+    fn destroy(self);
+}

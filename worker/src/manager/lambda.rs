@@ -1,0 +1,75 @@
+//! A call's lambda, resolved once into one value: its name, its registry entry (directory and
+//! handler version) and its limits. Resolving reads the registry (five `stat`s) and, once per
+//! handler version, `lambda.json`; it runs on the blocking pool, so a slow disk stalls only the
+//! calls that wait for it.
+
+use std::sync::Arc;
+
+use crate::lambda_config::LambdaLimits;
+use crate::manager::backend::Backend;
+use crate::manager::error::RunError;
+use crate::manager::pool::{Counters, PoolUse};
+use crate::manager::Manager;
+use crate::name::LambdaName;
+use crate::registry::Handler;
+
+/// One call's lambda (see the module docs).
+#[derive(Debug, Clone)]
+pub struct LambdaRef {
+    pub name: LambdaName,
+    pub handler: Handler,
+    pub limits: LambdaLimits,
+}
+
+impl<B: Backend> Manager<B> {
+    /// Looks up `name`, holds its pool (counting the call), and reads its limits unless they
+    /// are known for this handler version. Blocking.
+    pub(crate) fn resolve(
+        &self,
+        name: &LambdaName,
+    ) -> Result<(LambdaRef, PoolUse<B::Sandbox>), RunError> {
+        let t = std::time::Instant::now();
+        let handler = self.registry.lookup(name)?;
+        self.timings
+            .record(crate::timings::Phase::Lookup, t.elapsed());
+        let pool = self.pools.enter(name, self.cfg.max_sandboxes_per_lambda);
+        Counters::add(&pool.counters.calls);
+        let limits = match pool.limits_for(handler.version) {
+            Some(limits) => limits,
+            None => match LambdaLimits::load(&handler.dir, &self.cfg) {
+                Ok(limits) => {
+                    pool.record_limits(handler.version, limits);
+                    limits
+                }
+                Err(source) => {
+                    Counters::add(&pool.counters.errors);
+                    return Err(RunError::LambdaConfig {
+                        lambda: name.to_string(),
+                        source,
+                    });
+                }
+            },
+        };
+        let lambda = LambdaRef {
+            name: name.clone(),
+            handler,
+            limits,
+        };
+        Ok((lambda, pool))
+    }
+
+    /// [`Manager::resolve`] on the blocking pool.
+    pub(crate) async fn resolve_off_executor(
+        self: &Arc<Self>,
+        name: &LambdaName,
+    ) -> Result<(LambdaRef, PoolUse<B::Sandbox>), RunError> {
+        let this = Arc::clone(self);
+        let name = name.clone();
+        tokio::task::spawn_blocking(move || this.resolve(&name))
+            .await
+            .map_err(|source| RunError::Task {
+                what: "lookup",
+                source,
+            })?
+    }
+}

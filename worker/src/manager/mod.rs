@@ -1,0 +1,439 @@
+//! The lambda manager: resolves a call's lambda, finds a warm sandbox for it or starts one, runs
+//! the call, and keeps sandboxes warm afterwards.
+//!
+//! A call, in order ([`Manager::run`]):
+//! 1. resolve the lambda once ([`lambda`]): registry lookup, its pool, its limits;
+//! 2. pass its gate ([`gate`]): at most `max_concurrency` calls of one lambda run at once
+//!    (`lambda.json`, default `max_sandboxes_per_lambda`), up to `max_queue_per_lambda` wait, one
+//!    more gets 429;
+//! 3. take the most recently used idle sandbox of the current handler version whose process is
+//!    alive, thawing it if paused ([`pool`]), or start one ([`cold_start`], under the capacity
+//!    rules of [`capacity`]);
+//! 4. one frame to the runtime and one back, under the lambda's `timeout_s`;
+//! 5. a sandbox whose call timed out or whose connection broke is destroyed, never reused; one
+//!    that answered goes back to its pool.
+//!
+//! Between calls the reaper pauses idle sandboxes after `pause_after_ms` (cgroup freezer),
+//! destroys them after `idle_timeout_s`, and enforces the memory budget. Destroying happens on
+//! the blocking pool, off the request path.
+//!
+//! The policy here acts through a [`Backend`] ([`backend`]): the worker's is
+//! [`crate::launch::Launcher`]; the unit tests ([`tests`]) use a fake that needs no root.
+
+pub mod backend;
+mod capacity;
+mod cold_start;
+pub mod error;
+mod gate;
+mod instance;
+pub mod lambda;
+mod pool;
+mod shutdown;
+mod stats;
+
+#[cfg(test)]
+mod fake;
+#[cfg(test)]
+mod tests;
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+
+use crate::config::Config;
+use crate::name::LambdaName;
+use crate::registry::Registry;
+use crate::runtime_client::{self, Reply};
+use crate::timings::{Phase, Timings};
+
+pub use backend::{Backend, PackageDir, SandboxHandle, StartError, StartRequest, Started};
+pub use error::{RunError, Unavailable};
+pub use instance::{LiveInfo, SandboxState};
+pub use lambda::LambdaRef;
+pub use stats::{CacheStats, LambdaStats};
+
+use gate::GateError;
+use instance::{Instance, Live};
+use pool::{Counters, PoolUse, Pools};
+
+/// Worker-wide cache counters.
+#[derive(Debug, Default)]
+struct CacheCounters {
+    hits: AtomicU64,
+    misses: AtomicU64,
+    evictions: AtomicU64,
+    pauses: AtomicU64,
+    unpauses: AtomicU64,
+}
+
+/// The lambda manager (see the module docs).
+pub struct Manager<B: Backend> {
+    cfg: Arc<Config>,
+    backend: B,
+    registry: Registry,
+    pools: Pools<B::Sandbox>,
+    capacity: capacity::Capacity,
+    live: Arc<Live>,
+    next_id: AtomicU64,
+    closing: AtomicBool,
+    timings: Timings,
+    counters: CacheCounters,
+}
+
+impl<B: Backend> std::fmt::Debug for Manager<B> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Manager")
+            .field("worker_dir", &self.cfg.worker_dir)
+            .field("live", &self.live.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// How a call got its sandbox.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Start {
+    Warm,
+    Cold,
+}
+
+impl<B: Backend> Manager<B> {
+    /// A manager for `cfg` whose sandboxes `backend` makes.
+    pub fn new(cfg: Arc<Config>, backend: B) -> Self {
+        Self {
+            registry: Registry::new(cfg.registry_dir.clone()),
+            pools: Pools::new(pool::max_pools(cfg.handler_cache_size)),
+            capacity: capacity::Capacity::new(
+                cfg.handler_cache_size,
+                capacity::memory_budget_bytes(&cfg),
+            ),
+            live: Arc::new(Live::default()),
+            next_id: AtomicU64::new(1),
+            closing: AtomicBool::new(false),
+            timings: Timings::default(),
+            counters: CacheCounters::default(),
+            backend,
+            cfg,
+        }
+    }
+
+    /// The backend that makes this manager's sandboxes.
+    pub fn backend(&self) -> &B {
+        &self.backend
+    }
+
+    /// Per-phase timings of this worker's calls.
+    pub fn timings(&self) -> &Timings {
+        &self.timings
+    }
+
+    /// True once shutdown has begun.
+    pub fn is_closing(&self) -> bool {
+        self.closing.load(Ordering::SeqCst)
+    }
+
+    fn next_id(&self) -> u64 {
+        self.next_id.fetch_add(1, Ordering::Relaxed)
+    }
+
+    fn count(counter: &AtomicU64) {
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Runs one call of `name` with the JSON `event`; returns the handler's JSON result.
+    pub async fn run(self: &Arc<Self>, name: &LambdaName, event: Bytes) -> Result<Bytes, RunError> {
+        // 1. Resolve (counts the call in the lambda's pool).
+        let (lambda, pool) = self.resolve_off_executor(name).await?;
+        let result = self.run_resolved(&lambda, &pool, event).await;
+        if result.is_err() {
+            Counters::add(&pool.counters.errors);
+        }
+        result
+    }
+
+    async fn run_resolved(
+        self: &Arc<Self>,
+        lambda: &LambdaRef,
+        pool: &PoolUse<B::Sandbox>,
+        event: Bytes,
+    ) -> Result<Bytes, RunError> {
+        if self.is_closing() {
+            return Err(RunError::shutting_down());
+        }
+        // 2. The gate.
+        let t = Instant::now();
+        let _slot = pool
+            .gate
+            .enter(lambda.limits.max_concurrency, self.cfg.max_queue_per_lambda)
+            .await
+            .map_err(|e| match e {
+                GateError::Full {
+                    max_concurrency,
+                    queued,
+                } => RunError::TooManyRequests {
+                    lambda: lambda.name.to_string(),
+                    max_concurrency,
+                    queued,
+                },
+                GateError::Closed => RunError::shutting_down(),
+            })?;
+        self.timings.record(Phase::Queue, t.elapsed());
+        // 3. A warm sandbox, or a cold start.
+        let (inst, start) = match self.take_warm(lambda, pool).await {
+            Some(inst) => {
+                Counters::add(&pool.counters.warm_starts);
+                Self::count(&self.counters.hits);
+                (inst, Start::Warm)
+            }
+            None => {
+                Self::count(&self.counters.misses);
+                let inst = self.cold_start(lambda).await?;
+                Counters::add(&pool.counters.cold_starts);
+                if inst.sandbox().is_some_and(SandboxHandle::forked) {
+                    Counters::add(&pool.counters.zygote_starts);
+                }
+                (inst, Start::Cold)
+            }
+        };
+        // 4-5. The call and what becomes of the sandbox.
+        self.call(lambda, pool, inst, start, event).await
+    }
+
+    /// The most recently used live idle sandbox of the lambda's current version, thawed.
+    async fn take_warm(
+        &self,
+        lambda: &LambdaRef,
+        pool: &PoolUse<B::Sandbox>,
+    ) -> Option<Instance<B::Sandbox>> {
+        let t = Instant::now();
+        let (found, discard) = pool.take_idle(lambda.handler.version);
+        self.timings.record(Phase::TakeIdle, t.elapsed());
+        if !discard.is_empty() {
+            tracing::info!(lambda = %lambda.name, count = discard.len(), "retiring stale or dead sandboxes");
+        }
+        drop(discard);
+        match found {
+            Some(inst) if inst.paused => self.unpause(inst).await,
+            other => other,
+        }
+    }
+
+    /// Thaws a paused sandbox on the blocking pool; `None` when that fails (the sandbox is
+    /// destroyed and the call starts a new one).
+    async fn unpause(&self, mut inst: Instance<B::Sandbox>) -> Option<Instance<B::Sandbox>> {
+        let t = Instant::now();
+        let thawed = tokio::task::spawn_blocking(move || match inst.set_paused(false) {
+            Ok(()) => Ok(inst),
+            Err(e) => Err((inst.id, e)),
+        })
+        .await;
+        self.timings.record(Phase::Unpause, t.elapsed());
+        match thawed {
+            Ok(Ok(inst)) => {
+                Self::count(&self.counters.unpauses);
+                inst.set_state(SandboxState::Busy, 0);
+                Some(inst)
+            }
+            Ok(Err((id, e))) => {
+                tracing::warn!(sandbox = id, error = %e, "cannot unpause a sandbox; starting a new one");
+                None
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "unpause task failed");
+                None
+            }
+        }
+    }
+
+    /// Sends the event, reads the answer, and keeps or destroys the sandbox.
+    async fn call(
+        self: &Arc<Self>,
+        lambda: &LambdaRef,
+        pool: &PoolUse<B::Sandbox>,
+        mut inst: Instance<B::Sandbox>,
+        start: Start,
+        event: Bytes,
+    ) -> Result<Bytes, RunError> {
+        inst.set_state(SandboxState::Busy, 1);
+        let phase = match start {
+            Start::Warm => Phase::Call,
+            Start::Cold => Phase::FirstCall,
+        };
+        let timeout_s = lambda.limits.timeout_s;
+        let t = Instant::now();
+        let outcome = tokio::time::timeout(
+            Duration::from_secs(timeout_s),
+            runtime_client::call(&mut inst.conn, &event),
+        )
+        .await;
+        self.timings.record(phase, t.elapsed());
+        if start == Start::Cold {
+            if let Some(job) = inst
+                .sandbox()
+                .and_then(|s| self.backend.after_first_call(s))
+            {
+                tokio::task::spawn_blocking(job);
+            }
+        }
+        let name = &lambda.name;
+        match outcome {
+            Err(_) => {
+                tracing::warn!(lambda = %name, sandbox = inst.id, timeout_s, "call timed out; destroying its sandbox");
+                drop(inst);
+                Err(RunError::Timeout {
+                    lambda: name.to_string(),
+                    timeout_s,
+                })
+            }
+            Ok(Err(wire)) => Err(self.sandbox_failed(lambda, inst, wire).await),
+            Ok(Ok(reply)) => {
+                let t = Instant::now();
+                self.release(pool, inst);
+                self.timings.record(Phase::Release, t.elapsed());
+                match reply {
+                    Reply::Ok(body) => Ok(body),
+                    Reply::HandlerError(body) => Err(RunError::HandlerRaised {
+                        lambda: name.to_string(),
+                        kind: json_field(&body, "type"),
+                        message: json_field(&body, "message"),
+                        traceback: json_field(&body, "traceback"),
+                    }),
+                    Reply::RequestError(body) => Err(RunError::EventRefused {
+                        message: json_field(&body, "message"),
+                    }),
+                }
+            }
+        }
+    }
+
+    /// What became of a sandbox whose connection broke: killed by the OOM killer, or failed
+    /// (with the end of its stderr). Its cgroup and stderr are read on the blocking pool, where
+    /// it is then destroyed.
+    async fn sandbox_failed(
+        &self,
+        lambda: &LambdaRef,
+        inst: Instance<B::Sandbox>,
+        wire: runtime_client::WireError,
+    ) -> RunError {
+        let id = inst.id;
+        let name = lambda.name.to_string();
+        let memory_mb = lambda.limits.memory_mb;
+        let read = tokio::task::spawn_blocking(move || {
+            let sandbox = inst.sandbox();
+            let oom = sandbox.map_or(0, SandboxHandle::oom_kills);
+            let pid = sandbox.map_or(0, SandboxHandle::pid);
+            let stderr = if oom > 0 {
+                String::new()
+            } else {
+                sandbox.map(SandboxHandle::stderr_tail).unwrap_or_default()
+            };
+            drop(inst);
+            (oom, pid, stderr)
+        })
+        .await;
+        let (oom, pid, stderr) = match read {
+            Ok(found) => found,
+            Err(source) => {
+                return RunError::Task {
+                    what: "sandbox failure",
+                    source,
+                }
+            }
+        };
+        if oom > 0 {
+            tracing::warn!(lambda = %name, sandbox = id, memory_mb, "sandbox ran out of memory; destroying it");
+            return RunError::OutOfMemory {
+                lambda: name,
+                memory_mb,
+            };
+        }
+        let err = RunError::SandboxFailed {
+            lambda: name,
+            id,
+            pid,
+            source: wire,
+            stderr,
+        };
+        tracing::warn!(lambda = %lambda.name, sandbox = id, error = %err, "sandbox failed; destroying it");
+        err
+    }
+
+    /// Returns a sandbox to its pool after a successful call.
+    fn release(&self, pool: &PoolUse<B::Sandbox>, mut inst: Instance<B::Sandbox>) {
+        if self.is_closing() {
+            return;
+        }
+        inst.last_used = Instant::now();
+        inst.set_state(SandboxState::Idle, 0);
+        pool.put_back(inst);
+        self.live.idle_returned.notify_waiters();
+    }
+
+    /// Pauses the sandboxes idle for `pause_after_ms` or more as of `now`. Blocking (cgroup
+    /// freezer writes); run by the reaper on the blocking pool. Returns how many were paused.
+    pub fn pause_idle(&self, now: Instant) -> usize {
+        if self.is_closing() {
+            return 0;
+        }
+        let after = Duration::from_millis(self.cfg.pause_after_ms);
+        let mut paused = 0;
+        // Freezing takes milliseconds: no map lock is held meanwhile.
+        for (_, pool) in self.pools.all() {
+            let Some((hold, todo)) = pool.take_to_pause(now, after) else {
+                continue;
+            };
+            let mut done = Vec::new();
+            for mut inst in todo {
+                match inst.set_paused(true) {
+                    Ok(()) => {
+                        inst.set_state(SandboxState::Paused, 0);
+                        paused += 1;
+                        done.push(inst);
+                    }
+                    Err(e) => {
+                        tracing::warn!(sandbox = inst.id, error = %e, "cannot pause an idle sandbox; destroying it");
+                    }
+                }
+            }
+            pool.put_back_paused(done);
+            drop(hold);
+        }
+        if paused > 0 {
+            self.counters
+                .pauses
+                .fetch_add(paused as u64, Ordering::Relaxed);
+            tracing::debug!(count = paused, "paused idle sandboxes");
+        }
+        paused
+    }
+
+    /// Destroys idle sandboxes unused for `idle_timeout_s` as of `now`; how many.
+    pub fn reap_idle(&self, now: Instant) -> usize {
+        let limit = Duration::from_secs(self.cfg.idle_timeout_s);
+        let reaped: Vec<_> = self
+            .pools
+            .all()
+            .into_iter()
+            .flat_map(|(_, pool)| pool.take_expired(now, limit))
+            .collect();
+        let n = reaped.len();
+        if n > 0 {
+            tracing::info!(count = n, "destroying idle sandboxes");
+        }
+        n
+    }
+
+    /// Starts what sandboxes share (the root zygote). Blocking.
+    pub fn start_shared(&self) {
+        self.backend.start_shared();
+    }
+}
+
+/// The string `key` of a JSON object, or the whole text when it is not one.
+fn json_field(body: &[u8], key: &str) -> String {
+    serde_json::from_slice::<serde_json::Value>(body)
+        .ok()
+        .and_then(|v| v.get(key).and_then(|m| m.as_str().map(str::to_owned)))
+        .unwrap_or_else(|| String::from_utf8_lossy(body).into_owned())
+}
