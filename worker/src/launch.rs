@@ -115,15 +115,15 @@ impl Launcher {
         };
         let result = self.fork_or_spawn(req.id, &fresh);
         match result {
-            Ok((sandbox, conn, zygote, steps)) => Ok(Started {
+            Ok(launched) => Ok(Started {
                 sandbox: LaunchedSandbox {
                     id: req.id,
-                    sandbox,
+                    sandbox: launched.sandbox,
                     scratch,
-                    zygote,
+                    zygote: launched.zygote,
                 },
-                conn,
-                steps,
+                conn: launched.conn,
+                steps: launched.steps,
             }),
             Err(e) => {
                 let _ = crate::cleanup::remove_scratch(&scratch);
@@ -135,11 +135,8 @@ impl Launcher {
     /// Step 4: a fork from a zygote when the import cache offers one, else a fresh sandbox.
     fn fork_or_spawn(&self, id: u64, fresh: &FreshSandbox<'_>) -> Result<Launched, StartError> {
         if self.import_cache.enabled() {
-            let t = Instant::now();
             match self.fork_from_zygote(fresh) {
-                Ok(Some((sandbox, conn, zygote))) => {
-                    return Ok((sandbox, conn, Some(zygote), StartSteps::Forked(t.elapsed())));
-                }
+                Ok(Some(launched)) => return Ok(launched),
                 Ok(None) => {}
                 Err(e) => {
                     tracing::warn!(lambda = %fresh.name, sandbox = id, error = %e, "fork from a zygote failed; starting a fresh sandbox");
@@ -148,16 +145,18 @@ impl Launcher {
             }
         }
         let (sandbox, conn) = spawn_fresh(&self.cfg, &self.cgroups, fresh)?;
-        let steps = StartSteps::Fresh(sandbox.start_timings());
-        Ok((sandbox, conn, None, steps))
+        Ok(Launched {
+            steps: StartSteps::Fresh(sandbox.start_timings()),
+            sandbox,
+            conn,
+            zygote: None,
+        })
     }
 
     /// A handler sandbox forked from the import cache, connected like a fresh one; `None` when
     /// the cache has no zygote to offer.
-    fn fork_from_zygote(
-        &self,
-        fresh: &FreshSandbox<'_>,
-    ) -> Result<Option<(Sandbox, UnixStream, Arc<Zygote>)>, StartError> {
+    fn fork_from_zygote(&self, fresh: &FreshSandbox<'_>) -> Result<Option<Launched>, StartError> {
+        let t = Instant::now();
         let (listener, conn) = listen_and_connect(fresh.scratch)?;
         let env = sandbox_env(fresh.name, fresh.packages);
         let packages: Vec<(PathBuf, PathBuf)> = fresh
@@ -183,12 +182,23 @@ impl Launcher {
             let _ = std::fs::remove_file(fresh.scratch.join("server_pipe"));
             return Ok(None);
         };
-        Ok(Some((forked.sandbox, conn, forked.zygote)))
+        Ok(Some(Launched {
+            sandbox: forked.sandbox,
+            conn,
+            zygote: Some(forked.zygote),
+            steps: StartSteps::Forked(t.elapsed()),
+        }))
     }
 }
 
-/// What step 4 made: the sandbox, the connection, its zygote, where the time went.
-type Launched = (Sandbox, UnixStream, Option<Arc<Zygote>>, StartSteps);
+/// What step 4 made.
+struct Launched {
+    sandbox: Sandbox,
+    conn: UnixStream,
+    /// The zygote it was forked from, if it was.
+    zygote: Option<Arc<Zygote>>,
+    steps: StartSteps,
+}
 
 impl Backend for Launcher {
     type Sandbox = LaunchedSandbox;

@@ -2,13 +2,13 @@
 //! the call, and keeps sandboxes warm afterwards.
 //!
 //! A call, in order ([`Manager::run`]):
-//! 1. resolve the lambda once ([`lambda`]): registry lookup, its pool, its limits;
-//! 2. pass its gate ([`gate`]): at most `max_concurrency` calls of one lambda run at once
+//! 1. resolve the lambda once (`lambda.rs`): registry lookup, its pool, its limits;
+//! 2. pass its gate (`gate.rs`): at most `max_concurrency` calls of one lambda run at once
 //!    (`lambda.json`, default `max_sandboxes_per_lambda`), up to `max_queue_per_lambda` wait, one
 //!    more gets 429;
 //! 3. take the most recently used idle sandbox of the current handler version whose process is
-//!    alive, thawing it if paused ([`pool`]), or start one ([`cold_start`], under the capacity
-//!    rules of [`capacity`]);
+//!    alive, thawing it if paused (`pool.rs`), or start one (`cold_start.rs`, under the capacity
+//!    rules of `capacity.rs`);
 //! 4. one frame to the runtime and one back, under the lambda's `timeout_s`;
 //! 5. a sandbox whose call timed out or whose connection broke is destroyed, never reused; one
 //!    that answered goes back to its pool.
@@ -17,8 +17,9 @@
 //! destroys them after `idle_timeout_s`, and enforces the memory budget. Destroying happens on
 //! the blocking pool, off the request path.
 //!
-//! The policy here acts through a [`Backend`] ([`backend`]): the worker's is
-//! [`crate::launch::Launcher`]; the unit tests ([`tests`]) use a fake that needs no root.
+//! The policy here acts through a [`Backend`] (`backend.rs`): the worker's is
+//! [`crate::launch::Launcher`]; the unit tests (`manager/tests.rs`) use a fake that needs no
+//! root (`manager/fake.rs`).
 
 pub mod backend;
 mod capacity;
