@@ -752,21 +752,26 @@ mod tests {
         assert!(err.to_string().starts_with("line 2: "), "{err}");
     }
 
-    #[test]
-    fn stale_staging_of_dead_workers_is_removed() {
-        let tmp = tempfile::tempdir().unwrap();
+    /// A package store at `dir` whose pip would never run (no cgroups).
+    fn store_at(dir: &Path) -> Packages {
         let cfg = Config {
-            packages_dir: tmp.path().to_owned(),
+            packages_dir: dir.to_owned(),
             ..Config::default()
         };
         let setup = CgroupSetup::V2 {
             root: PathBuf::from("/nonexistent"),
         };
-        let p = Packages::new(
+        Packages::new(
             Arc::new(cfg),
             setup,
             sandbox::Hardening::new(65534, 65534).unwrap(),
-        );
+        )
+    }
+
+    #[test]
+    fn stale_staging_of_dead_workers_is_removed() {
+        let tmp = tempfile::tempdir().unwrap();
+        let p = store_at(tmp.path());
         let staging = tmp.path().join(".staging");
         // pid 2^22 + 1 is above the kernel's pid_max limit: never a live process.
         let dead = staging.join("install-4194305-1");
@@ -782,18 +787,7 @@ mod tests {
     fn resolved_lists_in_memory_are_bounded() {
         let tmp = tempfile::tempdir().unwrap();
         let store = tmp.path().join("packages");
-        let cfg = Config {
-            packages_dir: store.clone(),
-            ..Config::default()
-        };
-        let setup = CgroupSetup::V2 {
-            root: PathBuf::from("/nonexistent"),
-        };
-        let p = Packages::new(
-            Arc::new(cfg),
-            setup,
-            sandbox::Hardening::new(65534, 65534).unwrap(),
-        );
+        let p = store_at(&store);
         let lambda_dir = tmp.path().join("lambda");
         std::fs::create_dir_all(store.join(".resolved")).unwrap();
         std::fs::create_dir_all(&lambda_dir).unwrap();

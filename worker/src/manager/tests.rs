@@ -53,6 +53,13 @@ impl Harness {
         Ok(serde_json::from_slice(&body).unwrap())
     }
 
+    /// A call running on its own task.
+    fn spawn_call(&self, name: &str) -> tokio::task::JoinHandle<Result<Bytes, RunError>> {
+        let m = Arc::clone(&self.manager);
+        let name = LambdaName::parse(name).unwrap();
+        tokio::spawn(async move { m.run(&name, Bytes::from_static(b"{}")).await })
+    }
+
     /// The sandbox id that answered a call.
     async fn served_by(&self, name: &str) -> u64 {
         let answer = self.call(name).await.unwrap();
@@ -124,14 +131,7 @@ async fn the_gate_bounds_concurrent_calls_and_the_queue() {
     let h = harness(|c| c.max_queue_per_lambda = 1);
     h.add("slow", "sleep 400");
     h.add_file("slow", "lambda.json", r#"{"max_concurrency": 1}"#);
-    let m = Arc::clone(&h.manager);
-    let name = LambdaName::parse("slow").unwrap();
-    let calls: Vec<_> = (0..3)
-        .map(|_| {
-            let (m, name) = (Arc::clone(&m), name.clone());
-            tokio::spawn(async move { m.run(&name, Bytes::from_static(b"{}")).await })
-        })
-        .collect();
+    let calls: Vec<_> = (0..3).map(|_| h.spawn_call("slow")).collect();
     let mut ok = 0;
     let mut refused = Vec::new();
     for c in calls {
@@ -187,11 +187,7 @@ async fn a_busy_sandbox_is_never_evicted_and_a_cold_start_waits_then_gives_up() 
     h.add("busy", "sleep 2500");
     h.add_file("busy", "lambda.json", r#"{"timeout_s": 10}"#);
     h.add("other", "echo");
-    let m = Arc::clone(&h.manager);
-    let busy = tokio::spawn(async move {
-        let name = LambdaName::parse("busy").unwrap();
-        m.run(&name, Bytes::from_static(b"{}")).await
-    });
+    let busy = h.spawn_call("busy");
     while h.manager.live_count() == 0 {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
@@ -224,11 +220,7 @@ async fn a_cold_start_waiting_for_capacity_takes_the_sandbox_a_call_returns() {
     let h = harness(|c| c.handler_cache_size = 1);
     h.add("busy", "sleep 300");
     h.add("other", "echo");
-    let m = Arc::clone(&h.manager);
-    let busy = tokio::spawn(async move {
-        let name = LambdaName::parse("busy").unwrap();
-        m.run(&name, Bytes::from_static(b"{}")).await
-    });
+    let busy = h.spawn_call("busy");
     while h.manager.live_count() == 0 {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
@@ -537,11 +529,7 @@ async fn shutdown_refuses_calls_destroys_idle_and_ends_calls_past_the_deadline()
     h.add("stuck", "hang");
     h.add_file("stuck", "lambda.json", r#"{"timeout_s": 30}"#);
     h.served_by("idle").await;
-    let m = Arc::clone(&h.manager);
-    let stuck = tokio::spawn(async move {
-        let name = LambdaName::parse("stuck").unwrap();
-        m.run(&name, Bytes::from_static(b"{}")).await
-    });
+    let stuck = h.spawn_call("stuck");
     while h.manager.live_count() < 2 {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
