@@ -1,6 +1,7 @@
 //! `admin`: lambdaworker's cluster tool (`new`, `setconf`, `workers`, `worker-exec`, `status`,
 //! `kill`, `upload`), in the spirit of OpenLambda's. Thin: each command is a file in `commands/`, the logic
-//! lives in the `worker` library. Go-style flags (`-cluster X`) are rewritten before clap parses.
+//! lives in the libraries (`admin::cluster` for clusters, `worker` for the rest). Go-style flags
+//! (`-cluster X`) are rewritten before clap parses.
 
 mod argv;
 mod cluster_dir;

@@ -11,7 +11,6 @@
 pub mod api;
 pub mod bundle;
 pub mod cleanup;
-pub mod cluster;
 pub mod config;
 pub mod error;
 pub mod files;

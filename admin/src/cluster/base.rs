@@ -70,7 +70,7 @@ impl Recipe {
     pub fn hash(&self) -> String {
         let canonical = serde_json::to_string(self).unwrap_or_default();
         let digest = Sha256::digest(canonical.as_bytes());
-        crate::hex(&digest[..8])
+        digest[..8].iter().map(|b| format!("{b:02x}")).collect()
     }
 
     /// The cache entry name: `base-<hash>`.
@@ -244,7 +244,7 @@ fn remove_build_dir(dir: &Path) -> Result<(), ClusterError> {
             }
         })?;
     }
-    crate::cleanup::remove_dir_all_if_present(dir).map_err(|source| ClusterError::Io {
+    worker::cleanup::remove_dir_all_if_present(dir).map_err(|source| ClusterError::Io {
         op: "remove",
         path: dir.to_owned(),
         source,
