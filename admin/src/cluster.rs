@@ -72,6 +72,8 @@ pub enum ClusterError {
     Recipe(String),
     #[error("base root filesystem {path} is not a directory")]
     NoBase { path: PathBuf },
+    #[error("cannot tell what is mounted: {0}")]
+    Mounts(#[from] sandbox::mountinfo::MountinfoError),
     #[error("debootstrap not found: run ./quickstart/deps.sh")]
     DebootstrapMissing,
     #[error(
