@@ -9,6 +9,7 @@
 //! responses in [`error::ApiError::into_response`].
 
 pub mod api;
+pub mod argv;
 pub mod bundle;
 pub mod cleanup;
 pub mod config;
