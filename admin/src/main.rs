@@ -1,8 +1,9 @@
 //! `admin`: lambdaworker's cluster tool (`new`, `setconf`, `workers`, `worker-exec`, `status`,
 //! `kill`, `upload`), in the spirit of OpenLambda's. Thin: each command is a file in `commands/`, the logic
-//! lives in the `worker` library. Go-style flags (`-cluster X`) are rewritten before clap parses.
+//! lives in the libraries (`admin::cluster` for clusters, `worker` for the rest). Go-style flags
+//! (`-cluster X`) are rewritten before clap parses, as for the `worker` binary
+//! ([`worker::argv`]).
 
-mod argv;
 mod cluster_dir;
 mod commands;
 mod http;
@@ -11,6 +12,7 @@ mod process;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use worker::argv;
 
 /// lambdaworker's admin tool: clusters, workers, status.
 #[derive(Debug, Parser)]
@@ -38,10 +40,9 @@ enum Cmd {
 }
 
 fn main() -> ExitCode {
-    let args = argv::normalize(std::env::args_os());
-    let cli = match Cli::try_parse_from(args) {
+    let cli: Cli = match argv::parse(std::env::args_os()) {
         Ok(cli) => cli,
-        Err(e) => return usage_error(&e),
+        Err(code) => return code,
     };
     let result = match &cli.command {
         Cmd::New(a) => commands::new::run(a),
@@ -61,21 +62,6 @@ fn main() -> ExitCode {
     }
 }
 
-/// Help and version go to stdout as clap formats them; a usage error is one line on stderr.
-fn usage_error(e: &clap::Error) -> ExitCode {
-    use clap::error::ErrorKind;
-    match e.kind() {
-        ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => {
-            print!("{}", e.render());
-            ExitCode::SUCCESS
-        }
-        _ => {
-            eprintln!("admin: {}", one_line(&e.render().to_string()));
-            ExitCode::from(2)
-        }
-    }
-}
-
 /// An error and its causes joined with `: `, skipping causes the message already contains (many
 /// library errors print their source themselves).
 fn error_line(e: &anyhow::Error) -> String {
@@ -91,32 +77,6 @@ fn error_line(e: &anyhow::Error) -> String {
         line.push_str(&text);
     }
     line
-}
-
-/// `error: X:\n  --cluster <DIR>\n\nUsage: admin new --cluster <DIR>\n...` becomes
-/// `X: --cluster <DIR> (usage: admin new --cluster <DIR>; see --help)`.
-fn one_line(rendered: &str) -> String {
-    let mut message: Vec<&str> = Vec::new();
-    let mut usage = None;
-    for line in rendered.lines().map(str::trim).filter(|l| !l.is_empty()) {
-        if let Some(u) = line.strip_prefix("Usage: ") {
-            usage = Some(u);
-            break;
-        }
-        if line.starts_with("tip:") || line.starts_with("For more information") {
-            continue;
-        }
-        message.push(line.strip_prefix("error: ").unwrap_or(line));
-    }
-    let message = if message.is_empty() {
-        "invalid arguments".to_owned()
-    } else {
-        message.join(" ")
-    };
-    match usage {
-        Some(usage) => format!("{message} (usage: {usage}; see --help)"),
-        None => message,
-    }
 }
 
 #[cfg(test)]
@@ -177,7 +137,7 @@ mod tests {
     #[test]
     fn usage_errors_become_one_line() {
         let e = parse(&["admin", "new"]).unwrap_err();
-        let line = one_line(&e.render().to_string());
+        let line = argv::one_line(&e.render().to_string());
         assert!(!line.contains('\n'), "{line}");
         assert!(line.contains("--cluster"), "{line}");
         assert!(line.contains("usage: admin new"), "{line}");

@@ -193,7 +193,7 @@ impl Snapshot {
 /// Mount points under the cluster directory, as the test's (the host's) mount namespace lists
 /// them: the worker mounts each scratch tmpfs there; sandbox mounts live in their own namespaces.
 fn mounts(scope: &Scope) -> Vec<String> {
-    let mut found: Vec<String> = worker::cleanup::mount_points()
+    let mut found: Vec<String> = sandbox::mountinfo::mount_points()
         .expect("read mountinfo")
         .iter()
         .filter_map(|p| scope.in_cluster(p))

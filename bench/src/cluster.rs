@@ -9,8 +9,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use admin::cluster::{create_cluster, CreateOptions};
 use anyhow::{bail, Context, Result};
-use worker::cluster::{create_cluster, CreateOptions};
 use worker::config::Config;
 
 /// The hello handler every system runs.

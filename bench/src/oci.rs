@@ -571,12 +571,12 @@ mod tests {
         let base = match std::env::var_os("LAMBDAWORKER_BENCH_BASE") {
             Some(b) => PathBuf::from(b),
             None => {
-                let recipe = worker::cluster::Recipe::from_json(
-                    worker::cluster::BASE_RECIPE_JSON,
+                let recipe = admin::cluster::Recipe::from_json(
+                    admin::cluster::BASE_RECIPE_JSON,
                     "cluster-template/base.json",
                 )
                 .unwrap();
-                worker::cluster::base::default_cache_dir().join(recipe.entry_name())
+                admin::cluster::base::default_cache_dir().join(recipe.entry_name())
             }
         };
         if !base.join("usr/bin/python3").exists() {

@@ -9,6 +9,7 @@
 pub mod cgroup;
 pub mod detached;
 pub mod harden;
+pub mod mountinfo;
 pub mod mounts;
 pub mod process;
 pub mod spec;

@@ -66,9 +66,9 @@ pub fn remove_scratch(dir: &Path) -> std::io::Result<()> {
 }
 
 /// Detaches every mount at or below `dir` (deepest first), as `/proc/self/mountinfo` lists
-/// them; returns how many.
+/// them (a mount point that is not UTF-8 included); returns how many.
 pub fn unmount_under(dir: &Path) -> usize {
-    let Ok(mut points) = mount_points() else {
+    let Ok(mut points) = sandbox::mountinfo::mount_points() else {
         return 0;
     };
     points.retain(|p| p.starts_with(dir));
@@ -81,35 +81,6 @@ pub fn unmount_under(dir: &Path) -> usize {
         }
     }
     n
-}
-
-/// Every mount point of this process's mount namespace, as `/proc/self/mountinfo` lists them
-/// (escapes decoded).
-pub fn mount_points() -> std::io::Result<Vec<std::path::PathBuf>> {
-    let text = std::fs::read_to_string("/proc/self/mountinfo")?;
-    Ok(text
-        .lines()
-        .filter_map(|line| line.split(' ').nth(4))
-        .map(|p| std::path::PathBuf::from(unescape_mountinfo(p)))
-        .collect())
-}
-
-/// Mountinfo escapes space, tab, newline and backslash as `\ooo` (octal).
-fn unescape_mountinfo(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        let octal = |c: &u8| (b'0'..=b'7').contains(c);
-        if b[i] == b'\\' && i + 3 < b.len() && b[i + 1..i + 4].iter().all(octal) {
-            out.push((b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0'));
-            i += 4;
-        } else {
-            out.push(b[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// `remove_dir_all` where a directory that is already gone counts as removed.
@@ -139,17 +110,4 @@ fn remove_empty_top(cgroups: &CgroupSetup, top: Option<&Path>) {
 pub fn cleanup_leftovers(cfg: &Config) -> Result<String, WorkerError> {
     let cgroups = CgroupSetup::detect()?;
     remove_leftovers(cfg, &cgroups)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn mountinfo_escapes_are_decoded() {
-        assert_eq!(unescape_mountinfo("/a/b"), "/a/b");
-        assert_eq!(unescape_mountinfo("/with\\040space"), "/with space");
-        assert_eq!(unescape_mountinfo("/back\\134slash"), "/back\\slash");
-        assert_eq!(unescape_mountinfo("/end\\04"), "/end\\04");
-    }
 }

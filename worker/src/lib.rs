@@ -10,9 +10,9 @@
 //! responses in [`error::ApiError::into_response`].
 
 pub mod api;
+pub mod argv;
 pub mod bundle;
 pub mod cleanup;
-pub mod cluster;
 pub mod config;
 pub mod error;
 pub mod files;

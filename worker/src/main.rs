@@ -1,32 +1,29 @@
 //! `worker --config=FILE`: runs one worker in the foreground until SIGTERM or SIGINT.
+//!
+//! The command line is parsed as `admin`'s ([`worker::argv`]): `--config=FILE`, `--config FILE`
+//! and OpenLambda's `-config=FILE`, `-config FILE`; `--help` and `--version` print and exit 0, a
+//! usage error is one line on stderr and exits 2.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use clap::Parser;
+
+/// Runs one lambdaworker worker in the foreground; Ctrl-C (SIGINT) or SIGTERM stops it.
+#[derive(Debug, Parser)]
+#[command(name = "worker", version)]
+struct Cli {
+    /// The worker's config file (e.g. <cluster>/config/worker-0.json)
+    #[arg(long, value_name = "FILE")]
+    config: PathBuf,
+}
+
 fn main() -> ExitCode {
-    let mut args = std::env::args().skip(1);
-    let mut config: Option<PathBuf> = None;
-    while let Some(arg) = args.next() {
-        if let Some(v) = arg
-            .strip_prefix("--config=")
-            .or_else(|| arg.strip_prefix("-config="))
-        {
-            config = Some(PathBuf::from(v));
-        } else if arg == "--config" || arg == "-config" {
-            config = args.next().map(PathBuf::from);
-        } else if arg == "-h" || arg == "--help" {
-            println!("usage: worker --config=FILE\n\nRuns one lambdaworker worker in the foreground; Ctrl-C stops it.");
-            return ExitCode::SUCCESS;
-        } else {
-            eprintln!("worker: unexpected argument {arg:?} (usage: worker --config=FILE)");
-            return ExitCode::from(2);
-        }
-    }
-    let Some(path) = config else {
-        eprintln!("worker: missing --config=FILE");
-        return ExitCode::from(2);
+    let cli: Cli = match worker::argv::parse(std::env::args_os()) {
+        Ok(cli) => cli,
+        Err(code) => return code,
     };
-    let cfg = match worker::config::Config::load(&path) {
+    let cfg = match worker::config::Config::load(&cli.config) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("worker: {e}");
@@ -49,6 +46,41 @@ fn main() -> ExitCode {
         Err(e) => {
             eprintln!("worker: {e}");
             ExitCode::FAILURE
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::ffi::OsString;
+
+    fn parse(args: &[&str]) -> Result<Cli, ExitCode> {
+        worker::argv::parse(args.iter().map(OsString::from))
+    }
+
+    #[test]
+    fn every_config_spelling_parses() {
+        for args in [
+            &["worker", "--config=/c/config/worker-0.json"][..],
+            &["worker", "--config", "/c/config/worker-0.json"],
+            &["worker", "-config=/c/config/worker-0.json"],
+            &["worker", "-config", "/c/config/worker-0.json"],
+        ] {
+            let cli = parse(args).unwrap_or_else(|code| panic!("{args:?}: {code:?}"));
+            assert_eq!(cli.config, PathBuf::from("/c/config/worker-0.json"));
+        }
+    }
+
+    #[test]
+    fn bad_invocations_fail_with_2() {
+        for args in [
+            &["worker"][..],
+            &["worker", "--config"],
+            &["worker", "--config=w.json", "extra"],
+            &["worker", "-frobnicate"],
+        ] {
+            assert_eq!(parse(args).unwrap_err(), ExitCode::from(2), "{args:?}");
         }
     }
 }

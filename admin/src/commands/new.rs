@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 use std::time::Instant;
 
-use worker::cluster::{create_cluster, BaseOrigin, CreateOptions};
+use admin::cluster::{create_cluster, BaseOrigin, CreateOptions};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {

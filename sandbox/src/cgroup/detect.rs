@@ -4,18 +4,14 @@
 //! Rules: if a v1 hierarchy holds memory, pids or freezer, the machine is v1 (hybrid machines
 //! included; their cgroup2 mount is ignored) and all three are required. Otherwise the machine is
 //! v2: the cgroup2 mount (preferring `/sys/fs/cgroup`) whose `cgroup.controllers` lists memory and
-//! pids.
+//! pids. The mount table is read by [`crate::mountinfo`].
 
 use std::collections::BTreeMap;
-use std::ffi::OsString;
 use std::io;
-use std::os::unix::ffi::OsStringExt;
 use std::path::{Path, PathBuf};
 
 use super::{CgroupError, CgroupSetup, Result};
-
-/// Where the kernel describes this process's mounts.
-pub(crate) const MOUNTINFO: &str = "/proc/self/mountinfo";
+use crate::mountinfo::{self, SELF_MOUNTINFO as MOUNTINFO};
 
 /// v1 controllers without which no sandbox can be confined.
 pub(crate) const V1_REQUIRED: [&str; 3] = ["memory", "pids", "freezer"];
@@ -27,37 +23,34 @@ pub(crate) const V2_REQUIRED: [&str; 2] = ["memory", "pids"];
 /// The usual place of the unified hierarchy on a pure v2 machine.
 const V2_USUAL_ROOT: &str = "/sys/fs/cgroup";
 
-/// The fields of one mountinfo line we need.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct Mount {
-    /// The mount's root within its filesystem (`/` unless a subtree is bind-mounted).
-    root: PathBuf,
-    mount_point: PathBuf,
-    fs_type: String,
-    super_options: String,
-}
-
 /// Reads the controllers listed in a cgroup2 root's `cgroup.controllers`.
 type ControllersOf<'a> = &'a dyn Fn(&Path) -> io::Result<String>;
 
 /// [`CgroupSetup::detect`]: mountinfo, then the candidate v2 roots' `cgroup.controllers`.
 pub(crate) fn detect() -> Result<CgroupSetup> {
-    let text = std::fs::read_to_string(MOUNTINFO).map_err(|source| CgroupError::Read {
-        path: MOUNTINFO.into(),
-        source,
-    })?;
+    let mounts = mountinfo::mounts()?;
     let read = |root: &Path| std::fs::read_to_string(root.join("cgroup.controllers"));
-    parse(&text, Some(&read))
+    decide(mounts, Some(&read))
 }
 
-/// Decides the setup from mountinfo `text`. With `controllers_of`, a v2 root is only accepted if
+/// Decides the setup from mountinfo `text` (see [`decide`]).
+pub(crate) fn parse(text: &[u8], controllers_of: Option<ControllersOf<'_>>) -> Result<CgroupSetup> {
+    decide(
+        mountinfo::parse(text, Path::new(MOUNTINFO))?,
+        controllers_of,
+    )
+}
+
+/// Decides the setup from the mount table. With `controllers_of`, a v2 root is only accepted if
 /// its `cgroup.controllers` lists every [`V2_REQUIRED`] controller; without it (the pure parser),
 /// the preferred cgroup2 mount is taken as is.
-pub(crate) fn parse(text: &str, controllers_of: Option<ControllersOf<'_>>) -> Result<CgroupSetup> {
+fn decide(
+    mounts: Vec<mountinfo::MountEntry>,
+    controllers_of: Option<ControllersOf<'_>>,
+) -> Result<CgroupSetup> {
     let mut v1: BTreeMap<String, (PathBuf, bool)> = BTreeMap::new();
     let mut v2_roots: Vec<PathBuf> = Vec::new();
-    for line in text.lines().filter(|l| !l.trim().is_empty()) {
-        let mount = parse_line(line)?;
+    for mount in mounts {
         match mount.fs_type.as_str() {
             "cgroup" => {
                 let whole = mount.root == Path::new("/");
@@ -140,57 +133,6 @@ fn no_hierarchy() -> CgroupError {
         path: MOUNTINFO.into(),
         reason: "no cgroup v1 memory hierarchy and no cgroup2 mount".into(),
     }
-}
-
-/// Parses `id parent major:minor root mount-point options [optional...] - fstype source super-options`.
-fn parse_line(line: &str) -> Result<Mount> {
-    let malformed = || CgroupError::Mountinfo {
-        path: MOUNTINFO.into(),
-        line: line.to_string(),
-    };
-    let fields: Vec<&str> = line.trim_end().split(' ').collect();
-    let sep = fields
-        .iter()
-        .skip(6)
-        .position(|f| *f == "-")
-        .map(|p| p + 6)
-        .ok_or_else(malformed)?;
-    if fields.len() < sep + 4 {
-        return Err(malformed());
-    }
-    Ok(Mount {
-        root: unescape(fields[3]),
-        mount_point: unescape(fields[4]),
-        fs_type: fields[sep + 1].to_string(),
-        super_options: fields[sep + 3].to_string(),
-    })
-}
-
-/// Undoes the kernel's octal escapes (`\040` space, `\011` tab, `\012` newline, `\134` backslash).
-fn unescape(field: &str) -> PathBuf {
-    let bytes = field.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'\\' && i + 3 < bytes.len() && is_octal_escape(&bytes[i + 1..i + 4]) {
-            let value = bytes[i + 1..i + 4]
-                .iter()
-                .fold(0u32, |acc, d| acc * 8 + u32::from(d - b'0'));
-            // Three octal digits can exceed a byte (\777); such a sequence is not an escape.
-            if let Ok(byte) = u8::try_from(value) {
-                out.push(byte);
-                i += 4;
-                continue;
-            }
-        }
-        out.push(bytes[i]);
-        i += 1;
-    }
-    PathBuf::from(OsString::from_vec(out))
-}
-
-fn is_octal_escape(digits: &[u8]) -> bool {
-    digits.len() == 3 && digits.iter().all(|d| (b'0'..=b'7').contains(d))
 }
 
 #[cfg(test)]
@@ -315,6 +257,18 @@ mod tests {
     }
 
     #[test]
+    fn a_non_utf8_mount_elsewhere_does_not_hide_the_cgroups() {
+        let mut text = b"50 22 0:50 / /tmp/odd\xffname rw - tmpfs tmpfs rw\n".to_vec();
+        text.extend_from_slice(PURE_V2.as_bytes());
+        assert_eq!(
+            parse(&text, None).unwrap(),
+            CgroupSetup::V2 {
+                root: "/sys/fs/cgroup".into()
+            }
+        );
+    }
+
+    #[test]
     fn malformed_line_is_reported() {
         let err = CgroupSetup::from_mountinfo("35 24 0:30 / /sys/fs/cgroup rw\n").unwrap_err();
         assert!(err.to_string().contains("/sys/fs/cgroup rw"), "{err}");
@@ -331,7 +285,7 @@ mod tests {
                 "cpuset cpu io memory hugetlb pids rdma misc\n".to_string()
             })
         };
-        let setup = parse(&text, Some(&read)).unwrap();
+        let setup = parse(text.as_bytes(), Some(&read)).unwrap();
         assert_eq!(
             setup,
             CgroupSetup::V2 {
@@ -340,7 +294,7 @@ mod tests {
         );
 
         let read = |_: &Path| -> io::Result<String> { Ok("cpu memory\n".to_string()) };
-        let err = parse(PURE_V2, Some(&read)).unwrap_err();
+        let err = parse(PURE_V2.as_bytes(), Some(&read)).unwrap_err();
         match &err {
             CgroupError::Controller { path, controller } => {
                 assert_eq!(path, Path::new("/sys/fs/cgroup/cgroup.controllers"));

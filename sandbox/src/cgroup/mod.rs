@@ -60,8 +60,8 @@ pub enum CgroupError {
     },
     #[error("unexpected content in {path}: {content:?}")]
     Parse { path: PathBuf, content: String },
-    #[error("malformed line in {path}: {line:?}")]
-    Mountinfo { path: PathBuf, line: String },
+    #[error(transparent)]
+    Mountinfo(#[from] crate::mountinfo::MountinfoError),
     #[error("no usable cgroup setup in {path}: {reason}")]
     NoSetup { path: PathBuf, reason: String },
     #[error("controller {controller} is not available for {path}")]
@@ -119,7 +119,7 @@ impl CgroupSetup {
 
     /// The setup described by mountinfo `text`, without looking at any other file.
     pub fn from_mountinfo(text: &str) -> Result<Self> {
-        detect::parse(text, None)
+        detect::parse(text.as_bytes(), None)
     }
 
     pub fn version(&self) -> CgroupVersion {

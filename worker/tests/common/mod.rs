@@ -5,8 +5,8 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
+use admin::cluster::{create_cluster, CreateOptions};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use worker::cluster::{create_cluster, CreateOptions};
 use worker::config::Config;
 use worker::Worker;
 

@@ -30,7 +30,9 @@ use std::time::{Duration, Instant};
 pub use base::{BaseOrigin, Recipe};
 pub use copy::CopyStats;
 
-use crate::config::{Config, ConfigError};
+use worker::config::{Config, ConfigError};
+use worker::manager::RUNTIME_PATH;
+use worker::zygote::ZYGOTE_PATH;
 
 /// `cluster-template/template.json`: overrides of [`Config::default`] for new clusters.
 pub const TEMPLATE_JSON: &str = include_str!("../../cluster-template/template.json");
@@ -40,8 +42,6 @@ pub const BASE_RECIPE_JSON: &str = include_str!("../../cluster-template/base.jso
 pub const RUNTIME_PY: &str = include_str!("../../cluster-template/runtime/runtime.py");
 /// `cluster-template/runtime/zygote.py`: the import cache's fork server.
 pub const ZYGOTE_PY: &str = include_str!("../../cluster-template/runtime/zygote.py");
-/// Where the runtime lives inside the sandbox root.
-pub const RUNTIME_DIR_IN_BASE: &str = "usr/local/lib/lambdaworker";
 
 /// Subdirectories of a cluster (besides `base/`, which the copy creates).
 pub const LAYOUT_DIRS: [&str; 5] = ["config", "logs", "packages", "registry", "workers"];
@@ -72,6 +72,8 @@ pub enum ClusterError {
     Recipe(String),
     #[error("base root filesystem {path} is not a directory")]
     NoBase { path: PathBuf },
+    #[error("cannot tell what is mounted: {0}")]
+    Mounts(#[from] sandbox::mountinfo::MountinfoError),
     #[error("debootstrap not found: run ./quickstart/deps.sh")]
     DebootstrapMissing,
     #[error(
@@ -239,14 +241,22 @@ fn populate(target: &Path, base_source: &Path, cfg: &Config) -> Result<(CopyStat
     Ok((stats, elapsed))
 }
 
-/// Writes the in-sandbox runtime and a `VERSION` file into `<base>/usr/local/lib/lambdaworker/`
-/// as new files (the base's other files are links into the cache, which must stay untouched).
+/// Where the absolute sandbox path `path` (e.g. [`RUNTIME_PATH`]) lies in the tree `base`.
+pub fn in_base(base: &Path, path: &str) -> PathBuf {
+    base.join(path.trim_start_matches('/'))
+}
+
+/// Writes the in-sandbox runtime and the fork server where the worker runs them from
+/// ([`RUNTIME_PATH`], [`ZYGOTE_PATH`]: `<base>/usr/local/lib/lambdaworker/`), and a `VERSION`
+/// file beside them, as new files (the base's other files are links into the cache, which must
+/// stay untouched).
 pub fn install_runtime(base: &Path) -> Result<()> {
     let io = |op: &'static str, path: &Path| {
         let path = path.to_owned();
         move |source| ClusterError::Io { op, path, source }
     };
-    let dir = base.join(RUNTIME_DIR_IN_BASE);
+    let runtime = in_base(base, RUNTIME_PATH);
+    let dir = runtime.parent().unwrap_or(base).to_owned();
     // Each missing level is created with mode 0755 whatever the umask, so sandboxes can read it.
     let mut missing = Vec::new();
     let mut cur = dir.as_path();
@@ -262,12 +272,14 @@ pub fn install_runtime(base: &Path) -> Result<()> {
         std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o755))
             .map_err(io("chmod", d))?;
     }
-    for (name, content) in [
-        ("runtime.py", RUNTIME_PY.to_owned()),
-        ("zygote.py", ZYGOTE_PY.to_owned()),
-        ("VERSION", format!("{}\n", env!("CARGO_PKG_VERSION"))),
+    for (p, content) in [
+        (runtime.clone(), RUNTIME_PY.to_owned()),
+        (in_base(base, ZYGOTE_PATH), ZYGOTE_PY.to_owned()),
+        (
+            dir.join("VERSION"),
+            format!("{}\n", env!("CARGO_PKG_VERSION")),
+        ),
     ] {
-        let p = dir.join(name);
         // Never write through a link into the cache: replace whatever is there.
         match std::fs::remove_file(&p) {
             Ok(()) => {}
@@ -422,6 +434,27 @@ mod tests {
             base.join("usr/bin/python3").exists(),
             "the source base was damaged"
         );
+    }
+
+    #[test]
+    fn runtime_files_go_where_the_worker_runs_them() {
+        let tmp = tempfile::tempdir().unwrap();
+        let base = fake_base(tmp.path());
+        install_runtime(&base).unwrap();
+        assert_eq!(
+            std::fs::read_to_string(in_base(&base, RUNTIME_PATH)).unwrap(),
+            RUNTIME_PY
+        );
+        assert_eq!(
+            std::fs::read_to_string(in_base(&base, ZYGOTE_PATH)).unwrap(),
+            ZYGOTE_PY
+        );
+        let dir = base.join("usr/local/lib/lambdaworker");
+        let mode = std::fs::metadata(&dir).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o755);
+        // Installing again replaces the files instead of writing through them.
+        install_runtime(&base).unwrap();
+        assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 3);
     }
 
     #[test]

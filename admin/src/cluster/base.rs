@@ -70,7 +70,7 @@ impl Recipe {
     pub fn hash(&self) -> String {
         let canonical = serde_json::to_string(self).unwrap_or_default();
         let digest = Sha256::digest(canonical.as_bytes());
-        crate::hex(&digest[..8])
+        digest[..8].iter().map(|b| format!("{b:02x}")).collect()
     }
 
     /// The cache entry name: `base-<hash>`.
@@ -226,10 +226,10 @@ fn remove_stale_builds(cache_dir: &Path, name: &str) -> Result<(), ClusterError>
 }
 
 /// Removes a build directory, first detaching whatever a killed debootstrap left mounted in it
-/// (`proc`, `sys`, bind mounts of host devices) so the removal can never reach outside it.
+/// (`proc`, `sys`, bind mounts of host devices) so the removal can never reach outside it. If the
+/// mount table cannot be read, nothing is removed.
 fn remove_build_dir(dir: &Path) -> Result<(), ClusterError> {
-    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-    let mut below: Vec<PathBuf> = mount_points(&mountinfo)
+    let mut below: Vec<PathBuf> = sandbox::mountinfo::mount_points()?
         .into_iter()
         .filter(|m| m.starts_with(dir))
         .collect();
@@ -244,42 +244,11 @@ fn remove_build_dir(dir: &Path) -> Result<(), ClusterError> {
             }
         })?;
     }
-    crate::cleanup::remove_dir_all_if_present(dir).map_err(|source| ClusterError::Io {
+    worker::cleanup::remove_dir_all_if_present(dir).map_err(|source| ClusterError::Io {
         op: "remove",
         path: dir.to_owned(),
         source,
     })
-}
-
-/// Mount points (field 5) of a `/proc/self/mountinfo` text, with `\040`-style escapes decoded.
-pub(crate) fn mount_points(mountinfo: &str) -> Vec<PathBuf> {
-    mountinfo
-        .lines()
-        .filter_map(|l| l.split(' ').nth(4))
-        .map(|field| PathBuf::from(unescape_octal(field)))
-        .collect()
-}
-
-fn unescape_octal(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'\\'
-            && i + 3 < bytes.len()
-            && bytes[i + 1..i + 4]
-                .iter()
-                .all(|b| (b'0'..=b'7').contains(b))
-        {
-            let v = (bytes[i + 1] - b'0') * 64 + (bytes[i + 2] - b'0') * 8 + (bytes[i + 3] - b'0');
-            out.push(v);
-            i += 4;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// Finds `debootstrap` on `$PATH` or in the sbin directories (absent from some users' `$PATH`).
@@ -584,23 +553,5 @@ mod tests {
             .exists());
         assert!(root.join("var/lib/apt/lists/lock").exists());
         assert!(root.join("var/lib/apt/lists/partial").is_dir());
-    }
-
-    #[test]
-    fn mountinfo_mount_points_are_decoded() {
-        let text = "\
-22 1 8:1 / / rw,relatime - ext4 /dev/vda rw
-40 22 0:5 / /var/cache/lambdaworker/base-x.tmp-1/proc rw - proc proc rw
-41 22 0:6 / /tmp/with\\040space rw - tmpfs tmpfs rw
-";
-        let got = mount_points(text);
-        assert_eq!(
-            got,
-            [
-                PathBuf::from("/"),
-                PathBuf::from("/var/cache/lambdaworker/base-x.tmp-1/proc"),
-                PathBuf::from("/tmp/with space"),
-            ]
-        );
     }
 }

@@ -1,0 +1,9 @@
+//! lambdaworker's admin library: what `admin new` does, kept apart from the CLI so the
+//! benchmarks and the worker's integration tests make clusters with the same code.
+//!
+//! [`cluster`] owns the cluster directory layout, its template config, the cached base root
+//! filesystem (debootstrap, apt mirror, hardlink copy) and the embedded cluster-template files.
+//! The `admin` binary (`main.rs` and `commands/`) is a thin CLI over this library and the
+//! `worker` library.
+
+pub mod cluster;
