@@ -31,7 +31,7 @@ pub use base::{BaseOrigin, Recipe};
 pub use copy::CopyStats;
 
 use worker::config::{Config, ConfigError};
-use worker::manager::RUNTIME_PATH;
+use worker::launch::RUNTIME_PATH;
 use worker::zygote::ZYGOTE_PATH;
 
 /// `cluster-template/template.json`: overrides of [`Config::default`] for new clusters.
