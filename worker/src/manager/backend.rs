@@ -13,9 +13,20 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::manager::lambda::LambdaRef;
+use crate::lambda_config::LambdaLimits;
+use crate::name::LambdaName;
 use crate::packages::{PackageError, PackageStats};
+use crate::registry::Handler;
 use crate::zygote::ImportCacheStats;
+
+/// A call's lambda, resolved once (by `resolve.rs`): its name, its registry entry (directory
+/// and handler version) and its limits.
+#[derive(Debug, Clone)]
+pub struct LambdaRef {
+    pub name: LambdaName,
+    pub handler: Handler,
+    pub limits: LambdaLimits,
+}
 
 /// One installed package a sandbox sees: its host directory and its place under `/packages`
 /// (`name/version`).

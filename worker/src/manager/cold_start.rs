@@ -14,10 +14,11 @@ use std::time::Instant;
 
 use tokio::net::UnixStream;
 
-use crate::manager::backend::{Backend, SandboxHandle, StartError, StartRequest, StartSteps};
+use crate::manager::backend::{
+    Backend, LambdaRef, SandboxHandle, StartError, StartRequest, StartSteps,
+};
 use crate::manager::error::RunError;
 use crate::manager::instance::{Instance, LiveInfo, SandboxState};
-use crate::manager::lambda::LambdaRef;
 use crate::manager::Manager;
 use crate::timings::Phase;
 

@@ -21,10 +21,9 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use crate::manager::backend::{
-    AfterFirstCall, Backend, PackageDir, SandboxHandle, StartError, StartRequest, StartSteps,
-    Started,
+    AfterFirstCall, Backend, LambdaRef, PackageDir, SandboxHandle, StartError, StartRequest,
+    StartSteps, Started,
 };
-use crate::manager::lambda::LambdaRef;
 use crate::packages::{PackageError, PackageStats};
 use crate::zygote::ImportCacheStats;
 

@@ -2,7 +2,7 @@
 //! the call, and keeps sandboxes warm afterwards.
 //!
 //! A call, in order ([`Manager::run`]):
-//! 1. resolve the lambda once (`lambda.rs`): registry lookup, its pool, its limits;
+//! 1. resolve the lambda once (`resolve.rs`): registry lookup, its pool, its limits;
 //! 2. pass its gate (`gate.rs`): at most `max_concurrency` calls of one lambda run at once
 //!    (`lambda.json`, default `max_sandboxes_per_lambda`), up to `max_queue_per_lambda` wait, one
 //!    more gets 429;
@@ -27,8 +27,8 @@ mod cold_start;
 pub mod error;
 mod gate;
 mod instance;
-pub mod lambda;
 mod pool;
+mod resolve;
 mod shutdown;
 mod stats;
 
@@ -49,10 +49,11 @@ use crate::registry::Registry;
 use crate::runtime_client::{self, Reply};
 use crate::timings::{Phase, Timings};
 
-pub use backend::{Backend, PackageDir, SandboxHandle, StartError, StartRequest, Started};
+pub use backend::{
+    Backend, LambdaRef, PackageDir, SandboxHandle, StartError, StartRequest, Started,
+};
 pub use error::{RunError, Unavailable};
 pub use instance::{LiveInfo, SandboxState};
-pub use lambda::LambdaRef;
 pub use stats::{CacheStats, LambdaStats};
 
 use gate::GateError;

@@ -1,25 +1,16 @@
-//! A call's lambda, resolved once into one value: its name, its registry entry (directory and
-//! handler version) and its limits. Resolving reads the registry (five `stat`s) and, once per
-//! handler version, `lambda.json`; it runs on the blocking pool, so a slow disk stalls only the
-//! calls that wait for it.
+//! Resolving a call's lambda once into a [`LambdaRef`]: its name, its registry entry (directory
+//! and handler version) and its limits. Resolving reads the registry (five `lstat`s) and, once
+//! per handler version, `lambda.json`; it runs on the blocking pool, so a slow disk stalls only
+//! the calls that wait for it.
 
 use std::sync::Arc;
 
 use crate::lambda_config::LambdaLimits;
-use crate::manager::backend::Backend;
+use crate::manager::backend::{Backend, LambdaRef};
 use crate::manager::error::RunError;
 use crate::manager::pool::{Counters, PoolUse};
 use crate::manager::Manager;
 use crate::name::LambdaName;
-use crate::registry::Handler;
-
-/// One call's lambda (see the module docs).
-#[derive(Debug, Clone)]
-pub struct LambdaRef {
-    pub name: LambdaName,
-    pub handler: Handler,
-    pub limits: LambdaLimits,
-}
 
 impl<B: Backend> Manager<B> {
     /// Looks up `name`, holds its pool (counting the call), and reads its limits unless they

@@ -23,33 +23,34 @@
 //! Inside pip's sandbox the host's `/etc/resolv.conf` and CA bundle are bound read-only over the
 //! base's (registries behind TLS-intercepting proxies need the host's bundle), the environment is
 //! clean (no host `PIP_*` variables; proxies pass through), and pip's temporary files go to the
-//! staging directory on disk.
+//! staging directory on disk (`pip.rs`). Reading and checking the lists is `requirements.rs`.
+
+mod pip;
+mod requirements;
+
+pub use pip::PipSandboxError;
+pub use requirements::{
+    normalize_name, parse_requirements, read_requirements, Requirements, RequirementsError,
+    REQUIREMENTS_FILES,
+};
 
 use std::fs::File;
 use std::num::NonZeroUsize;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use lru::LruCache;
-use sandbox::cgroup::{CgroupSetup, Limits};
-use sandbox::{Sandbox, SandboxSpec};
+use sandbox::cgroup::CgroupSetup;
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 
 use crate::config::Config;
-use crate::files::{chown_tree, read_tail};
+use crate::files::chown_tree;
 use crate::name::LambdaName;
+use pip::pip_message;
+use requirements::safe_component;
 
-/// Requirement files, in order of precedence.
-pub const REQUIREMENTS_FILES: [&str; 2] = ["requirements.txt", "packages.txt"];
-const CA_BUNDLE: &str = "/etc/ssl/certs/ca-certificates.crt";
-const RESOLV_CONF: &str = "/etc/resolv.conf";
-const PIP_MEMORY_MB: u64 = 2048;
-const PIP_MAX_PROCS: u64 = 256;
-/// Largest requirements file accepted.
-const MAX_REQUIREMENTS_BYTES: u64 = 64 * 1024;
 /// Largest report pip may leave (`--report`, a few KiB per package).
 const MAX_REPORT_BYTES: u64 = 16 * 1024 * 1024;
 
@@ -83,149 +84,6 @@ pub enum PackageError {
         lambda: String,
         source: PipSandboxError,
     },
-}
-
-/// Why pip's sandbox did not start.
-#[derive(Debug, thiserror::Error)]
-pub enum PipSandboxError {
-    #[error("invalid spec: {0}")]
-    Spec(#[from] sandbox::SpecError),
-    #[error("{0}")]
-    Spawn(#[from] sandbox::SandboxError),
-}
-
-/// A line of a requirements file that is refused, with its number.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("line {line}: {reason}")]
-pub struct RequirementsError {
-    pub line: usize,
-    pub reason: String,
-}
-
-/// A lambda's requirement list, read from its registry directory.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Requirements {
-    /// The file it came from (`requirements.txt` or `packages.txt`).
-    pub file: &'static str,
-    /// The requirement specifiers, in file order.
-    pub specs: Vec<String>,
-}
-
-impl Requirements {
-    /// Identity of the list: the same specifiers resolve once per cluster.
-    pub fn hash(&self) -> String {
-        let mut h = Sha256::new();
-        for s in &self.specs {
-            h.update(s.as_bytes());
-            h.update(b"\n");
-        }
-        let digest = h.finalize();
-        crate::hex(&digest[..12])
-    }
-}
-
-/// Parses a requirements file: one specifier a line, `#` comments, blank lines. Option lines
-/// (`-r`, `-e`, `--index-url`, ...) are refused: they could point pip at other files or indexes.
-pub fn parse_requirements(text: &str) -> Result<Vec<String>, RequirementsError> {
-    let mut specs = Vec::new();
-    for (i, raw) in text.lines().enumerate() {
-        let line = match raw.find('#') {
-            Some(at) => &raw[..at],
-            None => raw,
-        }
-        .trim();
-        if line.is_empty() {
-            continue;
-        }
-        let refuse = |reason: String| RequirementsError {
-            line: i + 1,
-            reason,
-        };
-        if line.starts_with('-') {
-            return Err(refuse(format!(
-                "option lines such as {line:?} are not supported"
-            )));
-        }
-        if line.ends_with('\\') {
-            return Err(refuse("line continuations are not supported".to_owned()));
-        }
-        let first = line.chars().next().unwrap_or(' ');
-        if !first.is_ascii_alphanumeric() {
-            return Err(refuse(format!(
-                "{line:?} does not start with a package name"
-            )));
-        }
-        if let Some(bad) = line
-            .chars()
-            .find(|c| c.is_control() || !(c.is_ascii_graphic() || *c == ' '))
-        {
-            return Err(refuse(format!("character {bad:?} is not allowed")));
-        }
-        specs.push(line.to_owned());
-    }
-    Ok(specs)
-}
-
-/// Reads the requirement list of the lambda in `dir`; `None` when it has no requirement file
-/// (or an empty one).
-pub fn read_requirements(
-    lambda: &LambdaName,
-    dir: &Path,
-) -> Result<Option<Requirements>, PackageError> {
-    let present: Vec<&'static str> = REQUIREMENTS_FILES
-        .iter()
-        .copied()
-        .filter(|f| std::fs::symlink_metadata(dir.join(f)).is_ok())
-        .collect();
-    let Some(&file) = present.first() else {
-        return Ok(None);
-    };
-    if present.len() > 1 {
-        tracing::info!(lambda = %lambda, "both requirements.txt and packages.txt exist; using requirements.txt");
-    }
-    let path = dir.join(file);
-    let bad = |message: String| PackageError::BadRequirements {
-        lambda: lambda.to_string(),
-        path: path.clone(),
-        message,
-    };
-    let text = crate::files::read_regular_file(&path, MAX_REQUIREMENTS_BYTES)
-        .map_err(|e| bad(e.to_string()))?
-        .ok_or_else(|| bad("it was removed while being read".to_owned()))?;
-    let specs = parse_requirements(&text).map_err(|e| bad(e.to_string()))?;
-    if specs.is_empty() {
-        return Ok(None);
-    }
-    Ok(Some(Requirements { file, specs }))
-}
-
-/// PEP 503 normalized project name: lower case, runs of `-`, `_`, `.` as one `-`.
-pub fn normalize_name(name: &str) -> String {
-    let mut out = String::with_capacity(name.len());
-    let mut sep = false;
-    for c in name.chars() {
-        if matches!(c, '-' | '_' | '.') {
-            sep = true;
-            continue;
-        }
-        if sep && !out.is_empty() {
-            out.push('-');
-        }
-        sep = false;
-        out.push(c.to_ascii_lowercase());
-    }
-    out
-}
-
-/// A name or version pip reported is used as a directory name: letters, digits, `.`, `-`, `_`,
-/// `+`, `!` only, and not `.`/`..`.
-fn safe_component(s: &str) -> bool {
-    !s.is_empty()
-        && s != "."
-        && s != ".."
-        && s.len() <= 128
-        && s.chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_' | '+' | '!'))
 }
 
 /// One installed distribution a lambda uses.
@@ -317,14 +175,6 @@ impl Lock {
             }
         }
     }
-}
-
-/// What one pip run left: exit code, the tail of its output, and its staging directory
-/// (the caller removes it).
-struct PipRun {
-    code: Option<i32>,
-    staging: PathBuf,
-    output_tail: String,
 }
 
 impl Packages {
@@ -559,162 +409,6 @@ impl Packages {
         }
         result
     }
-
-    /// Runs `python3 -m pip install --ignore-installed --quiet <options> -- <specs>` in a sandbox
-    /// over the base with the host's network; its `/host` is a fresh staging directory under
-    /// `packages/.staging/`.
-    fn pip(
-        &self,
-        lambda: &LambdaName,
-        step: &str,
-        options: &[&str],
-        specs: &[String],
-    ) -> Result<PipRun, PackageError> {
-        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let staging = self
-            .subdir(".staging")?
-            .join(format!("{step}-{}-{id}", std::process::id()));
-        let tmp = staging.join("tmp");
-        std::fs::create_dir_all(&tmp).map_err(|e| self.internal("create", &tmp, e))?;
-        // pip runs as the sandbox user: its /host (and the temporary directory in it) is its own.
-        let (uid, gid) = (self.hardening.uid, self.hardening.gid);
-        for d in [&staging, &tmp] {
-            std::os::unix::fs::lchown(d, Some(uid), Some(gid))
-                .map_err(|e| self.internal("hand over", d, e))?;
-        }
-        let outcome = self.pip_in(lambda, id, &staging, options, specs);
-        if outcome.is_err() {
-            remove_staging(&staging);
-        }
-        outcome
-    }
-
-    fn pip_in(
-        &self,
-        lambda: &LambdaName,
-        id: u64,
-        staging: &Path,
-        options: &[&str],
-        specs: &[String],
-    ) -> Result<PipRun, PackageError> {
-        let cfg = &self.cfg;
-        let mut argv: Vec<String> = [
-            "/usr/bin/python3",
-            "-m",
-            "pip",
-            "install",
-            "--ignore-installed",
-            "--quiet",
-        ]
-        .iter()
-        .map(|s| (*s).to_owned())
-        .collect();
-        argv.extend(
-            [
-                "--break-system-packages",
-                "--no-input",
-                "--disable-pip-version-check",
-                "--no-cache-dir",
-                "--progress-bar",
-                "off",
-            ]
-            .iter()
-            .map(|s| (*s).to_owned()),
-        );
-        if !cfg.pip_index_url.is_empty() {
-            argv.push("--index-url".into());
-            argv.push(cfg.pip_index_url.clone());
-        }
-        argv.extend(options.iter().map(|s| (*s).to_owned()));
-        argv.push("--".to_owned());
-        argv.extend(specs.iter().cloned());
-        let mut builder =
-            SandboxSpec::builder(&cfg.base_dir, self.cgroup_parent.join(format!("pip-{id}")))
-                .mount(staging, "/host", true)
-                .net(sandbox::NetMode::Host)
-                .hostname("lambda-pip")
-                .harden(self.hardening.clone())
-                .limits(Limits {
-                    memory_bytes: Some(PIP_MEMORY_MB * 1024 * 1024),
-                    pids_max: Some(PIP_MAX_PROCS),
-                    cpu_quota: None,
-                })
-                .command(argv)
-                .env("PATH", "/usr/local/bin:/usr/bin:/bin")
-                .env("HOME", "/host/tmp")
-                .env("LANG", "C.UTF-8")
-                .env("TMPDIR", "/host/tmp")
-                .env("PYTHONDONTWRITEBYTECODE", "1")
-                .env("SSL_CERT_FILE", CA_BUNDLE)
-                .env("PIP_CERT", CA_BUNDLE)
-                .cwd("/host")
-                .output(staging.join("stdout"), staging.join("stderr"));
-        for (host, inside) in [(RESOLV_CONF, RESOLV_CONF), (CA_BUNDLE, CA_BUNDLE)] {
-            let in_base = cfg.base_dir.join(inside.trim_start_matches('/'));
-            let base_is_file = std::fs::symlink_metadata(&in_base).is_ok_and(|m| m.is_file());
-            if Path::new(host).is_file() && base_is_file {
-                builder = builder.mount(host, inside, false);
-            }
-        }
-        for key in [
-            "http_proxy",
-            "https_proxy",
-            "no_proxy",
-            "HTTP_PROXY",
-            "HTTPS_PROXY",
-            "NO_PROXY",
-        ] {
-            if let Ok(v) = std::env::var(key) {
-                builder = builder.env(key, &v);
-            }
-        }
-        let pip_error = |source: PipSandboxError| PackageError::Pip {
-            lambda: lambda.to_string(),
-            source,
-        };
-        let spec = builder.build().map_err(|e| pip_error(e.into()))?;
-        let mut sb = Sandbox::spawn(&spec, &self.cgroups, &[]).map_err(|e| pip_error(e.into()))?;
-        let limit = Duration::from_secs(cfg.install_timeout_s);
-        let code = sb.wait_timeout(limit);
-        if let Err(e) = sb.destroy() {
-            tracing::warn!(lambda = %lambda, error = %e, "cannot destroy pip's sandbox");
-        }
-        let mut output_tail = read_tail(&staging.join("stderr"), 2000);
-        if output_tail.trim().is_empty() {
-            output_tail = read_tail(&staging.join("stdout"), 2000);
-        }
-        if code.is_none() {
-            output_tail = format!(
-                "pip did not finish within install_timeout_s ({} s) and was stopped",
-                cfg.install_timeout_s
-            );
-        }
-        Ok(PipRun {
-            code,
-            staging: staging.to_owned(),
-            output_tail,
-        })
-    }
-}
-
-/// The lines of pip's output worth showing: its `ERROR:` lines, else its last lines.
-fn pip_message(run: &PipRun) -> String {
-    let errors: Vec<&str> = run
-        .output_tail
-        .lines()
-        .filter(|l| l.starts_with("ERROR:"))
-        .collect();
-    let text = if errors.is_empty() {
-        let lines: Vec<&str> = run.output_tail.lines().collect();
-        lines[lines.len().saturating_sub(5)..].join("\n")
-    } else {
-        errors.join("\n")
-    };
-    match run.code {
-        Some(0) | None => text,
-        Some(code) if text.trim().is_empty() => format!("pip exited with status {code}"),
-        Some(_) => text,
-    }
 }
 
 fn remove_staging(staging: &Path) {
@@ -729,28 +423,6 @@ fn remove_staging(staging: &Path) {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn requirements_are_parsed_with_comments_and_refuse_options() {
-        let text = "# deps\nnumpy==2.2.6  # pinned\n\nrequests>=2\nsix\n";
-        assert_eq!(
-            parse_requirements(text).unwrap(),
-            ["numpy==2.2.6", "requests>=2", "six"]
-        );
-        for bad in [
-            "-r other.txt",
-            "--index-url http://x",
-            "-e .",
-            "numpy \\",
-            "~x",
-            "a\u{7}",
-        ] {
-            assert!(parse_requirements(bad).is_err(), "{bad:?}");
-        }
-        let err = parse_requirements("ok\n-r x").unwrap_err();
-        assert_eq!(err.line, 2);
-        assert!(err.to_string().starts_with("line 2: "), "{err}");
-    }
 
     /// A package store at `dir` whose pip would never run (no cgroups).
     fn store_at(dir: &Path) -> Packages {
@@ -814,37 +486,5 @@ mod tests {
         }
         assert_eq!(p.resolved_in_memory(), MAX_RESOLVED_IN_MEMORY);
         assert_eq!(p.stats().resolves, 0, "every list came from disk");
-    }
-
-    #[test]
-    fn names_are_normalized_and_checked() {
-        assert_eq!(normalize_name("Foo__Bar.baz"), "foo-bar-baz");
-        assert_eq!(normalize_name("NumPy"), "numpy");
-        assert!(safe_component("2.2.6"));
-        assert!(safe_component("1.0+local"));
-        assert!(!safe_component(".."));
-        assert!(!safe_component("a/b"));
-        assert!(!safe_component(""));
-    }
-
-    #[test]
-    fn requirements_txt_wins_and_hash_depends_on_specs() {
-        let tmp = tempfile::tempdir().unwrap();
-        let name = LambdaName::parse("l").unwrap();
-        assert_eq!(read_requirements(&name, tmp.path()).unwrap(), None);
-        std::fs::write(tmp.path().join("packages.txt"), "six\n").unwrap();
-        let r = read_requirements(&name, tmp.path()).unwrap().unwrap();
-        assert_eq!(
-            (r.file, r.specs.clone()),
-            ("packages.txt", vec!["six".to_owned()])
-        );
-        std::fs::write(tmp.path().join("requirements.txt"), "numpy==2.2.6\n").unwrap();
-        let r2 = read_requirements(&name, tmp.path()).unwrap().unwrap();
-        assert_eq!(r2.file, "requirements.txt");
-        assert_ne!(r.hash(), r2.hash());
-        std::fs::write(tmp.path().join("requirements.txt"), "--extra-index-url x\n").unwrap();
-        let err = read_requirements(&name, tmp.path()).unwrap_err();
-        assert!(matches!(err, PackageError::BadRequirements { .. }), "{err}");
-        assert!(err.to_string().contains("requirements.txt"), "{err}");
     }
 }
