@@ -12,6 +12,7 @@ pub mod harden;
 pub mod mountinfo;
 pub mod mounts;
 pub mod process;
+pub mod procmask;
 pub mod spec;
 pub mod syscall;
 
@@ -19,6 +20,6 @@ mod sandbox;
 
 pub use detached::{DetachError, DetachedMount};
 pub use harden::{HardenError, Hardening};
-pub use mounts::{Mask, ProcMask};
+pub use procmask::{Mask, ProcMask};
 pub use sandbox::{Sandbox, SandboxError, SandboxStats, StartTimings, State};
 pub use spec::{BindMount, NetMode, SandboxSpec, SpecError, View};

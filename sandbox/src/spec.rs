@@ -84,8 +84,8 @@ pub struct SandboxSpec {
     pub(crate) stdout: PathBuf,
     pub(crate) stderr: PathBuf,
     pub(crate) hardening: Option<crate::Hardening>,
-    /// Borrowed from [`ProcMask::host`](crate::mounts::ProcMask::host) unless a test sets one.
-    pub(crate) proc_mask: std::borrow::Cow<'static, crate::mounts::ProcMask>,
+    /// Borrowed from [`ProcMask::host`](crate::procmask::ProcMask::host) unless a test sets one.
+    pub(crate) proc_mask: std::borrow::Cow<'static, crate::procmask::ProcMask>,
 }
 
 impl SandboxSpec {
@@ -109,7 +109,7 @@ impl SandboxSpec {
                 stdout: PathBuf::new(),
                 stderr: PathBuf::new(),
                 hardening: None,
-                proc_mask: std::borrow::Cow::Borrowed(crate::mounts::ProcMask::host()),
+                proc_mask: std::borrow::Cow::Borrowed(crate::procmask::ProcMask::host()),
             },
         }
     }
@@ -168,8 +168,8 @@ impl SpecBuilder {
         self
     }
 
-    /// The `/proc` paths to mask (by default [`ProcMask::host`](crate::mounts::ProcMask::host)).
-    pub fn proc_mask(mut self, mask: crate::mounts::ProcMask) -> Self {
+    /// The `/proc` paths to mask (by default [`ProcMask::host`](crate::procmask::ProcMask::host)).
+    pub fn proc_mask(mut self, mask: crate::procmask::ProcMask) -> Self {
         self.spec.proc_mask = std::borrow::Cow::Owned(mask);
         self
     }
