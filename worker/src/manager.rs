@@ -941,7 +941,11 @@ impl Manager {
             limits,
             hardening: &self.hardening,
         };
-        let Some(forked) = self.import_cache.fork_handler(&req)? else {
+        let Some(forked) = self
+            .import_cache
+            .fork_handler(&req)
+            .map_err(|e| e.to_string())?
+        else {
             drop(listener);
             let _ = std::fs::remove_file(scratch.join("server_pipe"));
             return Ok(None);
