@@ -5,27 +5,36 @@ The worker starts the root zygote as an ordinary sandbox (own cgroup, pid/mount/
 namespaces, the base as a read-only root, its package view at /packages), with a SOCK_SEQPACKET
 control socket as fd 3, the seccomp filters for its children in two parts (LAMBDA_SECCOMP_SPARE,
 installed by each spare while it prepares; LAMBDA_SECCOMP_HANDLER, added by a handler child
-after its mounts) and the /proc paths to mask in them in LAMBDA_PROC_MASK. Messages on
-the control socket, in the order the worker sends them:
+after its mounts) and the /proc paths to mask in them in LAMBDA_PROC_MASK.
 
-  {"kind": "cgroup", "fds": ["procs", ...]}: the cgroup.procs files (one per hierarchy) of a
-    cgroup the worker prepared; the zygote forks a spare child into it at once.
-  {"kind": "handler" | "zygote", "fds": [role, ...], "packages": ["numpy/2.2.6", ...],
-   "env": ["KEY=value", ...], "net_ns": true, "tmp_mb": 64, "harden": {"uid": N, "gid": N}}:
-    a fork request, handed to the oldest spare with its fds (SCM_RIGHTS, in the order of
-    "fds"): "reply" (a socket to report on), "host" and "handler" (detached mounts made by the
-    worker with open_tree), "package" (one detached mount per entry of "packages", in order),
-    "listen" (the handler's listening socket, or the new zygote's control socket), "stdout",
-    "stderr".
+The protocol (version PROTOCOL; the worker's side is worker/src/zygote/protocol.rs, and the
+worker reads the PROTOCOL line below before it starts a zygote). Each message on the control
+socket is one JSON object with fds attached (SCM_RIGHTS); every fd is named by its index in
+that array, and each exactly once. In the order the worker sends them:
+
+  {"protocol": 2, "kind": "cgroup", "procs": [0, ...]}: the cgroup.procs files (one per
+    hierarchy) of a cgroup the worker prepared; the zygote forks a spare child into it at once.
+  {"protocol": 2, "kind": "fork", "role": "handler" | "zygote",
+   "fds": {"reply": 0, "host": 1, "handler": 2, "packages": [{"rel": "numpy/2.2.6", "fd": 3}],
+           "listen": 4, "stdout": 5, "stderr": 6},
+   "env": [["KEY", "value"], ...], "net_ns": true, "tmp_mb": 64, "harden": {"uid": N, "gid": N}}:
+    a fork request, handed to the oldest spare with its fds: "reply" (a socket to report on),
+    "host", "handler" (a handler's only) and one per package (detached mounts made by the
+    worker with open_tree; each package names its own fd), "listen" (the handler's listening
+    socket, or the new zygote's control socket), "stdout", "stderr". "harden" is a handler's.
+
+decode() checks a message against this before anything acts on it (fd indices in range and
+used once, the roles a request's role needs, no package twice) and refuses it with BadMessage.
 
 A spare is pid 1 of a new pid namespace, in its prepared cgroup, with its own mount, ipc, uts
 and network namespaces, /proc and /tmp. Given a request, it mounts /host, /handler and
 /packages from the detached mounts, takes its stdio, environment and working directory, gives
-up its privileges ("harden"), and reports "ok" on the reply socket (the kernel attaches its
-pid, as the worker sees it, to that message). A "handler" child then loads
+up its privileges ("harden"), and reports {"status": "ready"} on the reply socket (the kernel
+attaches its pid, as the worker sees it, to that message). A "handler" child then loads
 /handler/lambda_func.py and serves calls exactly as runtime.py does; a "zygote" child imports
 the packages it was given and serves forks of its own. A child that fails reports
-"error: <step>: <reason>" and exits.
+{"status": "failed", "step": "attach /host", "reason": "..."} and exits; so does the zygote
+when it has no spare to hand a request to.
 
 The zygote never runs handler code: it imports only the runtime and the modules of its packages.
 """
@@ -47,8 +56,13 @@ import runtime
 # sys.path as a fresh runtime starts with it (the children start from this, not from ours).
 BASE_PATH = list(sys.path)
 CONTROL_FD = 3
+# The version of the protocol this file speaks (the worker reads this line; keep it one line).
+PROTOCOL = 2
+# The most fds and bytes one message may carry, and the most bytes of a report (the worker's
+# protocol.rs has the same limits).
 MAX_FDS = 250
-MAX_REQUEST = 1 << 16
+MAX_MESSAGE = 1 << 16
+MAX_REPORT = 4096
 
 MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC = 0x1, 0x2, 0x4, 0x8
 MS_REMOUNT, MS_BIND, MS_REC = 0x20, 0x1000, 0x4000
@@ -97,13 +111,18 @@ PROC_MASK = [tuple(e.split(":", 1)) for e in os.environ.get("LAMBDA_PROC_MASK", 
 
 
 class StepError(Exception):
-    pass
+    """A step of making a sandbox that failed: `step` says what was being done ("attach
+    /host"), `reason` why it failed; the report carries both."""
+
+    def __init__(self, step, reason):
+        super().__init__("%s: %s" % (step, reason))
+        self.step = step
+        self.reason = reason
 
 
 def check(rc, step):
     if rc != 0:
-        errno = ctypes.get_errno()
-        raise StepError("%s: %s" % (step, os.strerror(errno)))
+        raise StepError(step, os.strerror(ctypes.get_errno()))
 
 
 def mount(source, target, fstype, flags, data, step):
@@ -167,43 +186,201 @@ def import_packages(package_dirs):
     runtime.flush()
 
 
-def receive(sock, raw=False):
-    """One request from `sock`, or None when the other end closed it.
+class BadMessage(Exception):
+    """A message that does not follow the protocol (see the module docstring)."""
 
-    raw: ({request}, message bytes, [fd, ...], the reply fd or None), for the zygote, which
-    passes requests on; (None, ...) for a bad one. Otherwise ({request}, {role: [fd, ...]}),
-    and ({}, {}) for a bad one.
+
+class Cgroup:
+    """A cgroup the worker prepared for one more spare: the fds of its cgroup.procs files."""
+
+    __slots__ = ("procs",)
+
+    def __init__(self, procs):
+        self.procs = procs
+
+
+class Harden:
+    """What a handler child gives up: the uid and gid it runs as."""
+
+    __slots__ = ("uid", "gid")
+
+    def __init__(self, uid, gid):
+        self.uid = uid
+        self.gid = gid
+
+
+class Fork:
+    """A fork request, its fd indices resolved to the fds that came with it.
+
+    role: "handler" or "zygote"; reply, host, listen, stdout, stderr: fds; handler: an fd (a
+    handler's) or None; packages: [(rel "name/version", fd), ...] sorted by rel; env: [(key,
+    value), ...]; net_ns, tmp_mb; harden: a Harden or None; fds: every fd of the message.
     """
-    msg, ancdata, flags, _ = sock.recvmsg(MAX_REQUEST, _socket.CMSG_SPACE(MAX_FDS * 4))
+
+    __slots__ = ("role", "reply", "host", "handler", "packages", "listen", "stdout", "stderr",
+                 "env", "net_ns", "tmp_mb", "harden", "fds")
+
+    def rels(self):
+        return [rel for rel, _ in self.packages]
+
+
+class FdTable:
+    """The fds that came with one message. The message names each by its index, exactly once."""
+
+    __slots__ = ("fds", "used")
+
+    def __init__(self, fds):
+        self.fds = fds
+        self.used = [None] * len(fds)
+
+    def take(self, index, role):
+        if type(index) is not int:
+            raise BadMessage("%s: the fd index %r is not an integer" % (role, index))
+        if not 0 <= index < len(self.fds):
+            raise BadMessage("%s: fd index %d is out of range (%d fds came)" % (role, index, len(self.fds)))
+        if self.used[index] is not None:
+            raise BadMessage("fd index %d is named twice (%s and %s)" % (index, self.used[index], role))
+        self.used[index] = role
+        return self.fds[index]
+
+    def check_all_named(self):
+        for index, role in enumerate(self.used):
+            if role is None:
+                raise BadMessage("fd index %d came with the message but is not named in it" % index)
+
+
+def field(obj, key, kind, where, default=BadMessage):
+    """obj[key], checked to be a `kind` (bool is not an int here)."""
+    if key not in obj or obj[key] is None:
+        if default is BadMessage:
+            raise BadMessage("%s: %r is missing" % (where, key))
+        return default
+    value = obj[key]
+    if not isinstance(value, kind) or (kind is int and type(value) is bool):
+        raise BadMessage("%s: %r is %r, not of type %s" % (where, key, value, kind.__name__))
+    return value
+
+
+def check_rel(rel):
+    """A package's path under /packages: exactly `name/version`, nothing that leaves it."""
+    parts = rel.split("/")
+    if len(parts) != 2 or any(p in ("", ".", "..") or "\0" in p for p in parts):
+        raise BadMessage("package path %r is not name/version" % rel)
+    return rel
+
+
+FORK_ROLES = ("reply", "host", "handler", "packages", "listen", "stdout", "stderr")
+
+
+def decode_fork(obj, table):
+    req = Fork()
+    req.role = field(obj, "role", str, "fork")
+    if req.role not in ("handler", "zygote"):
+        raise BadMessage("fork: unknown role %r" % req.role)
+    fds = field(obj, "fds", dict, "fork")
+    for key in fds:
+        if key not in FORK_ROLES:
+            raise BadMessage("fork: unknown fd role %r" % key)
+    for role in ("reply", "host", "listen", "stdout", "stderr"):
+        setattr(req, role, table.take(field(fds, role, int, "fork fds"), role))
+    handler = field(fds, "handler", int, "fork fds", None)
+    if (handler is None) != (req.role == "zygote"):
+        raise BadMessage("fork: a %s request %s a handler fd" % (req.role, "without" if handler is None else "with"))
+    req.handler = None if handler is None else table.take(handler, "handler")
+    packages = {}
+    for entry in field(fds, "packages", list, "fork fds"):
+        if not isinstance(entry, dict):
+            raise BadMessage("fork: package entry %r is not an object" % (entry,))
+        rel = check_rel(field(entry, "rel", str, "package"))
+        if rel in packages:
+            raise BadMessage("package %s is named twice" % rel)
+        packages[rel] = table.take(field(entry, "fd", int, "package " + rel), "package " + rel)
+    req.packages = sorted(packages.items())
+    req.env = []
+    for item in field(obj, "env", list, "fork"):
+        if not (isinstance(item, list) and len(item) == 2 and all(isinstance(v, str) for v in item)):
+            raise BadMessage("fork: env entry %r is not [key, value]" % (item,))
+        if not item[0] or "=" in item[0] or "\0" in item[0] + item[1]:
+            raise BadMessage("fork: bad env key %r" % item[0])
+        req.env.append((item[0], item[1]))
+    req.net_ns = field(obj, "net_ns", bool, "fork")
+    req.tmp_mb = field(obj, "tmp_mb", int, "fork")
+    if req.tmp_mb < 1:
+        raise BadMessage("fork: tmp_mb %d is not positive" % req.tmp_mb)
+    harden = field(obj, "harden", dict, "fork", None)
+    req.harden = None
+    if harden is not None:
+        req.harden = Harden(field(harden, "uid", int, "harden"), field(harden, "gid", int, "harden"))
+    req.fds = table.fds
+    return req
+
+
+def decode(msg, fds):
+    """The message `msg` that came with `fds`, as a Cgroup or a Fork. Raises BadMessage if it
+    breaks the protocol; the fds are then still the caller's to close."""
+    try:
+        obj = runtime.loads(msg)
+    except (ValueError, RecursionError) as exc:
+        raise BadMessage("not JSON: %s" % exc)
+    if not isinstance(obj, dict):
+        raise BadMessage("not a JSON object")
+    if obj.get("protocol") != PROTOCOL:
+        raise BadMessage("protocol %r, but this zygote speaks %d" % (obj.get("protocol"), PROTOCOL))
+    table = FdTable(fds)
+    kind = obj.get("kind")
+    if kind == "cgroup":
+        procs = field(obj, "procs", list, "cgroup")
+        if not procs:
+            raise BadMessage("cgroup: no procs fd")
+        out = Cgroup([table.take(index, "procs") for index in procs])
+    elif kind == "fork":
+        out = decode_fork(obj, table)
+    else:
+        raise BadMessage("unknown kind %r" % (kind,))
+    table.check_all_named()
+    return out
+
+
+def receive(sock):
+    """One message from `sock` as (bytes, [fd, ...]), or None when the other end closed it.
+    A message cut short is refused (BadMessage) and its fds closed."""
+    msg, ancdata, flags, _ = sock.recvmsg(MAX_MESSAGE, _socket.CMSG_SPACE(MAX_FDS * 4))
     fds = []
     for level, kind, data in ancdata:
         if level == _socket.SOL_SOCKET and kind == _socket.SCM_RIGHTS:
             fds.extend(struct.unpack("%di" % (len(data) // 4), data[: len(data) // 4 * 4]))
     if not msg and not fds:
         return None
-    try:
-        req = runtime.loads(msg)
-        roles = req["fds"]
-        if len(roles) != len(fds) or flags & (_socket.MSG_TRUNC | _socket.MSG_CTRUNC):
-            raise ValueError("%d fds for %d roles" % (len(fds), len(roles)))
-    except Exception as exc:
-        for fd in fds:
+    if flags & (_socket.MSG_TRUNC | _socket.MSG_CTRUNC):
+        close_all(fds)
+        raise BadMessage("a message larger than %d bytes or %d fds" % (MAX_MESSAGE, MAX_FDS))
+    return msg, fds
+
+
+def close_all(fds):
+    for fd in fds:
+        try:
             os.close(fd)
-        print("zygote: bad request: %s" % exc, file=sys.stderr)
-        runtime.flush()
-        return (None, None, [], None) if raw else ({}, {})
-    if raw:
-        reply = fds[roles.index("reply")] if "reply" in roles else None
-        return req, msg, fds, reply
-    by_role = {}
-    for role, fd in zip(roles, fds):
-        by_role.setdefault(role, []).append(fd)
-    return req, by_role
+        except OSError:
+            pass
 
 
-def report(fd, text):
+def encode_report(status, step=None, reason=None):
+    """A report as the worker reads it: {"status": "ready"}, or {"status": "failed", "step",
+    "reason"} with the reason shortened until it fits in MAX_REPORT bytes."""
+    if status == "ready":
+        return runtime.dumps({"status": "ready"}).encode()
+    step, reason = str(step)[:200], str(reason)
+    while True:
+        data = runtime.dumps({"status": "failed", "step": step, "reason": reason}).encode()
+        if len(data) <= MAX_REPORT or not reason:
+            return data
+        reason = reason[: len(reason) // 2]
+
+
+def report_failed(fd, step, reason):
     try:
-        os.write(fd, text.encode()[:4096])
+        os.write(fd, encode_report("failed", step, reason))
     except OSError:
         pass
 
@@ -228,7 +405,7 @@ def prepare(procs, tmp_mb, net_ns):
         try:
             os.write(fd, b"0")
         except OSError as exc:
-            raise StepError("join the prepared cgroup: %s" % exc.strerror)
+            raise StepError("join the prepared cgroup", exc.strerror)
         os.close(fd)
     # 4. Signals: the zygote ignores SIGCHLD to reap its children; a sandbox must not.
     signal.signal(signal.SIGCHLD, signal.SIG_DFL)
@@ -239,7 +416,7 @@ def prepare(procs, tmp_mb, net_ns):
     try:
         os.unshare(flags)
     except OSError as exc:
-        raise StepError("unshare namespaces: %s" % exc.strerror)
+        raise StepError("unshare namespaces", exc.strerror)
     os.setsid()
     _socket.sethostname("lambda")
     if net_ns:
@@ -266,7 +443,7 @@ def prepare(procs, tmp_mb, net_ns):
 
 def mask_proc():
     """Masks the new /proc exactly as the worker masks a fresh sandbox's (see ProcMask in
-    sandbox/src/mounts.rs): files under /dev/null, directories under an empty read-only tmpfs,
+    sandbox/src/procmask.rs): files under /dev/null, directories under an empty read-only tmpfs,
     the kernel's tunables bound read-only."""
     for name, kind in PROC_MASK:
         path = "/proc/" + name
@@ -280,12 +457,12 @@ def mask_proc():
             flags = MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC
             mount(None, path, None, flags, None, "remount %s read-only" % path)
         else:
-            raise StepError("unknown /proc mask %r for %s" % (kind, path))
+            raise StepError("mask " + path, "unknown mask kind %r" % kind)
 
 
 def install_filters(filters, part):
     if not filters:
-        raise StepError("the zygote was started without the %s part of the seccomp filters" % part)
+        raise StepError("install the %s seccomp filter" % part, "the zygote was started without it")
     for _, prog in filters:
         rc = libc.prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, ctypes.addressof(prog), 0, 0)
         check(rc, "install the %s seccomp filter" % part)
@@ -296,68 +473,78 @@ def drop_bounding_set():
         if libc.prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) != 0:
             if ctypes.get_errno() == errno.EINVAL:
                 break  # past the last capability of this kernel
-            raise StepError("drop the capability bounding set: %s" % os.strerror(ctypes.get_errno()))
+            raise StepError("drop the capability bounding set", os.strerror(ctypes.get_errno()))
 
 
-def become_sandbox(req, fds, own_packages, tmp_mb, net_ns):
-    """Steps 7-10 of docs/import-cache.md, once the request has come."""
-    if req.get("net_ns", True) != net_ns:
-        raise StepError("the request's network mode differs from the zygote's")
-    if int(req.get("tmp_mb", tmp_mb)) != tmp_mb:
-        size = "size=%dm" % int(req["tmp_mb"])
+def become_sandbox(req, own_packages, tmp_mb, net_ns):
+    """Steps 7-10 of docs/import-cache.md, once the request (a decoded Fork) has come."""
+    if req.net_ns != net_ns:
+        raise StepError("check the request", "its network mode differs from the zygote's")
+    if req.tmp_mb != tmp_mb:
+        size = "size=%dm" % req.tmp_mb
         mount(None, "/tmp", None, MS_REMOUNT | MS_NOSUID | MS_NODEV, size, "resize /tmp")
     # 7. The sandbox's own directories, from the worker's detached mounts.
-    attach(fds["host"][0], "/host")
-    for fd in fds.get("handler", []):
-        attach(fd, "/handler")
-    packages = req.get("packages", [])
-    if packages != own_packages:
+    attach(req.host, "/host")
+    if req.handler is not None:
+        attach(req.handler, "/handler")
+    if req.rels() != own_packages:
         if own_packages:  # the root zygote has no view: /packages is the base's empty directory
             detach("/packages")
         view = "mode=755,size=1m,nr_inodes=4096"
         mount("tmpfs", "/packages", "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, view, "mount the /packages view")
-        for rel, fd in zip(packages, fds.get("package", [])):
+        for rel, fd in req.packages:  # each package with the fd the worker gave it
             target = "/packages/" + rel
-            os.makedirs(target, 0o755)
+            try:
+                os.makedirs(target, 0o755)
+            except OSError as exc:
+                raise StepError("make " + target, exc.strerror)
             attach(fd, target)
         ro = MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC
         mount(None, "/packages", None, ro, None, "remount the /packages view read-only")
     # 8. stdin from /dev/null, stdout and stderr from the worker's files, the listening socket
     # as fd 3, the reply socket as fd 4; every other fd (the zygote's control socket and its
     # namespace fd among them) is closed. Sources are first copied high, so no dup2 clobbers one.
-    null = os.open("/dev/null", os.O_RDONLY)
-    wanted = (null, fds["stdout"][0], fds["stderr"][0], fds["listen"][0], fds["reply"][0])
-    high = [fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 1000) for fd in wanted]
-    for target, fd in enumerate(high):
-        os.dup2(fd, target)
+    try:
+        null = os.open("/dev/null", os.O_RDONLY)
+        wanted = (null, req.stdout, req.stderr, req.listen, req.reply)
+        high = [fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 1000) for fd in wanted]
+        for target, fd in enumerate(high):
+            os.dup2(fd, target)
+    except OSError as exc:
+        raise StepError("set up the file descriptors", exc.strerror)
     os.closerange(len(high), 1 << 20)
-    fds["reply"] = [4]  # where a failure from here on is reported
+    req.reply = 4  # where a failure from here on is reported
     # 9. Environment and working directory, as the worker gives a fresh sandbox.
-    for item in req.get("env", []):
-        key, _, value = item.partition("=")
+    for key, value in req.env:
         os.environ[key] = value
-    os.chdir("/host")
+    try:
+        os.chdir("/host")
+    except OSError as exc:
+        raise StepError("enter /host", exc.strerror)
     # 10. Give up privileges as a fresh sandbox does right before execve (docs/security.md).
-    if req.get("harden"):
-        give_up_privileges(req["harden"])
-    return ["/packages/" + rel for rel in packages]
+    if req.harden is not None:
+        give_up_privileges(req.harden)
+    return ["/packages/" + rel for rel in req.rels()]
 
 
 def give_up_privileges(h):
     """No supplementary groups, the unprivileged uid and gid (which clears every capability;
     the bounding set was emptied in step 6), no_new_privs, no core dumps, then the handler's
     part of the worker's seccomp filters (the spare's part is in place since step 6)."""
-    uid, gid = int(h["uid"]), int(h["gid"])
+    uid, gid = h.uid, h.gid
     if uid == 0 or gid == 0:
-        raise StepError("refusing to run handler code as uid or gid 0")
-    os.setgroups([])
-    os.setresgid(gid, gid, gid)
-    os.setresuid(uid, uid, uid)
+        raise StepError("give up privileges", "refusing to run handler code as uid or gid 0")
+    try:
+        os.setgroups([])
+        os.setresgid(gid, gid, gid)
+        os.setresuid(uid, uid, uid)
+    except OSError as exc:
+        raise StepError("change to uid %d, gid %d" % (uid, gid), exc.strerror)
     check(libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), "set no_new_privs")
     # No core dumps, and no raising the limit again (as sandbox/src/process.rs does).
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
     if not spare_filters_on:
-        raise StepError("the spare's part of the seccomp filters is not in place")
+        raise StepError("install the handler seccomp filter", "the spare's part is not in place")
     install_filters(SECCOMP_HANDLER, "handler")
 
 
@@ -367,26 +554,31 @@ def spare_main(link, procs, own_packages, tmp_mb, net_ns):
     try:
         prepare(procs, tmp_mb, net_ns)
         got = receive(link)
+        if got is None:
+            os._exit(0)
+        req = decode(*got)  # the zygote checked it already; this spare takes its own copy
+        if not isinstance(req, Fork):
+            raise BadMessage("a spare takes fork requests only")
     except BaseException as exc:
         print("zygote spare %d: %s" % (os.getpid(), exc), file=sys.stderr)
         runtime.flush()
         os._exit(1)
-    if not got or not got[0]:
-        os._exit(0)
-    req, fds = got
     try:
-        package_dirs = become_sandbox(req, fds, own_packages, tmp_mb, net_ns)
+        package_dirs = become_sandbox(req, own_packages, tmp_mb, net_ns)
+    except StepError as exc:
+        report_failed(req.reply, exc.step, exc.reason)
+        os._exit(1)
     except BaseException as exc:
-        report(fds["reply"][0], "error: %s" % exc)
+        report_failed(req.reply, "become the sandbox", "%s: %s" % (type(exc).__name__, exc))
         os._exit(1)
     # 11. Report readiness; the worker reads this process's pid from the message's credentials.
     try:
-        os.write(4, b"ok")
+        os.write(4, encode_report("ready"))
     finally:
         os.close(4)
-    if req.get("kind") == "zygote":
+    if req.role == "zygote":
         import_packages(package_dirs)
-        serve(_socket.socket(fileno=CONTROL_FD), req.get("packages", []), tmp_mb, net_ns)
+        serve(_socket.socket(fileno=CONTROL_FD), req.rels(), tmp_mb, net_ns)
     else:
         sys.path[:] = BASE_PATH
         handler, load_error = runtime.load_handler(package_dirs)
@@ -422,11 +614,13 @@ def fork_spare(control, own_pidns, procs, own_packages, tmp_mb, net_ns):
 def serve(control, own_packages, tmp_mb, net_ns):
     """Steps 1-2: keep spare children ready; hand each request to the oldest.
 
-    Messages come in the order the worker sends them: {"kind": "cgroup"} hands over a prepared
-    cgroup for one more spare (its "procs" fds); any other kind is a request. Spares are used
-    in the order of their cgroups, so request k is served in the k-th cgroup the worker sent,
-    whatever happens here: a cgroup whose spare could not be forked waits in its place, and
-    the request that reaches it tries once more.
+    Messages come in the order the worker sends them, each checked by decode() first: a
+    Cgroup hands over a prepared cgroup for one more spare (its "procs" fds); a Fork is a
+    request. Spares are used in the order of their cgroups, so request k is served in the k-th
+    cgroup the worker sent, whatever happens here: a cgroup whose spare could not be forked
+    waits in its place, and the request that reaches it tries once more. A message that breaks
+    the protocol is logged and its fds closed (a request's reply socket among them, so the
+    worker reads that no report came).
     """
     import collections
     import warnings
@@ -452,28 +646,33 @@ def serve(control, own_packages, tmp_mb, net_ns):
     while True:
         runtime.flush()
         try:
-            got = receive(control, raw=True)
+            got = receive(control)
+            if got is None:
+                os._exit(0)
+            try:
+                req = decode(*got)
+            except BadMessage:
+                close_all(got[1])
+                raise
         except InterruptedError:
             continue
-        if got is None:
-            os._exit(0)
-        req, msg, fds, reply = got
-        if req is None:
+        except BadMessage as exc:
+            print("zygote: bad message: %s" % exc, file=sys.stderr)
             continue
-        if req.get("kind") == "cgroup":
-            slot = ["cgroup", fds]
+        if isinstance(req, Cgroup):
+            slot = ["cgroup", req.procs]
             slots.append(slot)
             fill(slot)
             continue
         # 2. The oldest spare takes the request with the worker's fds; ours are closed.
+        msg, fds = got
         try:
             if not slots:
                 raise OSError(0, "no spare child (no prepared cgroup)")
             slot = slots.popleft()
             why = fill(slot) if slot[0] == "cgroup" else None
             if slot[0] != "spare":
-                for fd in slot[1]:  # this request's cgroup is used up all the same
-                    os.close(fd)
+                close_all(slot[1])  # this request's cgroup is used up all the same
                 raise OSError(0, "no spare child (%s)" % why)
             spare = slot[1]
             try:
@@ -481,16 +680,14 @@ def serve(control, own_packages, tmp_mb, net_ns):
             finally:
                 spare.close()
         except OSError as exc:
-            if reply is not None:
-                report(reply, "error: hand the request to a spare child: %s" % (exc.strerror or exc))
+            report_failed(req.reply, "hand the request to a spare child", exc.strerror or str(exc))
         finally:
-            for fd in fds:
-                os.close(fd)
+            close_all(fds)
 
 
 def main():
     raw = os.environ.get("LAMBDA_PACKAGES", "")
-    packages = [p for p in raw.split(":") if p]
+    packages = sorted(p for p in raw.split(":") if p)
     tmp_mb = int(os.environ.get("LAMBDA_TMP_MB", "64"))
     net_ns = os.environ.get("LAMBDA_NET_NS", "1") == "1"
     import_packages(packages)

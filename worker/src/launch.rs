@@ -173,10 +173,7 @@ impl Launcher {
             limits: fresh.limits,
             hardening: fresh.hardening,
         };
-        let forked = self
-            .import_cache
-            .fork_handler(&req)
-            .map_err(|message| StartError::Fork { message })?;
+        let forked = self.import_cache.fork_handler(&req)?;
         drop(listener);
         let Some(forked) = forked else {
             let _ = std::fs::remove_file(fresh.scratch.join("server_pipe"));

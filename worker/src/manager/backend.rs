@@ -82,8 +82,8 @@ pub enum StartError {
     Spec(#[from] sandbox::SpecError),
     #[error("cannot start: {0}")]
     Spawn(#[from] sandbox::SandboxError),
-    #[error("{message}")]
-    Fork { message: String },
+    #[error("{0}")]
+    Fork(#[from] crate::zygote::ForkError),
     #[error("cannot register the connection to the sandbox: {0}")]
     Register(#[source] std::io::Error),
 }
