@@ -8,7 +8,7 @@
 //! |---|---|
 //! | `request` | the whole `runLambda` request inside the worker, from routing to the response |
 //! | `read_body` | reading and checking the JSON body |
-//! | `lookup` | finding the handler in the registry (five `lstat`s: the lambda's directory, `lambda_func.py`, and `requirements.txt`, `packages.txt`, `lambda.json` for its version), on the blocking pool |
+//! | `lookup` | finding the handler and its limits: a remembered lookup (no file access, unless an inotify event says the lambda changed), else five `lstat`s on the blocking pool (the lambda's directory, `lambda_func.py`, and `requirements.txt`, `packages.txt`, `lambda.json` for its version) |
 //! | `queue` | waiting for the lambda's gate (its `max_concurrency`, then its queue) |
 //! | `take_idle` | picking a warm sandbox from the lambda's pool |
 //! | `unpause` | warm only, when the sandbox was paused: thawing its cgroup |

@@ -2,7 +2,8 @@
 //! the call, and keeps sandboxes warm afterwards.
 //!
 //! A call, in order ([`Manager::run`]):
-//! 1. resolve the lambda once (`resolve.rs`): registry lookup, its pool, its limits;
+//! 1. resolve the lambda once (`resolve.rs`): registry lookup (remembered until the registry
+//!    changes), its pool, its limits;
 //! 2. pass its gate (`gate.rs`): at most `max_concurrency` calls of one lambda run at once
 //!    (`lambda.json`, default `max_sandboxes_per_lambda`), up to `max_queue_per_lambda` wait, one
 //!    more gets 429;
@@ -146,7 +147,7 @@ impl<B: Backend> Manager<B> {
     /// Runs one call of `name` with the JSON `event`; returns the handler's JSON result.
     pub async fn run(self: &Arc<Self>, name: &LambdaName, event: Bytes) -> Result<Bytes, RunError> {
         // 1. Resolve (counts the call in the lambda's pool).
-        let (lambda, pool) = self.resolve_off_executor(name).await?;
+        let (lambda, pool) = self.resolve_call(name).await?;
         let result = self.run_resolved(&lambda, &pool, event).await;
         if result.is_err() {
             Counters::add(&pool.counters.errors);

@@ -1,0 +1,451 @@
+//! The local handler registry: `<registry_dir>/<name>/lambda_func.py`.
+//!
+//! A lookup returns the handler's directory and a version (device, inode, size, mtime of
+//! `lambda_func.py`, and of its requirement and config files), so an edited handler is noticed
+//! on the next call without restarting. Lookups are remembered until the registry changes
+//! (`watch.rs`, inotify): a warm call makes no `stat`, and an edit is still seen by the next call.
+
+mod watch;
+
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+pub use watch::{watchable, MAX_REMEMBERED};
+
+use crate::name::LambdaName;
+
+/// The handler file every lambda directory must hold.
+pub const HANDLER_FILE: &str = "lambda_func.py";
+
+/// Why a lambda cannot be found or served from the registry.
+#[derive(Debug, thiserror::Error)]
+pub enum RegistryError {
+    #[error("unknown lambda {lambda}")]
+    Unknown { lambda: String },
+    #[error("lambda {lambda} has no handler file {path}")]
+    NoHandlerFile { lambda: String, path: PathBuf },
+    #[error("lambda {lambda} cannot be served: {message}")]
+    BadHandler { lambda: String, message: String },
+    #[error("cannot open {path}: {}", open_reason(*.source))]
+    OpenDir {
+        path: PathBuf,
+        source: nix::errno::Errno,
+    },
+}
+
+/// Why the lambda's directory could not be opened for mounting.
+fn open_reason(e: nix::errno::Errno) -> String {
+    if e == nix::errno::Errno::ENOTDIR || e == nix::errno::Errno::ELOOP {
+        "not a directory (a symbolic link is never followed)".to_owned()
+    } else {
+        e.to_string()
+    }
+}
+
+/// Identity of one version of a handler's code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HandlerVersion {
+    dev: u64,
+    ino: u64,
+    size: u64,
+    mtime_ns: i128,
+    /// The same identity of `requirements.txt`, `packages.txt` and `lambda.json`, when
+    /// present: editing them also retires the lambda's sandboxes.
+    deps: [Option<(u64, u64, i128)>; 3],
+}
+
+impl HandlerVersion {
+    /// Whether the lambda had a `requirements.txt` or `packages.txt` at lookup.
+    pub fn has_requirements(&self) -> bool {
+        self.deps[..2].iter().any(Option::is_some)
+    }
+}
+
+/// A resolved handler.
+#[derive(Debug, Clone)]
+pub struct Handler {
+    pub dir: PathBuf,
+    pub version: HandlerVersion,
+    /// Device and inode of `dir` when it was looked up.
+    dir_id: (u64, u64),
+}
+
+impl Handler {
+    /// Opens the lambda's directory for mounting: `O_PATH|O_NOFOLLOW|O_DIRECTORY`, so only a
+    /// real directory of the registry, never a symbolic link. Sandboxes mount what this fd
+    /// holds (through `/proc/self/fd/N`), so an entry swapped for a link after the lookup is
+    /// refused rather than followed out of the registry.
+    ///
+    /// An entry replaced by another real directory (an upload in between) is used: its version
+    /// is newer than the one recorded, so the next call retires this sandbox. The bool says
+    /// whether it is still the directory that was looked up.
+    pub fn open_dir(&self) -> Result<(std::os::fd::OwnedFd, bool), RegistryError> {
+        use nix::fcntl::{open, OFlag};
+        let flags = OFlag::O_PATH | OFlag::O_NOFOLLOW | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC;
+        let opened = open(&self.dir, flags, nix::sys::stat::Mode::empty())
+            .and_then(|fd| nix::sys::stat::fstat(&fd).map(|st| (fd, st)));
+        let (fd, st) = opened.map_err(|source| RegistryError::OpenDir {
+            path: self.dir.clone(),
+            source,
+        })?;
+        Ok((fd, (st.st_dev, st.st_ino) == self.dir_id))
+    }
+}
+
+/// The files of a lambda whose identity is part of its version.
+fn versioned_files(dir: &Path) -> [PathBuf; 4] {
+    [
+        dir.join(HANDLER_FILE),
+        dir.join(crate::packages::REQUIREMENTS_FILES[0]),
+        dir.join(crate::packages::REQUIREMENTS_FILES[1]),
+        dir.join(crate::lambda_config::LAMBDA_CONFIG_FILE),
+    ]
+}
+
+/// A local-directory registry.
+#[derive(Debug, Clone)]
+pub struct Registry {
+    dir: PathBuf,
+    /// Remembered lookups; `None` where the registry cannot be watched.
+    watch: Option<Arc<watch::Watch<Handler>>>,
+}
+
+impl Registry {
+    pub fn new(dir: PathBuf) -> Self {
+        let watch = watch::Watch::new(&dir).map(Arc::new);
+        Self { dir, watch }
+    }
+
+    /// The handler of `name` as last looked up, if nothing of the registry changed since.
+    /// Never blocks (no `stat`: one non-blocking read of the registry's event queue).
+    pub fn cached(&self, name: &LambdaName) -> Option<Handler> {
+        self.watch.as_ref()?.cached(name)
+    }
+
+    /// (lambdas remembered, watches held for them).
+    pub fn remembered(&self) -> (usize, usize) {
+        self.watch.as_ref().map_or((0, 0), |w| w.size())
+    }
+
+    /// Finds a lambda's handler (blocking: five `lstat`s) and remembers it. The lambda
+    /// directory and its `lambda_func.py` must be a real directory and a regular file: symbolic
+    /// links are refused so that a registry entry cannot expose files from outside the registry
+    /// to a sandbox.
+    pub fn lookup(&self, name: &LambdaName) -> Result<Handler, RegistryError> {
+        let Some(watch) = &self.watch else {
+            return self.look(name);
+        };
+        let dir = self.dir.join(name.as_str());
+        watch.remember(name, &dir, &versioned_files(&dir), || self.look(name))
+    }
+
+    /// [`Registry::lookup`] without remembering.
+    fn look(&self, name: &LambdaName) -> Result<Handler, RegistryError> {
+        let dir = self.dir.join(name.as_str());
+        let unknown = || RegistryError::Unknown {
+            lambda: name.to_string(),
+        };
+        let dir_md = std::fs::symlink_metadata(&dir).map_err(|_| unknown())?;
+        if dir_md.file_type().is_symlink() {
+            return Err(RegistryError::BadHandler {
+                lambda: name.to_string(),
+                message: format!("registry entry {} is a symbolic link", dir.display()),
+            });
+        }
+        if !dir_md.is_dir() {
+            return Err(unknown());
+        }
+        let file = dir.join(HANDLER_FILE);
+        let md = std::fs::symlink_metadata(&file).map_err(|_| RegistryError::NoHandlerFile {
+            lambda: name.to_string(),
+            path: file.clone(),
+        })?;
+        if !md.is_file() {
+            return Err(RegistryError::BadHandler {
+                lambda: name.to_string(),
+                message: format!("{} is not a regular file", file.display()),
+            });
+        }
+        let mtime_ns = i128::from(md.mtime()) * 1_000_000_000 + i128::from(md.mtime_nsec());
+        let dep = |f: &Path| {
+            std::fs::symlink_metadata(f).ok().map(|m| {
+                let t = i128::from(m.mtime()) * 1_000_000_000 + i128::from(m.mtime_nsec());
+                (m.ino(), m.size(), t)
+            })
+        };
+        let [_, requirements, packages, config] = versioned_files(&dir);
+        let deps = [dep(&requirements), dep(&packages), dep(&config)];
+        Ok(Handler {
+            dir,
+            dir_id: (dir_md.dev(), dir_md.ino()),
+            version: HandlerVersion {
+                dev: md.dev(),
+                ino: md.ino(),
+                size: md.size(),
+                mtime_ns,
+                deps,
+            },
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn name(n: &str) -> LambdaName {
+        LambdaName::parse(n).unwrap()
+    }
+
+    /// A registry in a temporary directory, watched (the test directory is on a local file
+    /// system).
+    fn watched() -> (tempfile::TempDir, Registry) {
+        let dir = tempfile::tempdir().unwrap();
+        let reg = Registry::new(dir.path().to_owned());
+        assert!(
+            reg.watch.is_some(),
+            "{} is not watched",
+            dir.path().display()
+        );
+        (dir, reg)
+    }
+
+    fn add(dir: &Path, lambda: &str, source: &str) {
+        std::fs::create_dir_all(dir.join(lambda)).unwrap();
+        std::fs::write(dir.join(lambda).join(HANDLER_FILE), source).unwrap();
+    }
+
+    #[test]
+    fn a_remembered_lookup_lasts_until_the_lambda_changes() {
+        let (dir, reg) = watched();
+        let hello = name("hello");
+        add(dir.path(), "hello", "v1");
+        assert!(reg.cached(&hello).is_none(), "never looked up");
+        let v1 = reg.lookup(&hello).unwrap().version;
+        assert_eq!(reg.cached(&hello).unwrap().version, v1);
+        assert_eq!(reg.remembered(), (1, 2), "the directory and lambda_func.py");
+        // Each kind of change is seen by the very next call: no waiting.
+        let file = dir.path().join("hello").join(HANDLER_FILE);
+        type Change<'a> = (&'static str, Box<dyn Fn() + 'a>);
+        let changes: [Change; 5] = [
+            (
+                "an edit",
+                Box::new(|| std::fs::write(&file, "v2 longer").unwrap()),
+            ),
+            (
+                "a new lambda.json",
+                Box::new(|| std::fs::write(dir.path().join("hello/lambda.json"), "{}").unwrap()),
+            ),
+            (
+                "an edit of lambda.json",
+                Box::new(|| {
+                    std::fs::write(dir.path().join("hello/lambda.json"), r#"{"timeout_s": 5}"#)
+                        .unwrap()
+                }),
+            ),
+            (
+                "a touched mtime",
+                Box::new(|| {
+                    let t = nix::sys::time::TimeSpec::new(1_000_000, 0);
+                    nix::sys::stat::utimensat(
+                        nix::fcntl::AT_FDCWD,
+                        &file,
+                        &t,
+                        &t,
+                        nix::sys::stat::UtimensatFlags::NoFollowSymlink,
+                    )
+                    .unwrap()
+                }),
+            ),
+            (
+                "a new requirements.txt",
+                Box::new(|| {
+                    std::fs::write(dir.path().join("hello/requirements.txt"), "six\n").unwrap()
+                }),
+            ),
+        ];
+        let mut last = v1;
+        for (what, change) in changes {
+            change();
+            assert!(reg.cached(&hello).is_none(), "{what} was not seen");
+            let now = reg.lookup(&hello).unwrap().version;
+            assert_ne!(now, last, "{what}");
+            assert_eq!(reg.cached(&hello).unwrap().version, now, "{what}");
+            last = now;
+        }
+        // The directory replaced by another (an upload's rename), then deleted.
+        add(dir.path(), "staged", "v3");
+        std::fs::rename(dir.path().join("hello"), dir.path().join("old")).unwrap();
+        std::fs::rename(dir.path().join("staged"), dir.path().join("hello")).unwrap();
+        assert!(
+            reg.cached(&hello).is_none(),
+            "a replaced directory was not seen"
+        );
+        let replaced = reg.lookup(&hello).unwrap();
+        assert!(replaced.open_dir().unwrap().1, "the new directory");
+        std::fs::remove_dir_all(dir.path().join("hello")).unwrap();
+        assert!(
+            reg.cached(&hello).is_none(),
+            "a deleted lambda was not seen"
+        );
+        assert!(matches!(
+            reg.lookup(&hello),
+            Err(RegistryError::Unknown { .. })
+        ));
+        assert_eq!(
+            reg.remembered(),
+            (0, 0),
+            "what is not remembered holds no watch"
+        );
+    }
+
+    #[test]
+    fn a_change_during_the_lookup_is_not_remembered() {
+        let (dir, reg) = watched();
+        let hello = name("hello");
+        add(dir.path(), "hello", "v1");
+        let watch = reg.watch.as_ref().unwrap();
+        let lambda_dir = dir.path().join("hello");
+        let found = watch.remember(&hello, &lambda_dir, &versioned_files(&lambda_dir), || {
+            let before = reg.look(&hello);
+            // An upload lands after the stats, before the result is kept.
+            std::fs::write(lambda_dir.join(HANDLER_FILE), "v2 longer").unwrap();
+            before
+        });
+        assert!(found.is_ok());
+        assert!(
+            reg.cached(&hello).is_none(),
+            "a stale lookup was remembered"
+        );
+        let now = reg.lookup(&hello).unwrap();
+        assert_ne!(now.version, found.unwrap().version);
+        assert_eq!(reg.cached(&hello).unwrap().version, now.version);
+    }
+
+    #[test]
+    fn a_file_two_lambdas_share_is_watched_for_one() {
+        let (dir, reg) = watched();
+        add(dir.path(), "a", "shared");
+        std::fs::create_dir(dir.path().join("b")).unwrap();
+        std::fs::hard_link(
+            dir.path().join("a").join(HANDLER_FILE),
+            dir.path().join("b").join(HANDLER_FILE),
+        )
+        .unwrap();
+        reg.lookup(&name("a")).unwrap();
+        reg.lookup(&name("b")).unwrap();
+        assert!(reg.cached(&name("a")).is_some());
+        assert!(
+            reg.cached(&name("b")).is_none(),
+            "b shares a's watch: looked up each time"
+        );
+        // An edit through b's path is an edit of a's file too.
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(dir.path().join("b").join(HANDLER_FILE))
+            .and_then(|mut f| std::io::Write::write_all(&mut f, b" more"))
+            .unwrap();
+        assert!(reg.cached(&name("a")).is_none());
+    }
+
+    #[test]
+    fn at_most_max_remembered_lambdas_with_their_watches() {
+        let (dir, reg) = watched();
+        let n = MAX_REMEMBERED + 50;
+        for i in 0..n {
+            add(dir.path(), &format!("l{i}"), "x");
+        }
+        for i in 0..n {
+            reg.lookup(&name(&format!("l{i}"))).unwrap();
+        }
+        assert_eq!(reg.remembered(), (MAX_REMEMBERED, 2 * MAX_REMEMBERED));
+        assert!(
+            reg.cached(&name("l0")).is_none(),
+            "the least recently used went first"
+        );
+        assert!(reg.cached(&name(&format!("l{}", n - 1))).is_some());
+    }
+
+    #[test]
+    fn only_local_file_systems_are_watched() {
+        use nix::sys::statfs as fs;
+        for local in [
+            fs::EXT4_SUPER_MAGIC,
+            fs::XFS_SUPER_MAGIC,
+            fs::TMPFS_MAGIC,
+            fs::BTRFS_SUPER_MAGIC,
+        ] {
+            assert!(watchable(local), "{local:?}");
+        }
+        for remote in [
+            fs::NFS_SUPER_MAGIC,
+            fs::SMB_SUPER_MAGIC,
+            fs::FUSE_SUPER_MAGIC,
+            fs::CODA_SUPER_MAGIC,
+        ] {
+            assert!(!watchable(remote), "{remote:?}");
+        }
+    }
+
+    #[test]
+    fn lookup_and_versions() {
+        let dir = tempfile::tempdir().unwrap();
+        let reg = Registry::new(dir.path().to_owned());
+        assert!(matches!(
+            reg.lookup(&name("hello")),
+            Err(RegistryError::Unknown { .. })
+        ));
+        std::fs::create_dir(dir.path().join("hello")).unwrap();
+        assert!(matches!(
+            reg.lookup(&name("hello")),
+            Err(RegistryError::NoHandlerFile { .. })
+        ));
+        let file = dir.path().join("hello/lambda_func.py");
+        std::fs::write(&file, "def handler(e): return 1\n").unwrap();
+        let v1 = reg.lookup(&name("hello")).unwrap().version;
+        assert_eq!(v1, reg.lookup(&name("hello")).unwrap().version);
+        std::fs::write(&file, "def handler(e): return 22\n").unwrap();
+        assert_ne!(v1, reg.lookup(&name("hello")).unwrap().version);
+    }
+
+    #[test]
+    fn an_entry_swapped_after_lookup_is_not_mounted() {
+        let dir = tempfile::tempdir().unwrap();
+        let reg = Registry::new(dir.path().to_owned());
+        let outside = dir.path().join("outside");
+        std::fs::create_dir(&outside).unwrap();
+        std::fs::write(outside.join(HANDLER_FILE), "x").unwrap();
+        let lambda = dir.path().join("swapped");
+        std::fs::create_dir(&lambda).unwrap();
+        std::fs::write(lambda.join(HANDLER_FILE), "x").unwrap();
+        let handler = reg.lookup(&name("swapped")).unwrap();
+        assert!(handler.open_dir().unwrap().1, "the same directory");
+        // Replaced by a link to a directory elsewhere: refused, not followed.
+        std::fs::rename(&lambda, dir.path().join("old")).unwrap();
+        std::os::unix::fs::symlink(&outside, &lambda).unwrap();
+        let err = handler.open_dir().unwrap_err().to_string();
+        assert!(err.contains("a symbolic link is never followed"), "{err}");
+        // Replaced by another real directory (an upload): used, and said to be another.
+        std::fs::remove_file(&lambda).unwrap();
+        std::fs::create_dir(&lambda).unwrap();
+        assert!(!handler.open_dir().unwrap().1, "another directory");
+    }
+
+    #[test]
+    fn symlinks_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        std::os::unix::fs::symlink("/etc", dir.path().join("evil")).unwrap();
+        let reg = Registry::new(dir.path().to_owned());
+        assert!(matches!(
+            reg.lookup(&name("evil")),
+            Err(RegistryError::BadHandler { .. })
+        ));
+        std::fs::create_dir(dir.path().join("link")).unwrap();
+        std::os::unix::fs::symlink("/etc/passwd", dir.path().join("link/lambda_func.py")).unwrap();
+        assert!(matches!(
+            reg.lookup(&name("link")),
+            Err(RegistryError::BadHandler { .. })
+        ));
+    }
+}
