@@ -223,6 +223,12 @@ mod tests {
         add(dir.path(), "hello", "v1");
         assert!(reg.cached(&hello).is_none(), "never looked up");
         let v1 = reg.lookup(&hello).unwrap().version;
+        assert!(
+            reg.cached(&hello).is_none(),
+            "remembered from the second lookup on"
+        );
+        assert_eq!(reg.remembered(), (0, 0));
+        assert_eq!(reg.lookup(&hello).unwrap().version, v1);
         assert_eq!(reg.cached(&hello).unwrap().version, v1);
         assert_eq!(reg.remembered(), (1, 2), "the directory and lambda_func.py");
         // Each kind of change is seen by the very next call: no waiting.
@@ -306,6 +312,7 @@ mod tests {
         let hello = name("hello");
         add(dir.path(), "hello", "v1");
         let watch = reg.watch.as_ref().unwrap();
+        reg.lookup(&hello).unwrap();
         let lambda_dir = dir.path().join("hello");
         let found = watch.remember(&hello, &lambda_dir, &versioned_files(&lambda_dir), || {
             let before = reg.look(&hello);
@@ -333,8 +340,10 @@ mod tests {
             dir.path().join("b").join(HANDLER_FILE),
         )
         .unwrap();
-        reg.lookup(&name("a")).unwrap();
-        reg.lookup(&name("b")).unwrap();
+        for _ in 0..2 {
+            reg.lookup(&name("a")).unwrap();
+            reg.lookup(&name("b")).unwrap();
+        }
         assert!(reg.cached(&name("a")).is_some());
         assert!(
             reg.cached(&name("b")).is_none(),
@@ -356,6 +365,10 @@ mod tests {
         for i in 0..n {
             add(dir.path(), &format!("l{i}"), "x");
         }
+        for i in 0..n {
+            reg.lookup(&name(&format!("l{i}"))).unwrap();
+        }
+        assert_eq!(reg.remembered(), (0, 0), "each looked up once: no watch");
         for i in 0..n {
             reg.lookup(&name(&format!("l{i}"))).unwrap();
         }

@@ -8,6 +8,8 @@
 //! warm path makes no `stat` at all.
 //!
 //! Rules:
+//! - a lambda is remembered from its second lookup on (as nginx's `open_file_cache_min_uses`):
+//!   a lambda called once (a stream of new lambdas, each cold) never pays for watches;
 //! - a lookup is remembered only if no event arrived between adding its watches and its
 //!   result (an edit racing the lookup is never lost);
 //! - any event of a lambda's watches forgets that lambda; an event in the registry directory
@@ -34,6 +36,8 @@ use crate::name::LambdaName;
 
 /// The most lambdas remembered at once.
 pub const MAX_REMEMBERED: usize = 1024;
+/// The most lambdas known to have been looked up once (candidates for remembering).
+const MAX_SEEN: usize = 4 * MAX_REMEMBERED;
 
 /// What a change of a watched file or directory can look like.
 fn changes() -> AddWatchFlags {
@@ -78,6 +82,8 @@ struct Entry<T> {
 #[derive(Debug)]
 struct State<T> {
     remembered: LruCache<LambdaName, Entry<T>>,
+    /// Lambdas looked up once, not remembered yet.
+    seen: LruCache<LambdaName, ()>,
     /// The lambda each watch of a remembered lambda belongs to.
     owners: HashMap<WatchDescriptor, LambdaName>,
     /// The registry directory's watch; `None` once it is gone (nothing is remembered then).
@@ -110,11 +116,12 @@ impl<T: Clone> Watch<T> {
             .add_watch(dir, flags)
             .map_err(|e| tracing::warn!(registry = %dir.display(), error = %e, "cannot watch the registry: lookups are not remembered"))
             .ok()?;
-        let capacity = NonZeroUsize::new(MAX_REMEMBERED).unwrap_or(NonZeroUsize::MIN);
+        let capacity = |n| NonZeroUsize::new(n).unwrap_or(NonZeroUsize::MIN);
         Some(Self {
             inotify,
             state: Mutex::new(State {
-                remembered: LruCache::new(capacity),
+                remembered: LruCache::new(capacity(MAX_REMEMBERED)),
+                seen: LruCache::new(capacity(MAX_SEEN)),
                 owners: HashMap::new(),
                 registry: Some(registry),
                 events: 0,
@@ -135,7 +142,8 @@ impl<T: Clone> Watch<T> {
     }
 
     /// Runs `lookup` (blocking) for the lambda whose directory is `dir` and whose files are
-    /// `files`, remembering its value when it succeeds and nothing changed meanwhile.
+    /// `files`, remembering its value when it succeeds, nothing changed meanwhile, and the
+    /// lambda was looked up before.
     pub fn remember<E>(
         &self,
         name: &LambdaName,
@@ -146,7 +154,11 @@ impl<T: Clone> Watch<T> {
         let before = {
             let mut state = self.lock();
             self.drain(&mut state);
-            state.registry.is_some().then_some(state.events)
+            let again = state.seen.get(name).is_some() || state.remembered.contains(name);
+            if !again {
+                state.seen.put(name.clone(), ());
+            }
+            (again && state.registry.is_some()).then_some(state.events)
         };
         // Watches first, then the lookup: a change after this point is an event.
         let watches = before.and_then(|_| self.add_watches(dir, files));
@@ -172,6 +184,7 @@ impl<T: Clone> Watch<T> {
                         .collect();
                     self.release(&mut state, stale);
                 }
+                state.seen.pop(name);
                 for w in &watches {
                     state.owners.insert(*w, name.clone());
                 }
@@ -179,8 +192,9 @@ impl<T: Clone> Watch<T> {
                     value: v.clone(),
                     watches,
                 };
-                if let Some((_, evicted)) = state.remembered.push(name.clone(), entry) {
+                if let Some((old, evicted)) = state.remembered.push(name.clone(), entry) {
                     self.release(&mut state, evicted.watches);
+                    state.seen.put(old, ());
                 }
             }
             _ => {
@@ -279,9 +293,11 @@ impl<T: Clone> Watch<T> {
         }
     }
 
+    /// Forgets a remembered lambda; it stays a candidate, remembered again at its next lookup.
     fn forget(&self, state: &mut State<T>, name: &LambdaName) {
         if let Some(entry) = state.remembered.pop(name) {
             self.release(state, entry.watches);
+            state.seen.put(name.clone(), ());
         }
     }
 
