@@ -1,9 +1,12 @@
 //! The worker's lifecycle: start (clean leftovers, bind, serve), graceful shutdown.
 //!
-//! Start: validate the config, detect cgroups, remove what a crashed run left behind, create the
-//! scratch root, bind the HTTP port, serve. Shutdown: stop accepting, let in-flight requests
-//! finish under `shutdown_timeout_s`, destroy every sandbox, remove the worker's cgroups and
-//! scratch directories.
+//! Start, in order: validate the config, detect cgroups, remove what a crashed run left behind,
+//! create the scratch root, bind the HTTP port, raise the open-files limit, make the manager over
+//! the launcher, remove package staging directories of dead workers, start the root zygote,
+//! serve (at most `max_connections` connections; one more gets a 503 and is closed) with the
+//! reaper beside. Shutdown: stop accepting, let in-flight requests finish under
+//! `shutdown_timeout_s`, shut the manager down (`manager/shutdown.rs`), remove the worker's
+//! cgroups and scratch directories.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
