@@ -197,14 +197,7 @@ impl<T: Clone> Watch<T> {
                     state.seen.put(old, ());
                 }
             }
-            _ => {
-                // Not remembered: give back the watches no remembered lambda uses.
-                let unused = watches
-                    .into_iter()
-                    .filter(|w| !state.owners.contains_key(w))
-                    .collect();
-                self.release(&mut state, unused);
-            }
+            _ => self.release_unowned(&mut state, watches),
         }
         value
     }
@@ -229,12 +222,7 @@ impl<T: Clone> Watch<T> {
             None => Some(watches),
             Some(e) => {
                 tracing::debug!(dir = %dir.display(), error = %e, "cannot watch a lambda: its lookups are not remembered");
-                let mut state = self.lock();
-                let unused = watches
-                    .into_iter()
-                    .filter(|w| !state.owners.contains_key(w))
-                    .collect();
-                self.release(&mut state, unused);
+                self.release_unowned(&mut self.lock(), watches);
                 None
             }
         }
@@ -306,6 +294,16 @@ impl<T: Clone> Watch<T> {
         for name in names {
             self.forget(state, &name);
         }
+    }
+
+    /// Removes the watches of a lookup that is not remembered, but those a remembered lambda
+    /// uses (the same inode watched twice is one watch).
+    fn release_unowned(&self, state: &mut State<T>, watches: Vec<WatchDescriptor>) {
+        let unowned = watches
+            .into_iter()
+            .filter(|w| !state.owners.contains_key(w))
+            .collect();
+        self.release(state, unowned);
     }
 
     /// Removes watches.
