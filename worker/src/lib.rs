@@ -10,12 +10,14 @@
 //! responses in [`error::ApiError::into_response`].
 
 pub mod api;
+pub mod archive;
 pub mod argv;
 pub mod bundle;
 pub mod cleanup;
 pub mod config;
 pub mod error;
 pub mod files;
+pub mod functions;
 pub mod lambda_config;
 pub mod launch;
 pub mod manager;

@@ -1,27 +1,15 @@
-//! Per-lambda limits: an optional `lambda.json` beside `lambda_func.py`.
-//!
-//! ```json
-//! {"memory_mb": 512, "timeout_s": 30, "max_procs": 32, "cpu_percent": 50,
-//!  "max_concurrency": 2, "tmp_mb": 128}
-//! ```
-//!
-//! Every key is optional; a missing key takes the worker's value from `template.json`
-//! (`memory_mb`, `timeout_s`, `max_procs`, `cpu_percent`, `max_sandboxes_per_lambda`, `tmp_mb`).
-//! The file is checked on every cold start and whenever it changes: an unknown key, a value of
-//! the wrong type or out of range is an error naming the key (HTTP 400 on the call), never a
-//! silent fallback. Editing the file retires the lambda's sandboxes like editing its code.
+//! The limits one function's sandboxes get: its `lambda.json` values over the worker's
+//! defaults from `template.json` (`memory_mb`, `timeout_s`, `max_procs`, `cpu_percent`,
+//! `max_sandboxes_per_lambda`, `tmp_mb`).
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use sandbox::cgroup::Limits;
 use serde::Serialize;
 
+use super::{LambdaConfig, LambdaConfigError};
 use crate::config::Config;
 
-/// The file name in a lambda's directory.
-pub const LAMBDA_CONFIG_FILE: &str = "lambda.json";
-/// Largest `lambda.json` read, in bytes.
-const MAX_FILE_BYTES: u64 = 64 * 1024;
 /// The CFS period used with `cpu_percent` (100 ms, the kernel's default).
 pub const CPU_PERIOD_US: u64 = 100_000;
 
@@ -36,25 +24,6 @@ pub struct LambdaLimits {
     pub max_concurrency: usize,
     pub tmp_mb: u64,
 }
-
-/// An invalid `lambda.json`, naming the file and, when one is at fault, the key.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{}{message}", key.as_ref().map(|k| format!("key {k:?}: ")).unwrap_or_default())]
-pub struct LambdaConfigError {
-    pub path: PathBuf,
-    pub key: Option<String>,
-    pub message: String,
-}
-
-/// The keys `lambda.json` may hold, with their ranges (inclusive) and a note on steps.
-const KEYS: [(&str, u64, u64); 6] = [
-    ("memory_mb", 128, 3008),
-    ("timeout_s", 1, 900),
-    ("max_procs", 4, 4096),
-    ("cpu_percent", 1, 0), // the upper bound is 100 per CPU of this machine
-    ("max_concurrency", 1, 1000),
-    ("tmp_mb", 1, 10240),
-];
 
 impl LambdaLimits {
     /// The worker's defaults (`template.json`).
@@ -71,62 +40,7 @@ impl LambdaLimits {
 
     /// The defaults with `<dir>/lambda.json` applied, if the file exists.
     pub fn load(dir: &Path, cfg: &Config) -> Result<Self, LambdaConfigError> {
-        let path = dir.join(LAMBDA_CONFIG_FILE);
-        let err = |key: Option<&str>, message: String| LambdaConfigError {
-            path: path.clone(),
-            key: key.map(str::to_owned),
-            message,
-        };
-        let Some(text) = crate::files::read_regular_file(&path, MAX_FILE_BYTES)
-            .map_err(|e| err(None, e.to_string()))?
-        else {
-            return Ok(Self::defaults(cfg));
-        };
-        let value: serde_json::Value = serde_json::from_str(&text)
-            .map_err(|e| err(None, format!("it is not valid JSON: {e}")))?;
-        let serde_json::Value::Object(map) = value else {
-            return Err(err(None, "it must hold a JSON object".to_owned()));
-        };
-        let cores = std::thread::available_parallelism().map_or(1, |n| n.get() as u64);
-        let mut limits = Self::defaults(cfg);
-        for (key, value) in &map {
-            let Some(&(_, min, max)) = KEYS.iter().find(|(k, _, _)| k == key) else {
-                let known: Vec<&str> = KEYS.iter().map(|(k, _, _)| *k).collect();
-                return Err(err(
-                    Some(key),
-                    format!("unknown key (known: {})", known.join(", ")),
-                ));
-            };
-            let max = if key == "cpu_percent" {
-                100 * cores
-            } else {
-                max
-            };
-            let Some(n) = value.as_u64() else {
-                return Err(err(
-                    Some(key),
-                    format!("must be a whole number from {min} to {max}, not {value}"),
-                ));
-            };
-            if n < min || n > max {
-                return Err(err(
-                    Some(key),
-                    format!("must be from {min} to {max}, not {n}"),
-                ));
-            }
-            match key.as_str() {
-                "memory_mb" if n % 64 != 0 => {
-                    return Err(err(Some(key), format!("must be a multiple of 64, not {n}")))
-                }
-                "memory_mb" => limits.memory_mb = n,
-                "timeout_s" => limits.timeout_s = n,
-                "max_procs" => limits.max_procs = n,
-                "cpu_percent" => limits.cpu_percent = Some(n),
-                "max_concurrency" => limits.max_concurrency = n as usize,
-                _ => limits.tmp_mb = n,
-            }
-        }
-        Ok(limits)
+        Ok(LambdaConfig::load(dir)?.limits(cfg))
     }
 
     /// The cgroup limits of one sandbox of this lambda.
@@ -144,6 +58,7 @@ impl LambdaLimits {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::lambda_config::LAMBDA_CONFIG_FILE;
 
     fn load(text: &str) -> Result<LambdaLimits, LambdaConfigError> {
         let dir = tempfile::tempdir().unwrap();

@@ -1,0 +1,139 @@
+use super::*;
+
+fn parse(text: &str) -> Result<LambdaConfig, KeyError> {
+    LambdaConfig::parse(text)
+}
+
+#[test]
+fn every_new_key_parses_and_round_trips() {
+    let c = parse(
+        r#"{"entry": "app.main.handler", "runtime": "python3.13", "description": "d",
+            "memory_mb": 512, "workers": 8, "environment": {"TORCH_HOME": "/tmp/t", "A_1": ""},
+            "layers": ["common", "np:3"], "tags": {"lambdapool": "yes"}}"#,
+    )
+    .unwrap();
+    let entry = c.entry.clone().unwrap();
+    assert_eq!(
+        (entry.module.as_str(), entry.function.as_str()),
+        ("app.main", "handler")
+    );
+    assert_eq!(entry.module_file(), "app/main.py");
+    assert_eq!(c.max_concurrency, Some(8));
+    assert_eq!(c.environment.as_ref().unwrap()["TORCH_HOME"], "/tmp/t");
+    let layers = c.layers.clone().unwrap();
+    assert_eq!(layers[0].to_string(), "common");
+    assert_eq!(layers[1].version, Some(3));
+    let again = LambdaConfig::parse(&c.to_json_pretty()).unwrap();
+    assert_eq!(again, c);
+    // `workers` is written as max_concurrency.
+    assert!(c.to_value().get("workers").is_none());
+    assert_eq!(c.to_value()["max_concurrency"], 8);
+    assert_eq!(parse("{}").unwrap(), LambdaConfig::default());
+}
+
+#[test]
+fn bad_new_values_name_the_key() {
+    let big = format!(r#"{{"environment": {{"A": "{}"}}}}"#, "x".repeat(4096));
+    let many_tags = format!(
+        r#"{{"tags": {{{}}}}}"#,
+        (0..51)
+            .map(|i| format!("\"t{i}\": \"v\""))
+            .collect::<Vec<_>>()
+            .join(",")
+    );
+    for (text, key, needle) in [
+        (r#"{"entry": "handler"}"#, "entry", "module.function"),
+        (r#"{"entry": "a-b.c"}"#, "entry", "identifiers"),
+        (r#"{"entry": "a..c"}"#, "entry", "identifiers"),
+        (r#"{"entry": 3}"#, "entry", "string"),
+        (r#"{"runtime": "python2.7"}"#, "runtime", "python3.N"),
+        (r#"{"runtime": "nodejs20.x"}"#, "runtime", "python3.N"),
+        (r#"{"workers": 33}"#, "workers", "from 1 to 32"),
+        (
+            r#"{"workers": 2, "max_concurrency": 2}"#,
+            "workers",
+            "give one",
+        ),
+        (
+            r#"{"environment": {"1A": "x"}}"#,
+            "environment",
+            "not a valid name",
+        ),
+        (
+            r#"{"environment": {"A-B": "x"}}"#,
+            "environment",
+            "not a valid name",
+        ),
+        (
+            r#"{"environment": {"A": 1}}"#,
+            "environment",
+            "must be a string",
+        ),
+        (
+            r#"{"environment": {"LAMBDA_NAME": "x"}}"#,
+            "environment",
+            "reserved",
+        ),
+        (
+            r#"{"environment": {"AWS_REGION": "x"}}"#,
+            "environment",
+            "reserved",
+        ),
+        (
+            r#"{"environment": ["A"]}"#,
+            "environment",
+            "object of strings",
+        ),
+        (&big, "environment", "more than 4096"),
+        (
+            r#"{"layers": ["a","b","c","d","e","f"]}"#,
+            "layers",
+            "at most 5",
+        ),
+        (r#"{"layers": ["a", "a:2"]}"#, "layers", "twice"),
+        (r#"{"layers": ["../x"]}"#, "layers", "letter or digit"),
+        (r#"{"layers": ["a/b"]}"#, "layers", "letters, digits"),
+        (r#"{"layers": ["a:0"]}"#, "layers", "version"),
+        (r#"{"layers": "a"}"#, "layers", "list"),
+        (&many_tags, "tags", "at most 50"),
+        (r#"{"tags": {"": "v"}}"#, "tags", "1 to 128"),
+        (r#"{"description": 5}"#, "description", "string"),
+        (r#"{"handler": "a.b"}"#, "handler", "unknown key"),
+    ] {
+        let e = parse(text).unwrap_err();
+        assert_eq!(e.key.as_deref(), Some(key), "{text}: {e}");
+        assert!(e.to_string().contains(needle), "{text}: {e}");
+    }
+}
+
+#[test]
+fn over_takes_unset_keys_from_the_base() {
+    let base = parse(r#"{"entry": "a.b", "memory_mb": 256, "environment": {"X": "1"}}"#).unwrap();
+    let top = parse(r#"{"memory_mb": 512, "tags": {"t": "v"}}"#).unwrap();
+    let m = top.over(&base);
+    assert_eq!(m.memory_mb, Some(512));
+    assert_eq!(m.entry.unwrap().to_string(), "a.b");
+    assert_eq!(m.environment.unwrap()["X"], "1");
+    assert_eq!(m.tags.unwrap()["t"], "v");
+}
+
+#[test]
+fn the_default_entry_follows_the_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = LambdaConfig::default();
+    assert_eq!(c.entry_in(dir.path()), Entry::default());
+    std::fs::write(dir.path().join("lambda_main.py"), "").unwrap();
+    assert!(c.entry_in(dir.path()).is_luna());
+    std::fs::write(dir.path().join("lambda_func.py"), "").unwrap();
+    assert_eq!(c.entry_in(dir.path()), Entry::default());
+    let set = parse(r#"{"entry": "app.go"}"#).unwrap();
+    assert_eq!(set.entry_in(dir.path()).to_string(), "app.go");
+}
+
+#[test]
+fn limits_use_the_worker_defaults_for_unset_keys() {
+    let cfg = Config::default();
+    let l = parse(r#"{"workers": 3}"#).unwrap().limits(&cfg);
+    assert_eq!(l.max_concurrency, 3);
+    assert_eq!(l.memory_mb, cfg.memory_mb);
+}
