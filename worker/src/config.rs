@@ -30,12 +30,60 @@ pub enum ConfigError {
 
 pub type Result<T> = std::result::Result<T, ConfigError>;
 
-/// Where handler code comes from. Only a local directory for now (OpenLambda's default).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
-#[serde(rename_all = "lowercase")]
+/// Where function code comes from: `"local"` (the `registry_dir` directory, OpenLambda's
+/// default) or the URL of a registry server (`"http://host:port"`, set by `admin registry`),
+/// whose functions the worker unpacks into `<worker_dir>/registry-cache`.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub enum RegistryKind {
     #[default]
     Local,
+    /// `http://host:port`, without a trailing slash.
+    Server(String),
+}
+
+impl RegistryKind {
+    /// Parses `"local"` or an `http://host[:port]` URL.
+    pub fn parse(raw: &str) -> std::result::Result<Self, String> {
+        if raw == "local" {
+            return Ok(Self::Local);
+        }
+        let Some(rest) = raw.strip_prefix("http://") else {
+            return Err(format!(
+                "registry: {raw:?} is neither \"local\" nor an http:// URL of a registry server"
+            ));
+        };
+        let host = rest.trim_end_matches('/');
+        if host.is_empty() || host.contains(['/', '?', '#', '@', ' ']) {
+            return Err(format!(
+                "registry: {raw:?} must be http://host:port, with no path"
+            ));
+        }
+        Ok(Self::Server(format!("http://{host}")))
+    }
+
+    /// The registry server's base URL, in registry mode.
+    pub fn server(&self) -> Option<&str> {
+        match self {
+            Self::Local => None,
+            Self::Server(url) => Some(url),
+        }
+    }
+}
+
+impl Serialize for RegistryKind {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        match self {
+            Self::Local => s.serialize_str("local"),
+            Self::Server(url) => s.serialize_str(url),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for RegistryKind {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        let raw = String::deserialize(d)?;
+        Self::parse(&raw).map_err(serde::de::Error::custom)
+    }
 }
 
 /// The sandboxing engine. `sock` is lambdaworker's namespace + cgroup + pivot_root sandbox.
@@ -78,8 +126,17 @@ pub struct Config {
     pub worker_host: String,
     /// This worker's state directory (`<cluster>/workers/worker-N`); set by `admin workers`.
     pub worker_dir: PathBuf,
-    /// Registry mode (`local`).
+    /// Where function code comes from: `local` or a registry server's URL.
     pub registry: RegistryKind,
+    /// In registry mode, how long a function's version fetched from the server is used before
+    /// it is checked again, in milliseconds (calls in between never wait on the server).
+    pub registry_revalidate_ms: u64,
+    /// The access key and secret that sign changes through the management API (a 0600 JSON
+    /// file written by `admin registry`); empty: no credentials, changes only from loopback.
+    pub credentials_file: PathBuf,
+    /// Region and account in the ARNs the AWS-compatible API reports.
+    pub aws_region: String,
+    pub aws_account_id: String,
     /// Local registry directory: `<registry_dir>/<name>/lambda_func.py`.
     pub registry_dir: PathBuf,
     /// Sandbox engine (`sock`).
@@ -159,6 +216,10 @@ impl Default for Config {
             worker_host: "127.0.0.1".to_owned(),
             worker_dir: PathBuf::new(),
             registry: RegistryKind::Local,
+            registry_revalidate_ms: 1000,
+            credentials_file: PathBuf::new(),
+            aws_region: "us-east-1".to_owned(),
+            aws_account_id: "000000000000".to_owned(),
             registry_dir: PathBuf::new(),
             sandbox: SandboxKind::Sock,
             base_dir: PathBuf::new(),
@@ -330,6 +391,25 @@ impl Config {
                 "must not be 0: handler code never runs as root",
             );
         }
+        if self.registry_revalidate_ms == 0 {
+            return bad("registry_revalidate_ms", "must be at least 1");
+        }
+        let region_ok = !self.aws_region.is_empty()
+            && self
+                .aws_region
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+        if !region_ok {
+            return bad(
+                "aws_region",
+                "must be lower-case letters, digits and '-' (us-east-1)",
+            );
+        }
+        if self.aws_account_id.len() != 12
+            || !self.aws_account_id.bytes().all(|b| b.is_ascii_digit())
+        {
+            return bad("aws_account_id", "must be 12 digits");
+        }
         let url = &self.pip_index_url;
         if !(url.is_empty() || url.starts_with("https://") || url.starts_with("http://")) {
             return bad(
@@ -442,6 +522,28 @@ mod tests {
             .to_string();
         assert!(err.contains("timeout_s"), "{err}");
         assert!(base.merge_json("[1]").is_err());
+    }
+
+    #[test]
+    fn registry_is_local_or_a_server_url() {
+        let c = Config::from_json(r#"{"registry": "local"}"#, Path::new("t")).unwrap();
+        assert_eq!(c.registry, RegistryKind::Local);
+        let c =
+            Config::from_json(r#"{"registry": "http://10.0.0.1:9000/"}"#, Path::new("t")).unwrap();
+        assert_eq!(c.registry.server(), Some("http://10.0.0.1:9000"));
+        let text = serde_json::to_string(&c).unwrap();
+        assert!(
+            text.contains(r#""registry":"http://10.0.0.1:9000""#),
+            "{text}"
+        );
+        for bad in ["s3", "https://x", "http://", "http://x/path"] {
+            let e = Config::from_json(&format!(r#"{{"registry": "{bad}"}}"#), Path::new("t"));
+            assert!(e.unwrap_err().to_string().contains("registry"), "{bad}");
+        }
+        let base = Config::default();
+        assert!(base.merge_json(r#"{"aws_account_id": "12"}"#).is_err());
+        assert!(base.merge_json(r#"{"aws_region": "US"}"#).is_err());
+        assert!(base.merge_json(r#"{"registry_revalidate_ms": 0}"#).is_err());
     }
 
     #[test]
