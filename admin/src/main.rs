@@ -6,7 +6,6 @@
 
 mod cluster_dir;
 mod commands;
-mod http;
 mod process;
 
 use std::process::ExitCode;

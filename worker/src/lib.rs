@@ -18,6 +18,7 @@ pub mod config;
 pub mod error;
 pub mod files;
 pub mod functions;
+pub mod http_client;
 pub mod lambda_config;
 pub mod launch;
 pub mod manager;

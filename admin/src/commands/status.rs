@@ -18,7 +18,7 @@ use worker::config::Config;
 
 use super::local_host;
 use crate::cluster_dir::ClusterDir;
-use crate::http::{self, Response};
+use worker::http_client::{self as http, Response};
 
 /// Timeout for connecting to and reading from a worker.
 const TIMEOUT: Duration = Duration::from_secs(3);
@@ -298,6 +298,8 @@ mod tests {
             status: 200,
             reason: "OK".into(),
             body: "ready".into(),
+            bytes: Default::default(),
+            headers: Default::default(),
         };
         assert_eq!(
             ping_line(8080, &Ok(ok)),
@@ -311,6 +313,8 @@ mod tests {
             status: 503,
             reason: "Service Unavailable".into(),
             body: "{\"error\":\n \"the worker is shutting down\"}\n".into(),
+            bytes: Default::default(),
+            headers: Default::default(),
         };
         assert_eq!(
             ping_line(8080, &Ok(busy)),

@@ -23,8 +23,8 @@ use worker::config::Config;
 use super::local_host;
 use super::status::parse_stats;
 use crate::cluster_dir::ClusterDir;
-use crate::http;
 use crate::process;
+use worker::http_client as http;
 
 /// How long a worker may take to answer `ready`.
 const READY_TIMEOUT: Duration = Duration::from_secs(30);

@@ -1,11 +1,16 @@
-//! A blocking HTTP/1.1 `GET` for talking to local workers (`/status`, `/stats`): hyper's client
-//! over one TCP connection per request, driven by a current-thread tokio runtime because
-//! `admin` is synchronous. The body is read up to [`MAX_RESPONSE`] bytes.
+//! A small HTTP/1.1 client: one request over one TCP connection, with hyper's client. Used by
+//! `admin` (`/status`, `/stats`, the management API of a registry server), by workers in
+//! registry mode (pulling code, forwarding management requests) and by tests.
+//!
+//! [`send`] is async; [`send_blocking`] runs it on the calling thread (inside a blocking-pool
+//! thread of a runtime, on that runtime; elsewhere on a current-thread runtime of its own).
+//! Bodies are read up to a limit.
 
 use std::io;
 use std::time::Duration;
 
-use http_body_util::{BodyExt, Empty, Limited};
+use http::{HeaderMap, HeaderValue, Method, StatusCode};
+use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Bytes;
 use hyper::header::{CONNECTION, HOST};
 use hyper_util::rt::TokioIo;
@@ -20,7 +25,10 @@ pub struct Response {
     pub status: u16,
     /// The reason phrase of the status line as the server sent it (`OK`), possibly empty.
     pub reason: String,
+    /// The body as text (invalid UTF-8 replaced); [`Response::bytes`] holds it exactly.
     pub body: String,
+    pub bytes: Bytes,
+    pub headers: HeaderMap,
 }
 
 impl Response {
@@ -34,9 +42,91 @@ impl Response {
     }
 }
 
+/// One request to send.
+#[derive(Debug, Clone)]
+pub struct Request {
+    pub method: Method,
+    pub host: String,
+    pub port: u16,
+    /// Path and query, as sent (`/2015-03-31/functions/?MaxItems=5`).
+    pub path: String,
+    /// Sent as given; `Host` is added when absent, `Connection: close` always.
+    pub headers: HeaderMap,
+    pub body: Bytes,
+    /// For connecting, and again for the whole answer.
+    pub timeout: Duration,
+    /// Largest response body accepted, in bytes.
+    pub limit: usize,
+}
+
+impl Request {
+    /// A request with no headers and no body, the default limit.
+    pub fn new(method: Method, host: &str, port: u16, path: &str, timeout: Duration) -> Self {
+        Self {
+            method,
+            host: host.to_owned(),
+            port,
+            path: path.to_owned(),
+            headers: HeaderMap::new(),
+            body: Bytes::new(),
+            timeout,
+            limit: MAX_RESPONSE,
+        }
+    }
+}
+
 /// `GET http://<host>:<port><path>`, with `timeout` for connecting and again for the answer.
 pub fn get(host: &str, port: u16, path: &str, timeout: Duration) -> io::Result<Response> {
     get_limited(host, port, path, timeout, MAX_RESPONSE)
+}
+
+/// Sends `req` and reads the whole answer.
+pub async fn send(req: Request) -> io::Result<Response> {
+    let stream = connect(&req.host, req.port, req.timeout).await?;
+    let timeout = req.timeout;
+    within(timeout, exchange(stream, req)).await?
+}
+
+/// [`send`], blocking the calling thread (never call it on an async executor thread).
+pub fn send_blocking(req: Request) -> io::Result<Response> {
+    match tokio::runtime::Handle::try_current() {
+        Ok(handle) => handle.block_on(send(req)),
+        Err(_) => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?
+            .block_on(send(req)),
+    }
+}
+
+/// Splits `http://host[:port]` into host and port (80 by default).
+pub fn split_url(url: &str) -> io::Result<(String, u16)> {
+    let bad = || {
+        io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("{url:?} is not http://host[:port]"),
+        )
+    };
+    let rest = url
+        .strip_prefix("http://")
+        .ok_or_else(bad)?
+        .trim_end_matches('/');
+    if rest.is_empty() || rest.contains('/') {
+        return Err(bad());
+    }
+    // `[::1]:8080`, `host:8080`, `host`.
+    let (host, port) = match rest.rfind(':') {
+        Some(i) if !rest[i..].contains(']') => {
+            let port = rest[i + 1..].parse::<u16>().map_err(|_| bad())?;
+            (&rest[..i], port)
+        }
+        _ => (rest, 80),
+    };
+    Ok((
+        host.trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_owned(),
+        port,
+    ))
 }
 
 /// A short, lowercase description of a connection error (`connection refused`, `timed out`).
@@ -59,13 +149,9 @@ fn get_limited(
     timeout: Duration,
     limit: usize,
 ) -> io::Result<Response> {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    rt.block_on(async {
-        let stream = connect(host, port, timeout).await?;
-        within(timeout, exchange(stream, host, port, path, limit)).await?
-    })
+    let mut req = Request::new(Method::GET, host, port, path, timeout);
+    req.limit = limit;
+    send_blocking(req)
 }
 
 /// Connects to the first address of `host` that answers, each try under `timeout`.
@@ -83,25 +169,42 @@ async fn connect(host: &str, port: u16, timeout: Duration) -> io::Result<TcpStre
 }
 
 /// One request on `stream` and its whole answer.
-async fn exchange(
-    stream: TcpStream,
-    host: &str,
-    port: u16,
-    path: &str,
-    limit: usize,
-) -> io::Result<Response> {
+async fn exchange(stream: TcpStream, req: Request) -> io::Result<Response> {
+    let Request {
+        method,
+        host,
+        port,
+        path,
+        headers,
+        body,
+        limit,
+        ..
+    } = req;
     let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
         .await
         .map_err(from_hyper)?;
     // The connection task does the reading and writing; it ends when the server closes.
     let conn = tokio::spawn(conn);
-    let request = hyper::Request::get(path)
-        .header(HOST, host_header(host, port))
-        .header(CONNECTION, "close")
-        .body(Empty::<Bytes>::new())
-        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, format!("GET {path}: {e}")))?;
+    let mut request = hyper::Request::builder()
+        .method(method.clone())
+        .uri(path.as_str())
+        .body(Full::new(body))
+        .map_err(|e| {
+            io::Error::new(io::ErrorKind::InvalidInput, format!("{method} {path}: {e}"))
+        })?;
+    *request.headers_mut() = headers;
+    if !request.headers().contains_key(HOST) {
+        let value = HeaderValue::from_str(&host_header(&host, port)).map_err(|e| {
+            io::Error::new(io::ErrorKind::InvalidInput, format!("host {host:?}: {e}"))
+        })?;
+        request.headers_mut().insert(HOST, value);
+    }
+    request
+        .headers_mut()
+        .insert(CONNECTION, HeaderValue::from_static("close"));
     let response = sender.send_request(request).await.map_err(from_hyper)?;
-    let status = response.status();
+    let status: StatusCode = response.status();
+    let headers = response.headers().clone();
     // hyper keeps the reason phrase only when it is not the canonical one.
     let reason = match response.extensions().get::<hyper::ext::ReasonPhrase>() {
         Some(r) => String::from_utf8_lossy(r.as_bytes()).into_owned(),
@@ -117,6 +220,8 @@ async fn exchange(
         status: status.as_u16(),
         reason,
         body: String::from_utf8_lossy(&body).into_owned(),
+        bytes: body,
+        headers,
     })
 }
 
@@ -292,6 +397,48 @@ mod tests {
         drop(listener);
         let err = get("127.0.0.1", port, "/status", Duration::from_secs(2)).unwrap_err();
         assert_eq!(describe_error(&err), "connection refused");
+    }
+
+    #[test]
+    fn urls_split_into_host_and_port() {
+        assert_eq!(
+            split_url("http://10.0.0.1:9000").unwrap(),
+            ("10.0.0.1".to_owned(), 9000)
+        );
+        assert_eq!(split_url("http://reg/").unwrap(), ("reg".to_owned(), 80));
+        assert_eq!(
+            split_url("http://[::1]:81").unwrap(),
+            ("::1".to_owned(), 81)
+        );
+        for bad in ["https://x", "http://", "http://x/y", "http://x:port"] {
+            assert!(split_url(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_post_carries_its_headers_and_body() {
+        let (port, server) =
+            serve_once(b"HTTP/1.1 201 Created\r\nX-A: b\r\nContent-Length: 2\r\n\r\nok");
+        let mut req = Request::new(
+            Method::POST,
+            "127.0.0.1",
+            port,
+            "/p?q=1",
+            Duration::from_secs(5),
+        );
+        req.headers
+            .insert("x-amz-date", HeaderValue::from_static("20260101T000000Z"));
+        req.body = Bytes::from_static(b"{}");
+        let r = send_blocking(req).unwrap();
+        assert_eq!((r.status, r.bytes.as_ref()), (201, b"ok".as_ref()));
+        assert_eq!(r.headers["x-a"], "b");
+        let head = server.join().unwrap().to_ascii_lowercase();
+        assert!(head.starts_with("post /p?q=1 http/1.1\r\n"), "{head}");
+        assert!(
+            head.contains("\r\nx-amz-date: 20260101t000000z\r\n"),
+            "{head}"
+        );
+        assert!(head.contains("\r\ncontent-length: 2\r\n"), "{head}");
     }
 
     #[test]
