@@ -273,6 +273,9 @@ fn valid_region(region: &str) -> bool {
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
 }
 
+/// The headers `aws-sigv4` adds, and the signature.
+type Computed = (Vec<(&'static str, String)>, String);
+
 /// The signature `aws-sigv4` computes for `headers` (exactly those, in any order) at `time`.
 #[allow(clippy::too_many_arguments)]
 fn compute(
@@ -284,7 +287,7 @@ fn compute(
     region: &str,
     time: SystemTime,
     settings: SigningSettings,
-) -> Result<(Vec<(&'static str, String)>, String), AuthError> {
+) -> Result<Computed, AuthError> {
     let identity = aws_credential_types::Credentials::new(
         creds.access_key(),
         creds.secret_key(),
@@ -512,4 +515,4 @@ pub fn sign(
 
 #[cfg(test)]
 #[path = "sigv4_tests.rs"]
-mod tests;
+pub(crate) mod tests;
