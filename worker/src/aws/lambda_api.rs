@@ -185,13 +185,18 @@ impl LambdaApi {
                 AwsResponse::json(status, body.unwrap_or_default(), &request_id)
             }
             Err(e) => {
-                tracing::debug!(code = e.code, status = %e.status, message = %e.message, "lambda api error");
+                if e.status.is_server_error() && e.code != super::errors::UNSUPPORTED {
+                    tracing::warn!(code = e.code, message = %e.message, %request_id, "lambda api");
+                } else {
+                    tracing::debug!(code = e.code, message = %e.message, %request_id, "lambda api");
+                }
                 AwsResponse::error(&e, &request_id)
             }
         }
     }
 
-    /// Whether the request may go on: see the module docs, step 2.
+    /// Whether the request may go on: see the module docs, step 2. A server may call it for
+    /// its own routes that change something (an upload), with the request in this shape.
     pub fn authorize(&self, req: &AwsRequest, now: SystemTime) -> Result<(), AwsError> {
         let changes = !matches!(req.method, Method::GET | Method::HEAD);
         match &self.credentials {
@@ -260,30 +265,22 @@ impl LambdaApi {
     /// `FunctionConfiguration` of each function, each layer looked up once.
     fn configurations(&self, infos: &[FunctionInfo]) -> Vec<FunctionConfiguration> {
         let ctx = self.context();
-        let mut known: HashMap<LambdaName, Option<Vec<(u64, u64)>>> = HashMap::new();
-        let store = self.store();
-        let mut layer = |r: &LayerRef| {
-            let versions = known.entry(r.name.clone()).or_insert_with(|| {
-                store
-                    .layer_versions(&r.name)
-                    .ok()
-                    .map(|vs| vs.iter().map(|v| (v.version, v.code_size)).collect())
-            });
-            let versions = versions.as_ref()?;
-            match r.version {
-                Some(want) => versions.iter().find(|(v, _)| *v == want).copied(),
-                None => versions.iter().max_by_key(|(v, _)| *v).copied(),
-            }
+        let mut sizes = LayerSizes {
+            store: self.store(),
+            known: HashMap::new(),
         };
         infos
             .iter()
-            .map(|info| FunctionConfiguration::new(info, &ctx, &mut layer))
+            .map(|info| FunctionConfiguration::new(info, &ctx, &mut |r| sizes.resolve(r)))
             .collect()
     }
 
     fn configuration(&self, info: &FunctionInfo) -> FunctionConfiguration {
-        let mut all = self.configurations(std::slice::from_ref(info));
-        all.remove(0)
+        let mut sizes = LayerSizes {
+            store: self.store(),
+            known: HashMap::new(),
+        };
+        FunctionConfiguration::new(info, &self.context(), &mut |r| sizes.resolve(r))
     }
 
     fn get_info(&self, name: &LambdaName) -> Result<FunctionInfo, AwsError> {
@@ -501,6 +498,32 @@ impl LambdaApi {
             with_tags(&info.settings, left)
         })?;
         Ok(Reply::no_content())
+    }
+}
+
+/// The versions and code sizes of the layers one answer names, each layer read once (a page
+/// of functions names at most 5 layers per function).
+struct LayerSizes<'a> {
+    store: &'a dyn FunctionStore,
+    known: HashMap<LambdaName, Option<Vec<(u64, u64)>>>,
+}
+
+impl LayerSizes<'_> {
+    /// `(version, code size)` of the version `r` names (the latest for none); `None` if it
+    /// does not exist (any more).
+    fn resolve(&mut self, r: &LayerRef) -> Option<(u64, u64)> {
+        let store = self.store;
+        let versions = self.known.entry(r.name.clone()).or_insert_with(|| {
+            store
+                .layer_versions(&r.name)
+                .ok()
+                .map(|vs| vs.iter().map(|v| (v.version, v.code_size)).collect())
+        });
+        let versions = versions.as_ref()?;
+        match r.version {
+            Some(want) => versions.iter().find(|(v, _)| *v == want).copied(),
+            None => versions.iter().max_by_key(|(v, _)| *v).copied(),
+        }
     }
 }
 
