@@ -17,12 +17,31 @@
 //! The effective configuration of a function is what the API set ([`FunctionInfo::settings`],
 //! key by key) over the archive's own `lambda.json`.
 
+mod code;
+mod durable;
+mod handwritten;
+mod layers;
 pub mod layout;
+mod record;
+mod recover;
+mod store;
+
+#[cfg(test)]
+mod concurrency_tests;
+#[cfg(test)]
+mod recover_tests;
+#[cfg(test)]
+mod store_tests;
 
 use crate::lambda_config::{Entry, LambdaConfig};
 use crate::name::LambdaName;
 
+pub use code::{materialize, REVISION_FILE};
+pub use layers::{MAX_LAYERS as MAX_STORED_LAYERS, MAX_LAYER_VERSIONS};
 pub use layout::{layer_dir, LayerDirError, STORE_DIR};
+pub use record::{is_sha256_hex, FunctionRecord, LayerRecord};
+pub use recover::Recovered;
+pub use store::{DirStore, Uploaded, MAX_FUNCTIONS};
 
 /// One function as stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
