@@ -4,6 +4,9 @@
 //! - `GET /stats`: JSON with the worker, its live sandboxes and per-lambda counters
 //! - `POST /runLambda/<name>`: the body (JSON; empty means `{}`) is the event; the answer is the
 //!   handler's return value as JSON
+//! - the AWS Lambda management API (`/2015-03-31/functions/...`, layers, tags), archive
+//!   downloads (`/registry/archives/<sha256>`) and a function's docs
+//!   (`/functions/<name>/docs`, `/docs.yml`): [`crate::management`]
 //!
 //! Errors are mapped to responses in one place, [`ApiError::into_response`].
 
@@ -29,6 +32,7 @@ pub enum Action {
     Status,
     Stats,
     Run(LambdaName),
+    Management(crate::management::Route),
 }
 
 /// Maps method and path to an action, validating the lambda name before anything else.
@@ -63,9 +67,12 @@ pub fn route(method: &Method, path: &str) -> Result<Action, ApiError> {
                 name: String::new(),
                 reason: "the name is empty",
             }),
-            None => Err(ApiError::NotFound {
-                path: path.to_owned(),
-            }),
+            None => match crate::management::route(path) {
+                Some(route) => route.map(Action::Management),
+                None => Err(ApiError::NotFound {
+                    path: path.to_owned(),
+                }),
+            },
         },
     }
 }
@@ -80,6 +87,8 @@ pub struct ApiState {
     pub body_timeout: Duration,
     pub started: Instant,
     pub cgroup_version: &'static str,
+    /// Where management requests go.
+    pub functions: crate::management::Functions,
 }
 
 /// Serves one request; never fails at the HTTP level (errors become JSON responses). Blocking
@@ -87,11 +96,12 @@ pub struct ApiState {
 pub async fn handle(
     state: Arc<ApiState>,
     req: Request<Incoming>,
+    peer: std::net::SocketAddr,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
     let started = Instant::now();
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
-    let result = execute(&state, req).await;
+    let result = execute(&state, req, peer).await;
     let response = match result {
         Ok(resp) => resp,
         Err(err) => {
@@ -110,9 +120,13 @@ pub async fn handle(
 async fn execute(
     state: &Arc<ApiState>,
     req: Request<Incoming>,
+    peer: std::net::SocketAddr,
 ) -> Result<Response<Full<Bytes>>, ApiError> {
     let action = route(req.method(), req.uri().path())?;
     match action {
+        Action::Management(route) => {
+            crate::management::serve(&state.functions, route, req, peer).await
+        }
         Action::Status => {
             if state.manager.is_closing() {
                 return Err(ApiError::Unavailable {
@@ -324,6 +338,44 @@ mod tests {
                 "{bad}"
             );
         }
+        use crate::management::Route;
+        let name = |n: &str| LambdaName::parse(n).unwrap();
+        assert_eq!(
+            route(&Method::GET, "/2015-03-31/functions/").unwrap(),
+            Action::Management(Route::Aws)
+        );
+        assert_eq!(
+            route(&Method::GET, "/registry/archives/abc").unwrap(),
+            Action::Management(Route::Archive("abc".into()))
+        );
+        assert_eq!(
+            route(&Method::GET, "/registry/functions/f").unwrap(),
+            Action::Management(Route::Pull(name("f")))
+        );
+        assert_eq!(
+            route(&Method::GET, "/functions/f/docs").unwrap(),
+            Action::Management(Route::Docs {
+                name: name("f"),
+                yaml: false
+            })
+        );
+        assert_eq!(
+            route(&Method::GET, "/functions/f/docs.yml").unwrap(),
+            Action::Management(Route::Docs {
+                name: name("f"),
+                yaml: true
+            })
+        );
+        assert_eq!(
+            route(&Method::GET, "/functions/../docs")
+                .unwrap_err()
+                .status(),
+            400
+        );
+        assert_eq!(
+            route(&Method::GET, "/functions/f").unwrap_err().status(),
+            404
+        );
         let long = format!("/runLambda/{}", "a".repeat(1000));
         assert_eq!(route(&Method::POST, &long).unwrap_err().status(), 400);
     }

@@ -37,6 +37,8 @@ pub enum ApiError {
     Unavailable { reason: Unavailable },
     #[error("internal error: {message}")]
     Internal { message: String },
+    #[error("registry server {server} unreachable: {message}")]
+    Upstream { server: String, message: String },
     #[error(transparent)]
     Run(#[from] RunError),
 }
@@ -54,6 +56,7 @@ impl ApiError {
             ApiError::BodyTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
             ApiError::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal { .. } => StatusCode::INTERNAL_SERVER_ERROR,
+            ApiError::Upstream { .. } => StatusCode::BAD_GATEWAY,
             ApiError::Run(e) => run_status(e),
         }
     }
@@ -85,6 +88,9 @@ impl ApiError {
             }
             ApiError::Unavailable { .. } => json!({"error": "unavailable", "message": message}),
             ApiError::Internal { .. } => json!({"error": "internal", "message": message}),
+            ApiError::Upstream { server, .. } => {
+                json!({"error": "registry unavailable", "message": message, "server": server})
+            }
             ApiError::Run(e) => run_body(e, message),
         }
     }
@@ -133,7 +139,9 @@ fn run_status(e: &RunError) -> StatusCode {
         | RunError::SandboxFailed { .. }
         | RunError::OutOfMemory { .. } => StatusCode::BAD_GATEWAY,
         RunError::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
-        RunError::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
+        RunError::Unavailable { .. } | RunError::Registry(RegistryError::Remote(_)) => {
+            StatusCode::SERVICE_UNAVAILABLE
+        }
     }
 }
 
@@ -151,6 +159,9 @@ fn run_body(e: &RunError, message: String) -> Value {
         }
         RunError::Registry(RegistryError::OpenDir { .. }) => {
             json!({"error": "bad handler", "message": message})
+        }
+        RunError::Registry(RegistryError::Remote(_)) => {
+            json!({"error": "registry unavailable", "message": message})
         }
         RunError::Packages(PackageError::BadRequirements { lambda, path, .. }) => {
             json!({"error": "invalid requirements", "message": message, "lambda": lambda, "path": path})

@@ -171,3 +171,44 @@ mod tests {
         assert_eq!(owner(&tree), (uid, gid));
     }
 }
+
+/// Puts the directory `staging` at `dest` in one step: exchanged with what `dest` holds
+/// (`renameat2(RENAME_EXCHANGE)`, so a reader sees the old or the new tree, never a mix; the
+/// old tree is then at `staging`, for the caller to remove), or renamed there when `dest` does
+/// not exist. Blocking.
+pub fn replace_dir(staging: &Path, dest: &Path) -> std::io::Result<()> {
+    use nix::fcntl::{renameat2, RenameFlags, AT_FDCWD};
+    match renameat2(
+        AT_FDCWD,
+        staging,
+        AT_FDCWD,
+        dest,
+        RenameFlags::RENAME_EXCHANGE,
+    ) {
+        Ok(()) => Ok(()),
+        Err(nix::errno::Errno::ENOENT) if staging.exists() => std::fs::rename(staging, dest),
+        Err(e) => Err(e.into()),
+    }
+}
+
+#[cfg(test)]
+mod replace_tests {
+    use super::*;
+
+    #[test]
+    fn replace_dir_exchanges_or_renames() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (staging, dest) = (tmp.path().join(".s"), tmp.path().join("d"));
+        std::fs::create_dir(&staging).unwrap();
+        std::fs::write(staging.join("v"), "1").unwrap();
+        replace_dir(&staging, &dest).unwrap();
+        assert_eq!(std::fs::read_to_string(dest.join("v")).unwrap(), "1");
+        assert!(!staging.exists());
+        std::fs::create_dir(&staging).unwrap();
+        std::fs::write(staging.join("v"), "2").unwrap();
+        replace_dir(&staging, &dest).unwrap();
+        assert_eq!(std::fs::read_to_string(dest.join("v")).unwrap(), "2");
+        assert_eq!(std::fs::read_to_string(staging.join("v")).unwrap(), "1");
+        assert!(replace_dir(&tmp.path().join("none"), &dest).is_err());
+    }
+}

@@ -22,11 +22,14 @@ pub mod functions;
 pub mod http_client;
 pub mod lambda_config;
 pub mod launch;
+pub mod management;
 pub mod manager;
 pub mod name;
 pub mod packages;
 pub mod registry;
+pub mod registry_server;
 pub mod runtime_client;
+pub mod serve;
 mod server;
 pub mod timings;
 pub mod zygote;
@@ -63,6 +66,12 @@ pub enum WorkerError {
         what: &'static str,
         source: tokio::task::JoinError,
     },
+    #[error("{0}")]
+    Store(#[from] functions::StoreError),
+    #[error("{0}")]
+    Credentials(#[from] aws::CredentialsError),
+    #[error("{0}")]
+    Remote(#[from] registry::RemoteError),
     #[error("cannot watch {name}: {source}")]
     Signal {
         name: &'static str,

@@ -12,27 +12,24 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use hyper::server::conn::http1;
-use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
 use sandbox::cgroup::{CgroupSetup, CgroupVersion};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{watch, Semaphore};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::api::{self, ApiState};
+use crate::aws::{Credentials, LambdaApi};
 use crate::cleanup;
-use crate::config::Config;
-use crate::error::ApiError;
+use crate::config::{Config, ConfigError};
+use crate::functions::{DirStore, FunctionStore};
+use crate::http_client;
+use crate::lambda_config::LambdaLimits;
 use crate::launch::Launcher;
-use crate::manager::{Backend, Manager, Unavailable};
+use crate::management::Functions;
+use crate::manager::{Backend, Manager};
+use crate::registry::{Registry, Remote};
+use crate::serve;
 use crate::{WorkerError, WorkerManager};
-
-/// Connections beyond `max_connections` that may be answered (503) at once; more are closed
-/// without an answer.
-const MAX_REFUSALS: usize = 64;
-/// How long a refused connection may take to send its request and read the answer.
-const REFUSAL_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// A running worker (HTTP API bound, ready to serve).
 #[derive(Debug)]
@@ -48,6 +45,8 @@ pub struct Worker {
 impl Worker {
     /// Cleans what a crashed run left behind, binds the HTTP API and starts serving.
     pub async fn start(config: Config) -> Result<Worker, WorkerError> {
+        let mut config = config;
+        let remote = registry_mode(&mut config)?;
         config.validate_for_worker()?;
         let cfg = Arc::new(config);
         let cgroups = tokio::task::spawn_blocking(CgroupSetup::detect)
@@ -88,7 +87,8 @@ impl Worker {
         })?;
         raise_open_files_limit();
         let launcher = Launcher::new(Arc::clone(&cfg), cgroups)?;
-        let manager = Arc::new(Manager::new(Arc::clone(&cfg), launcher));
+        let (registry, functions) = functions(&cfg, remote).await?;
+        let manager = Arc::new(Manager::with_registry(Arc::clone(&cfg), launcher, registry));
         {
             let m = Arc::clone(&manager);
             let removed =
@@ -113,13 +113,15 @@ impl Worker {
             body_timeout: Duration::from_secs(cfg.body_timeout_s),
             started: Instant::now(),
             cgroup_version: version,
+            functions,
         });
         let (stop, stop_rx) = watch::channel(false);
-        let accept_task = tokio::spawn(accept_loop(
+        let handler = move |req, peer| api::handle(Arc::clone(&state), req, peer);
+        let accept_task = tokio::spawn(serve::accept_loop(
             listener,
-            state,
+            handler,
             stop_rx.clone(),
-            Limits {
+            serve::Limits {
                 drain_s: cfg.shutdown_timeout_s,
                 max_connections: cfg.max_connections,
             },
@@ -166,96 +168,67 @@ impl Worker {
     }
 }
 
-/// The accept loop's bounds.
-#[derive(Debug, Clone, Copy)]
-struct Limits {
-    /// Seconds open connections get to finish at shutdown.
-    drain_s: u64,
-    max_connections: usize,
-}
-
-async fn accept_loop(
-    listener: TcpListener,
-    state: Arc<ApiState>,
-    mut stop: watch::Receiver<bool>,
-    limits: Limits,
-) {
-    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
-    let mut http = http1::Builder::new();
-    // With a timer, hyper enforces its header_read_timeout (30 s): a client that sends a
-    // request head slowly, or never, cannot hold a connection open.
-    http.timer(hyper_util::rt::TokioTimer::new());
-    // Each connection holds a permit while it is open (as mini-redis bounds its connections).
-    let open = Arc::new(Semaphore::new(limits.max_connections));
-    let refusals = Arc::new(Semaphore::new(MAX_REFUSALS));
-    loop {
-        tokio::select! {
-            accepted = listener.accept() => {
-                let (stream, peer) = match accepted {
-                    Ok(x) => x,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "accept failed");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        continue;
-                    }
-                };
-                let _ = stream.set_nodelay(true);
-                let Ok(permit) = Arc::clone(&open).try_acquire_owned() else {
-                    refuse(stream, peer, limits.max_connections, &refusals);
-                    continue;
-                };
-                let state = Arc::clone(&state);
-                let svc = service_fn(move |req| api::handle(Arc::clone(&state), req));
-                let conn = http.serve_connection(TokioIo::new(stream), svc);
-                let conn = graceful.watch(conn);
-                tokio::spawn(async move {
-                    if let Err(e) = conn.await {
-                        tracing::debug!(%peer, error = %e, "connection ended with an error");
-                    }
-                    drop(permit);
-                });
-            }
-            _ = stop.changed() => break,
-        }
-    }
-    drop(listener);
-    let drain_s = limits.drain_s;
-    tokio::select! {
-        () = graceful.shutdown() => tracing::info!("all connections closed"),
-        () = tokio::time::sleep(Duration::from_secs(drain_s.max(1))) => {
-            tracing::warn!(deadline_s = drain_s, "in-flight requests did not finish before the deadline");
-        }
-    }
-}
-
-/// A connection beyond `max_connections`: one 503 answer, then closed (within
-/// [`REFUSAL_TIMEOUT`]); beyond [`MAX_REFUSALS`] being answered, closed at once.
-fn refuse(stream: TcpStream, peer: SocketAddr, max_connections: usize, refusals: &Arc<Semaphore>) {
-    let Ok(permit) = Arc::clone(refusals).try_acquire_owned() else {
-        tracing::warn!(%peer, max_connections, "too many connections; closing one without an answer");
-        return;
+/// In registry mode, makes the worker's registry directory its cache of the server
+/// (`<worker_dir>/registry-cache`) and returns the server's client; `None` in local mode.
+fn registry_mode(cfg: &mut Config) -> Result<Option<Arc<Remote>>, WorkerError> {
+    let Some(server) = cfg.registry.server().map(str::to_owned) else {
+        return Ok(None);
     };
-    tracing::warn!(%peer, max_connections, "too many connections; answering 503");
-    tokio::spawn(async move {
-        let svc = service_fn(move |_req| async move {
-            let err = ApiError::Unavailable {
-                reason: Unavailable::TooManyConnections { max_connections },
-            };
-            let mut resp = err.into_response();
-            resp.headers_mut().insert(
-                http::header::CONNECTION,
-                http::HeaderValue::from_static("close"),
-            );
-            Ok::<_, std::convert::Infallible>(resp)
-        });
-        let mut http = http1::Builder::new();
-        http.keep_alive(false);
-        let conn = http.serve_connection(TokioIo::new(stream), svc);
-        if tokio::time::timeout(REFUSAL_TIMEOUT, conn).await.is_err() {
-            tracing::debug!(%peer, "a refused connection did not finish in time");
-        }
-        drop(permit);
-    });
+    if cfg.worker_dir.as_os_str().is_empty() {
+        return Err(ConfigError::Invalid("key \"worker_dir\" is not set".to_owned()).into());
+    }
+    let cache = cfg.worker_dir.join("registry-cache");
+    let revalidate = Duration::from_millis(cfg.registry_revalidate_ms.max(1));
+    let remote = Remote::new(&server, &cache, revalidate)?;
+    cfg.registry_dir = cache;
+    Ok(Some(remote))
+}
+
+/// The registry the manager looks functions up in, and where management requests go: the
+/// registry directory and its store (local mode), or the cache and the server (registry mode).
+async fn functions(
+    cfg: &Arc<Config>,
+    remote: Option<Arc<Remote>>,
+) -> Result<(Registry, Functions), WorkerError> {
+    if let Some(remote) = remote {
+        remote
+            .start_revalidating()
+            .map_err(|source| WorkerError::Io {
+                path: cfg.registry_dir.clone(),
+                source,
+            })?;
+        let (host, port) =
+            http_client::split_url(remote.server()).map_err(|source| WorkerError::Io {
+                path: cfg.registry_dir.clone(),
+                source,
+            })?;
+        let registry = Registry::cache_of(cfg.registry_dir.clone(), remote);
+        return Ok((registry, Functions::Forward { host, port }));
+    }
+    let dir = cfg.registry_dir.clone();
+    let store = tokio::task::spawn_blocking(move || DirStore::open(&dir))
+        .await
+        .map_err(|source| WorkerError::Task {
+            what: "store recovery",
+            source,
+        })??;
+    let credentials = if cfg.credentials_file.as_os_str().is_empty() {
+        None
+    } else {
+        Some(Credentials::load(&cfg.credentials_file)?)
+    };
+    let store = Arc::new(store);
+    let api = Arc::new(LambdaApi::new(
+        Arc::clone(&store) as Arc<dyn FunctionStore>,
+        credentials,
+        &cfg.aws_region,
+        &cfg.aws_account_id,
+        LambdaLimits::defaults(cfg),
+    ));
+    Ok((
+        Registry::new(cfg.registry_dir.clone()),
+        Functions::Local { api, store },
+    ))
 }
 
 /// Every 250 ms: destroys sandboxes idle past `idle_timeout_s` and pauses those idle past

@@ -205,7 +205,10 @@ mod tests {
                 "layers: layer x does not exist",
             ),
             (
-                StoreError::Archive(crate::archive::ArchiveError::Refused("../x".into())),
+                StoreError::Archive(crate::archive::ArchiveError::BadEntry {
+                    entry: "../x".into(),
+                    why: "outside the archive".into(),
+                }),
                 400,
                 "InvalidParameterValueException",
                 "../x",

@@ -102,10 +102,18 @@ enum Start {
 }
 
 impl<B: Backend> Manager<B> {
-    /// A manager for `cfg` whose sandboxes `backend` makes.
+    /// A manager for `cfg` whose sandboxes `backend` makes, over the local registry
+    /// `cfg.registry_dir`.
     pub fn new(cfg: Arc<Config>, backend: B) -> Self {
+        let registry = Registry::new(cfg.registry_dir.clone());
+        Self::with_registry(cfg, backend, registry)
+    }
+
+    /// [`Manager::new`] with the registry to look functions up in (registry mode: the cache
+    /// of a registry server).
+    pub fn with_registry(cfg: Arc<Config>, backend: B, registry: Registry) -> Self {
         Self {
-            registry: Registry::new(cfg.registry_dir.clone()),
+            registry,
             pools: Pools::new(pool::max_pools(cfg.handler_cache_size)),
             capacity: capacity::Capacity::new(
                 cfg.handler_cache_size,

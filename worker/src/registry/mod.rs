@@ -5,12 +5,14 @@
 //! on the next call without restarting. Lookups are remembered until the registry changes
 //! (`watch.rs`, inotify): a warm call makes no `stat`, and an edit is still seen by the next call.
 
+mod remote;
 mod watch;
 
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+pub use remote::{Remote, RemoteError};
 pub use watch::{watchable, MAX_REMEMBERED};
 
 use crate::name::LambdaName;
@@ -27,6 +29,9 @@ pub enum RegistryError {
     NoHandlerFile { lambda: String, path: PathBuf },
     #[error("lambda {lambda} cannot be served: {message}")]
     BadHandler { lambda: String, message: String },
+    /// Boxed: a rare error, kept out of the size of every `Result` on the call path.
+    #[error("{0}")]
+    Remote(Box<RemoteError>),
     #[error("cannot open {path}: {}", open_reason(*.source))]
     OpenDir {
         path: PathBuf,
@@ -103,23 +108,44 @@ fn versioned_files(dir: &Path) -> [PathBuf; 4] {
     ]
 }
 
-/// A local-directory registry.
+/// A registry directory: the local registry, or in registry mode the worker's cache of a
+/// registry server ([`Remote`]).
 #[derive(Debug, Clone)]
 pub struct Registry {
     dir: PathBuf,
     /// Remembered lookups; `None` where the registry cannot be watched.
     watch: Option<Arc<watch::Watch<Handler>>>,
+    /// In registry mode, the server the directory caches.
+    remote: Option<Arc<Remote>>,
 }
 
 impl Registry {
+    /// The local registry directory `dir`.
     pub fn new(dir: PathBuf) -> Self {
         let watch = watch::Watch::new(&dir).map(Arc::new);
-        Self { dir, watch }
+        Self {
+            dir,
+            watch,
+            remote: None,
+        }
+    }
+
+    /// `dir` as the cache of a registry server.
+    pub fn cache_of(dir: PathBuf, remote: Arc<Remote>) -> Self {
+        Self {
+            remote: Some(remote),
+            ..Self::new(dir)
+        }
     }
 
     /// The handler of `name` as last looked up, if nothing of the registry changed since.
     /// Never blocks (no `stat`: one non-blocking read of the registry's event queue).
     pub fn cached(&self, name: &LambdaName) -> Option<Handler> {
+        if let Some(remote) = &self.remote {
+            if !remote.fresh(name) {
+                return None;
+            }
+        }
         self.watch.as_ref()?.cached(name)
     }
 
@@ -133,6 +159,16 @@ impl Registry {
     /// links are refused so that a registry entry cannot expose files from outside the registry
     /// to a sandbox.
     pub fn lookup(&self, name: &LambdaName) -> Result<Handler, RegistryError> {
+        if let Some(remote) = &self.remote {
+            if !remote
+                .ensure(name)
+                .map_err(|e| RegistryError::Remote(Box::new(e)))?
+            {
+                return Err(RegistryError::Unknown {
+                    lambda: name.to_string(),
+                });
+            }
+        }
         let Some(watch) = &self.watch else {
             return self.look(name);
         };

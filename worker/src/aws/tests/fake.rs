@@ -32,9 +32,10 @@ pub struct FakeStore {
 
 fn check_archive(archive: &[u8]) -> Result<(String, u64), StoreError> {
     if archive.starts_with(b"BAD") {
-        return Err(StoreError::Archive(ArchiveError::Refused(
-            "entry \"../x\" leaves the archive".to_owned(),
-        )));
+        return Err(StoreError::Archive(ArchiveError::BadEntry {
+            entry: "../x".to_owned(),
+            why: "outside the archive".to_owned(),
+        }));
     }
     Ok((crate::hex(&Sha256::digest(archive)), archive.len() as u64))
 }

@@ -311,7 +311,7 @@ fn update_code_replaces_the_archive_under_a_revision() {
             json!({"ZipFile": "QkFEIGFyY2hpdmU="}),
             400,
             "InvalidParameterValueException",
-            "Code: archive refused: entry \"../x\"",
+            "Code: entry \"../x\" is outside the archive",
         ),
         (
             json!({"ZipFile": ZIP_B64, "DryRun": true}),
