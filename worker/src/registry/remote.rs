@@ -10,8 +10,9 @@
 //!
 //! Revalidation, so that a warm call never waits on the server:
 //! - a function is *checked* (one `GET /registry/functions/<name>`) when it is first looked
-//!   up, and then every `registry_revalidate_ms` by a background thread while it is in use
-//!   (called in the last [`ACTIVE_FOR`]);
+//!   up, and then by a background thread every half `registry_revalidate_ms` while it is in
+//!   use (called in the last [`ACTIVE_FOR`]), so a change on the server is running within the
+//!   interval;
 //! - a lookup of a function not checked for twice the interval (it was idle) checks it first,
 //!   on the blocking pool; [`Remote::fresh`] says whether the remembered lookup may be used;
 //! - when the server cannot be reached, a function already in the cache keeps being served
@@ -153,7 +154,7 @@ impl Remote {
     /// Starts the thread that revalidates functions in use; it ends when `self` is dropped.
     pub fn start_revalidating(self: &Arc<Self>) -> std::io::Result<()> {
         let weak: Weak<Self> = Arc::downgrade(self);
-        let interval = self.revalidate;
+        let interval = self.revalidate / 2;
         std::thread::Builder::new()
             .name("registry-revalidate".into())
             .spawn(move || loop {
@@ -165,15 +166,15 @@ impl Remote {
     }
 
     /// One round of background checks: every function used within [`ACTIVE_FOR`] and not
-    /// checked within the interval.
+    /// checked within half the interval.
     fn revalidate_active(&self) {
+        let half = self.revalidate / 2;
         let now = Instant::now();
         let due: Vec<LambdaName> = self
             .tracked()
             .iter()
             .filter(|(_, t)| {
-                now.duration_since(t.used) < ACTIVE_FOR
-                    && now.duration_since(t.checked) >= self.revalidate
+                now.duration_since(t.used) < ACTIVE_FOR && now.duration_since(t.checked) >= half
             })
             .map(|(n, _)| n.clone())
             .collect();
