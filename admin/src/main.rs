@@ -4,6 +4,7 @@
 //! (`-cluster X`) are rewritten before clap parses, as for the `worker` binary
 //! ([`worker::argv`]).
 
+mod background;
 mod cluster_dir;
 mod commands;
 mod process;

@@ -8,28 +8,22 @@
 //! already started are stopped again, and the error shows the last lines of its log.
 
 use std::ffi::OsString;
-use std::io::Write;
-use std::net::{TcpStream, ToSocketAddrs};
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context};
-use nix::sys::signal::{kill, Signal};
-use nix::unistd::Pid;
 use worker::config::Config;
 
 use super::local_host;
 use super::status::parse_stats;
+use crate::background::{self, log_tail, port_in_use, stop_child, Spawned};
 use crate::cluster_dir::ClusterDir;
 use crate::process;
 use worker::http_client as http;
 
 /// How long a worker may take to answer `ready`.
 const READY_TIMEOUT: Duration = Duration::from_secs(30);
-/// How long a worker stopped after a failed start gets between SIGTERM and SIGKILL.
-const STOP_GRACE: Duration = Duration::from_secs(10);
 /// Lines of the worker's log shown when it fails to start.
 const LOG_TAIL_LINES: usize = 20;
 
@@ -121,42 +115,18 @@ fn start_worker(
     }
 
     let log_path = cluster.log_file(i);
-    let mut log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&log_path)
-        .with_context(|| format!("cannot open {}", log_path.display()))?;
-    let log_start = log.metadata().map(|m| m.len()).unwrap_or(0);
-    writeln!(log, "--- admin workers: starting {name} on port {port} ---")
-        .with_context(|| format!("cannot write {}", log_path.display()))?;
-    let log_err = log
-        .try_clone()
-        .with_context(|| format!("cannot open {}", log_path.display()))?;
-
     let mut config_arg = OsString::from("--config=");
     config_arg.push(&cfg_path);
-    let mut cmd = Command::new(exe);
-    cmd.arg("worker-exec")
-        .arg(config_arg)
-        // The log is a file: no terminal colour codes in it.
-        .env("NO_COLOR", "1")
-        .stdin(Stdio::null())
-        .stdout(log)
-        .stderr(log_err);
-    // SAFETY: the closure runs in the forked child before exec and only calls setsid(2), which is
-    // async-signal-safe; it neither allocates nor takes locks. A new session detaches the worker
-    // from the terminal (no SIGHUP or Ctrl-C from it).
-    unsafe {
-        cmd.pre_exec(|| {
-            nix::unistd::setsid()
-                .map(drop)
-                .map_err(std::io::Error::from)
-        });
-    }
     let started = Instant::now();
-    let mut child = cmd
-        .spawn()
-        .with_context(|| format!("cannot start {} worker-exec", exe.display()))?;
+    let Spawned {
+        mut child,
+        log_start,
+    } = background::spawn(
+        exe,
+        &["worker-exec".into(), config_arg],
+        &log_path,
+        &format!("admin workers: starting {name} on port {port}"),
+    )?;
     let pid = child.id();
     if let Err(e) = process::write_pid_file(&pid_file, pid) {
         stop_child(&mut child);
@@ -182,16 +152,6 @@ fn start_worker(
             )
         }
     }
-}
-
-/// True if something accepts connections on `host:port`.
-fn port_in_use(host: &str, port: u16) -> bool {
-    let Ok(addrs) = (host, port).to_socket_addrs() else {
-        return false;
-    };
-    addrs
-        .into_iter()
-        .any(|a| TcpStream::connect_timeout(&a, Duration::from_millis(300)).is_ok())
 }
 
 /// Polls `/status` until it answers 200 `ready`, the child exits, or [`READY_TIMEOUT`] passes;
@@ -230,76 +190,5 @@ fn wait_ready(child: &mut Child, host: &str, port: u16) -> Result<(), String> {
             _ => Ok(()),
         },
         _ => Ok(()),
-    }
-}
-
-/// Stops a child of ours: SIGTERM, [`STOP_GRACE`], SIGKILL; reaps it.
-fn stop_child(child: &mut Child) {
-    let Ok(pid) = i32::try_from(child.id()) else {
-        return;
-    };
-    let _ = kill(Pid::from_raw(pid), Signal::SIGTERM);
-    let deadline = Instant::now() + STOP_GRACE;
-    while Instant::now() < deadline {
-        if !matches!(child.try_wait(), Ok(None)) {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let _ = child.kill();
-    let _ = child.wait();
-}
-
-/// The last `n` lines of the log written since `offset`.
-fn log_tail(path: &Path, offset: u64, n: usize) -> String {
-    let text = match std::fs::read(path) {
-        Ok(bytes) => {
-            let start = usize::try_from(offset).unwrap_or(0).min(bytes.len());
-            String::from_utf8_lossy(&bytes[start..]).into_owned()
-        }
-        Err(e) => return format!("  (cannot read the log: {e})"),
-    };
-    last_lines(&text, n)
-}
-
-/// The last `n` non-empty lines of `text`, indented.
-fn last_lines(text: &str, n: usize) -> String {
-    let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
-    let from = lines.len().saturating_sub(n);
-    lines[from..]
-        .iter()
-        .map(|l| format!("  {l}"))
-        .collect::<Vec<_>>()
-        .join("\n")
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn last_lines_of_a_log() {
-        let text = "a\nb\n\nc\nd\n";
-        assert_eq!(last_lines(text, 2), "  c\n  d");
-        assert_eq!(last_lines(text, 10), "  a\n  b\n  c\n  d");
-        assert_eq!(last_lines("", 3), "");
-    }
-
-    #[test]
-    fn log_tail_starts_at_the_offset() {
-        let tmp = tempfile::tempdir().unwrap();
-        let p = tmp.path().join("worker-0.out");
-        std::fs::write(&p, "old run\nnew 1\nnew 2\n").unwrap();
-        assert_eq!(log_tail(&p, 8, 20), "  new 1\n  new 2");
-        assert!(log_tail(&tmp.path().join("none"), 0, 20).contains("cannot read"));
-    }
-
-    #[test]
-    fn used_port_is_detected() {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = listener.local_addr().unwrap().port();
-        assert!(port_in_use("127.0.0.1", port));
-        drop(listener);
-        assert!(!port_in_use("127.0.0.1", port));
     }
 }
