@@ -4,7 +4,9 @@
 //! registry mode use ([`crate::registry::Remote`]):
 //!
 //! - `GET /registry/functions/<name>`: `{"name", "revision_id", "version", "code_sha256",
-//!   "config": <effective lambda.json>, "layers": [{"name", "version", "code_sha256"}]}`;
+//!   "config": <effective lambda.json>, "layers": [{"name", "version", "code_sha256"}]}`, and
+//!   the rest of the function's record ([`crate::functions::FunctionRecord`]: `settings`,
+//!   `entry`, `code_size`, `last_modified_ms`, `has_docs`) for `admin`;
 //! - `GET /registry/archives/<sha256>`: an archive as uploaded.
 //!
 //! A worker in registry mode forwards management requests, archive downloads and docs to the
@@ -255,6 +257,11 @@ pub fn pull_json(
         "code_sha256": info.code_sha256,
         "config": info.config.to_value(),
         "layers": layers,
+        "settings": info.settings.to_value(),
+        "entry": info.entry.to_string(),
+        "code_size": info.code_size,
+        "last_modified_ms": info.last_modified_ms,
+        "has_docs": info.has_docs,
     }))
 }
 
