@@ -1,5 +1,5 @@
 //! Paths inside an existing cluster directory, shared by the commands: the template, per-worker
-//! configs, pid files and logs.
+//! configs, pid files and logs, and the registry server's record, credentials, pid file and log.
 
 use std::path::{Path, PathBuf};
 
@@ -48,6 +48,24 @@ impl ClusterDir {
 
     pub fn log_file(&self, i: u32) -> PathBuf {
         self.root.join(format!("logs/worker-{i}.out"))
+    }
+
+    /// `config/registry.json`: where `admin registry` told the registry server to listen.
+    pub fn registry_record(&self) -> PathBuf {
+        self.root.join("config/registry.json")
+    }
+
+    /// `config/credentials.json`: the access key and secret key `admin registry` was given (0600).
+    pub fn credentials(&self) -> PathBuf {
+        self.root.join("config/credentials.json")
+    }
+
+    pub fn registry_pid_file(&self) -> PathBuf {
+        self.root.join("logs/registry.pid")
+    }
+
+    pub fn registry_log(&self) -> PathBuf {
+        self.root.join("logs/registry.out")
     }
 
     /// Indexes of `config/worker-N.json` files, ascending.

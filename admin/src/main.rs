@@ -1,13 +1,19 @@
 //! `admin`: lambdaworker's cluster tool (`new`, `setconf`, `workers`, `worker-exec`, `status`,
-//! `kill`, `upload`), in the spirit of OpenLambda's. Thin: each command is a file in `commands/`, the logic
+//! `kill`, `registry`, `registry-exec`, `upload`, `functions`, `create`, `update`, `delete`,
+//! `layer`), in the spirit of OpenLambda's. Thin: each command is a file in `commands/`, the logic
 //! lives in the libraries (`admin::cluster` for clusters, `worker` for the rest). Go-style flags
 //! (`-cluster X`) are rewritten before clap parses, as for the `worker` binary
 //! ([`worker::argv`]).
 
 mod background;
 mod cluster_dir;
+mod code_zip;
 mod commands;
 mod process;
+mod registry_record;
+mod remote;
+mod settings_flags;
+mod store;
 
 use std::process::ExitCode;
 
@@ -34,9 +40,24 @@ enum Cmd {
     WorkerExec(commands::worker_exec::Args),
     /// Ping the cluster's workers and list their live sandboxes
     Status(commands::status::Args),
-    /// Stop the cluster's workers and remove their sandboxes, cgroups and scratch space
+    /// Stop the cluster's workers (and registry server) and remove their sandboxes, cgroups and scratch space
     Kill(commands::kill::Args),
+    /// Start the cluster's registry server in the background; workers started afterwards pull code from it
+    Registry(commands::registry::Args),
+    /// Run the cluster's registry server in the foreground (Ctrl-C stops it)
+    RegistryExec(commands::registry_exec::Args),
+    /// Deploy a handler bundle (.tar.gz or .zip) as a function
     Upload(commands::upload::Args),
+    /// List the cluster's functions
+    Functions(commands::functions::Args),
+    /// Create a function from files and directories
+    Create(commands::deploy::Args),
+    /// Replace a function's code and/or change its settings
+    Update(commands::deploy::Args),
+    /// Delete a function
+    Delete(commands::delete::Args),
+    /// Publish and list layers
+    Layer(commands::layer::Args),
 }
 
 fn main() -> ExitCode {
@@ -51,7 +72,14 @@ fn main() -> ExitCode {
         Cmd::WorkerExec(a) => commands::worker_exec::run(a),
         Cmd::Status(a) => commands::status::run(a),
         Cmd::Kill(a) => commands::kill::run(a),
+        Cmd::Registry(a) => commands::registry::run(a),
+        Cmd::RegistryExec(a) => commands::registry_exec::run(a),
         Cmd::Upload(a) => commands::upload::run(a),
+        Cmd::Functions(a) => commands::functions::run(a),
+        Cmd::Create(a) => commands::deploy::run_create(a),
+        Cmd::Update(a) => commands::deploy::run_update(a),
+        Cmd::Delete(a) => commands::delete::run(a),
+        Cmd::Layer(a) => commands::layer::run(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

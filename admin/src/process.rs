@@ -1,5 +1,5 @@
-//! Worker processes seen from outside: pid files, liveness, "is this really our worker", and
-//! stopping one (SIGTERM, a grace period, then SIGKILL).
+//! Worker and registry server processes seen from outside: pid files, liveness, "is this really
+//! our worker (or registry server)", and stopping one (SIGTERM, a grace period, then SIGKILL).
 
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
@@ -87,10 +87,25 @@ pub fn cmdline_is_worker(cmdline: &[u8]) -> bool {
 /// True if `cmdline` is a worker started with `config` (`--config=PATH`, `--config PATH`, or the
 /// single-dash spellings), comparing canonical paths.
 pub fn cmdline_serves_config(cmdline: &[u8], config: &Path) -> bool {
-    if !cmdline_is_worker(cmdline) {
-        return false;
-    }
-    let want = std::fs::canonicalize(config).unwrap_or_else(|_| config.to_owned());
+    cmdline_is_worker(cmdline) && cmdline_names_path(cmdline, "config", config)
+}
+
+/// A registry server is `admin registry-exec ...`.
+pub fn cmdline_is_registry(cmdline: &[u8]) -> bool {
+    let mut args = cmdline.split(|b| *b == 0).filter(|a| !a.is_empty());
+    args.next().is_some() && args.any(|a| a == b"registry-exec")
+}
+
+/// True if `cmdline` is a registry server of the cluster `cluster` (`--cluster=DIR` or any
+/// other spelling), comparing canonical paths.
+pub fn cmdline_serves_cluster(cmdline: &[u8], cluster: &Path) -> bool {
+    cmdline_is_registry(cmdline) && cmdline_names_path(cmdline, "cluster", cluster)
+}
+
+/// True if `cmdline` gives the flag `name` (`--name=PATH`, `--name PATH`, `-name=PATH`,
+/// `-name PATH`) a path that is `want` once both are canonicalized.
+fn cmdline_names_path(cmdline: &[u8], name: &str, want: &Path) -> bool {
+    let want = std::fs::canonicalize(want).unwrap_or_else(|_| want.to_owned());
     let args: Vec<&[u8]> = cmdline
         .split(|b| *b == 0)
         .filter(|a| !a.is_empty())
@@ -99,8 +114,10 @@ pub fn cmdline_serves_config(cmdline: &[u8], config: &Path) -> bool {
         let p = Path::new(std::ffi::OsStr::from_bytes(raw));
         std::fs::canonicalize(p).unwrap_or_else(|_| p.to_owned()) == want
     };
+    let long = format!("--{name}");
+    let short = format!("-{name}");
     args.iter().enumerate().any(|(i, a)| {
-        for flag in [&b"--config"[..], &b"-config"[..]] {
+        for flag in [long.as_bytes(), short.as_bytes()] {
             if let Some(v) = a.strip_prefix(flag).and_then(|r| r.strip_prefix(b"=")) {
                 if same(v) {
                     return true;
@@ -117,6 +134,24 @@ pub fn cmdline_serves_config(cmdline: &[u8], config: &Path) -> bool {
 /// Live worker processes started with `config`, found by scanning `/proc` (workers started by
 /// hand with `worker-exec` have no pid file).
 pub fn workers_serving(config: &Path) -> Vec<i32> {
+    processes_matching(|c| cmdline_serves_config(c, config))
+}
+
+/// Live registry servers of the cluster `cluster` (`admin registry-exec -cluster DIR`), found by
+/// scanning `/proc`.
+pub fn registries_serving(cluster: &Path) -> Vec<i32> {
+    processes_matching(|c| cmdline_serves_cluster(c, cluster))
+}
+
+/// True if `/proc/<pid>/cmdline` is a registry server (see [`cmdline_is_registry`]).
+pub fn is_registry_process(pid: i32) -> bool {
+    std::fs::read(format!("/proc/{pid}/cmdline"))
+        .map(|c| cmdline_is_registry(&c))
+        .unwrap_or(false)
+}
+
+/// Live processes other than this one whose command line satisfies `matches`, ascending.
+fn processes_matching(matches: impl Fn(&[u8]) -> bool) -> Vec<i32> {
     let Ok(entries) = std::fs::read_dir("/proc") else {
         return Vec::new();
     };
@@ -124,10 +159,7 @@ pub fn workers_serving(config: &Path) -> Vec<i32> {
         .flatten()
         .filter_map(|e| e.file_name().to_str().and_then(|n| n.parse::<i32>().ok()))
         .filter(|pid| *pid != std::process::id() as i32)
-        .filter(|pid| {
-            std::fs::read(format!("/proc/{pid}/cmdline"))
-                .is_ok_and(|c| cmdline_serves_config(&c, config))
-        })
+        .filter(|pid| std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| matches(&c)))
         .filter(|pid| is_alive(*pid))
         .collect();
     pids.sort_unstable();
@@ -203,6 +235,31 @@ mod tests {
         }
         let not_worker = format!("/bin/cat\0--config={c}\0");
         assert!(!cmdline_serves_config(not_worker.as_bytes(), &cfg));
+    }
+
+    #[test]
+    fn registry_cmdlines_are_recognized() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = dir.path().display().to_string();
+        for cmd in [
+            format!("/x/admin\0registry-exec\0--cluster={c}\0"),
+            format!("/x/admin\0registry-exec\0-cluster\0{c}/.\0"),
+        ] {
+            assert!(cmdline_is_registry(cmd.as_bytes()), "{cmd:?}");
+            assert!(
+                cmdline_serves_cluster(cmd.as_bytes(), dir.path()),
+                "{cmd:?}"
+            );
+            assert!(
+                !cmdline_serves_cluster(cmd.as_bytes(), Path::new("/")),
+                "{cmd:?}"
+            );
+            assert!(!cmdline_is_worker(cmd.as_bytes()), "{cmd:?}");
+        }
+        let worker = format!("/x/admin\0worker-exec\0--cluster={c}\0");
+        assert!(!cmdline_serves_cluster(worker.as_bytes(), dir.path()));
+        assert!(!cmdline_is_registry(b"registry-exec\0"));
+        assert!(!cmdline_is_registry(b""));
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! `admin kill -cluster DIR`: stops every worker of the cluster (SIGTERM, a grace period, then
 //! SIGKILL) and removes what they leave behind: pid files, sandbox processes, cgroups and scratch
-//! directories (via `worker::cleanup_leftovers`).
+//! directories (via `worker::cleanup_leftovers`); then stops the cluster's registry server, if
+//! one runs (`logs/registry.pid`, or any `admin registry-exec` naming the cluster).
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
@@ -14,6 +15,8 @@ use crate::process::{self, Stopped};
 
 /// How long a worker gets between SIGTERM and SIGKILL (it drains calls for `shutdown_timeout_s`).
 const GRACE: Duration = Duration::from_secs(15);
+/// How long the registry server gets between SIGTERM and SIGKILL.
+const REGISTRY_GRACE: Duration = Duration::from_secs(10);
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -24,16 +27,36 @@ pub struct Args {
 
 pub fn run(args: &Args) -> anyhow::Result<()> {
     let cluster = ClusterDir::open(&args.cluster)?;
+    let failures = stop_workers(&cluster)?;
+    let registry_ok = match stop_registry(&cluster) {
+        Some((line, ok)) => {
+            println!("registry: {line}");
+            ok
+        }
+        None => true,
+    };
+    match (failures, registry_ok) {
+        (0, true) => Ok(()),
+        (0, false) => bail!("the registry server could not be stopped"),
+        (n, true) => bail!("{n} worker(s) could not be cleaned up completely"),
+        (n, false) => bail!(
+            "{n} worker(s) could not be cleaned up completely, and the registry server could not be stopped"
+        ),
+    }
+}
+
+/// Stops and cleans up every worker; returns how many failed.
+fn stop_workers(cluster: &ClusterDir) -> anyhow::Result<usize> {
     let mut indexes: BTreeSet<u32> = cluster.pid_files()?.into_iter().collect();
     indexes.extend(cluster.worker_configs()?);
     if indexes.is_empty() {
         println!("no workers in {}", cluster.root().display());
-        return Ok(());
+        return Ok(0);
     }
     let mut failures = 0;
     for i in indexes {
-        let (mut process, mut ok_process) = stop_worker(&cluster, i);
-        let (others, ok_others) = stop_unrecorded_workers(&cluster, i);
+        let (mut process, mut ok_process) = stop_worker(cluster, i);
+        let (others, ok_others) = stop_unrecorded_workers(cluster, i);
         if !others.is_empty() {
             process.push_str("; ");
             process.push_str(&others);
@@ -41,7 +64,7 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         ok_process &= ok_others;
         let still_running = process::workers_serving(&cluster.worker_config(i));
         let (leftovers, ok_leftovers) = if still_running.is_empty() {
-            clean_worker(&cluster, i)
+            clean_worker(cluster, i)
         } else {
             // Never pull sandboxes out from under a worker that is still serving.
             (
@@ -54,10 +77,76 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         }
         println!("worker-{i}: {process}; {leftovers}");
     }
-    if failures > 0 {
-        bail!("{failures} worker(s) could not be cleaned up completely");
+    Ok(failures)
+}
+
+/// Stops the registry server named by `logs/registry.pid` and any other `admin registry-exec`
+/// of this cluster; `None` when there was none and the template names no registry server.
+fn stop_registry(cluster: &ClusterDir) -> Option<(String, bool)> {
+    let pid_file = cluster.registry_pid_file();
+    let mut notes = Vec::new();
+    let mut ok = true;
+    match process::read_pid_file(&pid_file) {
+        Ok(None) => {}
+        Ok(Some(pid)) => {
+            if !process::is_alive(pid) {
+                notes.push(format!("not running (stale pid {pid})"));
+            } else if !process::is_registry_process(pid) {
+                notes.push(format!("pid {pid} is not a registry server, left alone"));
+            } else {
+                match describe_stop(pid, REGISTRY_GRACE, "") {
+                    Ok(what) => notes.push(what),
+                    Err(e) => {
+                        ok = false;
+                        notes.push(e);
+                    }
+                }
+            }
+            if let Err(e) = process::remove_pid_file(&pid_file) {
+                ok = false;
+                notes.push(format!("{e:#}"));
+            }
+        }
+        Err(e) => match process::remove_pid_file(&pid_file) {
+            Ok(()) => notes.push(format!("{e:#} (removed)")),
+            Err(e2) => {
+                ok = false;
+                notes.push(format!("{e:#}; {e2:#}"));
+            }
+        },
     }
-    Ok(())
+    for pid in process::registries_serving(cluster.root()) {
+        match describe_stop(pid, REGISTRY_GRACE, "unrecorded registry server ") {
+            Ok(what) => notes.push(what),
+            Err(e) => {
+                ok = false;
+                notes.push(e);
+            }
+        }
+    }
+    if notes.is_empty() {
+        let named = Config::load(&cluster.template())
+            .ok()
+            .and_then(|c| c.registry.server().map(str::to_owned));
+        return named.map(|url| (format!("{url} not running"), true));
+    }
+    Some((notes.join("; "), ok))
+}
+
+/// Stops `pid` and says how, `what` naming it (`""` or `"unrecorded worker "`).
+fn describe_stop(pid: i32, grace: Duration, what: &str) -> Result<String, String> {
+    match process::stop(pid, grace) {
+        Ok(Stopped::Terminated(t)) => Ok(format!(
+            "stopped {what}pid {pid} (SIGTERM, {:.1} s)",
+            t.as_secs_f64()
+        )),
+        Ok(Stopped::Killed) => Ok(format!(
+            "killed {what}pid {pid} (no exit {} s after SIGTERM)",
+            grace.as_secs()
+        )),
+        Ok(Stopped::NotRunning) => Ok(format!("not running ({what}pid {pid} exited)")),
+        Err(e) => Err(format!("{e:#}")),
+    }
 }
 
 /// Stops the process named by the worker's pid file; returns a description and success.

@@ -1,7 +1,13 @@
 //! One file per `admin` command; each has an `Args` struct (clap) and a `run` function.
 
+pub mod delete;
+pub mod deploy;
+pub mod functions;
 pub mod kill;
+pub mod layer;
 pub mod new;
+pub mod registry;
+pub mod registry_exec;
 pub mod setconf;
 pub mod status;
 pub mod upload;

@@ -7,7 +7,11 @@
 //!   hello  id=3  state=idle  pid=4567  uptime=12.3s  worker=worker-0
 //! Import cache (zygotes):
 //!   zygote 1  parent=-  pid=4560  forks=12  memory=7.1MiB  packages=-  worker=worker-0
+//! Registry:
+//! http://127.0.0.1:9000/status => ready [200 OK] pid=4550
 //! ```
+//! The registry section says `local directory <registry_dir>` when the template names no
+//! registry server.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -18,6 +22,7 @@ use worker::config::Config;
 
 use super::local_host;
 use crate::cluster_dir::ClusterDir;
+use crate::process;
 use worker::http_client::{self as http, Response};
 
 /// Timeout for connecting to and reading from a worker.
@@ -140,26 +145,76 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     for line in zygote_lines(&zygotes) {
         println!("{line}");
     }
-    if problems > 0 {
-        bail!("{problems} worker(s) not ready");
+    println!("Registry:");
+    let (line, registry_ok) = registry_line(&cluster);
+    println!("{line}");
+    match (problems, registry_ok) {
+        (0, true) => Ok(()),
+        (0, false) => bail!("the registry server is not reachable"),
+        (n, true) => bail!("{n} worker(s) not ready"),
+        (n, false) => bail!("{n} worker(s) not ready, and the registry server is not reachable"),
     }
-    Ok(())
+}
+
+/// The registry's line and whether it is fine: the local directory, or the server's
+/// `/status` answer and its pid.
+fn registry_line(cluster: &ClusterDir) -> (String, bool) {
+    let template = match Config::load(&cluster.template()) {
+        Ok(c) => c,
+        Err(e) => return (format!("{e}"), false),
+    };
+    let Some(url) = template.registry.server() else {
+        return (
+            format!("local directory {}", template.registry_dir.display()),
+            true,
+        );
+    };
+    let pid = match process::read_pid_file(&cluster.registry_pid_file()) {
+        Ok(Some(pid)) if process::is_alive(pid) && process::is_registry_process(pid) => {
+            pid.to_string()
+        }
+        Ok(Some(pid)) => format!("- (stale pid {pid})"),
+        Ok(None) => process::registries_serving(cluster.root())
+            .first()
+            .map_or_else(|| "-".to_owned(), |p| format!("{p} (unrecorded)")),
+        Err(e) => format!("- ({e:#})"),
+    };
+    let ping = http::split_url(url)
+        .and_then(|(host, port)| http::get(&host, port, "/status", TIMEOUT))
+        .map_err(|e| http::describe_error(&e));
+    let ok = matches!(&ping, Ok(r) if r.status == 200);
+    (format!("{} pid={pid}", url_ping_line(url, &ping)), ok)
+}
+
+/// `http://127.0.0.1:9000/status => ready [200 OK]`, or `=> unreachable: <reason>`.
+pub fn url_ping_line(url: &str, result: &Result<Response, String>) -> String {
+    match result {
+        Ok(r) => format!(
+            "{url}/status => {} [{}]",
+            short_body(&r.body),
+            r.status_text()
+        ),
+        Err(reason) => format!("{url}/status => unreachable: {reason}"),
+    }
+}
+
+/// A body with white space collapsed, cut at 100 characters.
+fn short_body(body: &str) -> String {
+    let body: String = body.split_whitespace().collect::<Vec<_>>().join(" ");
+    match body.char_indices().nth(100) {
+        Some((cut, _)) => format!("{}...", &body[..cut]),
+        None => body,
+    }
 }
 
 /// `http://localhost:8080/status => ready [200 OK]`, or `=> unreachable: <reason>`.
 pub fn ping_line(port: u16, result: &Result<Response, String>) -> String {
     match result {
-        Ok(r) => {
-            let body: String = r.body.split_whitespace().collect::<Vec<_>>().join(" ");
-            let body = match body.char_indices().nth(100) {
-                Some((cut, _)) => format!("{}...", &body[..cut]),
-                None => body,
-            };
-            format!(
-                "http://localhost:{port}/status => {body} [{}]",
-                r.status_text()
-            )
-        }
+        Ok(r) => format!(
+            "http://localhost:{port}/status => {} [{}]",
+            short_body(&r.body),
+            r.status_text()
+        ),
         Err(reason) => format!("http://localhost:{port}/status => unreachable: {reason}"),
     }
 }
@@ -308,6 +363,10 @@ mod tests {
         assert_eq!(
             ping_line(8081, &Err("connection refused".into())),
             "http://localhost:8081/status => unreachable: connection refused"
+        );
+        assert_eq!(
+            url_ping_line("http://127.0.0.1:9000", &Err("connection refused".into())),
+            "http://127.0.0.1:9000/status => unreachable: connection refused"
         );
         let busy = Response {
             status: 503,
