@@ -12,11 +12,18 @@
 //! <registry>/.store/functions/<name>.json metadata: version, settings, code hash and size
 //! <registry>/.store/layers/<name>/<N>/    layer version N, unpacked (read-only in sandboxes)
 //! <registry>/.store/layers/<name>/<N>.json
+//! <registry>/.store/staging/              one directory per operation in progress
+//! <registry>/.store/lock                  flock'ed while anything changes
 //! ```
+//!
+//! [`DirStore`] is the store over a registry directory (`store.rs`: the steps of a change;
+//! `recover.rs`: what opening mends after a crash; `code.rs`: the code directory and its
+//! revision marker; `handwritten.rs`: directories placed by hand).
 //!
 //! The effective configuration of a function is what the API set ([`FunctionInfo::settings`],
 //! key by key) over the archive's own `lambda.json`.
 
+mod change;
 mod code;
 mod durable;
 mod handwritten;

@@ -65,7 +65,7 @@ fn create_get_and_list() {
     // The record round-trips for workers that pull code.
     let rec = store.record(&name("f")).unwrap();
     assert_eq!(
-        FunctionRecord::from_json(&rec.to_json())
+        FunctionRecord::from_json(&rec.to_json().unwrap())
             .unwrap()
             .into_info()
             .unwrap(),
