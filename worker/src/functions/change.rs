@@ -165,7 +165,9 @@ impl DirStore {
             archive_config: archive_config.to_value(),
         };
         self.write_stored(&stored)?;
-        if let Err(e) = self.swap_in(&code, &target, replaced) {
+        // A managed function's directory may be missing (removed by hand): then a rename.
+        let exists = std::fs::symlink_metadata(&target).is_ok();
+        if let Err(e) = self.swap_in(&code, &target, exists) {
             self.roll_back(name, previous);
             return Err(e);
         }
@@ -181,7 +183,8 @@ impl DirStore {
     }
 
     /// Puts the prepared directory `fresh` at `target`: an exchange when `target` exists (the
-    /// old code lands at `fresh`), a rename otherwise; then flushes the registry.
+    /// old code lands at `fresh`), a rename otherwise; then flushes the registry. An error
+    /// means nothing was moved.
     pub(super) fn swap_in(
         &self,
         fresh: &Path,
@@ -200,7 +203,12 @@ impl DirStore {
         } else {
             std::fs::rename(fresh, target).map_err(io_err("move code into", target))?;
         }
-        sync_dir(&self.registry)
+        // Moved: a failure to flush now is not a reason to take the change back (the
+        // metadata already says it happened, and recovery makes the directory if need be).
+        if let Err(e) = sync_dir(&self.registry) {
+            tracing::warn!(registry = %self.registry.display(), "{e}");
+        }
+        Ok(())
     }
 
     /// After a failed swap: the metadata goes back to what it was (best effort; recovery at
@@ -260,11 +268,13 @@ impl DirStore {
         };
         self.write_stored(&new)?;
         // Each file replaced by one rename from the staging directory: a reader sees the old
-        // or the new lambda.json, never part of one.
+        // or the new lambda.json, never part of one. lambda.json goes first: a crash before
+        // the marker follows leaves the old marker, and recovery makes the directory again.
         let scratch = self.scratch_locked(held)?;
         let staged_config = scratch.path().join(LAMBDA_CONFIG_FILE);
         let staged_marker = scratch.path().join(code::REVISION_FILE);
-        let result = super::durable::write_new_file(
+        let config_target = dir.join(LAMBDA_CONFIG_FILE);
+        let before_any_rename = super::durable::write_new_file(
             &staged_config,
             info.config.to_json_pretty().as_bytes(),
             0o644,
@@ -277,17 +287,23 @@ impl DirStore {
             )
         })
         .and_then(|()| {
-            let target = dir.join(LAMBDA_CONFIG_FILE);
-            std::fs::rename(&staged_config, &target).map_err(io_err("replace", &target))
-        })
-        .and_then(|()| {
-            let target = dir.join(code::REVISION_FILE);
-            std::fs::rename(&staged_marker, &target).map_err(io_err("replace", &target))
-        })
-        .and_then(|()| sync_dir(&dir));
-        if let Err(e) = result {
+            std::fs::rename(&staged_config, &config_target)
+                .map_err(io_err("replace", &config_target))
+        });
+        if let Err(e) = before_any_rename {
+            // Nothing of the directory changed: the change is taken back.
             self.roll_back(&name, Some(&stored));
             return Err(e);
+        }
+        let marker_target = dir.join(code::REVISION_FILE);
+        if let Err(e) = std::fs::rename(&staged_marker, &marker_target) {
+            // lambda.json is the new one already: finish the change by making the directory
+            // again; failing that, recovery does at the next open (the marker is the old one).
+            tracing::warn!(function = %name, "cannot replace {}: {e}", marker_target.display());
+            self.rematerialize(held, &new)?;
+        }
+        if let Err(e) = sync_dir(&dir) {
+            tracing::warn!(function = %name, "{e}");
         }
         Ok(info)
     }

@@ -114,9 +114,16 @@ impl DirStore {
         let store = Self {
             registry: registry_dir.to_owned(),
         };
-        ensure_dir(&store.store_dir(), 0o700)?;
-        for sub in ["archives", "functions", "layers", "staging"] {
-            ensure_dir(&store.store_dir().join(sub), 0o700)?;
+        // Metadata (environment variables), archives and staging for root only; layers are
+        // read by sandboxes, so their path stays traversable.
+        ensure_dir(&store.store_dir(), 0o755)?;
+        for (sub, mode) in [
+            ("archives", 0o700),
+            ("functions", 0o700),
+            ("staging", 0o700),
+            ("layers", 0o755),
+        ] {
+            ensure_dir(&store.store_dir().join(sub), mode)?;
         }
         let held = store.lock()?;
         store.recover(&held)?;
