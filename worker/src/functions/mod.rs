@@ -16,9 +16,9 @@
 //! <registry>/.store/lock                  flock'ed while anything changes
 //! ```
 //!
-//! [`DirStore`] is the store over a registry directory (`store.rs`: the steps of a change;
-//! `recover.rs`: what opening mends after a crash; `code.rs`: the code directory and its
-//! revision marker; `handwritten.rs`: directories placed by hand).
+//! [`DirStore`] is the store over a registry directory (`store.rs`; `change.rs`: the steps of
+//! a change; `recover.rs`: what opening mends after a crash; `code.rs`: the code directory and
+//! its revision marker; `handwritten.rs`: directories placed by hand; `layers.rs`).
 //!
 //! The effective configuration of a function is what the API set ([`FunctionInfo::settings`],
 //! key by key) over the archive's own `lambda.json`.
@@ -47,7 +47,6 @@ pub use code::{materialize, REVISION_FILE};
 pub use layers::{MAX_LAYERS as MAX_STORED_LAYERS, MAX_LAYER_VERSIONS};
 pub use layout::{layer_dir, LayerDirError, STORE_DIR};
 pub use record::{is_sha256_hex, FunctionRecord, LayerRecord};
-pub use recover::Recovered;
 pub use store::{DirStore, Uploaded, MAX_FUNCTIONS};
 
 /// One function as stored.
