@@ -43,7 +43,7 @@ mod store_tests;
 use crate::lambda_config::{Entry, LambdaConfig};
 use crate::name::LambdaName;
 
-pub use code::{materialize, REVISION_FILE};
+pub use code::{materialize, revision_of, REVISION_FILE};
 pub use layers::{MAX_LAYERS as MAX_STORED_LAYERS, MAX_LAYER_VERSIONS};
 pub use layout::{layer_dir, LayerDirError, STORE_DIR};
 pub use record::{is_sha256_hex, FunctionRecord, LayerRecord};
