@@ -56,6 +56,8 @@ pub enum WorkerError {
     },
     #[error("{0}")]
     Harden(#[from] sandbox::HardenError),
+    #[error("{0}")]
+    Launcher(#[from] launch::LauncherError),
     #[error("{what} task failed: {source}")]
     Task {
         what: &'static str,
