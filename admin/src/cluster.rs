@@ -40,6 +40,10 @@ pub const TEMPLATE_JSON: &str = include_str!("../../cluster-template/template.js
 pub const BASE_RECIPE_JSON: &str = include_str!("../../cluster-template/base.json");
 /// `cluster-template/runtime/runtime.py`: the in-sandbox runtime.
 pub const RUNTIME_PY: &str = include_str!("../../cluster-template/runtime/runtime.py");
+/// `cluster-template/runtime/runtime_extras.py`: what the runtime imports for the entries that
+/// need more than a plain `handler(event)`.
+pub const RUNTIME_EXTRAS_PY: &str =
+    include_str!("../../cluster-template/runtime/runtime_extras.py");
 /// `cluster-template/runtime/zygote.py`: the import cache's fork server.
 pub const ZYGOTE_PY: &str = include_str!("../../cluster-template/runtime/zygote.py");
 /// `cluster-template/runtime/compat/luna_lambda_tools.py`: what functions written for Luna
@@ -282,6 +286,7 @@ pub fn install_runtime(base: &Path) -> Result<()> {
     }
     for (p, content) in [
         (runtime.clone(), RUNTIME_PY.to_owned()),
+        (dir.join("runtime_extras.py"), RUNTIME_EXTRAS_PY.to_owned()),
         (in_base(base, ZYGOTE_PATH), ZYGOTE_PY.to_owned()),
         (
             compat.join("luna_lambda_tools.py"),
@@ -477,9 +482,13 @@ mod tests {
         // Installing again replaces the files instead of writing through them.
         install_runtime(&base).unwrap();
         assert_eq!(
+            std::fs::read_to_string(dir.join("runtime_extras.py")).unwrap(),
+            RUNTIME_EXTRAS_PY
+        );
+        assert_eq!(
             std::fs::read_dir(&dir).unwrap().count(),
-            4,
-            "3 files and compat/"
+            5,
+            "4 files and compat/"
         );
     }
 

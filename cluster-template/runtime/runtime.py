@@ -11,7 +11,8 @@ from this sys.path, in order:
   (LAMBDA_PACKAGES), the system's package directories, and last COMPAT_DIR (luna_lambda_tools,
   for code written for Luna; a function's own copy comes first).
 The function is called with (event) when it takes one positional argument, and with (event,
-context) when it takes two or *args (context: LambdaContext, as AWS's Python runtime gives it).
+context) when it takes two or *args (context: runtime_extras.LambdaContext, as AWS's Python
+runtime gives it).
 What it returns is awaited when it is awaitable (an async def), on one event loop kept for the
 sandbox's life. Luna's entry, lambda_main.main, gets a luna_lambda_tools
 StandaloneLambdaRequest whose .json is the event in place of the event itself.
@@ -35,9 +36,10 @@ The runtime never dies on a bad request; only the worker ends it.
 Start-up time is most of a cold call, so this file imports only what it needs before the first
 request: `_socket` rather than `socket` (which pulls in `enum`), the C parts of `json` through
 `_json` rather than `json` (whose pure-Python half compiles regular expressions), `traceback`
-only when an exception is reported, `asyncio` only for an awaitable result and `inspect` only
-for an entry whose parameters its code object does not show. The interpreter runs with -S (no
-`site`).
+only when an exception is reported, and runtime_extras.py (everything but a plain
+handler(event) in lambda_func.py: other entries, the context, asyncio, inspect) only when the
+entry needs it, since the interpreter compiles this file from source at every fresh start. It
+runs with -S (no `site`).
 """
 
 import sys
@@ -51,13 +53,12 @@ LISTEN_FD = 3
 # The version of the call protocol this file speaks (the worker reads this line; keep it one line).
 CALL_PROTOCOL = 2
 DEFAULT_ENTRY = "lambda_func.handler"
-LUNA_ENTRY = "lambda_main.main"
 OK, HANDLER_ERROR, REQUEST_ERROR = 0, 1, 2
 # A request's fixed header: the protocol byte, the deadline, the request id's length.
 HEADER = 10
 # Without `site`, add the system's package directories so apt-installed modules still import.
 SYSTEM_PATHS = ("/usr/local/lib/python3/dist-packages", "/usr/lib/python3/dist-packages")
-CO_VARARGS = 0x04
+CO_VARARGS = 0x04  # in a code object's co_flags: it takes *args
 
 
 def _plain_json():
@@ -157,22 +158,6 @@ def env_packages():
     return env_paths("LAMBDA_PACKAGES")
 
 
-def pythonpath():
-    """PYTHONPATH's entries as the interpreter takes them, relative ones from the working
-    directory (the interpreter itself is told to ignore PYTHONPATH, so that a fresh and a forked
-    sandbox get the same sys.path); empty entries are skipped."""
-    entries, cwd = [], None
-    for p in env_paths("PYTHONPATH"):
-        if not p.startswith("/"):
-            if cwd is None:
-                import posix
-
-                cwd = posix.getcwd()
-            p = cwd.rstrip("/") + "/" + p
-        entries.append(p)
-    return entries
-
-
 def package_paths(paths):
     """The sys.path entries for package directories; their .pth files are honoured as `site`
     would (then `site` has already added them and none are returned)."""
@@ -187,209 +172,65 @@ def package_paths(paths):
     return paths
 
 
-class CognitoIdentity:
-    """context.identity of a call not made through Amazon Cognito, as AWS gives it."""
-
-    __slots__ = ("cognito_identity_id", "cognito_identity_pool_id")
-
-    def __init__(self):
-        self.cognito_identity_id = None
-        self.cognito_identity_pool_id = None
-
-
-class LambdaContext:
-    """The context an (event, context) entry gets, with the fields of AWS's Python runtime:
-    memory_limit_in_mb is a string, as there; aws_request_id is the worker's id of this call
-    (its x-amzn-RequestId); get_remaining_time_in_millis() counts down to the worker's deadline
-    (the function's timeout_s from when the worker sent the call)."""
-
-    __slots__ = (
-        "aws_request_id",
-        "function_name",
-        "function_version",
-        "memory_limit_in_mb",
-        "invoked_function_arn",
-        "log_group_name",
-        "log_stream_name",
-        "identity",
-        "client_context",
-        "tenant_id",
-        "_deadline_ns",
-    )
-
-    def __init__(self, function, request_id, deadline_ns):
-        (
-            self.function_name,
-            self.function_version,
-            self.memory_limit_in_mb,
-            self.invoked_function_arn,
-            self.log_group_name,
-            self.log_stream_name,
-        ) = function
-        self.aws_request_id = request_id
-        self.identity = CognitoIdentity()
-        self.client_context = None
-        self.tenant_id = None
-        self._deadline_ns = deadline_ns
-
-    def get_remaining_time_in_millis(self):
-        import time
-
-        left = (self._deadline_ns - time.monotonic_ns()) // 1000000
-        return left if left > 0 else 0
-
-    def log(self, msg):
-        sys.stdout.write(str(msg))
-
-    def __repr__(self):
-        return "LambdaContext(aws_request_id=%s, function_name=%s, function_version=%s, memory_limit_in_mb=%s, invoked_function_arn=%s)" % (
-            self.aws_request_id,
-            self.function_name,
-            self.function_version,
-            self.memory_limit_in_mb,
-            self.invoked_function_arn,
-        )
-
-
-def code_parameters(fn):
-    """(required, most, keyword-only without a default) of the positional parameters of fn, read
-    from its code object (most is None with *args); None when it has none to read (a class, a
-    builtin, a functools.partial). Like inspect.signature, a wrapper made with functools.wraps
-    counts as what it wraps."""
-    while hasattr(fn, "__wrapped__"):
-        fn = fn.__wrapped__
-    skip = 0
-    bound = getattr(fn, "__func__", None)  # a bound method (which shows its function's __code__)
-    if hasattr(bound, "__code__"):
-        fn, skip = bound, 1  # self is given
-    elif not hasattr(fn, "__code__"):
-        call = getattr(type(fn), "__call__", None)  # an object whose class defines __call__
-        if not hasattr(call, "__code__"):
-            return None
-        fn, skip = call, 1
-    code = fn.__code__
-    most = code.co_argcount - skip
-    required = max(most - len(fn.__defaults__ or ()), 0)
-    kwonly = code.co_varnames[code.co_argcount : code.co_argcount + code.co_kwonlyargcount]
-    kwdefaults = fn.__kwdefaults__ or {}
-    missing = [k for k in kwonly if k not in kwdefaults]
-    return required, None if code.co_flags & CO_VARARGS else most, missing
-
-
-def signature_parameters(fn):
-    """code_parameters() through inspect.signature; None when that cannot tell either."""
-    import inspect
-
-    try:
-        params = inspect.signature(fn).parameters.values()
-    except (TypeError, ValueError):
-        return None
-    required = most = 0
-    varargs, missing = False, []
-    for p in params:
-        if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD):
-            most += 1
-            required += p.default is p.empty
-        elif p.kind is p.VAR_POSITIONAL:
-            varargs = True
-        elif p.kind is p.KEYWORD_ONLY and p.default is p.empty:
-            missing.append(p.name)
-    return required, None if varargs else most, missing
-
-
-def takes_context(fn, entry):
-    """Whether fn is called with (event, context) rather than (event). An entry that can be
-    called neither way is an error naming it."""
-    found = code_parameters(fn) or signature_parameters(fn)
-    if found is None:
-        return False
-    required, most, missing = found
-    usage = "an entry is called with (event) or (event, context)"
-    if missing:
-        raise TypeError("entry %s has keyword-only parameters without a default (%s): %s" % (entry, ", ".join(missing), usage))
-    if required > 2:
-        raise TypeError("entry %s takes %d positional arguments: %s" % (entry, required, usage))
-    if most == 0:
-        raise TypeError("entry %s takes no positional argument: %s" % (entry, usage))
-    return most is None or most >= 2
+def extras():
+    """runtime_extras, imported from this file's directory (never a function's own module of
+    that name: the function's directories are on sys.path first)."""
+    module = sys.modules.get("runtime_extras")
+    if module is None:
+        path = sys.path[:]
+        sys.path[:] = [__file__.rpartition("/")[0] or "."]
+        try:
+            import runtime_extras as module
+        finally:
+            sys.path[:] = path
+    return module
 
 
 class Entry:
-    """The function calls run (see the module docstring): _HANDLER's module.function, whether it
-    takes a context, and the error every call answers when it cannot be loaded."""
+    """What calls run: the entry's function, with the context class, request class and event
+    loop of the entries that need them; or the error every call answers with."""
 
-    __slots__ = ("name", "module", "function", "fn", "with_context", "request_type", "error", "function_env", "loop")
+    __slots__ = ("name", "fn", "context_type", "request_type", "function_env", "loop", "error")
 
     def __init__(self, name):
         self.name = name
-        self.module, _, self.function = name.rpartition(".")
-        self.fn = None
-        self.with_context = False
-        self.request_type = None
-        self.error = None
-        self.function_env = None
-        self.loop = None
+        self.fn = self.context_type = self.request_type = self.function_env = None
+        self.loop = self.error = None
 
-    def load(self):
-        if not self.module or not self.function:
-            raise ValueError("entry %r is not module.function" % self.name)
-        try:
-            __import__(self.module)
-        except ModuleNotFoundError as exc:
-            missing = exc.name or self.module
-            if missing != self.module and not self.module.startswith(missing + "."):
-                raise  # a module that the entry's module imports
-            rel = self.module.replace(".", "/")
-            raise ModuleNotFoundError(
-                "entry %s: no module %s (looked for %s/%s.py and %s/%s/__init__.py, then in the layers and packages)"
-                % (self.name, self.module, HANDLER_DIR, rel, HANDLER_DIR, rel),
-                name=self.module,
-            ) from None
-        module = sys.modules[self.module]
-        fn = getattr(module, self.function, None)
-        if not callable(fn):
-            where = getattr(module, "__file__", None) or self.module
-            raise AttributeError("%s defines no callable %s (entry %s)" % (where, self.function, self.name))
-        self.with_context = takes_context(fn, self.name)
-        if self.name == LUNA_ENTRY:
-            import luna_lambda_tools
 
-            self.request_type = luna_lambda_tools.StandaloneLambdaRequest
-        self.function_env = (
-            getenv("AWS_LAMBDA_FUNCTION_NAME"),
-            getenv("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST"),
-            getenv("AWS_LAMBDA_FUNCTION_MEMORY_SIZE"),
-            getenv("LAMBDA_FUNCTION_ARN"),
-            getenv("AWS_LAMBDA_LOG_GROUP_NAME"),
-            getenv("AWS_LAMBDA_LOG_STREAM_NAME"),
-        )
-        self.fn = fn
-
-    def context(self, frame):
-        request_id = frame[HEADER : HEADER + frame[9]].decode("ascii", "replace")
-        return LambdaContext(self.function_env, request_id, int.from_bytes(frame[1:9], "big"))
-
-    def wait(self, awaitable):
-        """Runs an awaitable result to its end on the sandbox's event loop, made at the first."""
-        loop = self.loop
-        if loop is None or loop.is_closed():
-            import asyncio
-
-            loop = self.loop = asyncio.new_event_loop()
-            asyncio.set_event_loop(loop)
-        return loop.run_until_complete(awaitable)
+def load_plain(entry):
+    """The default entry as a plain handler(event) in lambda_func.py, loaded without
+    runtime_extras; False for anything else (then runtime_extras loads the entry, or says what
+    is wrong with it)."""
+    try:
+        import lambda_func
+    except ModuleNotFoundError as exc:
+        if exc.name == "lambda_func":
+            return False
+        raise
+    fn = getattr(lambda_func, "handler", None)
+    code = getattr(fn, "__code__", None)
+    plain = code is not None and getattr(fn, "__func__", None) is None
+    if not plain or code.co_argcount != 1 or code.co_kwonlyargcount or code.co_flags & CO_VARARGS:
+        return False
+    entry.fn = fn
+    return True
 
 
 def load_entry(packages):
     """Puts the function's directories on sys.path (in the module docstring's order) and loads
     its entry; an entry that cannot be loaded carries the error every call answers with."""
     entry = Entry(getenv("_HANDLER") or DEFAULT_ENTRY)
-    sys.path[:0] = [HANDLER_DIR] + env_paths("LAMBDA_LAYERS") + pythonpath()
+    front = [HANDLER_DIR] + env_paths("LAMBDA_LAYERS")
+    if getenv("PYTHONPATH"):
+        front += extras().pythonpath(getenv("PYTHONPATH"))
+    sys.path[:0] = front
     sys.path.extend(package_paths(packages))
     sys.path.extend(SYSTEM_PATHS)
     sys.path.append(COMPAT_DIR)
     try:
-        entry.load()
+        if entry.name != DEFAULT_ENTRY or not load_plain(entry):
+            extras().load(entry, HANDLER_DIR, getenv)
     except BaseException as exc:  # SystemExit and friends in module code too
         entry.fn = None
         entry.error = error_info(exc)
@@ -417,12 +258,13 @@ def call(entry, frame):
         return bad_request("event is not valid JSON: %s" % exc)
     try:
         arg = event if entry.request_type is None else entry.request_type(event)
-        if entry.with_context:
-            result = entry.fn(arg, entry.context(frame))
-        else:
+        if entry.context_type is None:
             result = entry.fn(arg)
+        else:
+            deadline = int.from_bytes(frame[1:9], "big")
+            result = entry.fn(arg, entry.context_type(entry.function_env, frame[HEADER:start], deadline))
         if hasattr(result, "__await__"):
-            result = entry.wait(result)
+            result = extras().wait(entry, result)
     except BaseException as exc:  # a handler calling sys.exit() is an error, not an exit
         return HANDLER_ERROR, error_info(exc)
     finally:

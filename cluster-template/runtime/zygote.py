@@ -55,6 +55,7 @@ import signal
 import struct
 
 import runtime
+import runtime_extras  # what (event, context) entries need, imported once for every fork
 
 # sys.path as a fresh runtime starts with it (the children start from this, not from ours).
 BASE_PATH = list(sys.path)
