@@ -11,6 +11,9 @@ say "set-up (quickstart/deps.sh)"
 ./quickstart/deps.sh
 ./bench/peers.sh
 
+say "AWS clients for the tests (tests/clients/setup.sh: pinned boto3 and aws-cli in target/client-venv)"
+./tests/clients/setup.sh >/dev/null
+
 say "cargo fmt --check"
 cargo fmt --all --check
 

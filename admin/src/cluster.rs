@@ -31,7 +31,7 @@ pub use base::{BaseOrigin, Recipe};
 pub use copy::CopyStats;
 
 use worker::config::{Config, ConfigError};
-use worker::launch::RUNTIME_PATH;
+use worker::launch::{COMPAT_DIR, RUNTIME_PATH};
 use worker::zygote::ZYGOTE_PATH;
 
 /// `cluster-template/template.json`: overrides of [`Config::default`] for new clusters.
@@ -40,8 +40,16 @@ pub const TEMPLATE_JSON: &str = include_str!("../../cluster-template/template.js
 pub const BASE_RECIPE_JSON: &str = include_str!("../../cluster-template/base.json");
 /// `cluster-template/runtime/runtime.py`: the in-sandbox runtime.
 pub const RUNTIME_PY: &str = include_str!("../../cluster-template/runtime/runtime.py");
+/// `cluster-template/runtime/runtime_extras.py`: what the runtime imports for the entries that
+/// need more than a plain `handler(event)`.
+pub const RUNTIME_EXTRAS_PY: &str =
+    include_str!("../../cluster-template/runtime/runtime_extras.py");
 /// `cluster-template/runtime/zygote.py`: the import cache's fork server.
 pub const ZYGOTE_PY: &str = include_str!("../../cluster-template/runtime/zygote.py");
+/// `cluster-template/runtime/compat/luna_lambda_tools.py`: what functions written for Luna
+/// import, installed in [`COMPAT_DIR`].
+pub const LUNA_TOOLS_PY: &str =
+    include_str!("../../cluster-template/runtime/compat/luna_lambda_tools.py");
 
 /// Subdirectories of a cluster (besides `base/`, which the copy creates).
 pub const LAYOUT_DIRS: [&str; 5] = ["config", "logs", "packages", "registry", "workers"];
@@ -247,9 +255,9 @@ pub fn in_base(base: &Path, path: &str) -> PathBuf {
 }
 
 /// Writes the in-sandbox runtime and the fork server where the worker runs them from
-/// ([`RUNTIME_PATH`], [`ZYGOTE_PATH`]: `<base>/usr/local/lib/lambdaworker/`), and a `VERSION`
-/// file beside them, as new files (the base's other files are links into the cache, which must
-/// stay untouched).
+/// ([`RUNTIME_PATH`], [`ZYGOTE_PATH`]: `<base>/usr/local/lib/lambdaworker/`), the modules the
+/// runtime offers code written for other platforms ([`COMPAT_DIR`]), and a `VERSION` file, as
+/// new files (the base's other files are links into the cache, which must stay untouched).
 pub fn install_runtime(base: &Path) -> Result<()> {
     let io = |op: &'static str, path: &Path| {
         let path = path.to_owned();
@@ -267,6 +275,10 @@ pub fn install_runtime(base: &Path) -> Result<()> {
             _ => break,
         }
     }
+    let compat = in_base(base, COMPAT_DIR);
+    if !std::fs::symlink_metadata(&compat).is_ok_and(|m| m.is_dir()) {
+        missing.insert(0, compat.clone());
+    }
     for d in missing.iter().rev() {
         std::fs::create_dir(d).map_err(io("create directory", d))?;
         std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o755))
@@ -274,7 +286,12 @@ pub fn install_runtime(base: &Path) -> Result<()> {
     }
     for (p, content) in [
         (runtime.clone(), RUNTIME_PY.to_owned()),
+        (dir.join("runtime_extras.py"), RUNTIME_EXTRAS_PY.to_owned()),
         (in_base(base, ZYGOTE_PATH), ZYGOTE_PY.to_owned()),
+        (
+            compat.join("luna_lambda_tools.py"),
+            LUNA_TOOLS_PY.to_owned(),
+        ),
         (
             dir.join("VERSION"),
             format!("{}\n", env!("CARGO_PKG_VERSION")),
@@ -452,9 +469,27 @@ mod tests {
         let dir = base.join("usr/local/lib/lambdaworker");
         let mode = std::fs::metadata(&dir).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o755);
+        assert_eq!(
+            std::fs::read_to_string(in_base(&base, COMPAT_DIR).join("luna_lambda_tools.py"))
+                .unwrap(),
+            LUNA_TOOLS_PY
+        );
+        let mode = std::fs::metadata(in_base(&base, COMPAT_DIR))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o755);
         // Installing again replaces the files instead of writing through them.
         install_runtime(&base).unwrap();
-        assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 3);
+        assert_eq!(
+            std::fs::read_to_string(dir.join("runtime_extras.py")).unwrap(),
+            RUNTIME_EXTRAS_PY
+        );
+        assert_eq!(
+            std::fs::read_dir(&dir).unwrap().count(),
+            5,
+            "4 files and compat/"
+        );
     }
 
     #[test]

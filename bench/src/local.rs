@@ -9,7 +9,7 @@ use sandbox::cgroup::{CgroupSetup, Limits};
 use sandbox::{Sandbox, SandboxSpec};
 use worker::config::Config;
 use worker::name::LambdaName;
-use worker::runtime_client::{self, Reply};
+use worker::runtime_client::{self, Call, Deadline, Reply, RequestId};
 
 use crate::system::{check_answer, System, EVENT};
 
@@ -57,12 +57,16 @@ impl Local {
             .with_context(|| format!("cannot chown {}", scratch.display()))?;
         let lambda = LambdaName::parse(name).map_err(|e| anyhow::anyhow!("{e}"))?;
         let limits = worker::lambda_config::LambdaLimits::defaults(&self.cfg);
+        let setup = worker::manager::FunctionSetup::default();
+        let env = worker::launch::sandbox_env(&self.cfg, &lambda, &limits, &setup, &[]);
         let fresh = worker::launch::FreshSandbox {
             cgroup: self.cgroup(id),
             name: &lambda,
             handler_dir,
             scratch: &scratch,
             packages: &[],
+            layers: &[],
+            env: &env,
             limits: &limits,
             hardening: &self.hardening,
         };
@@ -136,9 +140,14 @@ impl std::fmt::Debug for DirectSystem {
 impl System for DirectSystem {
     fn call(&mut self) -> Result<()> {
         let reply = self.rt.block_on(async {
+            let timeout = Duration::from_secs(30);
+            let call = Call {
+                request_id: &RequestId::new(),
+                deadline: Deadline::after(timeout),
+            };
             tokio::time::timeout(
-                Duration::from_secs(30),
-                runtime_client::call(&mut self.conn, EVENT.as_bytes()),
+                timeout,
+                runtime_client::call(&mut self.conn, &call, EVENT.as_bytes()),
             )
             .await
         });

@@ -1,21 +1,45 @@
-"""lambdaworker's in-sandbox runtime: serves handler calls over /host/server_pipe.
+"""lambdaworker's in-sandbox runtime: serves one function's calls over /host/server_pipe.
 
 The worker creates the listening unix socket (bound at <scratch>/server_pipe, seen here as
 /host/server_pipe) and passes it as fd 3, so it can connect before this interpreter is up.
-The handler module /handler/lambda_func.py is imported once; each request calls handler(event).
 
-Wire format, on one connection, any number of calls in turn:
-  request:  4-byte big-endian length N, then N bytes of JSON (the event)
+The entry is loaded once, before the first call (load_entry): the function that _HANDLER names
+as module.function (default lambda_func.handler; the module may be dotted, pkg.app), imported
+from this sys.path, in order:
+  /handler (the function's code), each layer (LAMBDA_LAYERS, in the function's order), each
+  PYTHONPATH entry, the interpreter's standard library, the function's packages
+  (LAMBDA_PACKAGES), the system's package directories, and last COMPAT_DIR (luna_lambda_tools,
+  for code written for Luna; a function's own copy comes first).
+The function is called with (event) when it takes one positional argument, and with (event,
+context) when it takes two or *args (context: runtime_extras.LambdaContext, as AWS's Python
+runtime gives it).
+What it returns is awaited when it is awaitable (an async def), on one event loop kept for the
+sandbox's life. Luna's entry, lambda_main.main, gets a luna_lambda_tools
+StandaloneLambdaRequest whose .json is the event in place of the event itself.
+
+The call protocol, version CALL_PROTOCOL (the worker's side is worker/src/runtime_client; the
+worker reads the CALL_PROTOCOL line below before it starts), on one connection, any number of
+calls in turn:
+  request:  4-byte big-endian length N, then N bytes:
+              1 byte   CALL_PROTOCOL
+              8 bytes  the call's deadline, big-endian: CLOCK_MONOTONIC in nanoseconds (the
+                       sandbox has no time namespace: its clock is the worker's)
+              1 byte   the length L of the request id, then its L bytes (ASCII)
+              the rest (N - 10 - L bytes): the event, JSON
   response: 1 byte kind, 4-byte big-endian length N, then N bytes of JSON
-            kind 0: the handler's return value
-            kind 1: the handler (or its module) raised: {"type", "message", "traceback"}
+            kind 0: the entry's return value
+            kind 1: the entry (or its module) raised, or cannot be loaded or called:
+                    {"type", "message", "traceback"}
             kind 2: the request itself was unusable: {"type", "message"}
 The runtime never dies on a bad request; only the worker ends it.
 
 Start-up time is most of a cold call, so this file imports only what it needs before the first
 request: `_socket` rather than `socket` (which pulls in `enum`), the C parts of `json` through
-`_json` rather than `json` (whose pure-Python half compiles regular expressions), and
-`traceback` only when an exception is reported. The interpreter runs with -S (no `site`).
+`_json` rather than `json` (whose pure-Python half compiles regular expressions), `traceback`
+only when an exception is reported, and runtime_extras.py (everything but a plain
+handler(event) in lambda_func.py: other entries, the context, asyncio, inspect) only when the
+entry needs it, since the interpreter compiles this file from source at every fresh start. It
+runs with -S (no `site`).
 """
 
 import sys
@@ -23,16 +47,24 @@ import sys
 import _socket
 
 HANDLER_DIR = "/handler"
+# Modules that code written for other platforms imports (luna_lambda_tools).
+COMPAT_DIR = "/usr/local/lib/lambdaworker/compat"
 LISTEN_FD = 3
+# The version of the call protocol this file speaks (the worker reads this line; keep it one line).
+CALL_PROTOCOL = 2
+DEFAULT_ENTRY = "lambda_func.handler"
 OK, HANDLER_ERROR, REQUEST_ERROR = 0, 1, 2
+# A request's fixed header: the protocol byte, the deadline, the request id's length.
+HEADER = 10
 # Without `site`, add the system's package directories so apt-installed modules still import.
 SYSTEM_PATHS = ("/usr/local/lib/python3/dist-packages", "/usr/lib/python3/dist-packages")
+CO_VARARGS = 0x04  # in a code object's co_flags: it takes *args
 
 
 def _plain_json():
     import json
 
-    return json.loads, lambda obj: json.dumps(obj, allow_nan=False)
+    return lambda data: json.loads(str(data, "utf-8")), lambda obj: json.dumps(obj, allow_nan=False)
 
 
 def _fast_json():
@@ -52,11 +84,15 @@ def _fast_json():
     scan = _json.make_scanner(_Decoder())
 
     def loads(data):
-        text = data.decode("utf-8").strip(" \t\n\r")
+        text = str(data, "utf-8").strip(" \t\n\r")
         try:
             obj, end = scan(text, 0)
         except StopIteration:
             raise ValueError("expecting a JSON value") from None
+        except SystemError:  # CPython 3.11's scanner, failing to raise its own error: json says why
+            import json
+
+            return json.loads(text)
         if end != len(text):
             raise ValueError("extra data after the JSON value at character %d" % end)
         return obj
@@ -99,13 +135,27 @@ def flush():
             pass
 
 
-def env_packages():
-    """The lambda's package directories (/packages/<name>/<version>, from requirements.txt), in
-    the order the worker lists them in LAMBDA_PACKAGES."""
+def getenv(name, default=""):
+    """A variable of the sandbox's environment. A forked sandbox was given its environment
+    through os.environ (its zygote imported os); a fresh one reads it without importing os."""
+    os = sys.modules.get("os")
+    if os is not None:
+        return os.environ.get(name, default)
     import posix
 
-    raw = posix.environ.get(b"LAMBDA_PACKAGES", b"").decode()
-    return [p for p in raw.split(":") if p]
+    value = posix.environ.get(name.encode())
+    return default if value is None else value.decode("utf-8", "surrogateescape")
+
+
+def env_paths(name):
+    """The non-empty entries of a ':'-separated list in the environment."""
+    return [p for p in getenv(name).split(":") if p]
+
+
+def env_packages():
+    """The function's package directories (/packages/<name>/<version>, from requirements.txt),
+    in the order the worker lists them in LAMBDA_PACKAGES."""
+    return env_paths("LAMBDA_PACKAGES")
 
 
 def package_paths(paths):
@@ -122,34 +172,99 @@ def package_paths(paths):
     return paths
 
 
-def load_handler(packages):
-    """Returns (handler, None) or (None, encoded error)."""
-    sys.path[:0] = [HANDLER_DIR]
-    sys.path.extend(package_paths(packages))
-    sys.path.extend(SYSTEM_PATHS)
+def extras():
+    """runtime_extras, imported from this file's directory (never a function's own module of
+    that name: the function's directories are on sys.path first)."""
+    module = sys.modules.get("runtime_extras")
+    if module is None:
+        path = sys.path[:]
+        sys.path[:] = [__file__.rpartition("/")[0] or "."]
+        try:
+            import runtime_extras as module
+        finally:
+            sys.path[:] = path
+    return module
+
+
+class Entry:
+    """What calls run: the entry's function, with the context class, request class and event
+    loop of the entries that need them; or the error every call answers with."""
+
+    __slots__ = ("name", "fn", "context_type", "request_type", "function_env", "loop", "error")
+
+    def __init__(self, name):
+        self.name = name
+        self.fn = self.context_type = self.request_type = self.function_env = None
+        self.loop = self.error = None
+
+
+def load_plain(entry):
+    """The default entry as a plain handler(event) in lambda_func.py, loaded without
+    runtime_extras; False for anything else (then runtime_extras loads the entry, or says what
+    is wrong with it)."""
     try:
         import lambda_func
+    except ModuleNotFoundError as exc:
+        if exc.name == "lambda_func":
+            return False
+        raise
+    fn = getattr(lambda_func, "handler", None)
+    code = getattr(fn, "__code__", None)
+    plain = code is not None and getattr(fn, "__func__", None) is None
+    if not plain or code.co_argcount != 1 or code.co_kwonlyargcount or code.co_flags & CO_VARARGS:
+        return False
+    entry.fn = fn
+    return True
 
-        handler = getattr(lambda_func, "handler", None)
-        if not callable(handler):
-            raise AttributeError("%s/lambda_func.py defines no callable handler(event)" % HANDLER_DIR)
-        return handler, None
+
+def load_entry(packages):
+    """Puts the function's directories on sys.path (in the module docstring's order) and loads
+    its entry; an entry that cannot be loaded carries the error every call answers with."""
+    entry = Entry(getenv("_HANDLER") or DEFAULT_ENTRY)
+    front = [HANDLER_DIR] + env_paths("LAMBDA_LAYERS")
+    if getenv("PYTHONPATH"):
+        front += extras().pythonpath(getenv("PYTHONPATH"))
+    sys.path[:0] = front
+    sys.path.extend(package_paths(packages))
+    sys.path.extend(SYSTEM_PATHS)
+    sys.path.append(COMPAT_DIR)
+    try:
+        if entry.name != DEFAULT_ENTRY or not load_plain(entry):
+            extras().load(entry, HANDLER_DIR, getenv)
     except BaseException as exc:  # SystemExit and friends in module code too
-        return None, error_info(exc)
+        entry.fn = None
+        entry.error = error_info(exc)
     finally:
         flush()
+    return entry
 
 
-def call(handler, load_error, body):
-    if load_error is not None:
-        return HANDLER_ERROR, load_error
+def bad_request(message):
+    return REQUEST_ERROR, dumps({"type": "BadRequest", "message": message}).encode()
+
+
+def call(entry, frame):
+    if entry.error is not None:
+        return HANDLER_ERROR, entry.error
+    if len(frame) < HEADER or frame[0] != CALL_PROTOCOL:
+        version = frame[0] if frame else "none"
+        return bad_request("call protocol %s, but this runtime speaks %d" % (version, CALL_PROTOCOL))
+    start = HEADER + frame[9]
+    if len(frame) < start:
+        return bad_request("the request id runs past the end of the request")
     try:
-        event = loads(body)
+        event = loads(memoryview(frame)[start:])
     except (ValueError, UnicodeDecodeError, RecursionError, MemoryError) as exc:
-        msg = {"type": "BadRequest", "message": "event is not valid JSON: %s" % exc}
-        return REQUEST_ERROR, dumps(msg).encode()
+        return bad_request("event is not valid JSON: %s" % exc)
     try:
-        result = handler(event)
+        arg = event if entry.request_type is None else entry.request_type(event)
+        if entry.context_type is None:
+            result = entry.fn(arg)
+        else:
+            deadline = int.from_bytes(frame[1:9], "big")
+            result = entry.fn(arg, entry.context_type(entry.function_env, frame[HEADER:start], deadline))
+        if hasattr(result, "__await__"):
+            result = extras().wait(entry, result)
     except BaseException as exc:  # a handler calling sys.exit() is an error, not an exit
         return HANDLER_ERROR, error_info(exc)
     finally:
@@ -157,7 +272,7 @@ def call(handler, load_error, body):
     try:
         return OK, dumps(result).encode()
     except (TypeError, ValueError, RecursionError) as exc:
-        exc.args = ("handler returned a value that is not JSON-serializable: %s" % exc,)
+        exc.args = ("entry %s returned a value that is not JSON-serializable: %s" % (entry.name, exc),)
         return HANDLER_ERROR, error_info(exc)
 
 
@@ -173,15 +288,15 @@ def recv_exact(conn, size):
     return buf
 
 
-def serve(listener, handler, load_error):
+def serve(listener, entry):
     while True:
         fd, _ = listener._accept()
         conn = _socket.socket(fileno=fd)
         try:
             while True:
                 size = int.from_bytes(recv_exact(conn, 4), "big")
-                body = recv_exact(conn, size)
-                kind, payload = call(handler, load_error, body)
+                frame = recv_exact(conn, size)
+                kind, payload = call(entry, frame)
                 conn.sendall(bytes((kind,)) + len(payload).to_bytes(4, "big") + payload)
         except (EOFError, OSError):
             pass
@@ -191,8 +306,7 @@ def serve(listener, handler, load_error):
 
 def main():
     listener = _socket.socket(fileno=LISTEN_FD)
-    handler, load_error = load_handler(env_packages())
-    serve(listener, handler, load_error)
+    serve(listener, load_entry(env_packages()))
 
 
 if __name__ == "__main__":

@@ -12,27 +12,30 @@ worker reads the PROTOCOL line below before it starts a zygote). Each message on
 socket is one JSON object with fds attached (SCM_RIGHTS); every fd is named by its index in
 that array, and each exactly once. In the order the worker sends them:
 
-  {"protocol": 2, "kind": "cgroup", "procs": [0, ...]}: the cgroup.procs files (one per
+  {"protocol": 3, "kind": "cgroup", "procs": [0, ...]}: the cgroup.procs files (one per
     hierarchy) of a cgroup the worker prepared; the zygote forks a spare child into it at once.
-  {"protocol": 2, "kind": "fork", "role": "handler" | "zygote",
+  {"protocol": 3, "kind": "fork", "role": "handler" | "zygote",
    "fds": {"reply": 0, "host": 1, "handler": 2, "packages": [{"rel": "numpy/2.2.6", "fd": 3}],
-           "listen": 4, "stdout": 5, "stderr": 6},
+           "layers": [{"name": "common", "fd": 4}], "listen": 5, "stdout": 6, "stderr": 7},
    "env": [["KEY", "value"], ...], "net_ns": true, "tmp_mb": 64, "harden": {"uid": N, "gid": N}}:
     a fork request, handed to the oldest spare with its fds: "reply" (a socket to report on),
-    "host", "handler" (a handler's only) and one per package (detached mounts made by the
-    worker with open_tree; each package names its own fd), "listen" (the handler's listening
-    socket, or the new zygote's control socket), "stdout", "stderr". "harden" is a handler's.
+    "host", "handler" (a handler's only), one per package and one per layer (a handler's only;
+    detached mounts made by the worker with open_tree; each package and layer names its own
+    fd), "listen" (the handler's listening socket, or the new zygote's control socket),
+    "stdout", "stderr". "env" is the sandbox's whole environment (the function's own variables
+    and what the runtime reads among them). "harden" is a handler's.
 
 decode() checks a message against this before anything acts on it (fd indices in range and
-used once, the roles a request's role needs, no package twice) and refuses it with BadMessage.
+used once, the roles a request's role needs, no package or layer twice) and refuses it with
+BadMessage.
 
 A spare is pid 1 of a new pid namespace, in its prepared cgroup, with its own mount, ipc, uts
 and network namespaces, /proc and /tmp. Given a request, it mounts /host, /handler and
 /packages from the detached mounts, takes its stdio, environment and working directory, gives
 up its privileges ("harden"), and reports {"status": "ready"} on the reply socket (the kernel
-attaches its pid, as the worker sees it, to that message). A "handler" child then loads
-/handler/lambda_func.py and serves calls exactly as runtime.py does; a "zygote" child imports
-the packages it was given and serves forks of its own. A child that fails reports
+attaches its pid, as the worker sees it, to that message). A "handler" child then loads its
+entry and serves calls exactly as runtime.py does (runtime.load_entry, with the environment of
+the request); a "zygote" child imports the packages it was given and serves forks of its own. A child that fails reports
 {"status": "failed", "step": "attach /host", "reason": "..."} and exits; so does the zygote
 when it has no spare to hand a request to.
 
@@ -52,12 +55,13 @@ import signal
 import struct
 
 import runtime
+import runtime_extras  # what (event, context) entries need, imported once for every fork
 
 # sys.path as a fresh runtime starts with it (the children start from this, not from ours).
 BASE_PATH = list(sys.path)
 CONTROL_FD = 3
 # The version of the protocol this file speaks (the worker reads this line; keep it one line).
-PROTOCOL = 2
+PROTOCOL = 3
 # The most fds and bytes one message may carry, and the most bytes of a report (the worker's
 # protocol.rs has the same limits).
 MAX_FDS = 250
@@ -213,12 +217,13 @@ class Fork:
     """A fork request, its fd indices resolved to the fds that came with it.
 
     role: "handler" or "zygote"; reply, host, listen, stdout, stderr: fds; handler: an fd (a
-    handler's) or None; packages: [(rel "name/version", fd), ...] sorted by rel; env: [(key,
-    value), ...]; net_ns, tmp_mb; harden: a Harden or None; fds: every fd of the message.
+    handler's) or None; packages: [(rel "name/version", fd), ...] sorted by rel; layers:
+    [(name, fd), ...] in the function's order (a handler's); env: [(key, value), ...]; net_ns,
+    tmp_mb; harden: a Harden or None; fds: every fd of the message.
     """
 
-    __slots__ = ("role", "reply", "host", "handler", "packages", "listen", "stdout", "stderr",
-                 "env", "net_ns", "tmp_mb", "harden", "fds")
+    __slots__ = ("role", "reply", "host", "handler", "packages", "layers", "listen", "stdout",
+                 "stderr", "env", "net_ns", "tmp_mb", "harden", "fds")
 
     def rels(self):
         return [rel for rel, _ in self.packages]
@@ -269,7 +274,14 @@ def check_rel(rel):
     return rel
 
 
-FORK_ROLES = ("reply", "host", "handler", "packages", "listen", "stdout", "stderr")
+FORK_ROLES = ("reply", "host", "handler", "packages", "layers", "listen", "stdout", "stderr")
+
+
+def check_layer(name):
+    """A layer's directory under /opt: one path component."""
+    if name in ("", ".", "..") or "/" in name or "\0" in name:
+        raise BadMessage("layer name %r is not one path component" % name)
+    return name
 
 
 def decode_fork(obj, table):
@@ -296,6 +308,16 @@ def decode_fork(obj, table):
             raise BadMessage("package %s is named twice" % rel)
         packages[rel] = table.take(field(entry, "fd", int, "package " + rel), "package " + rel)
     req.packages = sorted(packages.items())
+    req.layers = []
+    for entry in field(fds, "layers", list, "fork fds"):
+        if not isinstance(entry, dict):
+            raise BadMessage("fork: layer entry %r is not an object" % (entry,))
+        name = check_layer(field(entry, "name", str, "layer"))
+        if any(name == n for n, _ in req.layers):
+            raise BadMessage("layer %s is named twice" % name)
+        req.layers.append((name, table.take(field(entry, "fd", int, "layer " + name), "layer " + name)))
+    if req.layers and req.role == "zygote":
+        raise BadMessage("fork: a zygote request with layers")
     req.env = []
     for item in field(obj, "env", list, "fork"):
         if not (isinstance(item, list) and len(item) == 2 and all(isinstance(v, str) for v in item)):
@@ -501,6 +523,18 @@ def become_sandbox(req, own_packages, tmp_mb, net_ns):
             attach(fd, target)
         ro = MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC
         mount(None, "/packages", None, ro, None, "remount the /packages view read-only")
+    if req.layers:  # a view of the function's layers over the base's empty /opt
+        view = "mode=755,size=1m,nr_inodes=4096"
+        mount("tmpfs", "/opt", "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, view, "mount the /opt view")
+        for name, fd in req.layers:
+            target = "/opt/" + name
+            try:
+                os.mkdir(target, 0o755)
+            except OSError as exc:
+                raise StepError("make " + target, exc.strerror)
+            attach(fd, target)
+        ro = MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC
+        mount(None, "/opt", None, ro, None, "remount the /opt view read-only")
     # 8. stdin from /dev/null, stdout and stderr from the worker's files, the listening socket
     # as fd 3, the reply socket as fd 4; every other fd (the zygote's control socket and its
     # namespace fd among them) is closed. Sources are first copied high, so no dup2 clobbers one.
@@ -581,8 +615,8 @@ def spare_main(link, procs, own_packages, tmp_mb, net_ns):
         serve(_socket.socket(fileno=CONTROL_FD), req.rels(), tmp_mb, net_ns)
     else:
         sys.path[:] = BASE_PATH
-        handler, load_error = runtime.load_handler(package_dirs)
-        runtime.serve(_socket.socket(fileno=runtime.LISTEN_FD), handler, load_error)
+        entry = runtime.load_entry(package_dirs)
+        runtime.serve(_socket.socket(fileno=runtime.LISTEN_FD), entry)
 
 
 def fork_spare(control, own_pidns, procs, own_packages, tmp_mb, net_ns):

@@ -10,6 +10,14 @@ if [[ -x "$venv/bin/python" && -f "$stamp" ]] && cmp -s "$req" "$stamp"; then
     echo "$venv"
     exit 0
 fi
+# Debian's python3 makes virtual environments only with python3-venv.
+# shellcheck source=quickstart/apt-missing.sh
+. "$root/quickstart/apt-missing.sh"
+mapfile -t missing < <(missing_debian_packages python3-venv)
+if [ ${#missing[@]} -gt 0 ]; then
+    apt-get update -q >&2
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${missing[@]}" >&2
+fi
 rm -rf "$venv"
 python3 -m venv "$venv" >&2
 # A clean environment, as for every pip run here.

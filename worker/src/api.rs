@@ -23,7 +23,12 @@ use serde_json::json;
 use crate::error::ApiError;
 use crate::manager::{Backend, Unavailable};
 use crate::name::LambdaName;
+use crate::runtime_client::RequestId;
 use crate::timings::Phase;
+
+/// The header a call's answer carries its request id in (the function's
+/// `context.aws_request_id`), as AWS names it.
+pub const REQUEST_ID_HEADER: &str = "x-amzn-RequestId";
 use crate::WorkerManager;
 
 /// What a request asks for.
@@ -147,7 +152,8 @@ async fn execute(
         }
         Action::Run(name) => {
             let started = Instant::now();
-            let result = run(state, &name, req).await;
+            let request_id = RequestId::new();
+            let result = run(state, &name, req, &request_id).await;
             state
                 .manager
                 .timings()
@@ -156,6 +162,7 @@ async fn execute(
             Ok(Response::builder()
                 .status(StatusCode::OK)
                 .header(header::CONTENT_TYPE, "application/json")
+                .header(REQUEST_ID_HEADER, request_id.to_string())
                 .body(Full::new(body))
                 .map_err(|e| ApiError::Internal {
                     message: e.to_string(),
@@ -169,11 +176,12 @@ async fn run(
     state: &ApiState,
     name: &LambdaName,
     req: Request<Incoming>,
+    request_id: &RequestId,
 ) -> Result<Bytes, ApiError> {
     let t = Instant::now();
     let event = read_event(req, state.max_body_bytes, state.body_timeout).await?;
     state.manager.timings().record(Phase::ReadBody, t.elapsed());
-    Ok(state.manager.run(name, event).await?)
+    Ok(state.manager.run(name, event, request_id).await?)
 }
 
 /// Reads the body under the size limit and checks it is JSON (an empty body is `{}`).

@@ -128,6 +128,7 @@ fn run_status(e: &RunError) -> StatusCode {
             StatusCode::FORBIDDEN
         }
         RunError::LambdaConfig { .. }
+        | RunError::Registry(RegistryError::Config { .. })
         | RunError::EventRefused { .. }
         | RunError::Packages(PackageError::BadRequirements { .. }) => StatusCode::BAD_REQUEST,
         RunError::Packages(PackageError::Install { .. }) => StatusCode::FAILED_DEPENDENCY,
@@ -181,13 +182,10 @@ fn run_body(e: &RunError, message: String) -> Value {
             json!({"error": "internal", "message": format!("internal error: {message}")})
         }
         RunError::Task { .. } => json!({"error": "internal", "message": message}),
-        RunError::LambdaConfig { lambda, source } => json!({
-            "error": "invalid lambda config",
-            "message": message,
-            "lambda": lambda,
-            "path": source.path,
-            "key": source.key,
-        }),
+        RunError::LambdaConfig { lambda, source } => config_body(lambda, source, message),
+        RunError::Registry(RegistryError::Config { lambda, source }) => {
+            config_body(lambda, source, message)
+        }
         RunError::TooManyRequests {
             lambda,
             max_concurrency,
@@ -225,6 +223,21 @@ fn run_body(e: &RunError, message: String) -> Value {
         }
         RunError::Unavailable { .. } => json!({"error": "unavailable", "message": message}),
     }
+}
+
+/// The body of a call refused for its `lambda.json`.
+fn config_body(
+    lambda: &str,
+    source: &crate::lambda_config::LambdaConfigError,
+    message: String,
+) -> Value {
+    json!({
+        "error": "invalid lambda config",
+        "message": message,
+        "lambda": lambda,
+        "path": source.path,
+        "key": source.key,
+    })
 }
 
 #[cfg(test)]

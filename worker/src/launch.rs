@@ -11,7 +11,9 @@
 //! 4. with the import cache on, a fork of the best zygote ([`crate::zygote`]); otherwise, or if
 //!    that fork fails, a fresh sandbox ([`spawn_fresh`]) with the listening socket as fd 3.
 //!
-//! A failed start removes its scratch directory again.
+//! Both kinds of sandbox get the same environment ([`sandbox_env`]) and the same mounts: the
+//! function's directory at `/handler`, its packages under `/packages`, its layers read-only at
+//! `/opt/<name>`. A failed start removes its scratch directory again.
 
 use std::os::fd::{AsFd, AsRawFd};
 use std::os::unix::net::{UnixListener, UnixStream};
@@ -26,15 +28,29 @@ use crate::config::Config;
 use crate::lambda_config::LambdaLimits;
 use crate::manager::backend::{AfterFirstCall, StartSteps};
 use crate::manager::{
-    Backend, LambdaRef, PackageDir, SandboxHandle, StartError, StartRequest, Started,
+    Backend, FunctionSetup, LambdaRef, LayerDir, PackageDir, SandboxHandle, StartError,
+    StartRequest, Started, LAYERS_DIR,
 };
 use crate::name::LambdaName;
 use crate::packages::{PackageError, PackageStats, Packages};
+use crate::runtime_client;
 use crate::zygote::{ImportCache, ImportCacheStats, Zygote};
 
 /// Path of the runtime inside the base filesystem.
 pub const RUNTIME_PATH: &str = "/usr/local/lib/lambdaworker/runtime.py";
+/// Modules the runtime offers code written for other platforms (`luna_lambda_tools`), last on
+/// a function's `sys.path`.
+pub const COMPAT_DIR: &str = "/usr/local/lib/lambdaworker/compat";
 const PYTHON: &str = "/usr/bin/python3";
+
+/// Why a launcher cannot be made.
+#[derive(Debug, thiserror::Error)]
+pub enum LauncherError {
+    #[error("{0}")]
+    Harden(#[from] sandbox::HardenError),
+    #[error("the base's runtime {} {found}, but this worker speaks call protocol {}: make the cluster again with this version's admin (admin new)", path.display(), runtime_client::CALL_PROTOCOL)]
+    Runtime { path: PathBuf, found: String },
+}
 
 /// The worker's backend (see the module docs).
 pub struct Launcher {
@@ -59,7 +75,8 @@ impl std::fmt::Debug for Launcher {
 impl Launcher {
     /// A launcher for `cfg`: sandboxes under the worker's cgroup parent, scratch directories
     /// under `<worker_dir>/handlers`.
-    pub fn new(cfg: Arc<Config>, cgroups: CgroupSetup) -> Result<Self, sandbox::HardenError> {
+    pub fn new(cfg: Arc<Config>, cgroups: CgroupSetup) -> Result<Self, LauncherError> {
+        check_runtime(&cfg.base_dir)?;
         let hardening = sandbox::Hardening::new(cfg.sandbox_uid, cfg.sandbox_gid)?;
         let packages = Packages::new(Arc::clone(&cfg), cgroups.clone(), hardening.clone());
         let import_cache = Arc::new(ImportCache::new(
@@ -104,12 +121,21 @@ impl Launcher {
                 source: e.into(),
             });
         }
+        let env = sandbox_env(
+            &self.cfg,
+            name,
+            &req.lambda.limits,
+            &req.lambda.setup,
+            req.packages,
+        );
         let fresh = FreshSandbox {
             cgroup: self.cgroup_parent.join(format!("sb-{}", req.id)),
             name,
             handler_dir,
             scratch: &scratch,
             packages: req.packages,
+            layers: &req.lambda.setup.layers,
+            env: &env,
             limits: &req.lambda.limits,
             hardening: &self.hardening,
         };
@@ -158,18 +184,23 @@ impl Launcher {
     fn fork_from_zygote(&self, fresh: &FreshSandbox<'_>) -> Result<Option<Launched>, StartError> {
         let t = Instant::now();
         let (listener, conn) = listen_and_connect(fresh.scratch)?;
-        let env = sandbox_env(fresh.name, fresh.packages);
         let packages: Vec<(PathBuf, PathBuf)> = fresh
             .packages
             .iter()
             .map(|p| (p.host.clone(), p.rel.clone()))
             .collect();
+        let layers: Vec<(PathBuf, String)> = fresh
+            .layers
+            .iter()
+            .map(|l| (l.host.clone(), l.name.to_string()))
+            .collect();
         let req = crate::zygote::HandlerRequest {
             handler_dir: fresh.handler_dir,
             scratch: fresh.scratch,
             packages: &packages,
+            layers: &layers,
             listen: listener.as_fd(),
-            env: &env,
+            env: fresh.env,
             limits: fresh.limits,
             hardening: fresh.hardening,
         };
@@ -343,6 +374,10 @@ pub struct FreshSandbox<'a> {
     /// Its scratch directory (must exist): `/host`, with `stdout`, `stderr` and `server_pipe`.
     pub scratch: &'a Path,
     pub packages: &'a [PackageDir],
+    /// Mounted read-only at `/opt/<name>`.
+    pub layers: &'a [LayerDir],
+    /// Its whole environment ([`sandbox_env`]).
+    pub env: &'a [(String, String)],
     pub limits: &'a LambdaLimits,
     pub hardening: &'a sandbox::Hardening,
 }
@@ -350,7 +385,9 @@ pub struct FreshSandbox<'a> {
 /// Starts a fresh sandbox exactly as a cold start does: a listening `server_pipe` socket in
 /// the scratch directory (passed in as fd 3), the spec (base read-only, `/handler` read-only,
 /// the scratch directory as `/host`, the packages read-only under `/packages` and on
-/// `LAMBDA_PACKAGES`, cgroup limits and `/tmp` size from the limits) and the runtime. Returns
+/// `LAMBDA_PACKAGES`, the layers read-only under `/opt`, the environment, cgroup limits and
+/// `/tmp` size from the limits) and the runtime (`-E`: the interpreter ignores `PYTHON*`
+/// variables, as a forked one started before them; the runtime applies `PYTHONPATH`). Returns
 /// the sandbox and a non-blocking connection to its runtime (already queued in the socket's
 /// backlog, so the first request can be written at once). Blocking. Public so that benchmarks
 /// can call a sandbox directly, without the HTTP layer.
@@ -370,6 +407,14 @@ pub fn spawn_fresh(
             .collect();
         builder = builder.view("/packages", views);
     }
+    if !fresh.layers.is_empty() {
+        let views = fresh
+            .layers
+            .iter()
+            .map(|l| (l.host.clone(), PathBuf::from(l.name.as_str())))
+            .collect();
+        builder = builder.view(LAYERS_DIR, views);
+    }
     // The handler directory is attached as a detached clone of what `handler_dir` names now,
     // never by path in the child.
     let handler_mount = sandbox::DetachedMount::clone_of(fresh.handler_dir, false)?;
@@ -381,9 +426,9 @@ pub fn spawn_fresh(
         .net(cfg.net.sandbox())
         .limits(fresh.limits.cgroup())
         .harden(fresh.hardening.clone())
-        .command([PYTHON, "-B", "-S", RUNTIME_PATH]);
-    for (key, value) in sandbox_env(fresh.name, fresh.packages) {
-        builder = builder.env(&key, &value);
+        .command([PYTHON, "-B", "-E", "-S", RUNTIME_PATH]);
+    for (key, value) in fresh.env {
+        builder = builder.env(key, value);
     }
     let spec = builder
         .cwd("/host")
@@ -419,13 +464,205 @@ fn listen_and_connect(scratch: &Path) -> Result<(UnixListener, UnixStream), Star
     Ok((listener, conn))
 }
 
-/// The environment of a handler sandbox, fresh or forked.
-fn sandbox_env(name: &LambdaName, packages: &[PackageDir]) -> Vec<(String, String)> {
+/// The environment of a handler sandbox, fresh or forked, in this order (a later value of a
+/// name replaces an earlier one): the platform's (`PATH`, `HOME`, `LANG`,
+/// `PYTHONDONTWRITEBYTECODE`, `LAMBDA_PACKAGES`), what the runtime reads (`LAMBDA_NAME`,
+/// `LAMBDA_LAYERS`, `LAMBDA_FUNCTION_ARN`, `_HANDLER`), AWS's (`LAMBDA_TASK_ROOT`,
+/// `AWS_LAMBDA_FUNCTION_NAME`, `AWS_LAMBDA_FUNCTION_MEMORY_SIZE`, `AWS_LAMBDA_FUNCTION_VERSION`,
+/// `AWS_LAMBDA_LOG_GROUP_NAME`, `AWS_LAMBDA_LOG_STREAM_NAME`, `AWS_REGION`,
+/// `AWS_DEFAULT_REGION`), then the function's `environment` (which cannot name the reserved
+/// ones: `lambda.json` refuses them). Public so that benchmarks start sandboxes alike.
+pub fn sandbox_env(
+    cfg: &Config,
+    name: &LambdaName,
+    limits: &LambdaLimits,
+    setup: &FunctionSetup,
+    packages: &[PackageDir],
+) -> Vec<(String, String)> {
     let rels: Vec<String> = packages
         .iter()
         .map(|p| p.rel.display().to_string())
         .collect();
     let mut env = crate::zygote::zygote_env(&rels);
-    env.push(("LAMBDA_NAME".into(), name.as_str().to_owned()));
+    let layers: Vec<String> = setup.layers.iter().map(LayerDir::sys_path).collect();
+    let (name, region) = (name.as_str(), cfg.aws_region.as_str());
+    let arn = format!(
+        "arn:aws:lambda:{region}:{}:function:{name}",
+        cfg.aws_account_id
+    );
+    let ours = [
+        ("LAMBDA_NAME", name.to_owned()),
+        ("LAMBDA_LAYERS", layers.join(":")),
+        ("LAMBDA_FUNCTION_ARN", arn),
+        ("_HANDLER", setup.entry.to_string()),
+        ("LAMBDA_TASK_ROOT", "/handler".to_owned()),
+        ("AWS_LAMBDA_FUNCTION_NAME", name.to_owned()),
+        (
+            "AWS_LAMBDA_FUNCTION_MEMORY_SIZE",
+            limits.memory_mb.to_string(),
+        ),
+        ("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST".to_owned()),
+        ("AWS_LAMBDA_LOG_GROUP_NAME", format!("/aws/lambda/{name}")),
+        (
+            "AWS_LAMBDA_LOG_STREAM_NAME",
+            log_stream_name(std::time::SystemTime::now()),
+        ),
+        ("AWS_REGION", region.to_owned()),
+        ("AWS_DEFAULT_REGION", region.to_owned()),
+    ];
+    env.extend(ours.into_iter().map(|(k, v)| (k.to_owned(), v)));
+    for (key, value) in &setup.environment {
+        match env.iter_mut().find(|(k, _)| k == key) {
+            Some(slot) => slot.1.clone_from(value),
+            None => env.push((key.clone(), value.clone())),
+        }
+    }
     env
+}
+
+/// A sandbox's log stream name as AWS makes one: `YYYY/MM/DD/[$LATEST]` and 32 random hex
+/// digits, the date (UTC) of its start.
+fn log_stream_name(now: std::time::SystemTime) -> String {
+    let days = now
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() / 86_400);
+    let (y, m, d) = civil_date(days);
+    format!(
+        "{y:04}/{m:02}/{d:02}/[$LATEST]{}",
+        uuid::Uuid::new_v4().simple()
+    )
+}
+
+/// The proleptic Gregorian date of a day counted from 1970-01-01 (Howard Hinnant's
+/// `civil_from_days`).
+fn civil_date(days: u64) -> (u64, u64, u64) {
+    let z = days + 719_468;
+    let era = z / 146_097;
+    let doe = z % 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + u64::from(m <= 2);
+    (y, m, d)
+}
+
+/// Refuses a base whose runtime speaks another call protocol than this worker (a cluster made
+/// by another version's admin): every call would fail.
+fn check_runtime(base_dir: &Path) -> Result<(), LauncherError> {
+    let path = base_dir.join(RUNTIME_PATH.trim_start_matches('/'));
+    let found = match std::fs::read_to_string(&path) {
+        Ok(source) => match runtime_client::declared_protocol(&source) {
+            Some(runtime_client::CALL_PROTOCOL) => return Ok(()),
+            Some(v) => format!("speaks call protocol {v}"),
+            None => "declares no call protocol".to_owned(),
+        },
+        Err(e) => format!("cannot be read ({e})"),
+    };
+    Err(LauncherError::Runtime { path, found })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::lambda_config::Entry;
+
+    #[test]
+    fn dates_of_log_streams() {
+        assert_eq!(civil_date(0), (1970, 1, 1));
+        assert_eq!(civil_date(11_016), (2000, 2, 29));
+        assert_eq!(civil_date(19_782), (2024, 2, 29));
+        assert_eq!(civil_date(20_089), (2025, 1, 1));
+        let t = std::time::UNIX_EPOCH + std::time::Duration::from_secs(20_089 * 86_400 + 5);
+        let name = log_stream_name(t);
+        assert!(name.starts_with("2025/01/01/[$LATEST]"), "{name}");
+        assert_eq!(name.len(), "2025/01/01/[$LATEST]".len() + 32, "{name}");
+        assert_ne!(name, log_stream_name(t), "each sandbox has its own");
+    }
+
+    #[test]
+    fn the_environment_has_the_platforms_then_awss_then_the_functions() {
+        let cfg = Config {
+            aws_region: "eu-west-3".to_owned(),
+            aws_account_id: "123456789012".to_owned(),
+            ..Config::default()
+        };
+        let name = LambdaName::parse("hello").unwrap();
+        let limits = LambdaLimits {
+            memory_mb: 512,
+            ..LambdaLimits::defaults(&cfg)
+        };
+        let layer = |n: &str, python: bool| LayerDir {
+            name: LambdaName::parse(n).unwrap(),
+            version: 1,
+            host: PathBuf::from("/r/.store/layers").join(n).join("1"),
+            python,
+        };
+        let setup = FunctionSetup {
+            entry: Entry::parse("pkg.app.run").unwrap(),
+            environment: [("PATH", "/mine"), ("TORCH_HOME", "/tmp/torch")]
+                .into_iter()
+                .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                .collect(),
+            layers: vec![layer("common", true), layer("plain", false)],
+        };
+        let packages = [PackageDir {
+            host: PathBuf::from("/p/six/1.17.0"),
+            rel: PathBuf::from("six/1.17.0"),
+        }];
+        let env = sandbox_env(&cfg, &name, &limits, &setup, &packages);
+        let get = |k: &str| {
+            let found: Vec<&str> = env
+                .iter()
+                .filter(|(key, _)| key == k)
+                .map(|(_, v)| v.as_str())
+                .collect();
+            assert!(found.len() <= 1, "{k} twice: {env:?}");
+            found.first().copied()
+        };
+        assert_eq!(
+            get("PATH"),
+            Some("/mine"),
+            "the function's value replaces ours"
+        );
+        assert_eq!(get("TORCH_HOME"), Some("/tmp/torch"));
+        assert_eq!(get("_HANDLER"), Some("pkg.app.run"));
+        assert_eq!(get("LAMBDA_TASK_ROOT"), Some("/handler"));
+        assert_eq!(get("LAMBDA_PACKAGES"), Some("/packages/six/1.17.0"));
+        assert_eq!(get("LAMBDA_LAYERS"), Some("/opt/common/python:/opt/plain"));
+        assert_eq!(
+            get("LAMBDA_FUNCTION_ARN"),
+            Some("arn:aws:lambda:eu-west-3:123456789012:function:hello")
+        );
+        assert_eq!(get("AWS_LAMBDA_FUNCTION_NAME"), Some("hello"));
+        assert_eq!(get("AWS_LAMBDA_FUNCTION_MEMORY_SIZE"), Some("512"));
+        assert_eq!(get("AWS_LAMBDA_FUNCTION_VERSION"), Some("$LATEST"));
+        assert_eq!(get("AWS_LAMBDA_LOG_GROUP_NAME"), Some("/aws/lambda/hello"));
+        assert!(get("AWS_LAMBDA_LOG_STREAM_NAME").is_some_and(|s| s.contains("/[$LATEST]")));
+        assert_eq!(get("AWS_REGION"), Some("eu-west-3"));
+        assert_eq!(get("AWS_DEFAULT_REGION"), Some("eu-west-3"));
+    }
+
+    #[test]
+    fn a_base_whose_runtime_speaks_another_protocol_is_refused() {
+        let base = tempfile::tempdir().unwrap();
+        let err = check_runtime(base.path()).unwrap_err().to_string();
+        assert!(err.contains("cannot be read"), "{err}");
+        let path = base.path().join(RUNTIME_PATH.trim_start_matches('/'));
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, "import sys\n").unwrap();
+        let err = check_runtime(base.path()).unwrap_err().to_string();
+        assert!(err.contains("declares no call protocol"), "{err}");
+        std::fs::write(&path, "CALL_PROTOCOL = 1\n").unwrap();
+        let err = check_runtime(base.path()).unwrap_err().to_string();
+        assert!(err.contains("speaks call protocol 1"), "{err}");
+        assert!(err.contains("admin new"), "{err}");
+        std::fs::write(
+            &path,
+            include_str!("../../cluster-template/runtime/runtime.py"),
+        )
+        .unwrap();
+        check_runtime(base.path()).unwrap();
+    }
 }

@@ -61,6 +61,8 @@ pub enum WorkerError {
     },
     #[error("{0}")]
     Harden(#[from] sandbox::HardenError),
+    #[error("{0}")]
+    Launcher(#[from] launch::LauncherError),
     #[error("{what} task failed: {source}")]
     Task {
         what: &'static str,

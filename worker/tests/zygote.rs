@@ -122,12 +122,23 @@ async fn forked_sandboxes_are_isolated_from_the_zygote_and_each_other() {
         assert_eq!(
             r["env"],
             json!([
+                "AWS_DEFAULT_REGION",
+                "AWS_LAMBDA_FUNCTION_MEMORY_SIZE",
+                "AWS_LAMBDA_FUNCTION_NAME",
+                "AWS_LAMBDA_FUNCTION_VERSION",
+                "AWS_LAMBDA_LOG_GROUP_NAME",
+                "AWS_LAMBDA_LOG_STREAM_NAME",
+                "AWS_REGION",
                 "HOME",
+                "LAMBDA_FUNCTION_ARN",
+                "LAMBDA_LAYERS",
                 "LAMBDA_NAME",
                 "LAMBDA_PACKAGES",
+                "LAMBDA_TASK_ROOT",
                 "LANG",
                 "PATH",
-                "PYTHONDONTWRITEBYTECODE"
+                "PYTHONDONTWRITEBYTECODE",
+                "_HANDLER"
             ])
         );
         let mounts: Vec<&str> = r["mounts"]

@@ -333,6 +333,8 @@ pub fn post_process(root: &Path) -> Result<(), ClusterError> {
     for (dir, mode) in [
         ("packages", 0o755),
         ("handler", 0o755),
+        // Layers are mounted under it (Debian's base has it already).
+        ("opt", 0o755),
         ("host", 0o755),
         ("tmp", 0o1777),
         ("proc", 0o555),
@@ -536,7 +538,7 @@ mod tests {
         std::fs::write(root.join("var/lib/apt/lists/lock"), b"").unwrap();
         std::fs::create_dir(root.join("proc")).unwrap();
         post_process(root).unwrap();
-        for d in ["packages", "handler", "host", "tmp", "proc", "dev"] {
+        for d in ["packages", "handler", "opt", "host", "tmp", "proc", "dev"] {
             assert!(root.join(d).is_dir(), "{d}");
         }
         let tmp_mode = std::fs::metadata(root.join("tmp"))

@@ -69,7 +69,7 @@ pub(super) fn finish(
 }
 
 /// The revision a code directory was made for, if it has a readable marker.
-pub(super) fn revision_of(dir: &Path) -> Option<String> {
+pub fn revision_of(dir: &Path) -> Option<String> {
     let text =
         crate::files::read_regular_file(&dir.join(REVISION_FILE), MAX_MARKER_BYTES).ok()??;
     Some(text.trim_end().to_owned())

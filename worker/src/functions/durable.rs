@@ -50,7 +50,11 @@ pub(super) fn sync_filesystem(path: &Path) -> Result<(), StoreError> {
 /// Creates `path` (mode `mode`) if missing.
 pub(super) fn ensure_dir(path: &Path, mode: u32) -> Result<(), StoreError> {
     match std::fs::DirBuilder::new().mode(mode).create(path) {
-        Ok(()) => Ok(()),
+        // The mode regardless of the umask.
+        Ok(()) => {
+            std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(mode))
+                .map_err(io_err("set the mode of", path))
+        }
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
             let md = std::fs::symlink_metadata(path).map_err(io_err("inspect", path))?;
             if md.is_dir() {

@@ -182,7 +182,7 @@ impl DirStore {
             format: record::FORMAT,
             record: LayerRecord::from_info(&info),
         };
-        let json = serde_json::to_vec_pretty(&stored).unwrap_or_default();
+        let json = record::to_stored_json(&format!("layer {name} version {version}"), &stored)?;
         replace_file(&root, &format!("{version}.json"), &json)?;
         let target = root.join(version.to_string());
         if let Err(e) = std::fs::rename(&code, &target) {

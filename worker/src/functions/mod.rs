@@ -12,11 +12,18 @@
 //! <registry>/.store/functions/<name>.json metadata: version, settings, code hash and size
 //! <registry>/.store/layers/<name>/<N>/    layer version N, unpacked (read-only in sandboxes)
 //! <registry>/.store/layers/<name>/<N>.json
+//! <registry>/.store/staging/              one directory per operation in progress
+//! <registry>/.store/lock                  flock'ed while anything changes
 //! ```
+//!
+//! [`DirStore`] is the store over a registry directory (`store.rs`; `change.rs`: the steps of
+//! a change; `recover.rs`: what opening mends after a crash; `code.rs`: the code directory and
+//! its revision marker; `handwritten.rs`: directories placed by hand; `layers.rs`).
 //!
 //! The effective configuration of a function is what the API set ([`FunctionInfo::settings`],
 //! key by key) over the archive's own `lambda.json`.
 
+mod change;
 mod code;
 mod durable;
 mod handwritten;
@@ -36,11 +43,10 @@ mod store_tests;
 use crate::lambda_config::{Entry, LambdaConfig};
 use crate::name::LambdaName;
 
-pub use code::{materialize, REVISION_FILE};
+pub use code::{materialize, revision_of, REVISION_FILE};
 pub use layers::{MAX_LAYERS as MAX_STORED_LAYERS, MAX_LAYER_VERSIONS};
 pub use layout::{layer_dir, LayerDirError, STORE_DIR};
 pub use record::{is_sha256_hex, FunctionRecord, LayerRecord};
-pub use recover::Recovered;
 pub use store::{DirStore, Uploaded, MAX_FUNCTIONS};
 
 /// One function as stored.

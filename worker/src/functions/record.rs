@@ -86,8 +86,8 @@ impl FunctionRecord {
     }
 
     /// The record as JSON text.
-    pub fn to_json(&self) -> String {
-        serde_json::to_string(self).unwrap_or_default()
+    pub fn to_json(&self) -> Result<String, StoreError> {
+        serde_json::to_string(self).map_err(|e| invalid(&format!("function {}", self.name), e))
     }
 
     /// A record from JSON text (what [`Self::to_json`] wrote).
@@ -166,6 +166,13 @@ pub(super) struct StoredLayer {
     pub record: LayerRecord,
 }
 
+/// A stored record as the indented JSON written to disk.
+pub(super) fn to_stored_json<T: Serialize>(what: &str, stored: &T) -> Result<Vec<u8>, StoreError> {
+    let mut json = serde_json::to_vec_pretty(stored).map_err(|e| invalid(what, e))?;
+    json.push(b'\n');
+    Ok(json)
+}
+
 /// Parses a stored record, refusing a later format.
 pub(super) fn parse_stored<T: serde::de::DeserializeOwned + HasFormat>(
     path: &std::path::Path,
@@ -225,7 +232,7 @@ mod tests {
             has_docs: true,
         };
         let rec = FunctionRecord::from_info(&info);
-        let back = FunctionRecord::from_json(&rec.to_json()).unwrap();
+        let back = FunctionRecord::from_json(&rec.to_json().unwrap()).unwrap();
         assert_eq!(back.clone().into_info().unwrap(), info);
         let mut bad = back.clone();
         bad.config = serde_json::json!({"memory_mb": 100});

@@ -19,7 +19,7 @@ use super::{code, record, StoreError};
 
 /// What recovery did.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct Recovered {
+pub(super) struct Recovered {
     pub staging_removed: usize,
     pub temp_files_removed: usize,
     pub functions_restored: usize,

@@ -1,38 +1,36 @@
 //! [`DirStore`]: the [`FunctionStore`] over a registry directory (the layout of
 //! [`super::layout`] and the module docs).
 //!
-//! Changing a function's code, in order:
-//! 1. unpack the archive into a staging directory under `.store/staging/` (locked by this
-//!    operation), read its own `lambda.json`, stage the archive beside it, `syncfs`: the heavy
-//!    part, outside the store's lock;
-//! 2. take the store's lock (`flock` on `.store/lock`, shared by every thread and process);
-//!    check the function's state (exists, revision, how many functions);
-//! 3. work out the effective configuration (the settings over the archive's `lambda.json`,
-//!    layers resolved to versions) and write it and the revision marker into the staged code;
-//! 4. move the archive to `.store/archives/<sha256>` (if not there), flush the directory;
-//! 5. write `.store/functions/<name>.json` (temporary file, flush, rename, flush): the commit
-//!    point, after which the change is acknowledged and survives a crash;
-//! 6. exchange the staged code with `<registry>/<name>/` (`renameat2(RENAME_EXCHANGE)`, or a
-//!    rename for a new function), flush the registry: readers see the old or the new code;
-//! 7. release the lock; remove the old code (now in the staging directory) and archives no
-//!    function or layer refers to.
+//! The steps of a change are in `change.rs`, recovery in `recover.rs`.
 //!
-//! A crash after step 5 leaves metadata newer than the code directory: [`DirStore::open`]
-//! finds the marker differing and makes the directory again from the archive.
+//! What is stored:
+//! - the effective configuration is the settings over the archive's own `lambda.json`, key by
+//!   key ([`LambdaConfig::over`]), validated as a whole; a layer named without a version is
+//!   pinned to its latest version at the time of the change and written as `name:N` into the
+//!   effective configuration (the settings keep the name as given); a layer or version that
+//!   does not exist is refused (`Invalid`, key `layers`);
+//! - the entry is the configured one, or the default for the code's files
+//!   ([`LambdaConfig::entry_in`]); `has_docs` when the code has `docs/lambda.html` and
+//!   `docs/lambda.yml`;
+//! - `version` is 1 at creation and one more at every change of code or settings;
+//!   `revision_id` is a new UUID-shaped id at each; `code_sha256` and `code_size` describe the
+//!   archive as uploaded.
+//!
+//! Reads (`get`, `list`) take no lock: every file they read is replaced by a rename.
 
 use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
 
+use super::change::Put;
 use super::durable::{
-    ensure_dir, io_err, lock, remove_file, replace_file, sync_dir, sync_filesystem, Locked,
-    Scratch, TEMP_PREFIX,
+    ensure_dir, io_err, lock, remove_file, replace_file, sync_dir, Locked, Scratch, TEMP_PREFIX,
 };
 use super::record::{self, FunctionRecord, StoredFunction};
 use super::STORE_DIR;
-use super::{code, handwritten, FunctionInfo, FunctionStore, LayerVersionInfo, StoreError};
-use crate::archive::{self, Unpacked, MAX_ARCHIVE_BYTES};
-use crate::lambda_config::{KeyError, LambdaConfig, LAMBDA_CONFIG_FILE};
+use super::{handwritten, FunctionInfo, FunctionStore, LayerVersionInfo, StoreError};
+use crate::archive::{Unpacked, MAX_ARCHIVE_BYTES};
+use crate::lambda_config::{KeyError, LambdaConfig};
 use crate::name::LambdaName;
 
 /// Most functions a registry holds (managed and hand-written together).
@@ -41,7 +39,7 @@ pub const MAX_FUNCTIONS: usize = 10_000;
 /// The store over one registry directory. Cheap to clone; every method blocks.
 #[derive(Debug, Clone)]
 pub struct DirStore {
-    registry: PathBuf,
+    pub(super) registry: PathBuf,
 }
 
 /// What [`DirStore::upload`] did.
@@ -53,21 +51,9 @@ pub struct Uploaded {
     pub replaced: bool,
 }
 
-/// What the code change is, checked under the lock.
-#[derive(Debug, Clone, Copy)]
-enum Put<'a> {
-    Create(&'a LambdaConfig),
-    UpdateCode(Option<&'a str>),
-    /// Create or replace code, keeping settings (`admin upload`); `true`: the entry's module
-    /// must be in the code.
-    Upload(bool),
-    /// A hand-written function becoming managed with new settings.
-    Adopt(&'a LambdaConfig),
-}
-
 /// The state of a name in the registry.
 #[derive(Debug)]
-enum Current {
+pub(super) enum Current {
     Managed(Box<StoredFunction>),
     HandWritten,
     /// A directory that is not a function (no function files).
@@ -87,37 +73,20 @@ pub(super) fn now_ms() -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
-/// A new revision id, UUID-shaped (as AWS's `RevisionId`): unique per process, time and call.
-fn new_revision(name: &LambdaName) -> String {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos());
-    let seed = format!("{name}\0{nanos}\0{}", super::durable::unique());
-    let h = crate::hex(&Sha256::digest(seed.as_bytes())[..16]);
-    format!(
-        "{}-{}-{}-{}-{}",
-        &h[..8],
-        &h[8..12],
-        &h[12..16],
-        &h[16..20],
-        &h[20..32]
-    )
-}
-
-fn key_error(e: KeyError) -> StoreError {
+pub(super) fn key_error(e: KeyError) -> StoreError {
     StoreError::Invalid {
         key: e.key,
         message: e.message,
     }
 }
 
-fn not_found(name: &LambdaName) -> StoreError {
+pub(super) fn not_found(name: &LambdaName) -> StoreError {
     StoreError::FunctionNotFound {
         name: name.to_string(),
     }
 }
 
-fn check_revision(
+pub(super) fn check_revision(
     name: &LambdaName,
     expected: Option<&str>,
     actual: &str,
@@ -134,7 +103,7 @@ fn check_revision(
 
 impl DirStore {
     /// The store of `registry_dir` (an existing directory): creates `.store/` as needed and
-    /// recovers from a crash of any process that used it (see [`super::recover`]).
+    /// recovers from a crash of any process that used it (see `recover.rs`).
     pub fn open(registry_dir: &Path) -> Result<Self, StoreError> {
         let md = std::fs::metadata(registry_dir).map_err(io_err("open registry", registry_dir))?;
         if !md.is_dir() {
@@ -145,9 +114,16 @@ impl DirStore {
         let store = Self {
             registry: registry_dir.to_owned(),
         };
-        ensure_dir(&store.store_dir(), 0o700)?;
-        for sub in ["archives", "functions", "layers", "staging"] {
-            ensure_dir(&store.store_dir().join(sub), 0o700)?;
+        // Metadata (environment variables), archives and staging for root only; layers are
+        // read by sandboxes, so their path stays traversable.
+        ensure_dir(&store.store_dir(), 0o755)?;
+        for (sub, mode) in [
+            ("archives", 0o700),
+            ("functions", 0o700),
+            ("staging", 0o700),
+            ("layers", 0o755),
+        ] {
+            ensure_dir(&store.store_dir().join(sub), mode)?;
         }
         let held = store.lock()?;
         store.recover(&held)?;
@@ -162,7 +138,7 @@ impl DirStore {
         self.registry.join(STORE_DIR)
     }
 
-    fn functions_dir(&self) -> PathBuf {
+    pub(super) fn functions_dir(&self) -> PathBuf {
         self.store_dir().join("functions")
     }
 
@@ -241,7 +217,7 @@ impl DirStore {
         sync_dir(&self.archives_dir())
     }
 
-    fn function_file(name: &LambdaName) -> String {
+    pub(super) fn function_file(name: &LambdaName) -> String {
         format!("{name}.json")
     }
 
@@ -261,8 +237,8 @@ impl DirStore {
         }
     }
 
-    fn write_stored(&self, stored: &StoredFunction) -> Result<(), StoreError> {
-        let json = serde_json::to_vec_pretty(stored).unwrap_or_default();
+    pub(super) fn write_stored(&self, stored: &StoredFunction) -> Result<(), StoreError> {
+        let json = record::to_stored_json(&format!("function {}", stored.record.name), stored)?;
         replace_file(
             &self.functions_dir(),
             &format!("{}.json", stored.record.name),
@@ -270,7 +246,7 @@ impl DirStore {
         )
     }
 
-    fn current(&self, name: &LambdaName) -> Result<Current, StoreError> {
+    pub(super) fn current(&self, name: &LambdaName) -> Result<Current, StoreError> {
         if let Some(stored) = self.read_stored(name)? {
             return Ok(Current::Managed(Box::new(stored)));
         }
@@ -290,7 +266,7 @@ impl DirStore {
     }
 
     /// Names of the registry's entries that could be functions (bounded).
-    fn registry_names(&self) -> Result<Vec<LambdaName>, StoreError> {
+    pub(super) fn registry_names(&self) -> Result<Vec<LambdaName>, StoreError> {
         let mut names = Vec::new();
         let entries = std::fs::read_dir(&self.registry).map_err(io_err("read", &self.registry))?;
         for entry in entries {
@@ -317,7 +293,7 @@ impl DirStore {
     }
 
     /// Refuses a new function when the registry is full.
-    fn check_room(&self) -> Result<(), StoreError> {
+    pub(super) fn check_room(&self) -> Result<(), StoreError> {
         if self.registry_names()?.len() >= MAX_FUNCTIONS {
             return Err(StoreError::Invalid {
                 key: None,
@@ -345,255 +321,13 @@ impl DirStore {
         LambdaConfig::from_value(&eff.to_value()).map_err(key_error)
     }
 
-    /// Steps 1 to 7 of the module docs.
-    fn put_code(
-        &self,
-        name: &LambdaName,
-        archive_bytes: &[u8],
-        put: Put<'_>,
-    ) -> Result<Uploaded, StoreError> {
-        let sha = sha256_hex(archive_bytes);
-        let scratch = self.scratch()?;
-        let code = scratch.subdir("code")?;
-        let unpacked = archive::unpack(archive_bytes, &code)?;
-        code::check_reserved(&code)?;
-        let archive_config = code::archive_config(&code)?;
-        let has_docs = code::has_docs(&code);
-        let staged_archive = scratch.path().join("archive");
-        super::durable::write_new_file(&staged_archive, archive_bytes, 0o600)?;
-        sync_filesystem(scratch.path())?;
-
-        let held = self.lock()?;
-        let current = self.current(name)?;
-        let target = self.registry.join(name.as_str());
-        let (previous, replaced) = match (&current, put) {
-            (Current::Absent, Put::Create(_) | Put::Upload(_)) => {
-                self.check_room()?;
-                (None, false)
-            }
-            (_, Put::Create(_)) => {
-                return Err(StoreError::Exists {
-                    name: name.to_string(),
-                })
-            }
-            (Current::Managed(s), Put::UpdateCode(expected)) => {
-                check_revision(name, expected, &s.record.revision_id)?;
-                (Some(s.as_ref()), true)
-            }
-            (Current::Managed(s), Put::Upload(_)) => (Some(s.as_ref()), true),
-            (Current::HandWritten, Put::UpdateCode(Some(expected))) => {
-                let actual = handwritten::info_for_listing(name, &target)?.revision_id;
-                check_revision(name, Some(expected), &actual)?;
-                (None, true)
-            }
-            (Current::HandWritten, Put::UpdateCode(None) | Put::Upload(_) | Put::Adopt(_)) => {
-                (None, true)
-            }
-            (Current::OtherDir, Put::Upload(_)) => (None, true),
-            (Current::NotDir, Put::Upload(_)) => {
-                return Err(StoreError::Invalid {
-                    key: None,
-                    message: format!(
-                        "registry entry {} is not a directory: remove it first",
-                        target.display()
-                    ),
-                })
-            }
-            (Current::Managed(_), Put::Adopt(_)) => {
-                // Became managed since the caller looked: its settings change must be redone.
-                return Err(StoreError::RevisionMismatch {
-                    name: name.to_string(),
-                    expected: "a hand-written function".to_owned(),
-                    actual: "a managed one".to_owned(),
-                });
-            }
-            (_, Put::UpdateCode(_) | Put::Adopt(_)) => return Err(not_found(name)),
-        };
-        let settings = match put {
-            Put::Create(s) | Put::Adopt(s) => s.clone(),
-            Put::UpdateCode(_) | Put::Upload(_) => match previous {
-                Some(p) => LambdaConfig::from_value(&p.record.settings).map_err(key_error)?,
-                None => LambdaConfig::default(),
-            },
-        };
-        let config = self.effective(&settings, &archive_config)?;
-        let entry = config.entry_in(&code);
-        if let Put::Upload(true) = put {
-            check_entry_file(&code, &config, &entry)?;
-        }
-        let revision_id = new_revision(name);
-        code::finish(&code, &config, &revision_id)?;
-        self.store_archive(&held, &staged_archive, &sha)?;
-        let info = FunctionInfo {
-            name: name.clone(),
-            config,
-            settings,
-            entry,
-            code_sha256: sha,
-            code_size: archive_bytes.len() as u64,
-            version: previous.map_or(1, |p| p.record.version + 1),
-            revision_id,
-            last_modified_ms: now_ms(),
-            has_docs,
-        };
-        let stored = StoredFunction {
-            format: record::FORMAT,
-            record: FunctionRecord::from_info(&info),
-            archive_config: archive_config.to_value(),
-        };
-        self.write_stored(&stored)?;
-        if let Err(e) = self.swap_in(&code, &target, replaced) {
-            self.roll_back(name, previous);
-            return Err(e);
-        }
-        drop(held);
-        if previous.is_some_and(|p| p.record.code_sha256 != info.code_sha256) {
-            self.collect_garbage_quietly();
-        }
-        Ok(Uploaded {
-            info,
-            unpacked,
-            replaced,
-        })
-    }
-
-    /// Puts the prepared directory `fresh` at `target`: an exchange when `target` exists (the
-    /// old code lands at `fresh`), a rename otherwise; then flushes the registry.
-    pub(super) fn swap_in(
-        &self,
-        fresh: &Path,
-        target: &Path,
-        exists: bool,
-    ) -> Result<(), StoreError> {
-        if exists {
-            nix::fcntl::renameat2(
-                nix::fcntl::AT_FDCWD,
-                fresh,
-                nix::fcntl::AT_FDCWD,
-                target,
-                nix::fcntl::RenameFlags::RENAME_EXCHANGE,
-            )
-            .map_err(|e| io_err("exchange code into", target)(std::io::Error::from(e)))?;
-        } else {
-            std::fs::rename(fresh, target).map_err(io_err("move code into", target))?;
-        }
-        sync_dir(&self.registry)
-    }
-
-    /// After a failed swap: the metadata goes back to what it was (best effort; recovery at
-    /// the next open mends what this cannot).
-    fn roll_back(&self, name: &LambdaName, previous: Option<&StoredFunction>) {
-        let result = match previous {
-            Some(p) => self.write_stored(p),
-            None => remove_file(&self.functions_dir(), &Self::function_file(name)),
-        };
-        if let Err(e) = result {
-            tracing::error!(function = %name, "cannot take back a change that failed: {e}");
-        }
-    }
-
-    /// Creates or replaces `name`'s code from `archive`, keeping its settings (`admin upload`).
-    /// With `require_entry_file`, code without its entry's module (and no layers that could
-    /// hold it) is refused.
-    pub fn upload(
-        &self,
-        name: &LambdaName,
-        archive: &[u8],
-        require_entry_file: bool,
-    ) -> Result<Uploaded, StoreError> {
-        self.put_code(name, archive, Put::Upload(require_entry_file))
-    }
-
     /// The function's record (for a worker that pulls code).
     pub fn record(&self, name: &LambdaName) -> Result<FunctionRecord, StoreError> {
         Ok(FunctionRecord::from_info(&self.get(name)?))
     }
 
-    fn update_managed_settings(
-        &self,
-        held: &Locked,
-        stored: StoredFunction,
-        settings: &LambdaConfig,
-    ) -> Result<FunctionInfo, StoreError> {
-        let name = LambdaName::parse(&stored.record.name).map_err(|e| StoreError::Invalid {
-            key: None,
-            message: format!("stored function {:?}: {e}", stored.record.name),
-        })?;
-        let archive_config = LambdaConfig::from_value(&stored.archive_config).map_err(key_error)?;
-        let config = self.effective(settings, &archive_config)?;
-        let dir = self.registry.join(name.as_str());
-        if code::revision_of(&dir).as_deref() != Some(stored.record.revision_id.as_str()) {
-            // The directory is not what the metadata says (edited or removed by hand): make it
-            // again first, so the settings go onto the right code.
-            self.rematerialize(held, &stored)?;
-        }
-        let revision_id = new_revision(&name);
-        let mut info = stored.record.clone().into_info()?;
-        info.entry = config.entry_in(&dir);
-        info.config = config;
-        info.settings = settings.clone();
-        info.version += 1;
-        info.revision_id = revision_id.clone();
-        info.last_modified_ms = now_ms();
-        let new = StoredFunction {
-            format: record::FORMAT,
-            record: FunctionRecord::from_info(&info),
-            archive_config: stored.archive_config.clone(),
-        };
-        self.write_stored(&new)?;
-        // Each file replaced by one rename from the staging directory: a reader sees the old
-        // or the new lambda.json, never part of one.
-        let scratch = self.scratch_locked(held)?;
-        let staged_config = scratch.path().join(LAMBDA_CONFIG_FILE);
-        let staged_marker = scratch.path().join(code::REVISION_FILE);
-        let result = super::durable::write_new_file(
-            &staged_config,
-            info.config.to_json_pretty().as_bytes(),
-            0o644,
-        )
-        .and_then(|()| {
-            super::durable::write_new_file(
-                &staged_marker,
-                format!("{revision_id}\n").as_bytes(),
-                0o644,
-            )
-        })
-        .and_then(|()| {
-            let target = dir.join(LAMBDA_CONFIG_FILE);
-            std::fs::rename(&staged_config, &target).map_err(io_err("replace", &target))
-        })
-        .and_then(|()| {
-            let target = dir.join(code::REVISION_FILE);
-            std::fs::rename(&staged_marker, &target).map_err(io_err("replace", &target))
-        })
-        .and_then(|()| sync_dir(&dir));
-        if let Err(e) = result {
-            self.roll_back(&name, Some(&stored));
-            return Err(e);
-        }
-        Ok(info)
-    }
-
-    /// Makes `<registry>/<name>/` again from the function's archive and metadata, replacing
-    /// whatever is there. Under the lock.
-    pub(super) fn rematerialize(
-        &self,
-        held: &Locked,
-        stored: &StoredFunction,
-    ) -> Result<(), StoreError> {
-        let bytes = self.read_archive(&stored.record.code_sha256)?;
-        let config = LambdaConfig::from_value(&stored.record.config).map_err(key_error)?;
-        let scratch = self.scratch_locked(held)?;
-        let code = scratch.subdir("code")?;
-        code::materialize(&bytes, &config, &stored.record.revision_id, &code)?;
-        sync_filesystem(&code)?;
-        let target = self.registry.join(&stored.record.name);
-        let exists = std::fs::symlink_metadata(&target).is_ok();
-        self.swap_in(&code, &target, exists)
-    }
-
     /// Removes archives nothing refers to; logs instead of failing.
-    fn collect_garbage_quietly(&self) {
+    pub(super) fn collect_garbage_quietly(&self) {
         match self
             .lock()
             .and_then(|held| self.collect_garbage_locked(&held))
@@ -642,29 +376,6 @@ impl DirStore {
         out.sort_by(|a, b| a.record.name.cmp(&b.record.name));
         Ok(out)
     }
-}
-
-/// For `admin upload`: the entry's module must be in the code, unless a layer may hold it.
-fn check_entry_file(
-    code: &Path,
-    config: &LambdaConfig,
-    entry: &crate::lambda_config::Entry,
-) -> Result<(), StoreError> {
-    if config.layers.as_ref().is_some_and(|l| !l.is_empty()) {
-        return Ok(());
-    }
-    let module = entry.module_file();
-    let package = format!("{}/__init__.py", entry.module.replace('.', "/"));
-    let is_file = |f: &str| std::fs::symlink_metadata(code.join(f)).is_ok_and(|m| m.is_file());
-    if is_file(&module) || is_file(&package) {
-        return Ok(());
-    }
-    Err(StoreError::Invalid {
-        key: Some("entry".to_owned()),
-        message: format!(
-            "the archive has no {module} at its top (or in its single top-level directory) for entry {entry}"
-        ),
-    })
 }
 
 impl FunctionStore for DirStore {

@@ -65,7 +65,7 @@ fn create_get_and_list() {
     // The record round-trips for workers that pull code.
     let rec = store.record(&name("f")).unwrap();
     assert_eq!(
-        FunctionRecord::from_json(&rec.to_json())
+        FunctionRecord::from_json(&rec.to_json().unwrap())
             .unwrap()
             .into_info()
             .unwrap(),
@@ -565,10 +565,11 @@ fn opening_needs_a_registry_directory() {
     assert!(DirStore::open(&dir.path().join("file")).is_err());
     let store = DirStore::open(dir.path()).unwrap();
     assert_eq!(store.registry_dir(), dir.path());
-    let mode = std::os::unix::fs::PermissionsExt::mode(
-        &std::fs::metadata(dir.path().join(STORE_DIR))
-            .unwrap()
-            .permissions(),
-    );
-    assert_eq!(mode & 0o777, 0o700);
+    let mode = |sub: &str| {
+        let md = std::fs::metadata(dir.path().join(STORE_DIR).join(sub)).unwrap();
+        std::os::unix::fs::PermissionsExt::mode(&md.permissions()) & 0o777
+    };
+    assert_eq!(mode("functions"), 0o700);
+    assert_eq!(mode("archives"), 0o700);
+    assert_eq!(mode("layers"), 0o755);
 }

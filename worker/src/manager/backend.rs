@@ -10,22 +10,68 @@
 //! Every method may block (cgroupfs, clone, pip): the manager calls them on the blocking pool,
 //! except where a method says it is cheap.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
-use crate::lambda_config::LambdaLimits;
+use crate::lambda_config::{Entry, LambdaLimits};
 use crate::name::LambdaName;
 use crate::packages::{PackageError, PackageStats};
 use crate::registry::Handler;
 use crate::zygote::ImportCacheStats;
 
 /// A call's lambda, resolved once (by `resolve.rs`): its name, its registry entry (directory
-/// and handler version) and its limits.
+/// and handler version), its limits and how its sandboxes run it.
 #[derive(Debug, Clone)]
 pub struct LambdaRef {
     pub name: LambdaName,
     pub handler: Handler,
     pub limits: LambdaLimits,
+    /// Fixed for one handler version, like the limits.
+    pub setup: Arc<FunctionSetup>,
+}
+
+/// What a sandbox of a function needs besides its code and limits: the entry to call, the
+/// environment `lambda.json` sets, and its layers, resolved to directories.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FunctionSetup {
+    pub entry: Entry,
+    /// The `environment` key.
+    pub environment: BTreeMap<String, String>,
+    /// The `layers` key, in its order.
+    pub layers: Vec<LayerDir>,
+}
+
+/// Where the sandbox sees layers: `<LAYERS_DIR>/<name>`.
+pub const LAYERS_DIR: &str = "/opt";
+
+/// One layer version a function uses, as the sandbox mounts it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LayerDir {
+    pub name: LambdaName,
+    pub version: u64,
+    /// Its unpacked files on the host (`<registry>/.store/layers/<name>/<version>`).
+    pub host: PathBuf,
+    /// Whether it has a `python/` directory (AWS's layout), which then is what goes on
+    /// `sys.path` instead of the layer's top.
+    pub python: bool,
+}
+
+impl LayerDir {
+    /// Where the sandbox sees it: `/opt/<name>`.
+    pub fn mount_point(&self) -> String {
+        format!("{LAYERS_DIR}/{}", self.name)
+    }
+
+    /// Its `sys.path` entry in the sandbox.
+    pub fn sys_path(&self) -> String {
+        if self.python {
+            format!("{}/python", self.mount_point())
+        } else {
+            self.mount_point()
+        }
+    }
 }
 
 /// One installed package a sandbox sees: its host directory and its place under `/packages`

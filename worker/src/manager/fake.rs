@@ -1,9 +1,10 @@
 //! A fake [`Backend`] for the manager's unit tests, needing no root.
 //!
-//! A fake sandbox is a thread that speaks the runtime's frame protocol on one end of a
+//! A fake sandbox is a thread that speaks the runtime's call protocol on one end of a
 //! socketpair. What it does with a call is the first word of the lambda's `lambda_func.py`
 //! (the registry is a real directory):
-//! - `echo` (or anything else): answers `{"lambda", "sandbox", "event"}`;
+//! - `echo` (or anything else): answers `{"lambda", "sandbox", "event", "request_id",
+//!   "remaining_ms", "entry", "layers"}` (what the call and the start request carried);
 //! - `raise`: answers as a handler that raised `ValueError`;
 //! - `sleep N`: answers after N milliseconds; `hang`: never answers;
 //! - `die`: closes the connection without an answer; `oom`: the same, and the OOM killer is
@@ -25,6 +26,7 @@ use crate::manager::backend::{
     StartSteps, Started,
 };
 use crate::packages::{PackageError, PackageStats};
+use crate::runtime_client;
 use crate::zygote::ImportCacheStats;
 
 /// What the fake saw, and what it is told to do.
@@ -113,13 +115,13 @@ fn behaviour_of(dir: &Path) -> Behaviour {
     }
 }
 
-/// One frame in (4-byte length, payload); `None` at the end of the connection.
+/// One request frame in (4-byte length, then the frame); `None` at the end of the connection.
 fn read_frame(conn: &mut UnixStream) -> Option<Vec<u8>> {
     let mut len = [0u8; 4];
     conn.read_exact(&mut len).ok()?;
-    let mut event = vec![0u8; u32::from_be_bytes(len) as usize];
-    conn.read_exact(&mut event).ok()?;
-    Some(event)
+    let mut frame = vec![0u8; u32::from_be_bytes(len) as usize];
+    conn.read_exact(&mut frame).ok()?;
+    Some(frame)
 }
 
 fn write_reply(conn: &mut UnixStream, kind: u8, payload: &[u8]) -> std::io::Result<()> {
@@ -132,15 +134,29 @@ fn write_reply(conn: &mut UnixStream, kind: u8, payload: &[u8]) -> std::io::Resu
 /// The fake runtime: serves calls until the manager closes its end or the behaviour ends it.
 fn serve(
     mut conn: UnixStream,
-    lambda: String,
-    id: u64,
+    started: serde_json::Value,
     behaviour: Behaviour,
     alive: &AtomicBool,
     oom: &AtomicU64,
 ) {
-    while let Some(event) = read_frame(&mut conn) {
-        let event: serde_json::Value = serde_json::from_slice(&event).unwrap_or_default();
-        let answer = serde_json::json!({"lambda": lambda, "sandbox": id, "event": event});
+    while let Some(frame) = read_frame(&mut conn) {
+        let Some(req) = runtime_client::decode_request(&frame) else {
+            let refused =
+                serde_json::json!({"type": "BadRequest", "message": "not a request frame"});
+            if write_reply(&mut conn, 2, refused.to_string().as_bytes()).is_err() {
+                break;
+            }
+            continue;
+        };
+        let event: serde_json::Value = serde_json::from_slice(req.event).unwrap_or_default();
+        let remaining_ms = req
+            .deadline_ns
+            .saturating_sub(runtime_client::monotonic_ns())
+            / 1_000_000;
+        let mut answer = started.clone();
+        answer["event"] = event;
+        answer["request_id"] = req.request_id.into();
+        answer["remaining_ms"] = remaining_ms.into();
         let sent = match behaviour {
             Behaviour::Echo => write_reply(&mut conn, 0, answer.to_string().as_bytes()),
             Behaviour::Raise => {
@@ -196,9 +212,20 @@ impl Backend for FakeBackend {
         let alive = Arc::new(AtomicBool::new(true));
         let oom = Arc::new(AtomicU64::new(0));
         let behaviour = behaviour_of(&req.lambda.handler.dir);
-        let (lambda, id) = (req.lambda.name.to_string(), req.id);
+        let setup = &req.lambda.setup;
+        let layers: Vec<String> = setup
+            .layers
+            .iter()
+            .map(|l| format!("{}:{} {}", l.name, l.version, l.sys_path()))
+            .collect();
+        let started = serde_json::json!({
+            "lambda": req.lambda.name.to_string(),
+            "sandbox": req.id,
+            "entry": setup.entry.to_string(),
+            "layers": layers,
+        });
         let (a, o) = (Arc::clone(&alive), Arc::clone(&oom));
-        std::thread::spawn(move || serve(theirs, lambda, id, behaviour, &a, &o));
+        std::thread::spawn(move || serve(theirs, started, behaviour, &a, &o));
         record.started += 1;
         record.alive.insert(req.id);
         let memory = record.memory_per_sandbox;

@@ -3,14 +3,15 @@
 //!
 //! A call, in order ([`Manager::run`]):
 //! 1. resolve the lambda once (`resolve.rs`): registry lookup (remembered until the registry
-//!    changes), its pool, its limits;
+//!    changes), its pool, its limits and setup (entry, environment, layers);
 //! 2. pass its gate (`gate.rs`): at most `max_concurrency` calls of one lambda run at once
 //!    (`lambda.json`, default `max_sandboxes_per_lambda`), up to `max_queue_per_lambda` wait, one
 //!    more gets 429;
 //! 3. take the most recently used idle sandbox of the current handler version whose process is
 //!    alive, thawing it if paused (`pool.rs`), or start one (`cold_start.rs`, under the capacity
 //!    rules of `capacity.rs`);
-//! 4. one frame to the runtime and one back, under the lambda's `timeout_s`;
+//! 4. one frame to the runtime (the call's request id and deadline, then the event) and one
+//!    back, under the lambda's `timeout_s`;
 //! 5. a sandbox whose call timed out or whose connection broke is destroyed, never reused; one
 //!    that answered goes back to its pool.
 //!
@@ -47,11 +48,12 @@ use bytes::Bytes;
 use crate::config::Config;
 use crate::name::LambdaName;
 use crate::registry::Registry;
-use crate::runtime_client::{self, Reply};
+use crate::runtime_client::{self, Call, Deadline, Reply, RequestId};
 use crate::timings::{Phase, Timings};
 
 pub use backend::{
-    Backend, LambdaRef, PackageDir, SandboxHandle, StartError, StartRequest, Started,
+    Backend, FunctionSetup, LambdaRef, LayerDir, PackageDir, SandboxHandle, StartError,
+    StartRequest, Started, LAYERS_DIR,
 };
 pub use error::{RunError, Unavailable};
 pub use instance::{LiveInfo, SandboxState};
@@ -152,11 +154,17 @@ impl<B: Backend> Manager<B> {
         counter.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// Runs one call of `name` with the JSON `event`; returns the handler's JSON result.
-    pub async fn run(self: &Arc<Self>, name: &LambdaName, event: Bytes) -> Result<Bytes, RunError> {
+    /// Runs one call of `name` with the JSON `event`; returns the entry's JSON result. The
+    /// function sees `request_id` as its `context.aws_request_id`.
+    pub async fn run(
+        self: &Arc<Self>,
+        name: &LambdaName,
+        event: Bytes,
+        request_id: &RequestId,
+    ) -> Result<Bytes, RunError> {
         // 1. Resolve (counts the call in the lambda's pool).
         let (lambda, pool) = self.resolve_call(name).await?;
-        let result = self.run_resolved(&lambda, &pool, event).await;
+        let result = self.run_resolved(&lambda, &pool, event, request_id).await;
         if result.is_err() {
             Counters::add(&pool.counters.errors);
         }
@@ -168,6 +176,7 @@ impl<B: Backend> Manager<B> {
         lambda: &LambdaRef,
         pool: &PoolUse<B::Sandbox>,
         event: Bytes,
+        request_id: &RequestId,
     ) -> Result<Bytes, RunError> {
         if self.is_closing() {
             return Err(RunError::shutting_down());
@@ -208,7 +217,8 @@ impl<B: Backend> Manager<B> {
             }
         };
         // 4-5. The call and what becomes of the sandbox.
-        self.call(lambda, pool, inst, start, event).await
+        self.call(lambda, pool, inst, start, event, request_id)
+            .await
     }
 
     /// The most recently used live idle sandbox of the lambda's current version, thawed.
@@ -265,6 +275,7 @@ impl<B: Backend> Manager<B> {
         mut inst: Instance<B::Sandbox>,
         start: Start,
         event: Bytes,
+        request_id: &RequestId,
     ) -> Result<Bytes, RunError> {
         inst.set_state(SandboxState::Busy, 1);
         let phase = match start {
@@ -273,9 +284,14 @@ impl<B: Backend> Manager<B> {
         };
         let timeout_s = lambda.limits.timeout_s;
         let t = Instant::now();
+        let timeout = Duration::from_secs(timeout_s);
+        let header = Call {
+            request_id,
+            deadline: Deadline::after(timeout),
+        };
         let outcome = tokio::time::timeout(
-            Duration::from_secs(timeout_s),
-            runtime_client::call(&mut inst.conn, &event),
+            timeout,
+            runtime_client::call(&mut inst.conn, &header, &event),
         )
         .await;
         self.timings.record(phase, t.elapsed());

@@ -1,5 +1,5 @@
-//! Pools: per lambda, its gate, its limits (read once per handler version) and its idle
-//! sandboxes, most recently used last; and the bounded map of pools.
+//! Pools: per lambda, its gate, its limits and setup (resolved once per handler version) and
+//! its idle sandboxes, most recently used last; and the bounded map of pools.
 //!
 //! Rules:
 //! - a call takes the most recently used idle sandbox of the current handler version whose
@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 use dashmap::DashMap;
 
 use crate::lambda_config::LambdaLimits;
-use crate::manager::backend::SandboxHandle;
+use crate::manager::backend::{FunctionSetup, SandboxHandle};
 use crate::manager::gate::Gate;
 use crate::manager::instance::Instance;
 use crate::name::LambdaName;
@@ -50,17 +50,18 @@ impl Counters {
     }
 }
 
-/// The limits of the handler version last seen.
-#[derive(Debug, Clone, Copy)]
-struct CachedLimits {
+/// The limits and setup of the handler version last seen.
+#[derive(Debug, Clone)]
+struct CachedSetup {
     version: HandlerVersion,
     limits: LambdaLimits,
+    setup: Arc<FunctionSetup>,
 }
 
 /// One lambda's pool (see the module docs).
 pub(crate) struct Pool<S: SandboxHandle> {
     pub(crate) gate: Gate,
-    limits: Mutex<Option<CachedLimits>>,
+    setup: Mutex<Option<CachedSetup>>,
     /// Front: least recently used.
     idle: Mutex<VecDeque<Instance<S>>>,
     pub(crate) counters: Counters,
@@ -75,7 +76,7 @@ impl<S: SandboxHandle> Pool<S> {
     fn new(max_concurrency: usize) -> Self {
         Self {
             gate: Gate::new(max_concurrency),
-            limits: Mutex::new(None),
+            setup: Mutex::new(None),
             idle: Mutex::new(VecDeque::new()),
             counters: Counters::default(),
             users: AtomicUsize::new(0),
@@ -87,15 +88,29 @@ impl<S: SandboxHandle> Pool<S> {
         self.idle.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// The limits recorded for `version`, if they are the ones last read.
-    pub(crate) fn limits_for(&self, version: HandlerVersion) -> Option<LambdaLimits> {
-        let cached = self.limits.lock().unwrap_or_else(|p| p.into_inner());
-        cached.filter(|c| c.version == version).map(|c| c.limits)
+    /// The limits and setup recorded for `version`, if they are the ones last resolved.
+    pub(crate) fn setup_for(
+        &self,
+        version: HandlerVersion,
+    ) -> Option<(LambdaLimits, Arc<FunctionSetup>)> {
+        let cached = self.setup.lock().unwrap_or_else(|p| p.into_inner());
+        cached
+            .as_ref()
+            .filter(|c| c.version == version)
+            .map(|c| (c.limits, Arc::clone(&c.setup)))
     }
 
-    pub(crate) fn record_limits(&self, version: HandlerVersion, limits: LambdaLimits) {
-        *self.limits.lock().unwrap_or_else(|p| p.into_inner()) =
-            Some(CachedLimits { version, limits });
+    pub(crate) fn record_setup(
+        &self,
+        version: HandlerVersion,
+        limits: LambdaLimits,
+        setup: Arc<FunctionSetup>,
+    ) {
+        *self.setup.lock().unwrap_or_else(|p| p.into_inner()) = Some(CachedSetup {
+            version,
+            limits,
+            setup,
+        });
     }
 
     /// Takes the most recently used idle sandbox of `version` that is alive; the stale and

@@ -1,39 +1,62 @@
-//! Resolving a call's lambda once into a [`LambdaRef`]: its name, its registry entry (directory
-//! and handler version) and its limits.
+//! Resolving a call's lambda once into a [`LambdaRef`]: its name, its registry entry (directory,
+//! handler version, `lambda.json` and entry), its limits and its setup (environment, layers).
 //!
 //! A warm lambda resolves without any file access: the registry remembers its lookup until an
-//! inotify event says it changed, and its pool the limits of that handler version. Otherwise
-//! the lookup (five `lstat`s) and `lambda.json` are read on the blocking pool, so a slow disk
-//! stalls only the calls that wait for it.
+//! inotify event says it changed, and its pool the limits and setup of that handler version.
+//! Otherwise the lookup (`lambda.json` and a few `lstat`s) and the layers' directories are read
+//! on the blocking pool, so a slow disk stalls only the calls that wait for it.
+//!
+//! Layers are resolved with the setup, once per handler version: `name:N` to version N, `name`
+//! to the highest version published at that moment. Every sandbox of one version of a function
+//! sees the same layer versions; a layer version published later reaches a function with its
+//! next version (an update of its code or `lambda.json`) or the worker's next start.
 
+use std::path::Path;
 use std::sync::Arc;
 
-use crate::lambda_config::LambdaLimits;
-use crate::manager::backend::{Backend, LambdaRef};
+use crate::lambda_config::{LambdaConfigError, LAMBDA_CONFIG_FILE};
+use crate::manager::backend::{Backend, FunctionSetup, LambdaRef, LayerDir};
 use crate::manager::error::RunError;
 use crate::manager::pool::{Counters, PoolUse};
 use crate::manager::Manager;
 use crate::name::LambdaName;
+use crate::registry::{Handler, RegistryError};
 
 impl<B: Backend> Manager<B> {
-    /// Looks up `name`, holds its pool (counting the call), and reads its limits unless they
-    /// are known for this handler version. Blocking.
+    /// Looks up `name`, holds its pool (counting the call), and resolves its limits and setup
+    /// unless they are known for this handler version. Blocking.
     pub(crate) fn resolve(
         &self,
         name: &LambdaName,
     ) -> Result<(LambdaRef, PoolUse<B::Sandbox>), RunError> {
         let t = std::time::Instant::now();
-        let handler = self.registry.lookup(name)?;
+        let found = self.registry.lookup(name);
         self.timings
             .record(crate::timings::Phase::Lookup, t.elapsed());
+        let handler = match found {
+            Ok(handler) => handler,
+            // The function exists: the failed call is counted as its own.
+            Err(RegistryError::Config { lambda, source }) => {
+                let pool = self.pools.enter(name, self.cfg.max_sandboxes_per_lambda);
+                Counters::add(&pool.counters.calls);
+                Counters::add(&pool.counters.errors);
+                return Err(RunError::LambdaConfig {
+                    lambda,
+                    source: *source,
+                });
+            }
+            Err(e) => return Err(RunError::Registry(e)),
+        };
         let pool = self.pools.enter(name, self.cfg.max_sandboxes_per_lambda);
         Counters::add(&pool.counters.calls);
-        let limits = match pool.limits_for(handler.version) {
-            Some(limits) => limits,
-            None => match LambdaLimits::load(&handler.dir, &self.cfg) {
-                Ok(limits) => {
-                    pool.record_limits(handler.version, limits);
-                    limits
+        let (limits, setup) = match pool.setup_for(handler.version) {
+            Some(known) => known,
+            None => match function_setup(&handler, &self.cfg.registry_dir) {
+                Ok(setup) => {
+                    let limits = handler.config.limits(&self.cfg);
+                    let setup = Arc::new(setup);
+                    pool.record_setup(handler.version, limits, Arc::clone(&setup));
+                    (limits, setup)
                 }
                 Err(source) => {
                     Counters::add(&pool.counters.errors);
@@ -48,17 +71,18 @@ impl<B: Backend> Manager<B> {
             name: name.clone(),
             handler,
             limits,
+            setup,
         };
         Ok((lambda, pool))
     }
 
-    /// From what is remembered, when the registry has not changed and the limits of this
-    /// version are known; `None` otherwise. Never blocks.
+    /// From what is remembered, when the registry has not changed and the limits and setup of
+    /// this version are known; `None` otherwise. Never blocks.
     fn resolve_remembered(&self, name: &LambdaName) -> Option<(LambdaRef, PoolUse<B::Sandbox>)> {
         let t = std::time::Instant::now();
         let handler = self.registry.cached(name)?;
         let pool = self.pools.enter(name, self.cfg.max_sandboxes_per_lambda);
-        let limits = pool.limits_for(handler.version)?;
+        let (limits, setup) = pool.setup_for(handler.version)?;
         Counters::add(&pool.counters.calls);
         self.timings
             .record(crate::timings::Phase::Lookup, t.elapsed());
@@ -66,6 +90,7 @@ impl<B: Backend> Manager<B> {
             name: name.clone(),
             handler,
             limits,
+            setup,
         };
         Some((lambda, pool))
     }
@@ -87,4 +112,35 @@ impl<B: Backend> Manager<B> {
                 source,
             })?
     }
+}
+
+/// The setup of the function `handler` found: its entry and environment, and its layers'
+/// directories in `registry`. A layer that does not exist is an error of the `layers` key.
+/// Blocking (a directory read and two `lstat`s per layer).
+pub(crate) fn function_setup(
+    handler: &Handler,
+    registry: &Path,
+) -> Result<FunctionSetup, LambdaConfigError> {
+    let config = &handler.config;
+    let mut layers = Vec::new();
+    for layer in config.layers.iter().flatten() {
+        let (version, host) =
+            crate::functions::layer_dir(registry, layer).map_err(|e| LambdaConfigError {
+                path: handler.dir.join(LAMBDA_CONFIG_FILE),
+                key: Some("layers".to_owned()),
+                message: e.to_string(),
+            })?;
+        let python = std::fs::symlink_metadata(host.join("python")).is_ok_and(|m| m.is_dir());
+        layers.push(LayerDir {
+            name: layer.name.clone(),
+            version,
+            host,
+            python,
+        });
+    }
+    Ok(FunctionSetup {
+        entry: handler.entry.clone(),
+        environment: config.environment.clone().unwrap_or_default(),
+        layers,
+    })
 }

@@ -45,10 +45,18 @@ impl Harness {
     }
 
     async fn call(&self, name: &str) -> Result<serde_json::Value, RunError> {
+        self.call_with(name, &RequestId::new()).await
+    }
+
+    async fn call_with(
+        &self,
+        name: &str,
+        request_id: &RequestId,
+    ) -> Result<serde_json::Value, RunError> {
         let name = LambdaName::parse(name).unwrap();
         let body = self
             .manager
-            .run(&name, Bytes::from_static(b"{\"n\": 1}"))
+            .run(&name, Bytes::from_static(b"{\"n\": 1}"), request_id)
             .await?;
         Ok(serde_json::from_slice(&body).unwrap())
     }
@@ -57,7 +65,10 @@ impl Harness {
     fn spawn_call(&self, name: &str) -> tokio::task::JoinHandle<Result<Bytes, RunError>> {
         let m = Arc::clone(&self.manager);
         let name = LambdaName::parse(name).unwrap();
-        tokio::spawn(async move { m.run(&name, Bytes::from_static(b"{}")).await })
+        tokio::spawn(async move {
+            m.run(&name, Bytes::from_static(b"{}"), &RequestId::new())
+                .await
+        })
     }
 
     /// The sandbox id that answered a call.
@@ -444,6 +455,73 @@ async fn unknown_lambdas_and_bad_configs_are_refused_with_what_is_wrong() {
     }
     assert_eq!(h.stats("bad").errors, 1);
     assert_eq!(h.fake.record().started, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_call_carries_its_request_id_and_deadline_to_the_sandbox() {
+    let h = harness(|_| {});
+    h.add("hello", "echo");
+    h.add_file("hello", "lambda.json", r#"{"timeout_s": 7}"#);
+    let (a, b) = (RequestId::new(), RequestId::new());
+    let first = h.call_with("hello", &a).await.unwrap();
+    let second = h.call_with("hello", &b).await.unwrap();
+    assert_eq!(first["sandbox"], second["sandbox"], "the same warm sandbox");
+    assert_eq!(first["request_id"], a.to_string());
+    assert_eq!(second["request_id"], b.to_string());
+    for answer in [&first, &second] {
+        let left = answer["remaining_ms"].as_u64().unwrap();
+        assert!(left > 6000 && left <= 7000, "timeout_s is 7: {answer}");
+    }
+    assert_eq!(first["event"], serde_json::json!({"n": 1}));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_entry_and_layers_are_resolved_once_per_version() {
+    let h = harness(|_| {});
+    h.add("aws", "echo");
+    h.add_file(
+        "aws",
+        "lambda.json",
+        r#"{"entry": "lambda_func.run", "layers": ["common"]}"#,
+    );
+    // No such layer: 400 naming the key, every call until it exists.
+    for _ in 0..2 {
+        match h.call("aws").await.unwrap_err() {
+            RunError::LambdaConfig { source, .. } => {
+                assert_eq!(source.key.as_deref(), Some("layers"));
+                assert!(
+                    source.message.contains("layer common does not exist"),
+                    "{source}"
+                );
+            }
+            other => panic!("{other}"),
+        }
+    }
+    assert_eq!(h.fake.record().started, 0);
+    let layers = h.tmp.path().join("registry/.store/layers/common");
+    std::fs::create_dir_all(layers.join("1/python")).unwrap();
+    let answer = h.call("aws").await.unwrap();
+    assert_eq!(answer["entry"], "lambda_func.run");
+    assert_eq!(
+        answer["layers"],
+        serde_json::json!(["common:1 /opt/common/python"])
+    );
+    // A newer version of the layer does not change this version of the function.
+    std::fs::create_dir_all(layers.join("2")).unwrap();
+    let again = h.call("aws").await.unwrap();
+    assert_eq!(
+        (&again["sandbox"], &again["layers"]),
+        (&answer["sandbox"], &answer["layers"])
+    );
+    // Its next version gets the newest layer, in a new sandbox.
+    h.add_file(
+        "aws",
+        "lambda.json",
+        r#"{"entry": "lambda_func.run", "layers": ["common"], "timeout_s": 9}"#,
+    );
+    let next = h.call("aws").await.unwrap();
+    assert_ne!(next["sandbox"], answer["sandbox"]);
+    assert_eq!(next["layers"], serde_json::json!(["common:2 /opt/common"]));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,9 +1,14 @@
-//! The local handler registry: `<registry_dir>/<name>/lambda_func.py`.
+//! The local handler registry: `<registry_dir>/<name>/`, a function's code and its optional
+//! `lambda.json`.
 //!
-//! A lookup returns the handler's directory and a version (device, inode, size, mtime of
-//! `lambda_func.py`, and of its requirement and config files), so an edited handler is noticed
-//! on the next call without restarting. Lookups are remembered until the registry changes
-//! (`watch.rs`, inotify): a warm call makes no `stat`, and an edit is still seen by the next call.
+//! A directory is a function when it holds the file of its entry's module (`lambda_func.py`
+//! for the default entry, `pkg/app.py` or `pkg/app/__init__.py` for `pkg.app.run`; see
+//! [`LambdaConfig::entry_in`] for the default), or a `lambda.json` (the entry's module may then
+//! be missing: calls say so). A lookup reads `lambda.json` once and returns the directory, that
+//! configuration, the entry, and a version: device, inode, size and mtime of the entry's module
+//! file, of `lambda.json` and of the requirement files, so an edited function is noticed on the
+//! next call without restarting. Lookups are remembered until the registry changes (`watch.rs`,
+//! inotify): a warm call makes no `stat`, and an edit is still seen by the next call.
 
 mod remote;
 mod watch;
@@ -15,9 +20,10 @@ use std::sync::Arc;
 pub use remote::{Remote, RemoteError};
 pub use watch::{watchable, MAX_REMEMBERED};
 
+use crate::lambda_config::{Entry, LambdaConfig, LambdaConfigError, LAMBDA_CONFIG_FILE};
 use crate::name::LambdaName;
 
-/// The handler file every lambda directory must hold.
+/// The file of the default entry, `lambda_func.handler` (OpenLambda's).
 pub const HANDLER_FILE: &str = "lambda_func.py";
 
 /// Why a lambda cannot be found or served from the registry.
@@ -25,6 +31,7 @@ pub const HANDLER_FILE: &str = "lambda_func.py";
 pub enum RegistryError {
     #[error("unknown lambda {lambda}")]
     Unknown { lambda: String },
+    /// Neither the entry's module file nor a `lambda.json`.
     #[error("lambda {lambda} has no handler file {path}")]
     NoHandlerFile { lambda: String, path: PathBuf },
     #[error("lambda {lambda} cannot be served: {message}")]
@@ -37,6 +44,12 @@ pub enum RegistryError {
         path: PathBuf,
         source: nix::errno::Errno,
     },
+    /// Its `lambda.json` is invalid.
+    #[error("lambda {lambda} has an invalid {}: {source}", source.path.display())]
+    Config {
+        lambda: String,
+        source: Box<LambdaConfigError>,
+    },
 }
 
 /// Why the lambda's directory could not be opened for mounting.
@@ -48,16 +61,39 @@ fn open_reason(e: nix::errno::Errno) -> String {
     }
 }
 
-/// Identity of one version of a handler's code.
+/// The identity of one file's content: device, inode, size, mtime.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct HandlerVersion {
+struct FileId {
     dev: u64,
     ino: u64,
     size: u64,
     mtime_ns: i128,
-    /// The same identity of `requirements.txt`, `packages.txt` and `lambda.json`, when
-    /// present: editing them also retires the lambda's sandboxes.
-    deps: [Option<(u64, u64, i128)>; 3],
+}
+
+impl FileId {
+    fn of(md: &std::fs::Metadata) -> Self {
+        Self {
+            dev: md.dev(),
+            ino: md.ino(),
+            size: md.size(),
+            mtime_ns: i128::from(md.mtime()) * 1_000_000_000 + i128::from(md.mtime_nsec()),
+        }
+    }
+
+    /// The identity of what `path` names (never through a final link), if anything.
+    fn at(path: &Path) -> Option<Self> {
+        std::fs::symlink_metadata(path).ok().map(|m| Self::of(&m))
+    }
+}
+
+/// Identity of one version of a function's code and configuration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HandlerVersion {
+    /// The entry's module file; `None` when only `lambda.json` stands for the code.
+    code: Option<FileId>,
+    /// `requirements.txt`, `packages.txt` and `lambda.json`, when present: editing them also
+    /// retires the lambda's sandboxes.
+    deps: [Option<FileId>; 3],
 }
 
 impl HandlerVersion {
@@ -67,11 +103,15 @@ impl HandlerVersion {
     }
 }
 
-/// A resolved handler.
+/// A resolved function.
 #[derive(Debug, Clone)]
 pub struct Handler {
     pub dir: PathBuf,
     pub version: HandlerVersion,
+    /// What its `lambda.json` says (empty without one), as read for this version.
+    pub config: Arc<LambdaConfig>,
+    /// The entry its calls run: the configured one, or the default for its files.
+    pub entry: Entry,
     /// Device and inode of `dir` when it was looked up.
     dir_id: (u64, u64),
 }
@@ -98,14 +138,57 @@ impl Handler {
     }
 }
 
-/// The files of a lambda whose identity is part of its version.
-fn versioned_files(dir: &Path) -> [PathBuf; 4] {
+/// Where the module of `entry` may be, in the order Python's import looks (a package's
+/// `__init__.py`, then the module file).
+fn module_candidates(dir: &Path, entry: &Entry) -> [PathBuf; 2] {
+    let rel = entry.module.replace('.', "/");
     [
-        dir.join(HANDLER_FILE),
+        dir.join(&rel).join("__init__.py"),
+        dir.join(entry.module_file()),
+    ]
+}
+
+/// The files of a lambda whose identity is part of its version, for `entry`.
+fn versioned_files(dir: &Path, entry: &Entry) -> Vec<PathBuf> {
+    let mut files = module_candidates(dir, entry).to_vec();
+    files.extend([
         dir.join(crate::packages::REQUIREMENTS_FILES[0]),
         dir.join(crate::packages::REQUIREMENTS_FILES[1]),
-        dir.join(crate::lambda_config::LAMBDA_CONFIG_FILE),
-    ]
+        dir.join(LAMBDA_CONFIG_FILE),
+    ]);
+    files
+}
+
+/// The entry's module file and its identity; `None` when there is none. A symbolic link on the
+/// way (a package directory or the file) or something else than a regular file is refused
+/// with the reason.
+fn entry_file(dir: &Path, entry: &Entry) -> Result<Option<(PathBuf, FileId)>, String> {
+    let parts: Vec<&str> = entry.module.split('.').collect();
+    let mut at = dir.to_path_buf();
+    // Packages on the way, and the module's own directory if it is a package, must be real
+    // directories.
+    for (i, part) in parts.iter().enumerate() {
+        at.push(part);
+        match std::fs::symlink_metadata(&at) {
+            Ok(m) if m.file_type().is_symlink() => {
+                return Err(format!("{} is a symbolic link", at.display()))
+            }
+            Ok(m) if m.is_dir() => {}
+            _ if i + 1 < parts.len() => return Ok(None),
+            _ => break,
+        }
+    }
+    for path in module_candidates(dir, entry) {
+        match std::fs::symlink_metadata(&path) {
+            Ok(m) if m.file_type().is_symlink() => {
+                return Err(format!("{} is a symbolic link", path.display()))
+            }
+            Ok(m) if m.is_file() => return Ok(Some((path, FileId::of(&m)))),
+            Ok(_) => return Err(format!("{} is not a regular file", path.display())),
+            Err(_) => {}
+        }
+    }
+    Ok(None)
 }
 
 /// A registry directory: the local registry, or in registry mode the worker's cache of a
@@ -154,10 +237,10 @@ impl Registry {
         self.watch.as_ref().map_or((0, 0), |w| w.size())
     }
 
-    /// Finds a lambda's handler (blocking: five `lstat`s) and remembers it. The lambda
-    /// directory and its `lambda_func.py` must be a real directory and a regular file: symbolic
-    /// links are refused so that a registry entry cannot expose files from outside the registry
-    /// to a sandbox.
+    /// Finds a function (blocking: `lambda.json` read, a few `lstat`s) and remembers it. The
+    /// function's directory, its entry's module file and `lambda.json` must be a real directory
+    /// and regular files: symbolic links are refused so that a registry entry cannot expose
+    /// files from outside the registry to a sandbox.
     pub fn lookup(&self, name: &LambdaName) -> Result<Handler, RegistryError> {
         if let Some(remote) = &self.remote {
             if !remote
@@ -173,55 +256,72 @@ impl Registry {
             return self.look(name);
         };
         let dir = self.dir.join(name.as_str());
-        watch.remember(name, &dir, &versioned_files(&dir), || self.look(name))
+        // The files to watch depend on the entry lambda.json names, read here first. A lookup
+        // that finds another entry (lambda.json changed before its watches were added) is made
+        // again with that entry's files, so that what is remembered is watched.
+        let entry = LambdaConfig::load(&dir)
+            .map(|c| c.entry_in(&dir))
+            .unwrap_or_default();
+        let mut files = versioned_files(&dir, &entry);
+        let mut tries = 0;
+        loop {
+            let found = watch.remember(name, &dir, &files, || self.look(name))?;
+            let watched = versioned_files(&dir, &found.entry);
+            tries += 1;
+            if watched == files || tries == 3 {
+                return Ok(found);
+            }
+            files = watched;
+        }
     }
 
     /// [`Registry::lookup`] without remembering.
     fn look(&self, name: &LambdaName) -> Result<Handler, RegistryError> {
         let dir = self.dir.join(name.as_str());
-        let unknown = || RegistryError::Unknown {
-            lambda: name.to_string(),
-        };
-        let dir_md = std::fs::symlink_metadata(&dir).map_err(|_| unknown())?;
+        let lambda = || name.to_string();
+        let dir_md = std::fs::symlink_metadata(&dir)
+            .map_err(|_| RegistryError::Unknown { lambda: lambda() })?;
         if dir_md.file_type().is_symlink() {
             return Err(RegistryError::BadHandler {
-                lambda: name.to_string(),
+                lambda: lambda(),
                 message: format!("registry entry {} is a symbolic link", dir.display()),
             });
         }
         if !dir_md.is_dir() {
-            return Err(unknown());
+            return Err(RegistryError::Unknown { lambda: lambda() });
         }
-        let file = dir.join(HANDLER_FILE);
-        let md = std::fs::symlink_metadata(&file).map_err(|_| RegistryError::NoHandlerFile {
-            lambda: name.to_string(),
-            path: file.clone(),
+        // lambda.json's identity before its content: a change after the stat is a newer version.
+        let config_file = dir.join(LAMBDA_CONFIG_FILE);
+        let config_id = FileId::at(&config_file);
+        let config = LambdaConfig::load(&dir).map_err(|source| RegistryError::Config {
+            lambda: lambda(),
+            source: Box::new(source),
         })?;
-        if !md.is_file() {
-            return Err(RegistryError::BadHandler {
-                lambda: name.to_string(),
-                message: format!("{} is not a regular file", file.display()),
+        let entry = config.entry_in(&dir);
+        let code = entry_file(&dir, &entry).map_err(|message| RegistryError::BadHandler {
+            lambda: lambda(),
+            message,
+        })?;
+        if code.is_none() && config_id.is_none() {
+            return Err(RegistryError::NoHandlerFile {
+                lambda: lambda(),
+                path: dir.join(entry.module_file()),
             });
         }
-        let mtime_ns = i128::from(md.mtime()) * 1_000_000_000 + i128::from(md.mtime_nsec());
-        let dep = |f: &Path| {
-            std::fs::symlink_metadata(f).ok().map(|m| {
-                let t = i128::from(m.mtime()) * 1_000_000_000 + i128::from(m.mtime_nsec());
-                (m.ino(), m.size(), t)
-            })
-        };
-        let [_, requirements, packages, config] = versioned_files(&dir);
-        let deps = [dep(&requirements), dep(&packages), dep(&config)];
+        let deps = [
+            FileId::at(&dir.join(crate::packages::REQUIREMENTS_FILES[0])),
+            FileId::at(&dir.join(crate::packages::REQUIREMENTS_FILES[1])),
+            config_id,
+        ];
         Ok(Handler {
-            dir,
             dir_id: (dir_md.dev(), dir_md.ino()),
+            dir,
             version: HandlerVersion {
-                dev: md.dev(),
-                ino: md.ino(),
-                size: md.size(),
-                mtime_ns,
+                code: code.map(|(_, id)| id),
                 deps,
             },
+            config: Arc::new(config),
+            entry,
         })
     }
 }
@@ -350,12 +450,17 @@ mod tests {
         let watch = reg.watch.as_ref().unwrap();
         reg.lookup(&hello).unwrap();
         let lambda_dir = dir.path().join("hello");
-        let found = watch.remember(&hello, &lambda_dir, &versioned_files(&lambda_dir), || {
-            let before = reg.look(&hello);
-            // An upload lands after the stats, before the result is kept.
-            std::fs::write(lambda_dir.join(HANDLER_FILE), "v2 longer").unwrap();
-            before
-        });
+        let found = watch.remember(
+            &hello,
+            &lambda_dir,
+            &versioned_files(&lambda_dir, &Entry::default()),
+            || {
+                let before = reg.look(&hello);
+                // An upload lands after the stats, before the result is kept.
+                std::fs::write(lambda_dir.join(HANDLER_FILE), "v2 longer").unwrap();
+                before
+            },
+        );
         assert!(found.is_ok());
         assert!(
             reg.cached(&hello).is_none(),
@@ -482,6 +587,108 @@ mod tests {
     }
 
     #[test]
+    fn a_function_is_its_entrys_module_or_its_lambda_json() {
+        let dir = tempfile::tempdir().unwrap();
+        let reg = Registry::new(dir.path().to_owned());
+        let write = |rel: &str, text: &str| {
+            let p = dir.path().join(rel);
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(p, text).unwrap();
+        };
+        // Luna's layout: lambda_main.py alone.
+        write(
+            "luna/lambda_main.py",
+            "async def main(request): return {}\n",
+        );
+        let h = reg.lookup(&name("luna")).unwrap();
+        assert_eq!(h.entry, Entry::luna());
+        assert_eq!(*h.config, LambdaConfig::default());
+        // A dotted entry in lambda.json: its module file is the code, as a module or a package.
+        write(
+            "aws/lambda.json",
+            r#"{"entry": "pkg.app.run", "timeout_s": 5}"#,
+        );
+        write("aws/pkg/__init__.py", "");
+        let first = reg.lookup(&name("aws")).unwrap();
+        assert_eq!(first.entry.to_string(), "pkg.app.run");
+        assert_eq!(first.config.timeout_s, Some(5));
+        let without_code = first.version;
+        write("aws/pkg/app.py", "def run(event, context): return 1\n");
+        let module = reg.lookup(&name("aws")).unwrap().version;
+        assert_ne!(
+            module, without_code,
+            "the module file is part of the version"
+        );
+        write("aws/pkg/app.py", "def run(event, context): return 22\n");
+        let edited = reg.lookup(&name("aws")).unwrap().version;
+        assert_ne!(edited, module, "an edit of the module is a new version");
+        std::fs::remove_file(dir.path().join("aws/pkg/app.py")).unwrap();
+        write(
+            "aws/pkg/app/__init__.py",
+            "def run(event, context): return 3\n",
+        );
+        let package = reg.lookup(&name("aws")).unwrap().version;
+        assert_ne!(package, edited);
+        // Nothing but lambda.json: served (a call then says the module is missing).
+        write("only-config/lambda.json", r#"{"entry": "app.handler"}"#);
+        assert_eq!(
+            reg.lookup(&name("only-config")).unwrap().entry.to_string(),
+            "app.handler"
+        );
+        // Neither: not a function, naming the file the default entry needs.
+        std::fs::create_dir_all(dir.path().join("empty/sub")).unwrap();
+        match reg.lookup(&name("empty")) {
+            Err(RegistryError::NoHandlerFile { path, .. }) => {
+                assert_eq!(path, dir.path().join("empty/lambda_func.py"))
+            }
+            other => panic!("{other:?}"),
+        }
+        // An invalid lambda.json is an error naming its key.
+        write("bad/lambda_func.py", "def handler(e): return 1\n");
+        write("bad/lambda.json", r#"{"entry": "not a module"}"#);
+        match reg.lookup(&name("bad")) {
+            Err(RegistryError::Config { source, .. }) => {
+                assert_eq!(source.key.as_deref(), Some("entry"), "{source}")
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn an_entry_module_in_a_package_is_watched() {
+        let (dir, reg) = watched();
+        let lambda = dir.path().join("pkgd");
+        std::fs::create_dir_all(lambda.join("pkg")).unwrap();
+        std::fs::write(lambda.join("lambda.json"), r#"{"entry": "pkg.app.run"}"#).unwrap();
+        std::fs::write(lambda.join("pkg/app.py"), "v1").unwrap();
+        let pkgd = name("pkgd");
+        reg.lookup(&pkgd).unwrap();
+        let v1 = reg.lookup(&pkgd).unwrap().version;
+        assert_eq!(reg.cached(&pkgd).unwrap().version, v1);
+        // An edit inside the package directory (which the function's directory watch does
+        // not see) is seen through the module file's own watch.
+        std::fs::write(lambda.join("pkg/app.py"), "v2 longer").unwrap();
+        assert!(
+            reg.cached(&pkgd).is_none(),
+            "the module's edit was not seen"
+        );
+        assert_ne!(reg.lookup(&pkgd).unwrap().version, v1);
+        // A new entry in lambda.json: the new module is the one watched from then on.
+        std::fs::write(lambda.join("pkg/other.py"), "w1").unwrap();
+        std::fs::write(lambda.join("lambda.json"), r#"{"entry": "pkg.other.run"}"#).unwrap();
+        assert!(reg.cached(&pkgd).is_none());
+        reg.lookup(&pkgd).unwrap();
+        let w1 = reg.lookup(&pkgd).unwrap();
+        assert_eq!(w1.entry.to_string(), "pkg.other.run");
+        assert!(reg.cached(&pkgd).is_some());
+        std::fs::write(lambda.join("pkg/other.py"), "w2 longer").unwrap();
+        assert!(
+            reg.cached(&pkgd).is_none(),
+            "the new module's edit was not seen"
+        );
+    }
+
+    #[test]
     fn symlinks_are_refused() {
         let dir = tempfile::tempdir().unwrap();
         std::os::unix::fs::symlink("/etc", dir.path().join("evil")).unwrap();
@@ -496,5 +703,22 @@ mod tests {
             reg.lookup(&name("link")),
             Err(RegistryError::BadHandler { .. })
         ));
+        // A package directory on the entry's way that is a link.
+        std::fs::create_dir(dir.path().join("pkglink")).unwrap();
+        std::fs::write(
+            dir.path().join("pkglink/lambda.json"),
+            r#"{"entry": "pkg.app.run"}"#,
+        )
+        .unwrap();
+        std::os::unix::fs::symlink("/usr", dir.path().join("pkglink/pkg")).unwrap();
+        match reg.lookup(&name("pkglink")) {
+            Err(RegistryError::BadHandler { message, .. }) => {
+                assert!(
+                    message.contains("pkglink/pkg is a symbolic link"),
+                    "{message}"
+                )
+            }
+            other => panic!("{other:?}"),
+        }
     }
 }

@@ -2,11 +2,12 @@
 //! worker then serves exactly like a local registry directory.
 //!
 //! The cache (`<worker_dir>/registry-cache`, the worker's `registry_dir` in this mode) holds,
-//! per function, the code of the revision last pulled (`<cache>/<name>/`, with its effective
-//! `lambda.json`), the revision's id (`<cache>/.store/pulled/<name>`), and the layer versions
-//! functions use (`<cache>/.store/layers/<name>/<N>/`, the layout of
-//! [`crate::functions::layout`]). A new revision is unpacked into a staging directory and
-//! exchanged with the old one in one `renameat2`, so a lookup sees one revision or the other.
+//! per function, the code of the revision last pulled, made as the store makes it
+//! ([`crate::functions::materialize`]: `<cache>/<name>/` with its effective `lambda.json` and
+//! its revision's marker), and the layer versions functions use
+//! (`<cache>/.store/layers/<name>/<N>/`, the layout of [`crate::functions::layout`]). A new
+//! revision is made in a staging directory and exchanged with the old one in one `renameat2`,
+//! so a lookup sees one revision or the other.
 //!
 //! Revalidation, so that a warm call never waits on the server:
 //! - a function is *checked* (one `GET /registry/functions/<name>`) when it is first looked
@@ -31,9 +32,9 @@ use lru::LruCache;
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
-use crate::functions::layout::{layer_root, STORE_DIR};
+use crate::functions::layout::layer_root;
 use crate::http_client::{self, Request};
-use crate::lambda_config::{LambdaConfig, LAMBDA_CONFIG_FILE};
+use crate::lambda_config::LambdaConfig;
 use crate::name::LambdaName;
 
 /// The most functions tracked at once.
@@ -68,6 +69,12 @@ pub enum RemoteError {
         server: String,
         what: String,
         source: crate::archive::ArchiveError,
+    },
+    #[error("registry server {server}: function {name}: {source}")]
+    Materialize {
+        server: String,
+        name: String,
+        source: crate::functions::StoreError,
     },
 }
 
@@ -127,8 +134,7 @@ impl Remote {
             server: server.to_owned(),
             message: e.to_string(),
         })?;
-        let pulled = cache.join(STORE_DIR).join("pulled");
-        std::fs::create_dir_all(&pulled).map_err(io_err("create", &pulled))?;
+        std::fs::create_dir_all(cache).map_err(io_err("create", cache))?;
         Ok(Arc::new(Self {
             server: server.to_owned(),
             host,
@@ -234,19 +240,9 @@ impl Remote {
         );
     }
 
-    fn marker(&self, name: &LambdaName) -> PathBuf {
-        self.cache
-            .join(STORE_DIR)
-            .join("pulled")
-            .join(name.as_str())
-    }
-
     /// The revision in the cache, as its marker says.
     fn cached_revision(&self, name: &LambdaName) -> Option<String> {
-        let text = std::fs::read_to_string(self.marker(name)).ok()?;
-        let dir_present =
-            std::fs::symlink_metadata(self.cache.join(name.as_str())).is_ok_and(|m| m.is_dir());
-        dir_present.then(|| text.trim().to_owned())
+        crate::functions::revision_of(&self.cache.join(name.as_str()))
     }
 
     /// Asks the server for `name` and pulls a new revision if there is one.
@@ -367,20 +363,24 @@ impl Remote {
                 }
             }
         }
-        let staging = self.unpack(&self.cache, name.as_str(), &f.code_sha256)?;
-        let result = (|| {
-            let lambda_json = staging.join(LAMBDA_CONFIG_FILE);
-            std::fs::write(&lambda_json, config.to_json_pretty())
-                .map_err(io_err("write", &lambda_json))?;
-            let dest = self.cache.join(name.as_str());
-            crate::files::replace_dir(&staging, &dest).map_err(io_err("install", &dest))
-        })();
+        let bytes = self.archive(&f.code_sha256)?;
+        let staging = self
+            .cache
+            .join(format!(".pull-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&staging);
+        std::fs::create_dir_all(&staging).map_err(io_err("create", &staging))?;
+        let dest = self.cache.join(name.as_str());
+        let result = crate::functions::materialize(&bytes, config, &f.revision_id, &staging)
+            .map_err(|source| RemoteError::Materialize {
+                server: self.server.clone(),
+                name: name.to_string(),
+                source,
+            })
+            .and_then(|_| {
+                crate::files::replace_dir(&staging, &dest).map_err(io_err("install", &dest))
+            });
         let _ = std::fs::remove_dir_all(&staging);
         result?;
-        let marker = self.marker(name);
-        let tmp = marker.with_extension("tmp");
-        std::fs::write(&tmp, &f.revision_id).map_err(io_err("write", &tmp))?;
-        std::fs::rename(&tmp, &marker).map_err(io_err("write", &marker))?;
         tracing::info!(lambda = %name, revision = %f.revision_id, server = %self.server, "pulled a new revision");
         Ok(())
     }
@@ -395,7 +395,6 @@ impl Remote {
             std::fs::rename(&dir, &gone).map_err(io_err("remove", &dir))?;
             let _ = std::fs::remove_dir_all(&gone);
         }
-        let _ = std::fs::remove_file(self.marker(name));
         Ok(())
     }
 }

@@ -126,8 +126,8 @@ pub(super) fn handler(
     zygote: &Zygote,
     req: &HandlerRequest<'_>,
 ) -> Result<Sandbox, ForkError> {
-    // 1. Detached mounts: its /host, /handler and packages.
-    let mounts = ForkMounts::new(Some(req.handler_dir), req.scratch, req.packages)?;
+    // 1. Detached mounts: its /host, /handler, packages and layers.
+    let mounts = ForkMounts::new(Some(req.handler_dir), req.scratch, req.packages, req.layers)?;
     fork(
         maker,
         zygote,
@@ -161,7 +161,7 @@ pub(super) fn zygote(
             .map(|rel| (maker.cfg.packages_dir.join(rel), PathBuf::from(rel)))
             .collect();
         // 1. Detached mounts: its /host and its packages.
-        let mounts = ForkMounts::new(None, &dir, &host_dirs)?;
+        let mounts = ForkMounts::new(None, &dir, &host_dirs, &[])?;
         let (control, theirs) = seqpacket_pair().map_err(|errno| PrepareError::Socket {
             what: "create a zygote control socket",
             errno,
@@ -208,14 +208,18 @@ struct ForkMounts {
     handler: Option<DetachedMount>,
     /// One per `name/version`, sorted.
     packages: Vec<(String, DetachedMount)>,
+    /// One per layer, by name, in the function's order.
+    layers: Vec<(String, DetachedMount)>,
 }
 
 impl ForkMounts {
     /// `packages` are (host directory, `name/version`); a path listed twice is cloned once.
+    /// `layers` are (host directory, name).
     fn new(
         handler: Option<&Path>,
         host: &Path,
         packages: &[(PathBuf, PathBuf)],
+        layers: &[(PathBuf, String)],
     ) -> Result<Self, PrepareError> {
         let mut by_rel: BTreeMap<&str, &Path> = BTreeMap::new();
         for (dir, rel) in packages {
@@ -232,6 +236,10 @@ impl ForkMounts {
             packages: by_rel
                 .into_iter()
                 .map(|(rel, dir)| Ok((rel.to_owned(), DetachedMount::clone_of(dir, false)?)))
+                .collect::<Result<_, DetachError>>()?,
+            layers: layers
+                .iter()
+                .map(|(dir, name)| Ok((name.clone(), DetachedMount::clone_of(dir, false)?)))
                 .collect::<Result<_, DetachError>>()?,
         })
     }
@@ -269,6 +277,12 @@ fn fork(maker: &SandboxMaker, zygote: &Zygote, job: &Job<'_>) -> Result<Sandbox,
         .iter()
         .map(|(rel, m)| (rel.as_str(), m.as_fd()))
         .collect();
+    let layers: Vec<(&str, BorrowedFd<'_>)> = job
+        .mounts
+        .layers
+        .iter()
+        .map(|(name, m)| (name.as_str(), m.as_fd()))
+        .collect();
     let cgroup = {
         let out = Outgoing::fork(&Fork {
             role: job.role,
@@ -276,6 +290,7 @@ fn fork(maker: &SandboxMaker, zygote: &Zygote, job: &Job<'_>) -> Result<Sandbox,
             host: job.mounts.host.as_fd(),
             handler: job.mounts.handler.as_ref().map(AsFd::as_fd),
             packages: &packages,
+            layers: &layers,
             listen: job.listen,
             stdout: stdout.as_fd(),
             stderr: stderr.as_fd(),

@@ -108,6 +108,8 @@ pub struct HandlerRequest<'a> {
     pub scratch: &'a Path,
     /// (host directory, `name/version`) of every package the lambda needs.
     pub packages: &'a [(PathBuf, PathBuf)],
+    /// (host directory, name) of each layer, mounted read-only at `/opt/<name>`.
+    pub layers: &'a [(PathBuf, String)],
     pub listen: BorrowedFd<'a>,
     pub env: &'a [(String, String)],
     /// The lambda's limits (cgroup and `/tmp` size).

@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 
 /// The protocol version the worker speaks; the base's `zygote.py` must declare the same in a
 /// `PROTOCOL = <n>` line.
-pub const PROTOCOL: u32 = 2;
+pub const PROTOCOL: u32 = 3;
 /// The most fds one message may carry (`MAX_FDS` in `zygote.py`).
 pub const MAX_FDS: usize = 250;
 /// The most bytes of one message's JSON (`MAX_MESSAGE` in `zygote.py`).
@@ -86,6 +86,8 @@ pub struct ForkFds {
     pub handler: Option<FdIndex>,
     /// One detached mount per package, sorted by path, each path once.
     pub packages: Vec<PackageFd>,
+    /// One detached mount per layer (a handler's only), mounted at `/opt/<name>`.
+    pub layers: Vec<LayerFd>,
     /// The handler's listening socket, or the new zygote's control socket.
     pub listen: FdIndex,
     pub stdout: FdIndex,
@@ -97,6 +99,14 @@ pub struct ForkFds {
 pub struct PackageFd {
     /// `name/version`: where the package appears under `/packages`.
     pub rel: String,
+    pub fd: FdIndex,
+}
+
+/// One layer of a fork request and the fd of its directory's detached mount.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LayerFd {
+    /// Where it appears: `/opt/<name>`.
+    pub name: String,
     pub fd: FdIndex,
 }
 
@@ -129,6 +139,8 @@ impl Report {
 pub enum ProtocolError {
     #[error("package path {rel:?} is not name/version")]
     BadPackage { rel: String },
+    #[error("layer name {name:?} is empty, holds '/' or NUL, is '.' or '..', or comes twice")]
+    BadLayer { name: String },
     #[error("environment key {key:?} is empty or holds '=' or NUL")]
     BadEnv { key: String },
     #[error("a message of {count} fds (at most {MAX_FDS})")]
@@ -148,6 +160,8 @@ pub struct Fork<'fd, 'a> {
     pub host: BorrowedFd<'fd>,
     pub handler: Option<BorrowedFd<'fd>>,
     pub packages: &'a [(&'a str, BorrowedFd<'fd>)],
+    /// (name, fd) of each layer, each name once.
+    pub layers: &'a [(&'a str, BorrowedFd<'fd>)],
     pub listen: BorrowedFd<'fd>,
     pub stdout: BorrowedFd<'fd>,
     pub stderr: BorrowedFd<'fd>,
@@ -184,6 +198,14 @@ impl<'fd> Outgoing<'fd> {
             check_rel(rel)?;
             by_rel.entry(rel).or_insert(*fd);
         }
+        for (i, (name, _)) in fork.layers.iter().enumerate() {
+            let twice = fork.layers[..i].iter().any(|(n, _)| n == name);
+            if twice || matches!(*name, "" | "." | "..") || name.contains(['/', '\0']) {
+                return Err(ProtocolError::BadLayer {
+                    name: (*name).to_owned(),
+                });
+            }
+        }
         let mut fds = FdTable::default();
         let indices = ForkFds {
             reply: fds.add(fork.reply),
@@ -194,6 +216,14 @@ impl<'fd> Outgoing<'fd> {
                 .map(|(rel, fd)| PackageFd {
                     rel: rel.to_owned(),
                     fd: fds.add(fd),
+                })
+                .collect(),
+            layers: fork
+                .layers
+                .iter()
+                .map(|(name, fd)| LayerFd {
+                    name: (*name).to_owned(),
+                    fd: fds.add(*fd),
                 })
                 .collect(),
             listen: fds.add(fork.listen),
@@ -326,6 +356,7 @@ mod tests {
             host: host.as_fd(),
             handler: Some(handler.as_fd()),
             packages: &packages,
+            layers: &[],
             listen: other.as_fd(),
             stdout: other.as_fd(),
             stderr: other.as_fd(),
@@ -385,6 +416,7 @@ mod tests {
             host: fd,
             handler: None,
             packages: &[("six/1.17.0", fd)],
+            layers: &[],
             listen: fd,
             stdout: fd,
             stderr: fd,
@@ -399,7 +431,7 @@ mod tests {
             serde_json::json!({
                 "protocol": PROTOCOL, "kind": "fork", "role": "zygote",
                 "fds": {"reply": 0, "host": 1, "packages": [{"rel": "six/1.17.0", "fd": 2}],
-                        "listen": 3, "stdout": 4, "stderr": 5},
+                        "layers": [], "listen": 3, "stdout": 4, "stderr": 5},
                 "env": [["PATH", "/bin"]], "net_ns": false, "tmp_mb": 32,
             })
         );
@@ -430,6 +462,7 @@ mod tests {
                 host: fd,
                 handler: Some(fd),
                 packages,
+                layers: &[],
                 listen: fd,
                 stdout: fd,
                 stderr: fd,
@@ -440,6 +473,40 @@ mod tests {
             })
             .map(|_| ())
         };
+        let with_layers = |layers: &[(&str, BorrowedFd<'_>)]| {
+            Outgoing::fork(&Fork {
+                role: Role::Handler,
+                reply: fd,
+                host: fd,
+                handler: Some(fd),
+                packages: &[],
+                layers,
+                listen: fd,
+                stdout: fd,
+                stderr: fd,
+                env: &[],
+                net_ns: true,
+                tmp_mb: 64,
+                harden: None,
+            })
+            .map(|_| ())
+        };
+        for names in [
+            &["common", "common"][..],
+            &[""],
+            &["."],
+            &[".."],
+            &["a/b"],
+            &["a\0"],
+        ] {
+            let layers: Vec<(&str, BorrowedFd<'_>)> = names.iter().map(|n| (*n, fd)).collect();
+            let err = with_layers(&layers).unwrap_err();
+            assert!(
+                matches!(err, ProtocolError::BadLayer { .. }),
+                "{names:?}: {err}"
+            );
+        }
+        with_layers(&[("common", fd), ("tools", fd)]).unwrap();
         for rel in [
             "six", "six/1/x", "../etc", "six/..", "six/.", "/six/1", "six//1", "six/1/", "a/\0",
         ] {

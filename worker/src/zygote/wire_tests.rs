@@ -42,6 +42,7 @@ else:
         out["fork"] = {
             "role": req.role,
             "packages": [[rel, name(fd)] for rel, fd in req.packages],
+            "layers": [[layer, name(fd)] for layer, fd in req.layers],
             "fds": {role: name(getattr(req, role))
                     for role in ("reply", "host", "handler", "listen", "stdout", "stderr")},
             "env": req.env, "net_ns": req.net_ns, "tmp_mb": req.tmp_mb,
@@ -132,6 +133,9 @@ fn python_pairs_each_package_with_its_own_directory() {
         dir(root, "pk/c/3"),
     );
     let (host, handler) = (dir(root, "host"), dir(root, "handler"));
+    let (common, tools) = (dir(root, "layers/common/2"), dir(root, "layers/tools/1"));
+    // In the function's order, not sorted.
+    let layers = [("tools", tools.as_fd()), ("common", common.as_fd())];
     let stdout = File::create(root.join("stdout")).expect("stdout");
     let stderr = File::create(root.join("stderr")).expect("stderr");
     let (reply, reply_child) = reply_pair();
@@ -154,6 +158,7 @@ fn python_pairs_each_package_with_its_own_directory() {
         host: host.as_fd(),
         handler: Some(handler.as_fd()),
         packages: &packages,
+        layers: &layers,
         listen: listen.as_fd(),
         stdout: stdout.as_fd(),
         stderr: stderr.as_fd(),
@@ -190,6 +195,14 @@ fn python_pairs_each_package_with_its_own_directory() {
             ["a/1", path(root, "pk/a/1")],
             ["b/2", path(root, "pk/b/2")],
             ["c/3", path(root, "pk/c/3")]
+        ]),
+        "{seen}"
+    );
+    assert_eq!(
+        fork["layers"],
+        json!([
+            ["tools", path(root, "layers/tools/1")],
+            ["common", path(root, "layers/common/2")]
         ]),
         "{seen}"
     );
@@ -248,6 +261,7 @@ fn python_reads_a_zygote_request_and_a_cgroup_and_reports_ready() {
         host: host.as_fd(),
         handler: None,
         packages: &[("six/1.17.0", six.as_fd())],
+        layers: &[],
         listen: control.as_fd(),
         stdout: null.as_fd(),
         stderr: null.as_fd(),
@@ -292,7 +306,7 @@ fn valid_request() -> Value {
         "protocol": PROTOCOL, "kind": "fork", "role": "handler",
         "fds": {"reply": 0, "host": 1, "handler": 2,
                 "packages": [{"rel": "a/1", "fd": 3}, {"rel": "b/2", "fd": 4}],
-                "listen": 5, "stdout": 6, "stderr": 7},
+                "layers": [], "listen": 5, "stdout": 6, "stderr": 7},
         "env": [["PATH", "/bin"]], "net_ns": true, "tmp_mb": 64,
         "harden": {"uid": 65534, "gid": 65534},
     })
@@ -314,7 +328,27 @@ fn python_refuses_messages_that_break_the_protocol() {
     );
 
     type Edit = fn(&mut Value);
-    let cases: [(&str, Edit, usize, &str); 10] = [
+    let cases: [(&str, Edit, usize, &str); 13] = [
+        (
+            "a layer named twice",
+            |r| r["fds"]["layers"] = json!([{"name": "c", "fd": 8}, {"name": "c", "fd": 8}]),
+            9,
+            "layer c is named twice",
+        ),
+        (
+            "a layer that leaves /opt",
+            |r| r["fds"]["layers"] = json!([{"name": "../etc", "fd": 8}]),
+            9,
+            "layer name '../etc' is not one path component",
+        ),
+        (
+            "a request without its layers",
+            |r| {
+                r["fds"].as_object_mut().unwrap().remove("layers");
+            },
+            8,
+            "'layers' is missing",
+        ),
         (
             "a duplicated package",
             |r| r["fds"]["packages"][1]["rel"] = json!("a/1"),
