@@ -302,13 +302,17 @@ fn every_command_against_a_registry_server() {
                 "lambda_func.py",
                 "import helper\ndef handler(event):\n    return helper.greet(event)\n",
             ),
-            ("helper.py", "def greet(e):\n    return 'v1 ' + str(e)\n"),
+            (
+                "helper.py",
+                "import os, common\ndef greet(e):\n    return 'v1 %s %s %d' % (os.environ['GREETING'], e['who'], common.VALUE)\n",
+            ),
         ],
     );
     let reqs = c
         .files("extra", &[("reqs.txt", "# nothing to install\n")])
         .join("reqs.txt");
     let lay = c.files("layer", &[("python/common.py", "VALUE = 1\n")]);
+    let lay2 = c.files("layer2", &[("python/common.py", "VALUE = 2\n")]);
     let app_s = app.display().to_string();
     let empty = "0 function(s) in the registry server";
 
@@ -397,7 +401,13 @@ fn every_command_against_a_registry_server() {
         "shared",
     ]);
     assert!(out.contains("published layer common version 1"), "{out}");
-    let out = ok(&["layer", "publish", &f, "common", &lay.display().to_string()]);
+    let out = ok(&[
+        "layer",
+        "publish",
+        &f,
+        "common",
+        &lay2.display().to_string(),
+    ]);
     assert!(out.contains("published layer common version 2"), "{out}");
     let out = ok(&["layer", "list", &f]);
     assert!(row(&out, "common")[1] == "2", "{out}");
@@ -484,7 +494,7 @@ fn every_command_against_a_registry_server() {
     let v_settings = rec["version"].as_u64().unwrap();
     std::fs::write(
         app.join("helper.py"),
-        "def greet(e):\n    return 'v2 ' + str(e)\n",
+        "import os, common\ndef greet(e):\n    return 'v2 %s %s %d' % (os.environ['GREETING'], e['who'], common.VALUE)\n",
     )
     .unwrap();
     let out = ok(&["update", &f, "app", &app_s]);
@@ -494,6 +504,12 @@ fn every_command_against_a_registry_server() {
     assert_eq!(rec["version"].as_u64().unwrap(), v_settings + 1);
     assert_eq!(rec["settings"]["timeout_s"], 60);
     let version = rec["version"].clone();
+
+    // A worker in registry mode runs it: its environment and its layer (version 1 of two).
+    let wport = free_port();
+    ok(&["workers", &f, &format!("--port={wport}")]);
+    let (status, body) = call(wport, "app", r#"{"who": "admin"}"#);
+    assert_eq!((status, body.as_str()), (200, "\"v2 hello admin 1\""));
 
     // Refusals leave the function as it was.
     let e = fails(&["update", &f, "nosuch", "--memory", "256"]);
@@ -578,7 +594,7 @@ fn every_command_against_the_local_registry() {
         &[
             (
                 "lambda_func.py",
-                "import helper\ndef handler(event):\n    return helper.VALUE\n",
+                "import os, helper, common\nfrom lib import util\ndef handler(event):\n    return '%s %s %d %d' % (helper.VALUE, os.environ['A'], common.VALUE, util.X)\n",
             ),
             ("helper.py", "VALUE = 'made by admin create'\n"),
         ],
@@ -677,7 +693,10 @@ fn every_command_against_the_local_registry() {
     let wport = free_port();
     ok(&["workers", &f, &format!("--port={wport}")]);
     let (status, body) = call(wport, "app", "{}");
-    assert_eq!((status, body.as_str()), (200, "\"made by admin create\""));
+    assert_eq!(
+        (status, body.as_str()),
+        (200, "\"made by admin create 1 1 1\"")
+    );
     let (status, body) = call(wport, "bundled", "{}");
     assert_eq!((status, body.as_str()), (200, "\"zip\""));
 
