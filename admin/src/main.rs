@@ -136,6 +136,63 @@ mod tests {
                 "--port=8080",
             ],
             &["admin", "worker-exec", "--config=worker.json"],
+            // OpenLambda's README, with the cluster added to `registry`.
+            &[
+                "admin",
+                "registry",
+                "-cluster",
+                "c",
+                "--port=9000",
+                "--access-key=K12",
+                "--secret-key=S1234567",
+            ],
+            &[
+                "admin",
+                "upload",
+                "--cluster=c",
+                "--handler=h",
+                "--file=f.tar.gz",
+                "--access-key=K12",
+                "--secret-key=S1234567",
+            ],
+            &["admin", "registry-exec", "-cluster=c"],
+            &["admin", "functions", "-cluster", "c"],
+            // LambdaPool's shape.
+            &[
+                "admin",
+                "create",
+                "-cluster=c",
+                "algorithms",
+                "algorithms/",
+                "--timeout=300",
+                "--memory=512",
+                "-r",
+                "requirements.txt",
+                "--layers",
+                "a,b",
+                "--env",
+                "A=1",
+                "--env",
+                "B=2",
+            ],
+            &[
+                "admin",
+                "update",
+                "-cluster=c",
+                "algorithms",
+                "--memory",
+                "1024",
+            ],
+            &["admin", "delete", "-cluster=c", "algorithms"],
+            &[
+                "admin",
+                "layer",
+                "publish",
+                "-cluster=c",
+                "common",
+                "layer/",
+            ],
+            &["admin", "layer", "list", "-cluster=c"],
         ] {
             parse(args).unwrap_or_else(|e| panic!("{args:?}: {e}"));
         }
@@ -156,8 +213,68 @@ mod tests {
     }
 
     #[test]
+    fn function_flags_parse_into_their_fields() {
+        let cli = parse(&[
+            "admin", "create", "-cluster", "c", "f", "a.py", "lib/", "-layers", "x,y:2", "-env",
+            "A=1", "-tag", "t=1", "-workers", "4",
+        ])
+        .unwrap();
+        let Cmd::Create(a) = cli.command else {
+            panic!("not create");
+        };
+        assert_eq!(a.name, "f");
+        assert_eq!(a.paths, [std::path::PathBuf::from("a.py"), "lib/".into()]);
+        assert_eq!(
+            a.settings.layers.as_deref(),
+            Some(&["x".to_owned(), "y:2".to_owned()][..])
+        );
+        assert_eq!(a.settings.env, ["A=1"]);
+        assert_eq!(a.settings.workers.as_deref(), Some("4"));
+        let cli = parse(&[
+            "admin",
+            "registry",
+            "-cluster",
+            "c",
+            "-port",
+            "9000",
+            "-access-key",
+            "K12",
+            "-secret-key",
+            "S1234567",
+            "-host",
+            "0.0.0.0",
+        ])
+        .unwrap();
+        let Cmd::Registry(r) = cli.command else {
+            panic!("not registry");
+        };
+        assert_eq!((r.port, r.host.as_str()), (9000, "0.0.0.0"));
+    }
+
+    #[test]
     fn bad_invocations_fail() {
         assert!(parse(&["admin", "new"]).is_err());
+        // One key without the other, a port of 0, a layer command without its verb.
+        assert!(parse(&[
+            "admin",
+            "upload",
+            "-cluster=c",
+            "-handler=h",
+            "-file=f",
+            "--access-key=K"
+        ])
+        .is_err());
+        assert!(parse(&[
+            "admin",
+            "registry",
+            "-cluster=c",
+            "--port=0",
+            "--access-key=K12",
+            "--secret-key=S1234567"
+        ])
+        .is_err());
+        assert!(parse(&["admin", "layer", "-cluster=c"]).is_err());
+        assert!(parse(&["admin", "layer", "publish", "-cluster=c", "common"]).is_err());
         assert!(parse(&["admin", "workers", "-cluster=c", "--num-workers=0"]).is_err());
         assert!(parse(&["admin", "frobnicate"]).is_err());
     }
