@@ -56,6 +56,11 @@ impl BenchCluster {
         Ok(me)
     }
 
+    /// The cluster's worker template (`config/template.json`).
+    pub fn template(&self) -> &Config {
+        &self.template
+    }
+
     pub fn base(&self) -> PathBuf {
         self.dir.join("base")
     }

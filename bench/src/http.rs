@@ -117,6 +117,11 @@ impl BlockingConn {
         self.rt.block_on(self.conn.run(name, event))
     }
 
+    /// One request; the status and the body, whatever the status.
+    pub fn send(&mut self, method: &str, path: &str, body: &str) -> Result<(u16, Bytes)> {
+        self.rt.block_on(self.conn.send(method, path, body))
+    }
+
     /// `GET /stats` as JSON.
     pub fn stats(&mut self) -> Result<serde_json::Value> {
         let (status, body) = self.rt.block_on(self.conn.send("GET", "/stats", ""))?;

@@ -8,6 +8,7 @@
 
 pub mod cluster;
 pub mod fresh;
+pub mod functions;
 pub mod http;
 pub mod local;
 pub mod machine;
@@ -58,7 +59,14 @@ pub fn interrupted() -> bool {
 }
 
 /// The scenarios, in the order they run.
-pub const SCENARIOS: [&str; 5] = ["latency", "throughput", "churn", "density", "scaling"];
+pub const SCENARIOS: [&str; 6] = [
+    "latency",
+    "throughput",
+    "churn",
+    "density",
+    "scaling",
+    "functions",
+];
 
 /// What to run and where to put the results.
 #[derive(Debug, Clone)]
@@ -100,6 +108,7 @@ pub fn run(opts: &Options) -> Result<Report> {
         churn: None,
         density: None,
         scaling: None,
+        functions: None,
         failed: Vec::new(),
         elapsed_s: 0.0,
     };
@@ -119,6 +128,7 @@ pub fn run(opts: &Options) -> Result<Report> {
     scenario!("churn", churn, scenarios::churn);
     scenario!("density", density, scenarios::density);
     scenario!("scaling", scaling, scenarios::scaling);
+    scenario!("functions", functions, functions::functions);
     drop(cluster);
     if interrupted() {
         report

@@ -23,7 +23,11 @@ struct Args {
     /// Seconds per throughput and churn run.
     #[arg(long, default_value_t = 10.0)]
     duration: f64,
-    /// Run only these scenarios (comma-separated: latency, throughput, churn, density, scaling).
+    /// Creates and code updates per side and archive in the functions scenario.
+    #[arg(long, default_value_t = 20)]
+    deploys: usize,
+    /// Run only these scenarios (comma-separated: latency, throughput, churn, density, scaling,
+    /// functions).
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
     /// Where latest.json and the plots go (default: bench/results, or bench/results/smoke).
@@ -47,6 +51,7 @@ fn main() -> ExitCode {
             Duration::from_secs_f64(args.duration.max(0.1)),
         );
         p.container_calls = args.container_calls.unwrap_or(p.calls).max(1);
+        p.deploys = args.deploys.max(1);
         p
     };
     let repo = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("."));

@@ -4,6 +4,7 @@ use std::fmt::Write as _;
 
 use serde::Serialize;
 
+use crate::functions::{self, Functions};
 use crate::machine::Machine;
 use crate::scenarios::{ChurnRow, DensityRow, Latency, ScalingRow, ThroughputRow};
 use crate::stats::Summary;
@@ -20,6 +21,7 @@ pub struct Report {
     pub churn: Option<Vec<ChurnRow>>,
     pub density: Option<Vec<DensityRow>>,
     pub scaling: Option<Vec<ScalingRow>>,
+    pub functions: Option<Functions>,
     /// Scenarios that failed, with the error.
     pub failed: Vec<(String, String)>,
     pub elapsed_s: f64,
@@ -200,6 +202,9 @@ impl Report {
             for r in rows {
                 let _ = writeln!(o, "{:>10} {}", r.registered, percentiles(&r.summary));
             }
+        }
+        if let Some(f) = &self.functions {
+            functions::render(&mut o, f, ms);
         }
         for (what, err) in &self.failed {
             let _ = writeln!(o, "\nFAILED {what}: {err}");

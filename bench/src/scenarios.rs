@@ -1,4 +1,5 @@
-//! The scenarios: latency (with the per-phase breakdown), throughput, churn, density, scaling.
+//! The scenarios: latency (with the per-phase breakdown), throughput, churn, density, scaling
+//! (functions, the deploy scenario, is in `functions.rs`).
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -30,6 +31,8 @@ pub struct Plan {
     pub concurrency: Vec<usize>,
     pub density: Vec<usize>,
     pub scaling: Vec<usize>,
+    /// Creates and code updates per side and archive in the functions scenario.
+    pub deploys: usize,
 }
 
 impl Plan {
@@ -42,6 +45,7 @@ impl Plan {
             concurrency: vec![1, 8, 64],
             density: vec![10, 100, 500],
             scaling: vec![1, 100, 1000],
+            deploys: 20,
         }
     }
 
@@ -54,12 +58,13 @@ impl Plan {
             concurrency: vec![1, 8],
             density: vec![2, 5],
             scaling: vec![1, 10],
+            deploys: 2,
         }
     }
 }
 
 /// Worker settings shared by the scenarios: no idle expiry during a run, quiet logs.
-fn worker_patch(extra: serde_json::Value) -> serde_json::Value {
+pub(crate) fn worker_patch(extra: serde_json::Value) -> serde_json::Value {
     let mut base = json!({
         "log_level": "warn",
         "idle_timeout_s": 3600,

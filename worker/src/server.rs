@@ -1,10 +1,13 @@
 //! The worker's lifecycle: start (clean leftovers, bind, serve), graceful shutdown.
 //!
-//! Start, in order: validate the config, detect cgroups, remove what a crashed run left behind,
-//! create the scratch root, bind the HTTP port, raise the open-files limit, make the manager over
-//! the launcher, remove package staging directories of dead workers, start the root zygote,
-//! serve (at most `max_connections` connections; one more gets a 503 and is closed) with the
-//! reaper beside. Shutdown: stop accepting, let in-flight requests finish under
+//! Start, in order: in registry mode, make the cache the registry directory and the server's
+//! client; validate the config, detect cgroups, remove what a crashed run left behind, create
+//! the scratch root, bind the HTTP port, raise the open-files limit, make the launcher, then
+//! where functions come from (local mode: open the registry directory's store, recovering it,
+//! and the management API over it; registry mode: start revalidating, forward management
+//! requests), make the manager over the launcher and that registry, remove package staging
+//! directories of dead workers, start the root zygote, serve (at most `max_connections`
+//! connections; one more gets a 503 and is closed; [`crate::serve`]) with the reaper beside. Shutdown: stop accepting, let in-flight requests finish under
 //! `shutdown_timeout_s`, shut the manager down (`manager/shutdown.rs`), remove the worker's
 //! cgroups and scratch directories.
 
