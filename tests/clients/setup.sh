@@ -6,7 +6,16 @@ root="$(cd "$(dirname "$0")/../.." && pwd)"
 venv="$root/target/client-venv"
 req="$root/tests/clients/requirements.txt"
 stamp="$venv/.requirements"
-if [[ -x "$venv/bin/python" && -f "$stamp" ]] && cmp -s "$req" "$stamp"; then
+ready() { [[ -x "$venv/bin/python" && -f "$stamp" ]] && cmp -s "$req" "$stamp"; }
+if ready; then
+    echo "$venv"
+    exit 0
+fi
+# Tests running at once wait for the one that installs.
+mkdir -p "$root/target"
+exec 9>"$root/target/client-venv.lock"
+flock 9
+if ready; then
     echo "$venv"
     exit 0
 fi
