@@ -11,9 +11,9 @@
 //! holds; lists use ListFunctions, ListLayers and ListLayerVersions page by page, layer details
 //! GetLayerVersion.
 //!
-//! What the AWS API cannot carry is refused with the key named: `max_procs`, `cpu_percent` and
-//! `max_concurrency` (`workers`) as settings (they go into the archive's own `lambda.json`),
-//! and unsetting a key the API can only replace.
+//! The limits AWS's API has no member for (`max_concurrency` or `workers`, `max_procs`,
+//! `cpu_percent`) travel in the platform's own `Lambdaworker` member; unsetting a key the API
+//! can only replace is refused with the key named.
 //!
 //! Errors: the server's 404 and 409 become `FunctionNotFound` / `LayerNotFound` and `Exists`,
 //! its 400s `Invalid` with the server's message; anything else (403 for a wrong key, 5xx, no
@@ -167,17 +167,6 @@ fn settings_members(
         key: Some(key.to_owned()),
         message: message.to_owned(),
     };
-    const LOCAL_ONLY: &str = "cannot be set through a registry server's AWS Lambda API: put it in \
-                              the archive's lambda.json";
-    if settings.max_procs.is_some() && settings.max_procs != current.max_procs {
-        return Err(refuse("max_procs", LOCAL_ONLY));
-    }
-    if settings.cpu_percent.is_some() && settings.cpu_percent != current.cpu_percent {
-        return Err(refuse("cpu_percent", LOCAL_ONLY));
-    }
-    if settings.max_concurrency.is_some() && settings.max_concurrency != current.max_concurrency {
-        return Err(refuse("max_concurrency", LOCAL_ONLY));
-    }
     let mut m = Map::new();
     let mut put = |key: &str, member: &str, new: Option<Value>, old: Option<Value>| {
         if new == old {
@@ -230,6 +219,28 @@ fn settings_members(
         get(&c, "environment").map(|v| json!({ "Variables": v })),
     )?;
     put("layers", "Layers", get(&s, "layers"), get(&c, "layers"))?;
+    // The limits AWS's API has no member for travel in the platform's own member.
+    let mut limits = Map::new();
+    for (key, member) in [
+        ("max_concurrency", "MaxConcurrency"),
+        ("max_procs", "MaxProcs"),
+        ("cpu_percent", "CpuPercent"),
+    ] {
+        let (new, old) = (get(&s, key), get(&c, key));
+        if new == old {
+            continue;
+        }
+        let value = new.ok_or_else(|| {
+            refuse(
+                key,
+                "cannot be unset through a registry server's AWS Lambda API, only replaced",
+            )
+        })?;
+        limits.insert(member.to_owned(), value);
+    }
+    if !limits.is_empty() {
+        m.insert("Lambdaworker".to_owned(), Value::Object(limits));
+    }
     let old_tags = current.tags.clone().unwrap_or_default();
     let new_tags = settings.tags.clone().unwrap_or_default();
     let set: BTreeMap<String, String> = new_tags
@@ -519,17 +530,25 @@ mod tests {
     }
 
     #[test]
-    fn what_the_api_cannot_carry_is_refused_by_key() {
-        let e =
-            settings_members(&LambdaConfig::default(), &config(r#"{"workers": 4}"#)).unwrap_err();
-        assert!(
-            matches!(&e, StoreError::Invalid { key: Some(k), .. } if k == "max_concurrency"),
-            "{e}"
+    fn limits_without_an_aws_member_travel_in_the_platforms_own() {
+        let c = settings_members(
+            &LambdaConfig::default(),
+            &config(r#"{"workers": 4, "cpu_percent": 50}"#),
+        )
+        .unwrap();
+        assert_eq!(
+            Value::Object(c.members),
+            json!({"Lambdaworker": {"MaxConcurrency": 4, "CpuPercent": 50}})
         );
-        assert!(e.to_string().contains("lambda.json"), "{e}");
-        // Unchanged, it is fine (it came from the function's own settings).
+        // Unchanged, nothing is sent.
         let c = config(r#"{"workers": 4, "memory_mb": 256}"#);
         assert!(settings_members(&c, &c).unwrap().members.is_empty());
+        let e = settings_members(&config(r#"{"max_procs": 32}"#), &LambdaConfig::default())
+            .unwrap_err();
+        assert!(
+            matches!(&e, StoreError::Invalid { key: Some(k), .. } if k == "max_procs"),
+            "{e}"
+        );
         let e =
             settings_members(&config(r#"{"timeout_s": 3}"#), &LambdaConfig::default()).unwrap_err();
         assert!(

@@ -118,6 +118,9 @@ fn member_of(key: &str) -> &str {
         "environment" => "Environment.Variables",
         "layers" => "Layers",
         "tags" => "Tags",
+        "max_concurrency" => "Lambdaworker.MaxConcurrency",
+        "max_procs" => "Lambdaworker.MaxProcs",
+        "cpu_percent" => "Lambdaworker.CpuPercent",
         other => other,
     }
 }
@@ -247,6 +250,23 @@ pub fn function_settings(
             ("Tags", Members::Create) => {
                 keys.insert("tags".into(), v.clone());
             }
+            ("Lambdaworker", _) => {
+                // This platform's own member: the limits AWS's API has no member for.
+                for (k, limit) in object(member, v)? {
+                    let key = match k.as_str() {
+                        "MaxConcurrency" => "max_concurrency",
+                        "MaxProcs" => "max_procs",
+                        "CpuPercent" => "cpu_percent",
+                        other => {
+                            return Err(AwsError::invalid(format!(
+                                "Lambdaworker.{other} is not a member (Lambdaworker has \
+                                 MaxConcurrency, MaxProcs, CpuPercent)"
+                            )))
+                        }
+                    };
+                    keys.insert(key.into(), limit.clone());
+                }
+            }
             (
                 "Publish"
                 | "PackageType"
@@ -272,11 +292,11 @@ fn supported(which: Members) -> &'static str {
     match which {
         Members::Create => {
             "FunctionName, Runtime, Role, Handler, Code.ZipFile, Description, Timeout, \
-             MemorySize, Environment, Layers, Tags, EphemeralStorage"
+             MemorySize, Environment, Layers, Tags, EphemeralStorage, Lambdaworker"
         }
         Members::UpdateConfiguration => {
             "Runtime, Role, Handler, Description, Timeout, MemorySize, Environment, Layers, \
-             EphemeralStorage, RevisionId"
+             EphemeralStorage, Lambdaworker, RevisionId"
         }
     }
 }
@@ -468,6 +488,32 @@ mod tests {
         )
         .unwrap_err();
         assert!(e.message.contains("Tags is not supported"), "{e}");
+    }
+
+    #[test]
+    fn the_lambdaworker_member_sets_the_other_limits() {
+        let c = create(
+            json!({"Lambdaworker": {"MaxConcurrency": 8, "MaxProcs": 32, "CpuPercent": 50}}),
+        )
+        .unwrap();
+        assert_eq!(
+            (c.max_concurrency, c.max_procs, c.cpu_percent),
+            (Some(8), Some(32), Some(50))
+        );
+        for (body, needle) in [
+            (
+                json!({"Lambdaworker": {"MaxConcurrency": 0}}),
+                "Lambdaworker.MaxConcurrency: must be from 1",
+            ),
+            (
+                json!({"Lambdaworker": {"Workers": 2}}),
+                "Lambdaworker.Workers is not a member",
+            ),
+            (json!({"Lambdaworker": 3}), "Lambdaworker"),
+        ] {
+            let e = create(body.clone()).unwrap_err();
+            assert!(format!("{e:?}").contains(needle), "{body}: {e:?}");
+        }
     }
 
     #[test]
