@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::{header, Method, Request, Response, StatusCode};
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::Full;
 use hyper::body::Incoming;
 use serde_json::json;
 
@@ -191,32 +191,8 @@ async fn read_event(
     timeout: Duration,
 ) -> Result<Bytes, ApiError> {
     // A declared length over the limit is refused before anything is read.
-    let declared = req
-        .headers()
-        .get(hyper::header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > limit as u64) {
-        return Err(ApiError::BodyTooLarge { limit });
-    }
-    let collect = Limited::new(req.into_body(), limit).collect();
-    let body = tokio::time::timeout(timeout, collect)
-        .await
-        .map_err(|_| ApiError::BodyTimeout {
-            timeout_s: timeout.as_secs(),
-        })?
-        .map_err(|e| {
-            if e.downcast_ref::<http_body_util::LengthLimitError>()
-                .is_some()
-            {
-                ApiError::BodyTooLarge { limit }
-            } else {
-                ApiError::BodyRead {
-                    message: e.to_string(),
-                }
-            }
-        })?;
-    let bytes = body.to_bytes();
+    let declared = crate::management::declared_length(&req);
+    let bytes = crate::management::read_body(req.into_body(), declared, limit, timeout).await?;
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Ok(Bytes::from_static(b"{}"));
     }

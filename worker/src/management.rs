@@ -86,7 +86,8 @@ pub fn route(path: &str) -> Option<Result<Route, ApiError>> {
     Some(name(raw).map(|name| Route::Docs { name, yaml }))
 }
 
-/// Reads a request body under `limit` bytes and `timeout`.
+/// Reads a request body under `limit` bytes and `timeout` (a declared length over the limit
+/// is refused before anything is read). The HTTP API's one body reader.
 pub async fn read_body(
     body: Incoming,
     declared: Option<u64>,
@@ -137,12 +138,8 @@ pub async fn serve(
             Route::Aws | Route::Archive(_) | Route::Docs { .. },
         ) => forward(host, *port, req).await,
         (Functions::Local { api, .. }, Route::Aws) => {
+            let declared = declared_length(&req);
             let (parts, body) = req.into_parts();
-            let declared = parts
-                .headers
-                .get(header::CONTENT_LENGTH)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.parse::<u64>().ok());
             let aws = match read_body(body, declared, MAX_MANAGEMENT_BODY, MANAGEMENT_BODY_TIMEOUT)
                 .await
             {
