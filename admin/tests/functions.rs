@@ -659,6 +659,18 @@ fn every_command_against_the_local_registry() {
         "{table}"
     );
     assert_eq!(r[5], "2", "{table}");
+    // LambdaPool's own list: only the functions carrying its tag.
+    ok(&["update", &f, "app", "--tag", "lambdapool=yes"]);
+    let mine = ok(&["functions", &f, "--tag", "lambdapool=yes"]);
+    assert!(
+        mine.contains("\napp ") && mine.contains("1 function(s)"),
+        "{mine}"
+    );
+    let none = ok(&["functions", &f, "--tag", "lambdapool=no"]);
+    assert!(none.contains("0 function(s)"), "{none}");
+    assert!(
+        fails(&["functions", &f, "--tag", "novalue"]).contains("--tag novalue: must be KEY=VALUE")
+    );
     let out = ok(&["layer", "list", &f]);
     assert_eq!(row(&out, "common")[1], "1", "{out}");
 

@@ -1,6 +1,8 @@
-//! `admin functions -cluster DIR`: the cluster's functions as a table (name, entry, memory,
-//! timeout, code size, version, last modified), from the local registry or the registry server.
-//! Memory and timeout a function does not set are the template's, as its sandboxes get them.
+//! `admin functions -cluster DIR [--tag K=V ...]`: the cluster's functions as a table (name,
+//! entry, memory, timeout, code size, version, last modified), from the local registry or the
+//! registry server; with `--tag`, only those carrying every tag given (as LambdaPool lists its
+//! own). Memory and timeout a function does not set are the template's, as its sandboxes get
+//! them.
 
 use std::path::PathBuf;
 
@@ -16,24 +18,44 @@ pub struct Args {
     /// The cluster directory
     #[arg(long, value_name = "DIR")]
     pub cluster: PathBuf,
+    /// Only functions with this tag (KEY=VALUE); repeat for more
+    #[arg(long = "tag", value_name = "KEY=VALUE")]
+    pub tags: Vec<String>,
     #[command(flatten)]
     pub keys: KeyArgs,
 }
 
 pub fn run(args: &Args) -> anyhow::Result<()> {
+    let wanted = args
+        .tags
+        .iter()
+        .map(|t| match t.split_once('=') {
+            Some((k, v)) if !k.is_empty() => Ok((k.to_owned(), v.to_owned())),
+            _ => anyhow::bail!("--tag {t}: must be KEY=VALUE"),
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
     let cluster = ClusterDir::open(&args.cluster)?;
     let opened = store::open(&cluster, &args.keys)?;
-    let functions = opened
+    let mut functions = opened
         .store
         .list()
         .map_err(super::deploy::store_error)
         .with_context(|| format!("cannot list the functions of {}", opened.place))?;
+    functions.retain(|f| has_tags(f, &wanted));
     let defaults = LambdaLimits::defaults(&opened.template);
     for line in table(&functions, &defaults) {
         println!("{line}");
     }
     println!("{} function(s) in {}", functions.len(), opened.place);
     Ok(())
+}
+
+/// Whether `f` carries every tag in `wanted`.
+pub fn has_tags(f: &FunctionInfo, wanted: &[(String, String)]) -> bool {
+    let tags = f.config.tags.as_ref();
+    wanted
+        .iter()
+        .all(|(k, v)| tags.and_then(|t| t.get(k)) == Some(v))
 }
 
 /// `2026-12-02 03:04:05` (UTC) for milliseconds since the Unix epoch.
