@@ -28,6 +28,10 @@ curl -sS -X POST "localhost:$PORT/runLambda/hello" -d '{"name": "Bob"}'; echo
 run cp -r ./quickstart/handlers/echo "./$CLUSTER/registry/echo"
 step "curl -X POST localhost:$PORT/runLambda/echo -d '{\"numbers\": [1, 2, 3]}'"
 curl -sS -X POST "localhost:$PORT/runLambda/echo" -d '{"numbers": [1, 2, 3]}'; echo
+run ./bin/admin create -cluster="$CLUSTER" greet ./quickstart/functions/greet --entry app.handler --env GREETING=Hi --memory 128
+step "curl -X POST localhost:$PORT/runLambda/greet -d '{\"name\": \"Carol\"}'   # handler(event, context)"
+curl -sS -X POST "localhost:$PORT/runLambda/greet" -d '{"name": "Carol"}'; echo
+run ./bin/admin functions -cluster="$CLUSTER"
 step "curl -X POST localhost:$PORT/runLambda/nope -d '{}'   # unknown lambda: 404 with a JSON error"
 curl -sS -X POST "localhost:$PORT/runLambda/nope" -d '{}'; echo
 run ./bin/admin status -cluster="$CLUSTER"

@@ -58,6 +58,12 @@ check "invalid JSON is 400" 400 "$code"
 code=$(curl -s -o /dev/null -w '%{http_code}' -X POST "localhost:$PORT/runLambda/a..b" -d '{}')
 check "invalid name is 400" 400 "$code"
 
+echo "e2e: deploying with admin create (an AWS-style handler(event, context) and its environment)"
+"$ADMIN" create -cluster="$cluster" greet ./quickstart/functions/greet --entry app.handler --env GREETING=Hi >/dev/null
+out=$(curl -sS -X POST "localhost:$PORT/runLambda/greet" -d '{"name": "Carol"}')
+contains "the created function answers with its environment and context" '"message": "Hi, Carol!", "function": "greet"' "$out"
+contains "admin functions lists it" "app.handler" "$("$ADMIN" functions -cluster="$cluster")"
+
 echo "e2e: admin upload (handler bundles)"
 mkdir -p "$work/bundle/v1" "$work/bundle/v2"
 printf 'def handler(event):\n    return "bundle v1"\n' > "$work/bundle/v1/lambda_func.py"
