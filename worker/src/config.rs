@@ -41,22 +41,27 @@ pub enum RegistryKind {
     Server(String),
 }
 
+/// A `registry` value that is neither `"local"` nor a registry server's URL.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct InvalidRegistry(pub String);
+
 impl RegistryKind {
     /// Parses `"local"` or an `http://host[:port]` URL.
-    pub fn parse(raw: &str) -> std::result::Result<Self, String> {
+    pub fn parse(raw: &str) -> std::result::Result<Self, InvalidRegistry> {
         if raw == "local" {
             return Ok(Self::Local);
         }
         let Some(rest) = raw.strip_prefix("http://") else {
-            return Err(format!(
+            return Err(InvalidRegistry(format!(
                 "registry: {raw:?} is neither \"local\" nor an http:// URL of a registry server"
-            ));
+            )));
         };
         let host = rest.trim_end_matches('/');
         if host.is_empty() || host.contains(['/', '?', '#', '@', ' ']) {
-            return Err(format!(
+            return Err(InvalidRegistry(format!(
                 "registry: {raw:?} must be http://host:port, with no path"
-            ));
+            )));
         }
         Ok(Self::Server(format!("http://{host}")))
     }

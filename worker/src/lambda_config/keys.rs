@@ -57,6 +57,11 @@ const RANGES: [(&str, u64, u64); 7] = [
     ("tmp_mb", 1, 10240),
 ];
 
+/// A value that does not parse (an entry, a layer reference), with the reason.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct InvalidValue(pub String);
+
 /// How a function is called: `module.function`, the module a dotted path of identifiers.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Entry {
@@ -103,15 +108,16 @@ impl Entry {
     }
 
     /// Parses `module.function` (AWS's `Handler`); the error is a human explanation.
-    pub fn parse(raw: &str) -> Result<Self, String> {
+    pub fn parse(raw: &str) -> Result<Self, InvalidValue> {
+        let bad = |m: String| Err(InvalidValue(m));
         if raw.len() > MAX_ENTRY {
-            return Err(format!("must be at most {MAX_ENTRY} characters"));
+            return bad(format!("must be at most {MAX_ENTRY} characters"));
         }
         let Some((module, function)) = raw.rsplit_once('.') else {
-            return Err(format!("must be module.function, not {raw:?}"));
+            return bad(format!("must be module.function, not {raw:?}"));
         };
         if !module.split('.').all(is_identifier) || !is_identifier(function) {
-            return Err(format!(
+            return bad(format!(
                 "must be module.function made of Python identifiers, not {raw:?}"
             ));
         }
@@ -146,19 +152,20 @@ impl std::fmt::Display for LayerRef {
 
 impl LayerRef {
     /// Parses `name` or `name:version` (version 1 or more).
-    pub fn parse(raw: &str) -> Result<Self, String> {
+    pub fn parse(raw: &str) -> Result<Self, InvalidValue> {
         let (name, version) = match raw.split_once(':') {
             Some((name, v)) => match v.parse::<u64>() {
                 Ok(n) if n >= 1 => (name, Some(n)),
                 _ => {
-                    return Err(format!(
+                    return Err(InvalidValue(format!(
                         "layer {raw:?}: the version must be a number from 1"
-                    ))
+                    )))
                 }
             },
             None => (raw, None),
         };
-        let name = LambdaName::parse(name).map_err(|reason| format!("layer {raw:?}: {reason}"))?;
+        let name = LambdaName::parse(name)
+            .map_err(|reason| InvalidValue(format!("layer {raw:?}: {reason}")))?;
         Ok(Self { name, version })
     }
 }
@@ -287,7 +294,7 @@ pub(crate) fn parse_map(map: &Map<String, Value>) -> Result<LambdaConfig, KeyErr
         match key.as_str() {
             "entry" => {
                 let raw = text(key, value)?;
-                c.entry = Some(Entry::parse(&raw).map_err(|m| KeyError::new(key, m))?);
+                c.entry = Some(Entry::parse(&raw).map_err(|m| KeyError::new(key, m.0))?);
             }
             "runtime" => {
                 let raw = text(key, value)?;
@@ -339,7 +346,7 @@ pub(crate) fn parse_map(map: &Map<String, Value>) -> Result<LambdaConfig, KeyErr
                 let mut layers = Vec::with_capacity(items.len());
                 for item in items {
                     let raw = text(key, item)?;
-                    let layer = LayerRef::parse(&raw).map_err(|m| KeyError::new(key, m))?;
+                    let layer = LayerRef::parse(&raw).map_err(|m| KeyError::new(key, m.0))?;
                     if layers.iter().any(|l: &LayerRef| l.name == layer.name) {
                         return Err(KeyError::new(
                             key,

@@ -22,7 +22,7 @@ use std::path::{Path, PathBuf};
 
 use serde_json::{Map, Value};
 
-pub use keys::{Entry, LayerRef, ENV_MAX_BYTES, MAX_LAYERS, MAX_TAGS};
+pub use keys::{Entry, InvalidValue, LayerRef, ENV_MAX_BYTES, MAX_LAYERS, MAX_TAGS};
 pub use limits::{LambdaLimits, CPU_PERIOD_US};
 
 use crate::config::Config;
