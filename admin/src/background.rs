@@ -171,3 +171,47 @@ mod tests {
         assert_eq!(lines[3], s.child.id().to_string(), "{tail}");
     }
 }
+
+/// Why a started child never answered as ready.
+#[derive(Debug, thiserror::Error)]
+pub enum NotReady {
+    #[error("exited ({0}) before it was ready")]
+    Exited(std::process::ExitStatus),
+    #[error("cannot be waited for: {0}")]
+    Wait(std::io::Error),
+    /// `what`: what it did not answer (`ready on port 8080`, `http://.../status`).
+    #[error("did not answer {what} within {} s", .limit.as_secs())]
+    Timeout { what: String, limit: Duration },
+}
+
+/// Polls `GET /status` on `host:port` every 100 ms until `ready` accepts an answer, the child
+/// exits, or `limit` passes (`what` names the wait in the timeout's message).
+pub fn poll_ready(
+    child: &mut Child,
+    host: &str,
+    port: u16,
+    limit: Duration,
+    what: impl FnOnce() -> String,
+    ready: impl Fn(&worker::http_client::Response) -> bool,
+) -> Result<(), NotReady> {
+    let deadline = Instant::now() + limit;
+    loop {
+        match child.try_wait() {
+            Ok(Some(status)) => return Err(NotReady::Exited(status)),
+            Ok(None) => {}
+            Err(e) => return Err(NotReady::Wait(e)),
+        }
+        if let Ok(r) = worker::http_client::get(host, port, "/status", Duration::from_secs(1)) {
+            if ready(&r) {
+                return Ok(());
+            }
+        }
+        if Instant::now() >= deadline {
+            return Err(NotReady::Timeout {
+                what: what(),
+                limit,
+            });
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}

@@ -17,7 +17,6 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use worker::aws::Credentials;
 use worker::config::{Config, RegistryKind};
-use worker::http_client as http;
 
 use crate::background::{self, log_tail, port_in_use, stop_child, Spawned};
 use crate::cluster_dir::ClusterDir;
@@ -255,31 +254,13 @@ fn start(cluster: &ClusterDir, record: &RegistryRecord) -> anyhow::Result<(u32, 
 }
 
 /// Polls `/status` until it answers 200, the child exits, or [`READY_TIMEOUT`] passes.
-fn wait_ready(child: &mut Child, record: &RegistryRecord) -> Result<(), String> {
-    let deadline = Instant::now() + READY_TIMEOUT;
-    loop {
-        match child.try_wait() {
-            Ok(Some(status)) => return Err(format!("exited ({status}) before it was ready")),
-            Ok(None) => {}
-            Err(e) => return Err(format!("cannot be waited for: {e}")),
-        }
-        if let Ok(r) = http::get(
-            record.reach_host(),
-            record.port,
-            "/status",
-            Duration::from_secs(1),
-        ) {
-            if r.status == 200 {
-                return Ok(());
-            }
-        }
-        if Instant::now() >= deadline {
-            return Err(format!(
-                "did not answer {}/status within {} s",
-                record.url(),
-                READY_TIMEOUT.as_secs()
-            ));
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
+fn wait_ready(child: &mut Child, record: &RegistryRecord) -> Result<(), background::NotReady> {
+    background::poll_ready(
+        child,
+        record.reach_host(),
+        record.port,
+        READY_TIMEOUT,
+        || format!("{}/status", record.url()),
+        |r| r.status == 200,
+    )
 }

@@ -157,26 +157,15 @@ fn start_worker(
 /// Polls `/status` until it answers 200 `ready`, the child exits, or [`READY_TIMEOUT`] passes;
 /// then checks with `/stats` that the answer came from our child.
 fn wait_ready(child: &mut Child, host: &str, port: u16) -> Result<(), String> {
-    let deadline = Instant::now() + READY_TIMEOUT;
-    loop {
-        match child.try_wait() {
-            Ok(Some(status)) => return Err(format!("exited ({status}) before it was ready")),
-            Ok(None) => {}
-            Err(e) => return Err(format!("cannot be waited for: {e}")),
-        }
-        if let Ok(r) = http::get(host, port, "/status", Duration::from_secs(1)) {
-            if r.status == 200 && r.body.trim() == "ready" {
-                break;
-            }
-        }
-        if Instant::now() >= deadline {
-            return Err(format!(
-                "did not answer ready on port {port} within {} s",
-                READY_TIMEOUT.as_secs()
-            ));
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    background::poll_ready(
+        child,
+        host,
+        port,
+        READY_TIMEOUT,
+        || format!("ready on port {port}"),
+        |r| r.status == 200 && r.body.trim() == "ready",
+    )
+    .map_err(|e| e.to_string())?;
     let ours = i64::from(child.id());
     match http::get(host, port, "/stats", Duration::from_secs(3)) {
         Ok(r) if r.status == 200 => match parse_stats(&r.body)
