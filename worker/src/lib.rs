@@ -82,7 +82,7 @@ pub enum WorkerError {
 }
 
 /// Lower-case hex of `bytes` (digests in names, BPF programs in the environment).
-pub(crate) fn hex(bytes: &[u8]) -> String {
+pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 

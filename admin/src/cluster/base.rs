@@ -70,7 +70,7 @@ impl Recipe {
     pub fn hash(&self) -> String {
         let canonical = serde_json::to_string(self).unwrap_or_default();
         let digest = Sha256::digest(canonical.as_bytes());
-        digest[..8].iter().map(|b| format!("{b:02x}")).collect()
+        worker::hex(&digest[..8])
     }
 
     /// The cache entry name: `base-<hash>`.

@@ -110,24 +110,52 @@ pub struct ListLayerVersions {
     pub next_marker: Option<String>,
 }
 
+/// A value in the server's answer that is not what AWS writes there.
+#[derive(Debug, thiserror::Error)]
+pub enum BadValue {
+    #[error("CodeSha256 {value:?} is not base64: {source}")]
+    NotBase64 {
+        value: String,
+        source: base64::DecodeError,
+    },
+    #[error("CodeSha256 {value:?} is not 32 bytes")]
+    NotSha256 { value: String },
+    #[error("{value:?} is not a timestamp like 2026-12-02T03:04:05.007+0000: {source}")]
+    NotTimestamp {
+        value: String,
+        source: time::error::Parse,
+    },
+    #[error("{value:?} is before 1970")]
+    BeforeEpoch { value: String },
+}
+
 /// AWS's base64 `CodeSha256` as the store's lower-case hex.
-pub fn sha256_hex(base64: &str) -> Result<String, String> {
+pub fn sha256_hex(base64: &str) -> Result<String, BadValue> {
     let bytes = base64::engine::general_purpose::STANDARD
         .decode(base64)
-        .map_err(|e| format!("CodeSha256 {base64:?} is not base64: {e}"))?;
+        .map_err(|source| BadValue::NotBase64 {
+            value: base64.to_owned(),
+            source,
+        })?;
     if bytes.len() != 32 {
-        return Err(format!("CodeSha256 {base64:?} is not 32 bytes"));
+        return Err(BadValue::NotSha256 {
+            value: base64.to_owned(),
+        });
     }
-    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+    Ok(worker::hex(&bytes))
 }
 
 /// `2026-12-02T03:04:05.007+0000` in milliseconds since the Unix epoch.
-pub fn timestamp_ms(raw: &str) -> Result<u64, String> {
-    let t = time::OffsetDateTime::parse(raw, TIMESTAMP_FORMAT).map_err(|e| {
-        format!("{raw:?} is not a timestamp like 2026-12-02T03:04:05.007+0000: {e}")
+pub fn timestamp_ms(raw: &str) -> Result<u64, BadValue> {
+    let t = time::OffsetDateTime::parse(raw, TIMESTAMP_FORMAT).map_err(|source| {
+        BadValue::NotTimestamp {
+            value: raw.to_owned(),
+            source,
+        }
     })?;
-    u64::try_from(t.unix_timestamp_nanos() / 1_000_000)
-        .map_err(|_| format!("{raw:?} is before 1970"))
+    u64::try_from(t.unix_timestamp_nanos() / 1_000_000).map_err(|_| BadValue::BeforeEpoch {
+        value: raw.to_owned(),
+    })
 }
 
 #[cfg(test)]
