@@ -34,30 +34,41 @@ pub(super) fn is_function_dir(dir: &Path) -> bool {
             .any(|f| std::fs::symlink_metadata(dir.join(f)).is_ok_and(|m| m.file_type().is_file()))
 }
 
+/// Everything below `dir` (never following a link), in name order, with its metadata.
+fn walk(
+    dir: &Path,
+) -> impl Iterator<Item = Result<(walkdir::DirEntry, std::fs::Metadata), StoreError>> + '_ {
+    walkdir::WalkDir::new(dir)
+        .min_depth(1)
+        .follow_links(false)
+        .sort_by_file_name()
+        .into_iter()
+        .map(move |entry| {
+            let entry = entry.map_err(|e| StoreError::Io {
+                op: "read",
+                path: e.path().unwrap_or(dir).to_owned(),
+                source: e.into(),
+            })?;
+            let md = entry.metadata().map_err(|e| StoreError::Io {
+                op: "inspect",
+                path: entry.path().to_owned(),
+                source: e.into(),
+            })?;
+            Ok((entry, md))
+        })
+}
+
 /// (hash, bytes, newest modification in ms) over the files of `dir`, bounded.
 fn digest(dir: &Path) -> Result<(String, u64, u64), StoreError> {
     let mut h = Sha256::new();
     let (mut bytes, mut newest, mut entries) = (0u64, 0u64, 0usize);
-    let walk = walkdir::WalkDir::new(dir)
-        .min_depth(1)
-        .follow_links(false)
-        .sort_by_file_name();
-    for entry in walk {
-        let entry = entry.map_err(|e| StoreError::Io {
-            op: "read",
-            path: e.path().unwrap_or(dir).to_owned(),
-            source: e.into(),
-        })?;
+    for found in walk(dir) {
+        let (entry, md) = found?;
         entries += 1;
         if entries > MAX_ENTRIES || bytes > MAX_UNPACKED_BYTES {
             break;
         }
         let rel = entry.path().strip_prefix(dir).unwrap_or(entry.path());
-        let md = entry.metadata().map_err(|e| StoreError::Io {
-            op: "inspect",
-            path: entry.path().to_owned(),
-            source: e.into(),
-        })?;
         let t = md.file_type();
         let kind = if t.is_dir() {
             'd'
@@ -156,16 +167,8 @@ pub(super) fn pack(name: &LambdaName, dir: &Path) -> Result<Vec<u8>, StoreError>
     let gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
     let mut tar = tar::Builder::new(gz);
     let (mut bytes, mut entries) = (0u64, 0usize);
-    let walk = walkdir::WalkDir::new(dir)
-        .min_depth(1)
-        .follow_links(false)
-        .sort_by_file_name();
-    for entry in walk {
-        let entry = entry.map_err(|e| StoreError::Io {
-            op: "read",
-            path: e.path().unwrap_or(dir).to_owned(),
-            source: e.into(),
-        })?;
+    for found in walk(dir) {
+        let (entry, md) = found?;
         let rel = entry.path().strip_prefix(dir).unwrap_or(entry.path());
         entries += 1;
         if entries > MAX_ENTRIES {
@@ -175,11 +178,6 @@ pub(super) fn pack(name: &LambdaName, dir: &Path) -> Result<Vec<u8>, StoreError>
             continue;
         }
         let t = entry.file_type();
-        let md = entry.metadata().map_err(|e| StoreError::Io {
-            op: "inspect",
-            path: entry.path().to_owned(),
-            source: e.into(),
-        })?;
         let mut header = tar::Header::new_gnu();
         header.set_mtime(0);
         header.set_uid(0);
