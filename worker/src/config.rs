@@ -212,6 +212,32 @@ pub struct Config {
     pub max_connections: usize,
     /// Log filter (`error`, `warn`, `info`, `debug`, `trace`, or a tracing-subscriber directive).
     pub log_level: String,
+    /// Where handler logs are kept: `<function_log_dir>/<name>/<worker>.log` (`admin` sets
+    /// `<cluster>/logs/functions`); empty: `<worker_dir>/function-logs`.
+    pub function_log_dir: PathBuf,
+    /// A function's log file of this worker is rotated once it holds this many bytes.
+    pub function_log_file_bytes: u64,
+    /// Rotated log files kept per function and worker (`<worker>.log.1`, ...).
+    pub function_log_files: u32,
+    /// Log files not written for this many seconds are removed.
+    pub function_log_retention_s: u64,
+    /// All of this worker's log files together, in MiB; above it the oldest files go first.
+    pub function_log_total_mb: u64,
+    /// Bytes of one call's output kept in its log; beyond them lines are dropped and counted.
+    pub function_log_call_bytes: u64,
+    /// Asynchronous events run at once, worker-wide (`0`: half the CPUs, at least 1).
+    pub async_concurrency: usize,
+    /// Events queued or running at most; one more `Event` invocation gets 429.
+    pub async_queue_max: usize,
+    /// Largest event of an asynchronous invocation, in bytes (AWS: 256 KB).
+    pub async_payload_bytes: usize,
+    /// Wait before an asynchronous event's first retry, in milliseconds; the second waits
+    /// twice as long (AWS: one and two minutes).
+    pub async_retry_delay_ms: u64,
+    /// Finished invocation records (results, errors, dead letters) are kept this many seconds.
+    pub invocation_retention_s: u64,
+    /// At most this many finished invocation records are kept; the oldest go first.
+    pub invocation_records_max: usize,
 }
 
 impl Default for Config {
@@ -255,6 +281,18 @@ impl Default for Config {
             max_queue_per_lambda: 256,
             max_connections: 1024,
             log_level: "info".to_owned(),
+            function_log_dir: PathBuf::new(),
+            function_log_file_bytes: 8 * 1024 * 1024,
+            function_log_files: 2,
+            function_log_retention_s: 7 * 24 * 3600,
+            function_log_total_mb: 1024,
+            function_log_call_bytes: 1024 * 1024,
+            async_concurrency: 0,
+            async_queue_max: 100_000,
+            async_payload_bytes: 256 * 1024,
+            async_retry_delay_ms: 60_000,
+            invocation_retention_s: 24 * 3600,
+            invocation_records_max: 100_000,
         }
     }
 }
@@ -399,6 +437,23 @@ impl Config {
         if self.registry_revalidate_ms == 0 {
             return bad("registry_revalidate_ms", "must be at least 1");
         }
+        for (key, value) in [
+            ("function_log_file_bytes", self.function_log_file_bytes),
+            ("function_log_retention_s", self.function_log_retention_s),
+            ("function_log_total_mb", self.function_log_total_mb),
+            ("function_log_call_bytes", self.function_log_call_bytes),
+            ("async_queue_max", self.async_queue_max as u64),
+            ("async_payload_bytes", self.async_payload_bytes as u64),
+            ("invocation_retention_s", self.invocation_retention_s),
+            ("invocation_records_max", self.invocation_records_max as u64),
+        ] {
+            if value == 0 {
+                return bad(key, "must be at least 1");
+            }
+        }
+        if self.function_log_file_bytes < 4096 {
+            return bad("function_log_file_bytes", "must be at least 4096");
+        }
         let region_ok = !self.aws_region.is_empty()
             && self
                 .aws_region
@@ -464,6 +519,30 @@ impl Config {
     /// restarted worker find what a crashed worker left behind.
     pub fn cgroup_parent(&self) -> PathBuf {
         cgroup_parent_for(&self.worker_dir)
+    }
+
+    /// Where this worker keeps handler logs (`function_log_dir`, or `<worker_dir>/function-logs`).
+    pub fn function_logs(&self) -> PathBuf {
+        if self.function_log_dir.as_os_str().is_empty() {
+            self.worker_dir.join("function-logs")
+        } else {
+            self.function_log_dir.clone()
+        }
+    }
+
+    /// Asynchronous events run at once (`async_concurrency`, or half the CPUs, at least 1).
+    pub fn async_slots(&self) -> usize {
+        if self.async_concurrency > 0 {
+            return self.async_concurrency;
+        }
+        let cpus = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
+        (cpus / 2).max(1)
+    }
+
+    /// The worker's own state: its asynchronous queue and invocation records
+    /// (`<worker_dir>/invocations`), kept across restarts.
+    pub fn invocations_dir(&self) -> PathBuf {
+        self.worker_dir.join("invocations")
     }
 }
 

@@ -102,6 +102,10 @@ fn start_worker(
     let mut cfg = template.clone();
     cfg.worker_dir = cluster.worker_dir(i);
     cfg.worker_port = port;
+    if cfg.function_log_dir.as_os_str().is_empty() {
+        // A template from before handler logs: the cluster's place for them.
+        cfg.function_log_dir = cluster.root().join("logs").join("functions");
+    }
     std::fs::create_dir_all(&cfg.worker_dir)
         .with_context(|| format!("cannot create {}", cfg.worker_dir.display()))?;
     let cfg_path = cluster.worker_config(i);

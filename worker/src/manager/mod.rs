@@ -29,6 +29,7 @@ mod cold_start;
 pub mod error;
 mod gate;
 mod instance;
+mod invoke;
 mod pool;
 mod resolve;
 mod shutdown;
@@ -57,6 +58,7 @@ pub use backend::{
 };
 pub use error::{RunError, Unavailable};
 pub use instance::{LiveInfo, SandboxState};
+pub use invoke::{Admission, CallReport, InvokeOptions, Invoked};
 pub use stats::{CacheStats, LambdaStats};
 
 use gate::GateError;
@@ -162,13 +164,35 @@ impl<B: Backend> Manager<B> {
         event: Bytes,
         request_id: &RequestId,
     ) -> Result<Bytes, RunError> {
+        self.invoke(name, event, request_id, InvokeOptions::default())
+            .await
+            .result
+    }
+
+    /// [`Manager::run`] with `options`, and the call's report.
+    pub async fn invoke(
+        self: &Arc<Self>,
+        name: &LambdaName,
+        event: Bytes,
+        request_id: &RequestId,
+        options: InvokeOptions,
+    ) -> Invoked {
+        let mut report = CallReport::default();
         // 1. Resolve (counts the call in the lambda's pool).
-        let (lambda, pool) = self.resolve_call(name).await?;
-        let result = self.run_resolved(&lambda, &pool, event, request_id).await;
-        if result.is_err() {
-            Counters::add(&pool.counters.errors);
-        }
-        result
+        let result = match self.resolve_call(name).await {
+            Ok((lambda, pool)) => {
+                report.memory_mb = lambda.limits.memory_mb;
+                let result = self
+                    .run_resolved(&lambda, &pool, event, request_id, options, &mut report)
+                    .await;
+                if result.is_err() {
+                    Counters::add(&pool.counters.errors);
+                }
+                result
+            }
+            Err(e) => Err(e),
+        };
+        Invoked { result, report }
     }
 
     async fn run_resolved(
@@ -177,15 +201,21 @@ impl<B: Backend> Manager<B> {
         pool: &PoolUse<B::Sandbox>,
         event: Bytes,
         request_id: &RequestId,
+        options: InvokeOptions,
+        report: &mut CallReport,
     ) -> Result<Bytes, RunError> {
         if self.is_closing() {
             return Err(RunError::shutting_down());
         }
         // 2. The gate.
         let t = Instant::now();
+        let max_queue = match options.admission {
+            Admission::Queue => self.cfg.max_queue_per_lambda,
+            Admission::FreeSlot => 0,
+        };
         let _slot = pool
             .gate
-            .enter(lambda.limits.max_concurrency, self.cfg.max_queue_per_lambda)
+            .enter(lambda.limits.max_concurrency, max_queue)
             .await
             .map_err(|e| match e {
                 GateError::Full {
@@ -208,7 +238,9 @@ impl<B: Backend> Manager<B> {
             }
             None => {
                 Self::count(&self.counters.misses);
+                let t = Instant::now();
                 let inst = self.cold_start(lambda).await?;
+                report.init = Some(t.elapsed());
                 Counters::add(&pool.counters.cold_starts);
                 if inst.sandbox().is_some_and(SandboxHandle::forked) {
                     Counters::add(&pool.counters.zygote_starts);
@@ -217,7 +249,7 @@ impl<B: Backend> Manager<B> {
             }
         };
         // 4-5. The call and what becomes of the sandbox.
-        self.call(lambda, pool, inst, start, event, request_id)
+        self.call(lambda, pool, inst, start, event, request_id, report)
             .await
     }
 
@@ -276,6 +308,7 @@ impl<B: Backend> Manager<B> {
         start: Start,
         event: Bytes,
         request_id: &RequestId,
+        report: &mut CallReport,
     ) -> Result<Bytes, RunError> {
         inst.set_state(SandboxState::Busy, 1);
         let phase = match start {
@@ -294,7 +327,8 @@ impl<B: Backend> Manager<B> {
             runtime_client::call(&mut inst.conn, &header, &event),
         )
         .await;
-        self.timings.record(phase, t.elapsed());
+        report.duration = t.elapsed();
+        self.timings.record(phase, report.duration);
         if start == Start::Cold {
             if let Some(job) = inst
                 .sandbox()

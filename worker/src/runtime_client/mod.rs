@@ -19,15 +19,69 @@ pub const MAX_RESPONSE: usize = 64 * 1024 * 1024;
 /// A request's fixed header: the protocol byte, the deadline, the request id's length.
 const HEADER: usize = 10;
 
-/// The id of one call: a random (version 4) UUID made by the worker. The function sees it as
-/// `context.aws_request_id`, the client as the `x-amzn-RequestId` header.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct RequestId(uuid::Uuid);
+/// The id of one call: a random (version 4) UUID made by the worker, or the id the caller gave
+/// (`X-Amz-Request-Id` / `X-Request-Id`, checked by [`RequestId::given`]). The function sees it
+/// as `context.aws_request_id`, the client in the `x-amzn-RequestId`, `X-Amz-Request-Id` and
+/// `X-Request-Id` headers of the answer.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct RequestId(Id);
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum Id {
+    Made(uuid::Uuid),
+    Given(Box<str>),
+}
+
+/// Longest request id a caller may give.
+pub const MAX_REQUEST_ID: usize = 128;
+
+/// Why a caller's request id was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("request id {shown:?} is not 1 to {MAX_REQUEST_ID} characters of A-Z a-z 0-9 - _ . :")]
+pub struct InvalidRequestId {
+    /// The start of what was given.
+    pub shown: String,
+}
 
 impl RequestId {
     /// A new id (no system call: a thread-local generator, seeded once).
     pub fn new() -> Self {
-        Self(uuid::Uuid::new_v4())
+        Self(Id::Made(uuid::Uuid::new_v4()))
+    }
+
+    /// The id a caller gave: 1 to [`MAX_REQUEST_ID`] characters of `A-Z a-z 0-9 - _ . :`
+    /// (what fits a log line and a header unchanged).
+    pub fn given(raw: &str) -> Result<Self, InvalidRequestId> {
+        let ok = !raw.is_empty()
+            && raw.len() <= MAX_REQUEST_ID
+            && raw
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'));
+        if ok {
+            Ok(Self(Id::Given(raw.into())))
+        } else {
+            Err(InvalidRequestId {
+                shown: raw.chars().take(MAX_REQUEST_ID + 8).collect(),
+            })
+        }
+    }
+
+    /// Writes the id's ASCII bytes to `out` (no allocation for a made id).
+    fn write_to(&self, out: &mut Vec<u8>) {
+        match &self.0 {
+            Id::Made(uuid) => {
+                let mut buf = [0u8; uuid::fmt::Hyphenated::LENGTH];
+                out.extend_from_slice(uuid.hyphenated().encode_lower(&mut buf).as_bytes());
+            }
+            Id::Given(s) => out.extend_from_slice(s.as_bytes()),
+        }
+    }
+
+    fn len(&self) -> usize {
+        match &self.0 {
+            Id::Made(_) => uuid::fmt::Hyphenated::LENGTH,
+            Id::Given(s) => s.len(),
+        }
     }
 }
 
@@ -39,7 +93,10 @@ impl Default for RequestId {
 
 impl std::fmt::Display for RequestId {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        self.0.hyphenated().fmt(f)
+        match &self.0 {
+            Id::Made(uuid) => uuid.hyphenated().fmt(f),
+            Id::Given(s) => f.write_str(s),
+        }
     }
 }
 
@@ -113,22 +170,16 @@ pub enum WireError {
 
 /// One request frame, length prefix included: what [`call`] writes.
 pub fn encode_request(call: &Call<'_>, event: &[u8]) -> Result<Vec<u8>, WireError> {
-    let mut id = [0u8; uuid::fmt::Hyphenated::LENGTH];
-    let id = call
-        .request_id
-        .0
-        .hyphenated()
-        .encode_lower(&mut id)
-        .as_bytes();
-    let len = HEADER + id.len() + event.len();
+    let id_len = call.request_id.len();
+    let len = HEADER + id_len + event.len();
     let prefix = u32::try_from(len).map_err(|_| WireError::EventTooLarge(event.len()))?;
     let mut frame = Vec::with_capacity(4 + len);
     frame.extend_from_slice(&prefix.to_be_bytes());
     frame.push(CALL_PROTOCOL);
     frame.extend_from_slice(&call.deadline.monotonic_ns.to_be_bytes());
-    // A hyphenated UUID is 36 bytes: its length fits the byte.
-    frame.push(id.len() as u8);
-    frame.extend_from_slice(id);
+    // At most MAX_REQUEST_ID (128) bytes: the length fits the byte.
+    frame.push(id_len as u8);
+    call.request_id.write_to(&mut frame);
     frame.extend_from_slice(event);
     Ok(frame)
 }

@@ -1,0 +1,52 @@
+//! What one invocation asks of the manager beyond its event, and what it gets back besides
+//! its result: how it is admitted ([`Admission`]), whether it wants its log's tail, and the
+//! figures of its `REPORT` line ([`CallReport`]).
+
+use std::time::Duration;
+
+use bytes::Bytes;
+
+use super::RunError;
+
+/// How a call passes its lambda's gate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Admission {
+    /// Take a free slot or wait in the lambda's queue (`max_queue_per_lambda`); a full queue
+    /// is 429. Synchronous calls.
+    #[default]
+    Queue,
+    /// Take a slot only if one is free now and no call is waiting for one; otherwise
+    /// [`RunError::TooManyRequests`] at once. Asynchronous events: they never wait in front
+    /// of a synchronous call.
+    FreeSlot,
+}
+
+/// Options of one invocation.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct InvokeOptions {
+    pub admission: Admission,
+    /// Keep the end of the call's log (`X-Amz-Log-Type: Tail`) in [`CallReport::log_tail`].
+    pub tail: bool,
+}
+
+/// What an invocation reports besides its result (AWS's `REPORT` line).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CallReport {
+    /// From the event's send to the answer's arrival; zero when no sandbox was reached.
+    pub duration: Duration,
+    /// The sandbox's start, for the call that started it (cold).
+    pub init: Option<Duration>,
+    /// The lambda's `memory_mb`.
+    pub memory_mb: u64,
+    /// The sandbox's peak memory, in MB, when it was measured.
+    pub max_memory_used_mb: Option<u64>,
+    /// The end of the call's log (its lines and the START/END/REPORT lines), when asked for.
+    pub log_tail: Option<String>,
+}
+
+/// An invocation's result and report.
+#[derive(Debug)]
+pub struct Invoked {
+    pub result: Result<Bytes, RunError>,
+    pub report: CallReport,
+}
