@@ -1,6 +1,6 @@
 //! `admin`: lambdaworker's cluster tool (`new`, `setconf`, `workers`, `worker-exec`, `status`,
 //! `kill`, `registry`, `registry-exec`, `upload`, `functions`, `create`, `update`, `delete`,
-//! `layer`), in the spirit of OpenLambda's. Thin: each command is a file in `commands/`, the logic
+//! `layer`, `invocations`), in the spirit of OpenLambda's. Thin: each command is a file in `commands/`, the logic
 //! lives in the libraries (`admin::cluster` for clusters, `worker` for the rest). Go-style flags
 //! (`-cluster X`) are rewritten before clap parses, as for the `worker` binary
 //! ([`worker::argv`]).
@@ -58,6 +58,8 @@ enum Cmd {
     Delete(commands::delete::Args),
     /// Publish and list layers
     Layer(commands::layer::Args),
+    /// List the asynchronous invocations the running workers hold (queued, done, dead letters)
+    Invocations(commands::invocations::Args),
 }
 
 fn main() -> ExitCode {
@@ -76,6 +78,7 @@ fn main() -> ExitCode {
         Cmd::RegistryExec(a) => commands::registry_exec::run(a),
         Cmd::Upload(a) => commands::upload::run(a),
         Cmd::Functions(a) => commands::functions::run(a),
+        Cmd::Invocations(a) => commands::invocations::run(a),
         Cmd::Create(a) => commands::deploy::run_create(a),
         Cmd::Update(a) => commands::deploy::run_update(a),
         Cmd::Delete(a) => commands::delete::run(a),

@@ -297,13 +297,6 @@ impl Acc {
     }
 }
 
-fn check_interrupt() -> Result<()> {
-    if crate::interrupted() {
-        bail!("interrupted");
-    }
-    Ok(())
-}
-
 /// One side of the comparison: where deploys go and the worker that then runs the code.
 struct Side {
     deploy_to: SocketAddr,
@@ -427,7 +420,7 @@ fn deploys(
     }
     eprint!("  deploys ({tag} zip) ");
     for i in 0..plan.deploys {
-        check_interrupt()?;
+        crate::check_interrupt()?;
         // Alternate which side goes first.
         for s in [i % 2, 1 - i % 2] {
             let side = &mut sides[s];
@@ -488,7 +481,7 @@ fn warm_calls(
     let mut done = 0;
     let mut which = 0;
     while done < plan.calls {
-        check_interrupt()?;
+        crate::check_interrupt()?;
         let n = block.min(plan.calls - done);
         for s in [which, 1 - which] {
             let side = &mut sides[s];

@@ -10,6 +10,7 @@ pub mod cluster;
 pub mod fresh;
 pub mod functions;
 pub mod http;
+pub mod invoke;
 pub mod local;
 pub mod machine;
 pub mod oci;
@@ -58,14 +59,23 @@ pub fn interrupted() -> bool {
     INTERRUPTED.load(Ordering::SeqCst)
 }
 
+/// An error once SIGINT or SIGTERM arrived, so that a long row stops.
+pub fn check_interrupt() -> Result<()> {
+    if interrupted() {
+        anyhow::bail!("interrupted");
+    }
+    Ok(())
+}
+
 /// The scenarios, in the order they run.
-pub const SCENARIOS: [&str; 6] = [
+pub const SCENARIOS: [&str; 7] = [
     "latency",
     "throughput",
     "churn",
     "density",
     "scaling",
     "functions",
+    "invoke",
 ];
 
 /// What to run and where to put the results.
@@ -109,6 +119,7 @@ pub fn run(opts: &Options) -> Result<Report> {
         density: None,
         scaling: None,
         functions: None,
+        invoke: None,
         failed: Vec::new(),
         elapsed_s: 0.0,
     };
@@ -129,6 +140,7 @@ pub fn run(opts: &Options) -> Result<Report> {
     scenario!("density", density, scenarios::density);
     scenario!("scaling", scaling, scenarios::scaling);
     scenario!("functions", functions, functions::functions);
+    scenario!("invoke", invoke, invoke::invoke);
     drop(cluster);
     if interrupted() {
         report

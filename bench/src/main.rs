@@ -26,8 +26,11 @@ struct Args {
     /// Creates and code updates per side and archive in the functions scenario.
     #[arg(long, default_value_t = 20)]
     deploys: usize,
+    /// Asynchronous events queued in the invoke scenario.
+    #[arg(long, default_value_t = 2000)]
+    events: usize,
     /// Run only these scenarios (comma-separated: latency, throughput, churn, density, scaling,
-    /// functions).
+    /// functions, invoke).
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
     /// Where latest.json and the plots go (default: bench/results, or bench/results/smoke).
@@ -52,6 +55,7 @@ fn main() -> ExitCode {
         );
         p.container_calls = args.container_calls.unwrap_or(p.calls).max(1);
         p.deploys = args.deploys.max(1);
+        p.events = args.events.max(1);
         p
     };
     let repo = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("."));

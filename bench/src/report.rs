@@ -5,6 +5,7 @@ use std::fmt::Write as _;
 use serde::Serialize;
 
 use crate::functions::{self, Functions};
+use crate::invoke::{self, Invoke};
 use crate::machine::Machine;
 use crate::scenarios::{ChurnRow, DensityRow, Latency, ScalingRow, ThroughputRow};
 use crate::stats::Summary;
@@ -22,6 +23,7 @@ pub struct Report {
     pub density: Option<Vec<DensityRow>>,
     pub scaling: Option<Vec<ScalingRow>>,
     pub functions: Option<Functions>,
+    pub invoke: Option<Invoke>,
     /// Scenarios that failed, with the error.
     pub failed: Vec<(String, String)>,
     pub elapsed_s: f64,
@@ -205,6 +207,9 @@ impl Report {
         }
         if let Some(f) = &self.functions {
             functions::render(&mut o, f, ms);
+        }
+        if let Some(i) = &self.invoke {
+            invoke::render(&mut o, i, ms);
         }
         for (what, err) in &self.failed {
             let _ = writeln!(o, "\nFAILED {what}: {err}");

@@ -33,6 +33,8 @@ pub struct Plan {
     pub scaling: Vec<usize>,
     /// Creates and code updates per side and archive in the functions scenario.
     pub deploys: usize,
+    /// Asynchronous events queued in the invoke scenario.
+    pub events: usize,
 }
 
 impl Plan {
@@ -46,6 +48,7 @@ impl Plan {
             density: vec![10, 100, 500],
             scaling: vec![1, 100, 1000],
             deploys: 20,
+            events: 2000,
         }
     }
 
@@ -59,6 +62,7 @@ impl Plan {
             density: vec![2, 5],
             scaling: vec![1, 10],
             deploys: 2,
+            events: 20,
         }
     }
 }

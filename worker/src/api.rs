@@ -27,7 +27,8 @@ use crate::runtime_client::RequestId;
 use crate::timings::Phase;
 
 /// The header a call's answer carries its request id in (the function's
-/// `context.aws_request_id`), as AWS names it.
+/// `context.aws_request_id`), as AWS names it; [`crate::invoke::REQUEST_ID_HEADERS`] has the
+/// others.
 pub const REQUEST_ID_HEADER: &str = "x-amzn-RequestId";
 use crate::WorkerManager;
 
@@ -37,6 +38,16 @@ pub enum Action {
     Status,
     Stats,
     Run(LambdaName),
+    /// The AWS Invoke API (`legacy`: the deprecated InvokeAsync), with the `FunctionName`
+    /// label as given.
+    Invoke {
+        function: String,
+        legacy: bool,
+    },
+    /// `GET /invocations/<id>`.
+    Invocation(String),
+    /// `GET /invocations`.
+    Invocations,
     Management(crate::management::Route),
 }
 
@@ -56,6 +67,19 @@ pub fn route(method: &Method, path: &str) -> Result<Action, ApiError> {
             Method::GET => Ok(Action::Stats),
             _ => Err(not_allowed("GET")),
         },
+        "/invocations" => match *method {
+            Method::GET => Ok(Action::Invocations),
+            _ => Err(not_allowed("GET")),
+        },
+        _ if path.starts_with("/invocations/") => match *method {
+            Method::GET => Ok(Action::Invocation(path["/invocations/".len()..].to_owned())),
+            _ => Err(not_allowed("GET")),
+        },
+        _ if crate::aws::is_api_path(path) && invoke_route(method, path).is_some() => {
+            invoke_route(method, path).ok_or(ApiError::NotFound {
+                path: path.to_owned(),
+            })
+        }
         _ => match path.strip_prefix("/runLambda/") {
             Some(raw) => {
                 if *method != Method::POST {
@@ -82,6 +106,21 @@ pub fn route(method: &Method, path: &str) -> Result<Action, ApiError> {
     }
 }
 
+/// The Invoke API's operations; everything else of the AWS API is management.
+fn invoke_route(method: &Method, path: &str) -> Option<Action> {
+    use crate::aws::routes::{self, Op};
+    let r = routes::route(method.as_str(), path, None).ok()?;
+    let legacy = match r.op {
+        Op::Invoke => false,
+        Op::InvokeAsync => true,
+        _ => return None,
+    };
+    Some(Action::Invoke {
+        function: r.labels.into_iter().next()?,
+        legacy,
+    })
+}
+
 /// State the HTTP handlers need.
 #[derive(Debug)]
 pub struct ApiState {
@@ -94,6 +133,8 @@ pub struct ApiState {
     pub cgroup_version: &'static str,
     /// Where management requests go.
     pub functions: crate::management::Functions,
+    /// The Invoke API and the asynchronous queue.
+    pub invoke: crate::invoke::InvokeContext,
 }
 
 /// Serves one request; never fails at the HTTP level (errors become JSON responses). Blocking
@@ -150,25 +191,59 @@ async fn execute(
                 })?;
             Ok(json_response(StatusCode::OK, &stats))
         }
+        Action::Invoke { function, legacy } => {
+            Ok(crate::invoke::aws_invoke::serve(state, &function, legacy, req).await)
+        }
+        Action::Invocation(id) => Ok(crate::invoke::serve_record(state, &id).await),
+        Action::Invocations => Ok(crate::invoke::serve_records(state, req.uri().query()).await),
         Action::Run(name) => {
             let started = Instant::now();
-            let request_id = RequestId::new();
-            let result = run(state, &name, req, &request_id).await;
+            let request_id = crate::invoke::caller_request_id(req.headers())?;
+            let queued = is_async(req.uri().query());
+            let result = if queued {
+                run_async(state, &name, req, &request_id).await
+            } else {
+                run(state, &name, req, &request_id).await.map(|body| {
+                    let mut resp = Response::new(Full::new(body));
+                    resp.headers_mut().insert(
+                        header::CONTENT_TYPE,
+                        header::HeaderValue::from_static("application/json"),
+                    );
+                    resp
+                })
+            };
             state
                 .manager
                 .timings()
                 .record(Phase::Request, started.elapsed());
-            let body = result?;
-            Ok(Response::builder()
-                .status(StatusCode::OK)
-                .header(header::CONTENT_TYPE, "application/json")
-                .header(REQUEST_ID_HEADER, request_id.to_string())
-                .body(Full::new(body))
-                .map_err(|e| ApiError::Internal {
-                    message: e.to_string(),
-                })?)
+            let mut resp = match result {
+                Ok(resp) => resp,
+                Err(e) => {
+                    log_error(&e, req_method_path(&name));
+                    e.into_response()
+                }
+            };
+            crate::invoke::add_request_id(resp.headers_mut(), &request_id);
+            Ok(resp)
         }
     }
+}
+
+fn req_method_path(name: &LambdaName) -> String {
+    format!("POST /runLambda/{name}")
+}
+
+fn log_error(err: &ApiError, what: String) {
+    if err.status().is_server_error() {
+        tracing::warn!(request = %what, error = %err, "request failed");
+    } else {
+        tracing::debug!(request = %what, error = %err, "request rejected");
+    }
+}
+
+/// Whether `/runLambda/<name>` was asked to queue the call (`?async=1` or `?async=true`).
+fn is_async(query: Option<&str>) -> bool {
+    query.is_some_and(|q| q.split('&').any(|p| p == "async=1" || p == "async=true"))
 }
 
 /// Reads the event and runs the call.
@@ -184,6 +259,29 @@ async fn run(
     Ok(state.manager.run(name, event, request_id).await?)
 }
 
+/// Reads the event and queues it: 202 with `{"invocation_id", "status"}` and `Location`.
+async fn run_async(
+    state: &ApiState,
+    name: &LambdaName,
+    req: Request<Incoming>,
+    request_id: &RequestId,
+) -> Result<Response<Full<Bytes>>, ApiError> {
+    let limit = state.invoke.async_payload_bytes.min(state.max_body_bytes);
+    let event = read_event(req, limit, state.body_timeout).await?;
+    let Some(queue) = &state.invoke.queue else {
+        return Err(ApiError::Internal {
+            message: "this worker has no asynchronous queue".to_owned(),
+        });
+    };
+    let record = queue.submit_run(name, event, request_id).await?;
+    let body = json!({"invocation_id": record.id.to_string(), "status": "queued"});
+    let mut resp = json_response(StatusCode::ACCEPTED, &body);
+    if let Ok(v) = header::HeaderValue::from_str(&format!("/invocations/{}", record.id)) {
+        resp.headers_mut().insert(header::LOCATION, v);
+    }
+    Ok(resp)
+}
+
 /// Reads the body under the size limit and checks it is JSON (an empty body is `{}`).
 async fn read_event(
     req: Request<Incoming>,
@@ -193,6 +291,12 @@ async fn read_event(
     // A declared length over the limit is refused before anything is read.
     let declared = crate::management::declared_length(&req);
     let bytes = crate::management::read_body(req.into_body(), declared, limit, timeout).await?;
+    check_event(bytes)
+}
+
+/// An event as the runtime gets it: JSON nested at most [`MAX_EVENT_DEPTH`] deep; an empty
+/// (or all-blank) body is `{}`.
+pub(crate) fn check_event(bytes: Bytes) -> Result<Bytes, ApiError> {
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Ok(Bytes::from_static(b"{}"));
     }

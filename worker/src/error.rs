@@ -40,6 +40,14 @@ pub enum ApiError {
     #[error("registry server {server} unreachable: {message}")]
     Upstream { server: String, message: String },
     #[error(transparent)]
+    InvalidRequestId(#[from] crate::runtime_client::InvalidRequestId),
+    #[error(transparent)]
+    Queue(#[from] crate::invoke::SubmitError),
+    #[error("bad query: {message}")]
+    BadQuery { message: String },
+    #[error("no invocation {id} on this worker")]
+    InvocationNotFound { id: String },
+    #[error(transparent)]
     Run(#[from] RunError),
 }
 
@@ -57,6 +65,10 @@ impl ApiError {
             ApiError::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal { .. } => StatusCode::INTERNAL_SERVER_ERROR,
             ApiError::Upstream { .. } => StatusCode::BAD_GATEWAY,
+            ApiError::InvalidRequestId(_) => StatusCode::BAD_REQUEST,
+            ApiError::Queue(e) => e.status(),
+            ApiError::InvocationNotFound { .. } => StatusCode::NOT_FOUND,
+            ApiError::BadQuery { .. } => StatusCode::BAD_REQUEST,
             ApiError::Run(e) => run_status(e),
         }
     }
@@ -91,6 +103,14 @@ impl ApiError {
             ApiError::Upstream { server, .. } => {
                 json!({"error": "registry unavailable", "message": message, "server": server})
             }
+            ApiError::InvalidRequestId(_) => {
+                json!({"error": "invalid request id", "message": message})
+            }
+            ApiError::Queue(e) => json!({"error": e.kind(), "message": message}),
+            ApiError::BadQuery { .. } => json!({"error": "bad query", "message": message}),
+            ApiError::InvocationNotFound { id } => {
+                json!({"error": "invocation not found", "message": message, "id": id})
+            }
             ApiError::Run(e) => run_body(e, message),
         }
     }
@@ -103,7 +123,7 @@ impl ApiError {
         if let ApiError::MethodNotAllowed { allow, .. } = &self {
             builder = builder.header(header::ALLOW, *allow);
         }
-        if let ApiError::Run(RunError::TooManyRequests { .. }) = &self {
+        if self.status() == StatusCode::TOO_MANY_REQUESTS {
             builder = builder.header(header::RETRY_AFTER, "1");
         }
         let mut body = self.body().to_string();

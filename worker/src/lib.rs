@@ -20,6 +20,7 @@ pub mod error;
 pub mod files;
 pub mod functions;
 pub mod http_client;
+pub mod invoke;
 pub mod lambda_config;
 pub mod launch;
 pub mod management;
@@ -74,6 +75,8 @@ pub enum WorkerError {
     Credentials(#[from] aws::CredentialsError),
     #[error("{0}")]
     Remote(#[from] registry::RemoteError),
+    #[error("asynchronous queue: {0}")]
+    Queue(#[from] invoke::AsyncQueueError),
     #[error("cannot watch {name}: {source}")]
     Signal {
         name: &'static str,

@@ -21,11 +21,13 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::api::{self, ApiState};
+use crate::aws::arn::Arns;
 use crate::aws::{Credentials, LambdaApi};
 use crate::cleanup;
 use crate::config::{Config, ConfigError};
 use crate::functions::{DirStore, FunctionStore};
 use crate::http_client;
+use crate::invoke::{AsyncQueue, InvokeContext};
 use crate::lambda_config::LambdaLimits;
 use crate::launch::Launcher;
 use crate::management::Functions;
@@ -43,6 +45,8 @@ pub struct Worker {
     stop: watch::Sender<bool>,
     accept_task: JoinHandle<()>,
     reaper_task: JoinHandle<()>,
+    queue: Arc<AsyncQueue>,
+    dispatch_task: JoinHandle<()>,
 }
 
 impl Worker {
@@ -110,6 +114,19 @@ impl Worker {
             let m = Arc::clone(&manager);
             let _ = tokio::task::spawn_blocking(move || m.start_shared()).await;
         }
+        let arns = Arns {
+            region: cfg.aws_region.clone(),
+            account_id: cfg.aws_account_id.clone(),
+        };
+        let queue = {
+            let (cfg, m, arns) = (Arc::clone(&cfg), Arc::clone(&manager), arns.clone());
+            tokio::task::spawn_blocking(move || AsyncQueue::open(&cfg, m, arns))
+                .await
+                .map_err(|source| WorkerError::Task {
+                    what: "asynchronous queue recovery",
+                    source,
+                })??
+        };
         let state = Arc::new(ApiState {
             manager: Arc::clone(&manager),
             max_body_bytes: cfg.max_body_bytes,
@@ -117,8 +134,15 @@ impl Worker {
             started: Instant::now(),
             cgroup_version: version,
             functions,
+            invoke: InvokeContext {
+                arns,
+                credentials: credentials(&cfg)?,
+                queue: Some(Arc::clone(&queue)),
+                async_payload_bytes: cfg.async_payload_bytes,
+            },
         });
         let (stop, stop_rx) = watch::channel(false);
+        let dispatch_task = tokio::spawn(Arc::clone(&queue).run(stop_rx.clone()));
         let handler = move |req, peer| api::handle(Arc::clone(&state), req, peer);
         let accept_task = tokio::spawn(serve::accept_loop(
             listener,
@@ -138,6 +162,8 @@ impl Worker {
             stop,
             accept_task,
             reaper_task,
+            queue,
+            dispatch_task,
         })
     }
 
@@ -146,15 +172,18 @@ impl Worker {
         self.addr
     }
 
-    /// Graceful shutdown: stop accepting, drain in-flight calls under the deadline, destroy every
+    /// Graceful shutdown: stop accepting requests and taking queued events, drain in-flight
+    /// calls and events under the deadline (events not run stay queued), destroy every
     /// sandbox, remove the worker's cgroups and scratch directories.
     pub async fn shutdown(self) -> Result<(), WorkerError> {
         tracing::info!("shutting down");
         let _ = self.stop.send(true);
-        // The accept loop returns once open connections are done or the deadline passed.
-        let _ = self.accept_task.await;
-        let _ = self.reaper_task.await;
         let deadline = Duration::from_secs(self.cfg.shutdown_timeout_s.max(1));
+        // The accept loop returns once open connections are done or the deadline passed;
+        // running events get the same deadline meanwhile.
+        let _ = self.dispatch_task.await;
+        let ((), _) = tokio::join!(self.queue.shutdown(deadline), self.accept_task);
+        let _ = self.reaper_task.await;
         self.manager.shutdown(deadline).await;
         let cfg = Arc::clone(&self.cfg);
         let summary = tokio::task::spawn_blocking(move || {
@@ -215,11 +244,7 @@ async fn functions(
             what: "store recovery",
             source,
         })??;
-    let credentials = if cfg.credentials_file.as_os_str().is_empty() {
-        None
-    } else {
-        Some(Credentials::load(&cfg.credentials_file)?)
-    };
+    let credentials = credentials(cfg)?;
     let store = Arc::new(store);
     let api = Arc::new(LambdaApi::new(
         Arc::clone(&store) as Arc<dyn FunctionStore>,
@@ -232,6 +257,15 @@ async fn functions(
         Registry::new(cfg.registry_dir.clone()),
         Functions::Local { api, store },
     ))
+}
+
+/// The cluster's credentials (`credentials_file`), if it has any.
+fn credentials(cfg: &Config) -> Result<Option<Credentials>, WorkerError> {
+    if cfg.credentials_file.as_os_str().is_empty() {
+        Ok(None)
+    } else {
+        Ok(Some(Credentials::load(&cfg.credentials_file)?))
+    }
 }
 
 /// Every 250 ms: destroys sandboxes idle past `idle_timeout_s` and pauses those idle past

@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant, SystemTime};
 
+use common::clients::{client_venv, repo, run_python};
 use common::{can_run, http, new_cluster};
 use serde_json::{json, Value};
 use worker::aws::Credentials;
@@ -21,23 +22,6 @@ use worker::Worker;
 
 const KEY: &str = "AKIDLAMBDAWORKER01";
 const SECRET: &str = "test-secret-key-0123456789";
-
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
-/// The venv with the pinned boto3 and aws-cli (made once by the set-up script).
-fn client_venv() -> PathBuf {
-    let out = Command::new(repo().join("tests/clients/setup.sh"))
-        .output()
-        .expect("run tests/clients/setup.sh");
-    assert!(
-        out.status.success(),
-        "tests/clients/setup.sh failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
-}
 
 fn creds() -> Credentials {
     Credentials::new(KEY, SECRET).unwrap()
@@ -142,20 +126,6 @@ fn tree(dir: &Path) -> Vec<String> {
         .collect();
     all.sort();
     all
-}
-
-fn run_python(venv: &Path, script: &str, args: &[String]) {
-    let out = Command::new(venv.join("bin/python"))
-        .arg(repo().join("tests/clients").join(script))
-        .args(args)
-        .env_clear()
-        .env("PATH", "/usr/bin:/bin")
-        .output()
-        .expect("run python");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{script} failed:\n{stdout}\n{stderr}");
-    println!("{}", stdout.trim());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

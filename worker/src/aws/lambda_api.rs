@@ -7,8 +7,9 @@
 //! 2. the signature ([`LambdaApi::authorize`]): with credentials, a signed request must
 //!    verify, and one that changes anything (any method but GET and HEAD) must be signed;
 //!    without credentials, changes are accepted from this machine only;
-//! 3. the operation ([`super::routes::route`]); `Invoke` and the operations not implemented
-//!    answer 501 naming themselves;
+//! 3. the operation ([`super::routes::route`]); the operations not implemented answer 501
+//!    naming themselves (`Invoke` arrives here only at the registry server, which runs no
+//!    function: a worker answers it in [`crate::invoke`]);
 //! 4. the operation's members, checked before the store is called; the store's answer.
 
 use std::collections::HashMap;
@@ -247,8 +248,13 @@ impl LambdaApi {
             Op::ListLayerVersions => self.list_layer_versions(label(0), &query),
             Op::GetLayerVersion => self.get_layer_version(req, label(0), label(1)),
             Op::GetLayerVersionByArn => self.get_layer_version_by_arn(req, &query),
-            Op::Invoke => Err(AwsError::unsupported(
-                "Invoke arrives with the invoke API; use POST /runLambda/<name>",
+            Op::PutEventInvokeConfig => self.put_event_config(label(0), req, true),
+            Op::UpdateEventInvokeConfig => self.put_event_config(label(0), req, false),
+            Op::GetEventInvokeConfig => self.get_event_config(label(0), &query),
+            Op::DeleteEventInvokeConfig => self.delete_event_config(label(0), &query),
+            Op::ListEventInvokeConfigs => self.list_event_configs(label(0), &query),
+            Op::Invoke | Op::InvokeAsync => Err(AwsError::unsupported(
+                "this server does not run functions: invoke them on a worker",
             )),
             Op::Unsupported(_) => Err(unsupported(&route)),
         }
@@ -283,14 +289,18 @@ impl LambdaApi {
         FunctionConfiguration::new(info, &self.context(), &mut |r| sizes.resolve(r))
     }
 
-    fn get_info(&self, name: &LambdaName) -> Result<FunctionInfo, AwsError> {
+    pub(super) fn get_info(&self, name: &LambdaName) -> Result<FunctionInfo, AwsError> {
         self.store
             .get(name)
             .map_err(|e| AwsError::from_store(e, &self.arns.function(name)))
     }
 
     /// The function a `{FunctionName}` label and an optional `Qualifier` name.
-    fn function(&self, raw: &str, query: &[(String, String)]) -> Result<LambdaName, AwsError> {
+    pub(super) fn function(
+        &self,
+        raw: &str,
+        query: &[(String, String)],
+    ) -> Result<LambdaName, AwsError> {
         let name = self.arns.function_name(raw)?;
         self.arns.check_qualifier(&name, find(query, "Qualifier"))?;
         Ok(name)
@@ -407,7 +417,7 @@ impl LambdaApi {
 
     /// Replaces a function's settings with `change(info)`, under `revision` if the client
     /// gave one, else under the revision read (retried if another change came between).
-    fn modify_settings(
+    pub(super) fn modify_settings(
         &self,
         name: &LambdaName,
         revision: Option<&str>,

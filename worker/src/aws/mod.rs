@@ -18,6 +18,7 @@
 pub mod arn;
 pub mod credentials;
 pub mod errors;
+mod event_config_api;
 pub mod lambda_api;
 mod layers_api;
 pub mod members;

@@ -89,7 +89,7 @@ pub(super) const OPERATIONS: &[(&str, &str, Op)] = &[
     (
         "DELETE",
         "/2019-09-25/functions/{FunctionName}/event-invoke-config",
-        Op::Unsupported("DeleteFunctionEventInvokeConfig"),
+        Op::DeleteEventInvokeConfig,
     ),
     (
         "DELETE",
@@ -174,7 +174,7 @@ pub(super) const OPERATIONS: &[(&str, &str, Op)] = &[
     (
         "GET",
         "/2019-09-25/functions/{FunctionName}/event-invoke-config",
-        Op::Unsupported("GetFunctionEventInvokeConfig"),
+        Op::GetEventInvokeConfig,
     ),
     (
         "GET",
@@ -234,7 +234,7 @@ pub(super) const OPERATIONS: &[(&str, &str, Op)] = &[
     (
         "POST",
         "/2014-11-13/functions/{FunctionName}/invoke-async",
-        Op::Unsupported("InvokeAsync"),
+        Op::InvokeAsync,
     ),
     (
         "POST",
@@ -269,7 +269,7 @@ pub(super) const OPERATIONS: &[(&str, &str, Op)] = &[
     (
         "GET",
         "/2019-09-25/functions/{FunctionName}/event-invoke-config/list",
-        Op::Unsupported("ListFunctionEventInvokeConfigs"),
+        Op::ListEventInvokeConfigs,
     ),
     (
         "GET",
@@ -332,7 +332,7 @@ pub(super) const OPERATIONS: &[(&str, &str, Op)] = &[
     (
         "PUT",
         "/2019-09-25/functions/{FunctionName}/event-invoke-config",
-        Op::Unsupported("PutFunctionEventInvokeConfig"),
+        Op::PutEventInvokeConfig,
     ),
     (
         "PUT",
@@ -429,7 +429,7 @@ pub(super) const OPERATIONS: &[(&str, &str, Op)] = &[
     (
         "POST",
         "/2019-09-25/functions/{FunctionName}/event-invoke-config",
-        Op::Unsupported("UpdateFunctionEventInvokeConfig"),
+        Op::UpdateEventInvokeConfig,
     ),
     (
         "PUT",

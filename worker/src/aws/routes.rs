@@ -23,8 +23,15 @@ pub enum Op {
     ListTags,
     TagResource,
     UntagResource,
-    /// Answered by the invoke API, not here.
+    PutEventInvokeConfig,
+    GetEventInvokeConfig,
+    UpdateEventInvokeConfig,
+    DeleteEventInvokeConfig,
+    ListEventInvokeConfigs,
+    /// Answered by the invoke API (`crate::invoke`), not here.
     Invoke,
+    /// The deprecated asynchronous invoke; answered by the invoke API too.
+    InvokeAsync,
     /// An operation of the Lambda API this platform does not implement.
     Unsupported(&'static str),
 }
@@ -48,7 +55,13 @@ impl Op {
             Op::ListTags => "ListTags",
             Op::TagResource => "TagResource",
             Op::UntagResource => "UntagResource",
+            Op::PutEventInvokeConfig => "PutFunctionEventInvokeConfig",
+            Op::GetEventInvokeConfig => "GetFunctionEventInvokeConfig",
+            Op::UpdateEventInvokeConfig => "UpdateFunctionEventInvokeConfig",
+            Op::DeleteEventInvokeConfig => "DeleteFunctionEventInvokeConfig",
+            Op::ListEventInvokeConfigs => "ListFunctionEventInvokeConfigs",
             Op::Invoke => "Invoke",
+            Op::InvokeAsync => "InvokeAsync",
             Op::Unsupported(name) => name,
         }
     }
@@ -56,7 +69,7 @@ impl Op {
     /// The operations implemented here, for messages.
     pub fn supported() -> impl Iterator<Item = &'static str> {
         OPERATIONS.iter().filter_map(|(_, _, op)| match op {
-            Op::Unsupported(_) | Op::Invoke => None,
+            Op::Unsupported(_) => None,
             op => Some(op.name()),
         })
     }
@@ -381,7 +394,9 @@ mod tests {
         assert_eq!(e.code, "InvalidParameterValueException");
         assert!(e.message.contains("FunctionName"), "{e}");
         assert!(Op::supported().any(|n| n == "CreateFunction"));
-        assert!(!Op::supported().any(|n| n == "Invoke"));
+        assert!(Op::supported().any(|n| n == "Invoke"));
+        assert!(Op::supported().any(|n| n == "PutFunctionEventInvokeConfig"));
+        assert!(!Op::supported().any(|n| n == "CreateAlias"));
     }
 
     #[test]

@@ -43,11 +43,15 @@ pub(crate) const KNOWN: &[&str] = &[
     "environment",
     "layers",
     "tags",
+    "retry_attempts",
+    "max_event_age_s",
+    "on_success",
+    "on_failure",
 ];
 
 /// The numeric keys with their ranges (inclusive); `cpu_percent`'s upper bound is 100 per CPU
 /// of this machine.
-const RANGES: [(&str, u64, u64); 7] = [
+const RANGES: [(&str, u64, u64); 9] = [
     ("memory_mb", 128, 3008),
     ("timeout_s", 1, 900),
     ("max_procs", 4, 4096),
@@ -55,6 +59,8 @@ const RANGES: [(&str, u64, u64); 7] = [
     ("max_concurrency", 1, 1000),
     ("workers", 1, 32),
     ("tmp_mb", 1, 10240),
+    ("retry_attempts", 0, 2),
+    ("max_event_age_s", 60, 21600),
 ];
 
 /// A value that does not parse (an entry, a layer reference), with the reason.
@@ -274,6 +280,27 @@ fn number(key: &str, value: &Value) -> Result<u64, KeyError> {
     Ok(n)
 }
 
+/// A destination of asynchronous outcomes: a function of the cluster, by name or by its ARN
+/// (`arn:aws:lambda:<region>:<account>:function:<name>`, optionally `:$LATEST`).
+pub fn destination(raw: &str) -> Result<LambdaName, InvalidValue> {
+    let name = match raw.strip_prefix("arn:") {
+        Some(_) => {
+            let parts: Vec<&str> = raw.split(':').collect();
+            match parts.as_slice() {
+                ["arn", _, "lambda", _, _, "function", name]
+                | ["arn", _, "lambda", _, _, "function", name, "$LATEST"] => *name,
+                _ => {
+                    return Err(InvalidValue(format!(
+                        "{raw:?} is not a function ARN (arn:aws:lambda:<region>:<account>:function:<name>)"
+                    )))
+                }
+            }
+        }
+        None => raw.strip_suffix(":$LATEST").unwrap_or(raw),
+    };
+    LambdaName::parse(name).map_err(|reason| InvalidValue(format!("destination {raw:?}: {reason}")))
+}
+
 fn text(key: &str, value: &Value) -> Result<String, KeyError> {
     match value {
         Value::String(s) => Ok(s.clone()),
@@ -325,6 +352,17 @@ pub(crate) fn parse_map(map: &Map<String, Value>) -> Result<LambdaConfig, KeyErr
             "cpu_percent" => c.cpu_percent = Some(number(key, value)?),
             "max_concurrency" | "workers" => c.max_concurrency = Some(number(key, value)?),
             "tmp_mb" => c.tmp_mb = Some(number(key, value)?),
+            "retry_attempts" => c.retry_attempts = Some(number(key, value)?),
+            "max_event_age_s" => c.max_event_age_s = Some(number(key, value)?),
+            "on_success" | "on_failure" => {
+                let raw = text(key, value)?;
+                let name = destination(&raw).map_err(|m| KeyError::new(key, m.0))?;
+                if key == "on_success" {
+                    c.on_success = Some(name);
+                } else {
+                    c.on_failure = Some(name);
+                }
+            }
             "environment" => {
                 let env = string_map(key, value)?;
                 check_environment(&env)?;
@@ -398,5 +436,15 @@ pub(crate) fn to_map(c: &LambdaConfig) -> Map<String, Value> {
             .map(|l| l.iter().map(|l| Value::from(l.to_string())).collect()),
     );
     put("tags", c.tags.as_ref().map(super::string_map));
+    put("retry_attempts", c.retry_attempts.map(Value::from));
+    put("max_event_age_s", c.max_event_age_s.map(Value::from));
+    put(
+        "on_success",
+        c.on_success.as_ref().map(|n| n.to_string().into()),
+    );
+    put(
+        "on_failure",
+        c.on_failure.as_ref().map(|n| n.to_string().into()),
+    );
     m
 }

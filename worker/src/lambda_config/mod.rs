@@ -3,7 +3,8 @@
 //! ```json
 //! {"entry": "app.handler", "runtime": "python3.13", "memory_mb": 512, "timeout_s": 30,
 //!  "environment": {"TORCH_HOME": "/tmp/torch"}, "layers": ["common:2"],
-//!  "description": "resize images", "tags": {"lambdapool": "yes"}}
+//!  "description": "resize images", "tags": {"lambdapool": "yes"},
+//!  "retry_attempts": 1, "max_event_age_s": 3600, "on_failure": "alerts"}
 //! ```
 //!
 //! Every key is optional. The limits (`memory_mb`, `timeout_s`, `max_procs`, `cpu_percent`,
@@ -22,10 +23,11 @@ use std::path::{Path, PathBuf};
 
 use serde_json::{Map, Value};
 
-pub use keys::{Entry, InvalidValue, LayerRef, ENV_MAX_BYTES, MAX_LAYERS, MAX_TAGS};
+pub use keys::{destination, Entry, InvalidValue, LayerRef, ENV_MAX_BYTES, MAX_LAYERS, MAX_TAGS};
 pub use limits::{LambdaLimits, CPU_PERIOD_US};
 
 use crate::config::Config;
+use crate::name::LambdaName;
 
 /// The file name in a function's directory.
 pub const LAMBDA_CONFIG_FILE: &str = "lambda.json";
@@ -65,7 +67,42 @@ pub struct LambdaConfig {
     pub layers: Option<Vec<LayerRef>>,
     pub description: Option<String>,
     pub tags: Option<BTreeMap<String, String>>,
+    /// Asynchronous invocation: retries after a failed attempt (0 to 2; default 2).
+    pub retry_attempts: Option<u64>,
+    /// Asynchronous invocation: an event older than this is not run (60 to 21 600 s; default
+    /// 21 600).
+    pub max_event_age_s: Option<u64>,
+    /// Asynchronous invocation: the function given each success's record.
+    pub on_success: Option<LambdaName>,
+    /// Asynchronous invocation: the function given each failure's record.
+    pub on_failure: Option<LambdaName>,
 }
+
+/// How asynchronous events of a function are retried and where their outcomes go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EventConfig {
+    pub retry_attempts: u32,
+    pub max_event_age_s: u64,
+    pub on_success: Option<LambdaName>,
+    pub on_failure: Option<LambdaName>,
+}
+
+impl Default for EventConfig {
+    /// AWS's: two retries, events kept six hours, no destinations.
+    fn default() -> Self {
+        Self {
+            retry_attempts: DEFAULT_RETRY_ATTEMPTS,
+            max_event_age_s: DEFAULT_MAX_EVENT_AGE_S,
+            on_success: None,
+            on_failure: None,
+        }
+    }
+}
+
+/// Retries of a failed asynchronous event when the function says nothing (AWS's).
+pub const DEFAULT_RETRY_ATTEMPTS: u32 = 2;
+/// Age after which an asynchronous event is dropped, when the function says nothing (AWS's).
+pub const DEFAULT_MAX_EVENT_AGE_S: u64 = 21_600;
 
 /// A key-level problem, before a path is known.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -171,7 +208,31 @@ impl LambdaConfig {
                 .clone()
                 .or_else(|| base.description.clone()),
             tags: self.tags.clone().or_else(|| base.tags.clone()),
+            retry_attempts: self.retry_attempts.or(base.retry_attempts),
+            max_event_age_s: self.max_event_age_s.or(base.max_event_age_s),
+            on_success: self.on_success.clone().or_else(|| base.on_success.clone()),
+            on_failure: self.on_failure.clone().or_else(|| base.on_failure.clone()),
         }
+    }
+
+    /// How the function's asynchronous events are handled: these values over AWS's defaults.
+    pub fn events(&self) -> EventConfig {
+        EventConfig {
+            retry_attempts: self
+                .retry_attempts
+                .map_or(DEFAULT_RETRY_ATTEMPTS, |n| n as u32),
+            max_event_age_s: self.max_event_age_s.unwrap_or(DEFAULT_MAX_EVENT_AGE_S),
+            on_success: self.on_success.clone(),
+            on_failure: self.on_failure.clone(),
+        }
+    }
+
+    /// Whether any key of asynchronous invocation is set (AWS's `EventInvokeConfig` exists).
+    pub fn has_event_config(&self) -> bool {
+        self.retry_attempts.is_some()
+            || self.max_event_age_s.is_some()
+            || self.on_success.is_some()
+            || self.on_failure.is_some()
     }
 
     /// The limits of the function's sandboxes: these values over the worker's defaults.

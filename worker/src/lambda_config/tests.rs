@@ -137,3 +137,39 @@ fn limits_use_the_worker_defaults_for_unset_keys() {
     assert_eq!(l.max_concurrency, 3);
     assert_eq!(l.memory_mb, cfg.memory_mb);
 }
+
+#[test]
+fn event_keys_parse_round_trip_and_default_to_aws() {
+    let c = parse(
+        r#"{"retry_attempts": 0, "max_event_age_s": 60, "on_success": "sink",
+            "on_failure": "arn:aws:lambda:us-east-1:000000000000:function:dlq:$LATEST"}"#,
+    )
+    .unwrap();
+    let events = c.events();
+    assert_eq!(events.retry_attempts, 0);
+    assert_eq!(events.max_event_age_s, 60);
+    assert_eq!(events.on_success.unwrap().as_str(), "sink");
+    assert_eq!(events.on_failure.unwrap().as_str(), "dlq");
+    assert!(c.has_event_config());
+    assert_eq!(LambdaConfig::from_value(&c.to_value()).unwrap(), c);
+    assert_eq!(c.to_value()["on_failure"], "dlq");
+    let none = parse("{}").unwrap();
+    assert!(!none.has_event_config());
+    assert_eq!(none.events(), EventConfig::default());
+    assert_eq!(EventConfig::default().retry_attempts, 2);
+    assert_eq!(EventConfig::default().max_event_age_s, 21_600);
+    for (text, key) in [
+        (r#"{"retry_attempts": 3}"#, "retry_attempts"),
+        (r#"{"max_event_age_s": 59}"#, "max_event_age_s"),
+        (r#"{"max_event_age_s": 21601}"#, "max_event_age_s"),
+        (r#"{"on_success": "../x"}"#, "on_success"),
+        (
+            r#"{"on_failure": "arn:aws:sqs:us-east-1:0:q"}"#,
+            "on_failure",
+        ),
+        (r#"{"on_failure": 3}"#, "on_failure"),
+    ] {
+        let e = parse(text).unwrap_err();
+        assert_eq!(e.key.as_deref(), Some(key), "{text}: {e}");
+    }
+}

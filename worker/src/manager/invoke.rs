@@ -7,6 +7,7 @@ use std::time::Duration;
 use bytes::Bytes;
 
 use super::RunError;
+use crate::lambda_config::EventConfig;
 
 /// How a call passes its lambda's gate.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -49,4 +50,7 @@ pub struct CallReport {
 pub struct Invoked {
     pub result: Result<Bytes, RunError>,
     pub report: CallReport,
+    /// How the function's asynchronous events are handled, when its configuration was read
+    /// (`None`: the function was not found or its `lambda.json` is invalid).
+    pub events: Option<EventConfig>,
 }

@@ -178,10 +178,12 @@ impl<B: Backend> Manager<B> {
         options: InvokeOptions,
     ) -> Invoked {
         let mut report = CallReport::default();
+        let mut events = None;
         // 1. Resolve (counts the call in the lambda's pool).
         let result = match self.resolve_call(name).await {
             Ok((lambda, pool)) => {
                 report.memory_mb = lambda.limits.memory_mb;
+                events = Some(lambda.handler.config.events());
                 let result = self
                     .run_resolved(&lambda, &pool, event, request_id, options, &mut report)
                     .await;
@@ -192,7 +194,11 @@ impl<B: Backend> Manager<B> {
             }
             Err(e) => Err(e),
         };
-        Invoked { result, report }
+        Invoked {
+            result,
+            report,
+            events,
+        }
     }
 
     async fn run_resolved(

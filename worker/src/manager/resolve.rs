@@ -14,7 +14,7 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use crate::lambda_config::{LambdaConfigError, LAMBDA_CONFIG_FILE};
+use crate::lambda_config::{EventConfig, LambdaConfigError, LAMBDA_CONFIG_FILE};
 use crate::manager::backend::{Backend, FunctionSetup, LambdaRef, LayerDir};
 use crate::manager::error::RunError;
 use crate::manager::pool::{Counters, PoolUse};
@@ -93,6 +93,34 @@ impl<B: Backend> Manager<B> {
             setup,
         };
         Some((lambda, pool))
+    }
+
+    /// How `name`'s asynchronous events are handled, if it is a function this worker can run
+    /// (found in the registry, its `lambda.json` valid), without counting a call: what a dry
+    /// run and a queued event check. The lookup runs on the blocking pool unless it is
+    /// remembered.
+    pub async fn check_function(
+        self: &Arc<Self>,
+        name: &LambdaName,
+    ) -> Result<EventConfig, RunError> {
+        if let Some(handler) = self.registry.cached(name) {
+            return Ok(handler.config.events());
+        }
+        let this = Arc::clone(self);
+        let name = name.clone();
+        tokio::task::spawn_blocking(move || match this.registry.lookup(&name) {
+            Ok(handler) => Ok(handler.config.events()),
+            Err(RegistryError::Config { lambda, source }) => Err(RunError::LambdaConfig {
+                lambda,
+                source: *source,
+            }),
+            Err(e) => Err(RunError::Registry(e)),
+        })
+        .await
+        .map_err(|source| RunError::Task {
+            what: "lookup",
+            source,
+        })?
     }
 
     /// The call's lambda: from what is remembered, else resolved on the blocking pool.

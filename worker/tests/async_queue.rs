@@ -1,0 +1,338 @@
+//! The asynchronous queue's guarantees, end to end (root): nothing acknowledged is lost when
+//! the worker is killed with SIGKILL; synchronous calls keep their latency while thousands of
+//! events drain; a graceful shutdown leaves what did not run queued.
+
+mod common;
+
+use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::{can_run, http, new_cluster, TestCluster};
+use serde_json::Value;
+use worker::config::Config;
+
+/// Starts the worker binary on `cfg` (saved next to the cluster's configs); returns it once
+/// `/status` answers.
+async fn spawn_worker(cfg: &Config, dir: &Path) -> (Child, SocketAddr) {
+    let path = dir.join("config/worker-0.json");
+    cfg.save(&path).unwrap();
+    let log = std::fs::File::create(dir.join("logs/worker-0.out")).unwrap();
+    let child = Command::new(env!("CARGO_BIN_EXE_worker"))
+        .arg(format!("--config={}", path.display()))
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .expect("spawn the worker");
+    let addr: SocketAddr = format!("127.0.0.1:{}", cfg.worker_port).parse().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if tokio::net::TcpStream::connect(addr).await.is_ok() {
+            let (code, _) = http(addr, "GET", "/status", b"").await;
+            if code == 200 {
+                return (child, addr);
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the worker did not start: see {}",
+            dir.join("logs/worker-0.out").display()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Every record of the worker, following `next` cursors.
+async fn all_records(addr: SocketAddr) -> Vec<Value> {
+    let mut out = Vec::new();
+    let mut after: Option<String> = None;
+    loop {
+        let path = match &after {
+            Some(a) => format!("/invocations?limit=1000&after={a}"),
+            None => "/invocations?limit=1000".to_owned(),
+        };
+        let (code, text) = http(addr, "GET", &path, b"").await;
+        assert_eq!(code, 200, "{text}");
+        let v: Value = serde_json::from_str(&text).unwrap();
+        out.extend(v["invocations"].as_array().unwrap().iter().cloned());
+        match v["next"].as_str() {
+            Some(n) => after = Some(n.to_owned()),
+            None => return out,
+        }
+    }
+}
+
+async fn counts(addr: SocketAddr) -> Value {
+    let (code, text) = http(addr, "GET", "/invocations?limit=1", b"").await;
+    assert_eq!(code, 200, "{text}");
+    serde_json::from_str::<Value>(&text).unwrap()["counts"].clone()
+}
+
+/// Waits until nothing is queued or running.
+async fn drained(addr: SocketAddr, limit: Duration) -> Value {
+    let deadline = Instant::now() + limit;
+    loop {
+        let c = counts(addr).await;
+        if c["queued"] == 0 && c["running"] == 0 {
+            return c;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not drained after {limit:?}: {c}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn acknowledged_events_survive_sigkill() {
+    if !can_run("acknowledged_events_survive_sigkill") {
+        return;
+    }
+    let (_tmp, dir, mut cfg) = new_cluster(r#"{"async_retry_delay_ms": 100}"#);
+    cfg.worker_port = free_port();
+    cfg.log_level = "info".into();
+    let handler = dir.join("registry/ids");
+    std::fs::create_dir_all(&handler).unwrap();
+    std::fs::write(
+        handler.join("lambda_func.py"),
+        "def handler(event):\n    return event['n']\n",
+    )
+    .unwrap();
+    let (mut child, addr) = spawn_worker(&cfg, &dir).await;
+
+    // 1 000 events from 8 senders; the worker is killed once 400 are acknowledged.
+    const EVENTS: usize = 1000;
+    let acked = Arc::new(std::sync::Mutex::new(HashMap::<String, u64>::new()));
+    let next = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let mut senders = Vec::new();
+    for _ in 0..8 {
+        let (acked, next) = (Arc::clone(&acked), Arc::clone(&next));
+        senders.push(tokio::spawn(async move {
+            let mut refused = 0;
+            loop {
+                let n = next.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                if n as usize >= EVENTS {
+                    return refused;
+                }
+                let body = format!(r#"{{"n": {n}}}"#);
+                let sent = tokio::time::timeout(
+                    Duration::from_secs(10),
+                    try_post(addr, "/runLambda/ids?async=1", body.as_bytes()),
+                )
+                .await;
+                match sent {
+                    Ok(Some((202, text))) => {
+                        let v: Value = serde_json::from_str(&text).unwrap();
+                        let id = v["invocation_id"].as_str().unwrap().to_owned();
+                        acked.lock().unwrap().insert(id, n);
+                    }
+                    _ => refused += 1,
+                }
+            }
+        }));
+    }
+    while acked.lock().unwrap().len() < 400 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    child.kill().expect("SIGKILL the worker");
+    let _ = child.wait();
+    let acked_at_kill = acked.lock().unwrap().len();
+    let mut refused = 0;
+    for s in senders {
+        refused += s.await.unwrap();
+    }
+    let acked = acked.lock().unwrap().clone();
+
+    // Restarted on the same directory: every acknowledged event runs.
+    let (mut child, addr) = spawn_worker(&cfg, &dir).await;
+    let c = drained(addr, Duration::from_secs(240)).await;
+    let records = all_records(addr).await;
+    let by_id: HashMap<&str, &Value> = records
+        .iter()
+        .map(|r| (r["id"].as_str().unwrap(), r))
+        .collect();
+    let mut lost = Vec::new();
+    let mut repeated = 0;
+    for (id, n) in &acked {
+        match by_id.get(id.as_str()) {
+            Some(r) if r["status"] == "succeeded" && r["result"] == *n => {
+                if r["attempts"].as_u64().unwrap_or(0) > 1 {
+                    repeated += 1;
+                }
+            }
+            other => lost.push((id.clone(), other.map(|r| r.to_string()))),
+        }
+    }
+    let distinct: HashSet<&str> = records.iter().map(|r| r["id"].as_str().unwrap()).collect();
+    println!(
+        "crash test: {EVENTS} sent, {} acknowledged ({acked_at_kill} when SIGKILL came), {refused} not acknowledged, {} records after restart, {} acknowledged ran, {repeated} ran more than once, {} lost; counts {c}",
+        acked.len(),
+        distinct.len(),
+        acked.len() - lost.len(),
+        lost.len()
+    );
+    assert!(lost.is_empty(), "acknowledged events lost: {lost:?}");
+    terminate(&mut child);
+}
+
+/// POST with `Connection: close`; `None` when the connection fails (the worker was killed).
+async fn try_post(addr: SocketAddr, path: &str, body: &[u8]) -> Option<(u16, String)> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.ok()?;
+    let head = format!(
+        "POST {path} HTTP/1.1\r\nHost: localhost\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    s.write_all(head.as_bytes()).await.ok()?;
+    s.write_all(body).await.ok()?;
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).await.ok()?;
+    let (status, text) = common::parse_response(&raw);
+    (status != 0).then_some((status, text))
+}
+
+/// Stops a spawned worker with SIGTERM and waits for it.
+fn terminate(child: &mut Child) {
+    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+    let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+    let _ = child.wait();
+}
+
+fn p50(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
+async fn sync_latencies(c: &TestCluster, n: usize) -> Vec<Duration> {
+    let mut out = Vec::with_capacity(n);
+    for _ in 0..n {
+        let t = Instant::now();
+        let (code, v) = c.call("hello", "{}").await;
+        assert_eq!(code, 200, "{v}");
+        out.push(t.elapsed());
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sync_calls_keep_their_latency_while_10000_events_drain() {
+    if !can_run("sync_calls_keep_their_latency_while_10000_events_drain") {
+        return;
+    }
+    let mut c = TestCluster::start(r#"{"log_level": "info"}"#).await;
+    c.add_quickstart("hello");
+    c.add_handler("tick", "def handler(event):\n    return event['n']\n");
+    // Warm both.
+    assert_eq!(c.call("tick", r#"{"n": 0}"#).await.0, 200);
+    let before = p50(sync_latencies(&c, 50).await);
+
+    const EVENTS: u64 = 10_000;
+    let queued_at = Instant::now();
+    let mut senders = Vec::new();
+    for s in 0..8u64 {
+        let addr = c.addr;
+        senders.push(tokio::spawn(async move {
+            for i in (s..EVENTS).step_by(8) {
+                let (code, text) = http(
+                    addr,
+                    "POST",
+                    "/runLambda/tick?async=1",
+                    format!(r#"{{"n": {i}}}"#).as_bytes(),
+                )
+                .await;
+                assert_eq!(code, 202, "{text}");
+            }
+        }));
+    }
+    for s in senders {
+        s.await.unwrap();
+    }
+    let queue_s = queued_at.elapsed().as_secs_f64();
+    let during = sync_latencies(&c, 50).await;
+    let left = counts(c.addr).await;
+    let during = p50(during);
+    let done = drained(c.addr, Duration::from_secs(600)).await;
+    let drain_s = queued_at.elapsed().as_secs_f64();
+    println!(
+        "starvation test: sync p50 {:.2} ms before, {:.2} ms while events drained ({} still queued after the sync calls); 10 000 events queued in {queue_s:.1} s ({:.0}/s), all done after {drain_s:.1} s ({:.0}/s); counts {done}",
+        before.as_secs_f64() * 1e3,
+        during.as_secs_f64() * 1e3,
+        left["queued"],
+        EVENTS as f64 / queue_s,
+        EVENTS as f64 / drain_s,
+    );
+    assert!(
+        left["queued"].as_u64().unwrap_or(0) > 0,
+        "the sync calls must have run while events were still queued: {left}"
+    );
+    // Not a benchmark: a starved call would wait seconds behind thousands of events.
+    let bound = (before * 10).max(before + Duration::from_millis(50));
+    assert!(
+        during <= bound,
+        "sync p50 {during:?} while draining, {before:?} before (bound {bound:?})"
+    );
+    assert_eq!(done["succeeded"].as_u64(), Some(EVENTS), "{done}");
+    c.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn shutdown_leaves_what_did_not_run_queued() {
+    if !can_run("shutdown_leaves_what_did_not_run_queued") {
+        return;
+    }
+    let mut c = TestCluster::start(r#"{"shutdown_timeout_s": 5, "async_concurrency": 1}"#).await;
+    c.add_handler(
+        "sleepy",
+        "import time\n\ndef handler(event):\n    time.sleep(1)\n    return event['n']\n",
+    );
+    let mut ids = Vec::new();
+    for n in 0..6 {
+        let (code, text) = http(
+            c.addr,
+            "POST",
+            "/runLambda/sleepy?async=1",
+            format!(r#"{{"n": {n}}}"#).as_bytes(),
+        )
+        .await;
+        assert_eq!(code, 202, "{text}");
+        let v: Value = serde_json::from_str(&text).unwrap();
+        ids.push(v["invocation_id"].as_str().unwrap().to_owned());
+    }
+    // One runs (a second each); stop while most wait.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let t = Instant::now();
+    c.shutdown().await;
+    let took = t.elapsed();
+    assert!(took < Duration::from_secs(8), "shutdown took {took:?}");
+
+    // The same worker directory again: the rest run, nothing is lost.
+    let worker = worker::Worker::start(c.cfg.clone()).await.expect("restart");
+    c.addr = worker.local_addr();
+    c.worker = Some(worker);
+    let done = drained(c.addr, Duration::from_secs(60)).await;
+    for id in &ids {
+        let (code, text) = http(c.addr, "GET", &format!("/invocations/{id}"), b"").await;
+        assert_eq!(code, 200, "{text}");
+        let v: Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(v["status"], "succeeded", "{v}");
+    }
+    println!(
+        "shutdown test: {} events, all succeeded after the restart; counts {done}",
+        ids.len()
+    );
+    c.shutdown().await;
+}
