@@ -20,6 +20,7 @@ pub mod error;
 pub mod files;
 pub mod functions;
 pub mod http_client;
+pub mod invocations;
 pub mod lambda_config;
 pub mod launch;
 pub mod management;
