@@ -231,6 +231,9 @@ pub struct Config {
     pub async_queue_max: usize,
     /// Largest event of an asynchronous invocation, in bytes (AWS: 256 KB).
     pub async_payload_bytes: usize,
+    /// Bytes of queued payloads and stored results together, in MiB; above it the oldest
+    /// finished records go first, and an event that still does not fit gets 429.
+    pub async_queue_mb: u64,
     /// Wait before an asynchronous event's first retry, in milliseconds; the second waits
     /// twice as long (AWS: one and two minutes).
     pub async_retry_delay_ms: u64,
@@ -290,6 +293,7 @@ impl Default for Config {
             async_concurrency: 0,
             async_queue_max: 100_000,
             async_payload_bytes: 256 * 1024,
+            async_queue_mb: 1024,
             async_retry_delay_ms: 60_000,
             invocation_retention_s: 24 * 3600,
             invocation_records_max: 100_000,
@@ -444,6 +448,7 @@ impl Config {
             ("function_log_call_bytes", self.function_log_call_bytes),
             ("async_queue_max", self.async_queue_max as u64),
             ("async_payload_bytes", self.async_payload_bytes as u64),
+            ("async_queue_mb", self.async_queue_mb),
             ("invocation_retention_s", self.invocation_retention_s),
             ("invocation_records_max", self.invocation_records_max as u64),
         ] {

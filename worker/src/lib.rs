@@ -21,6 +21,7 @@ pub mod files;
 pub mod functions;
 pub mod http_client;
 pub mod invoke;
+pub mod invocations;
 pub mod lambda_config;
 pub mod launch;
 pub mod management;

@@ -51,7 +51,7 @@ use crate::runtime_client::RequestId;
 use crate::WorkerManager;
 
 /// Events claimed beyond the free slots, to save transactions.
-const CLAIM_EXTRA: usize = 8;
+const CLAIM_EXTRA: usize = 32;
 /// Longest sleep of an idle dispatcher (new events and freed slots wake it sooner).
 const IDLE_WAIT: Duration = Duration::from_secs(1);
 /// How often finished records are swept.
