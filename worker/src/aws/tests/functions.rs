@@ -661,7 +661,7 @@ fn other_operations_and_paths_answer_naming_themselves() {
         &r,
         501,
         "UnsupportedOperationException",
-        "Invoke arrives with the invoke API; use POST /runLambda/<name>",
+        "this server does not run functions: invoke them on a worker",
     );
     let r = call(
         &api,

@@ -2,6 +2,7 @@
 //! it, every error's shape, and who may change what.
 
 mod auth;
+mod event_config;
 mod fake;
 mod functions;
 mod layers;
