@@ -358,6 +358,12 @@ fn stats_json(state: &ApiState) -> serde_json::Value {
         "packages": m.backend().package_stats(),
         "cache": m.cache_stats(),
         "import_cache": m.backend().import_cache_stats(),
+        "async": state
+            .invoke
+            .queue
+            .as_ref()
+            .and_then(|q| q.store().counts().ok())
+            .map(|c| crate::invoke::counts_json(&c)),
     })
 }
 

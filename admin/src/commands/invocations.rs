@@ -2,7 +2,8 @@
 //! invocations the cluster's running workers hold (each worker keeps its own queue), newest
 //! first: id, function, status, attempts, when it was queued and finished, and the last error.
 //! With `NAME`, only that function's; with `--failed`, only dead letters (events that failed
-//! for good). A worker that does not answer is reported on stderr and makes the exit status 1.
+//! for good). The workers that answered are listed; those that did not are named in the one
+//! error line on stderr (exit 1).
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -125,15 +126,14 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     let path = query(args)?;
     let cluster = ClusterDir::open(&args.cluster)?;
     let mut rows_all = Vec::new();
-    let mut problems = 0;
+    let mut problems: Vec<String> = Vec::new();
     let mut workers = 0;
     for i in cluster.worker_configs()? {
         let name = format!("worker-{i}");
         let cfg = match Config::load(&cluster.worker_config(i)) {
             Ok(c) => c,
             Err(e) => {
-                eprintln!("admin: {name}: {e}");
-                problems += 1;
+                problems.push(format!("{name}: {e}"));
                 continue;
             }
         };
@@ -144,27 +144,20 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
                     workers += 1;
                     rows_all.extend(rows(&name, &body));
                 }
-                Err(e) => {
-                    eprintln!("admin: {name}: /invocations answered something not JSON: {e}");
-                    problems += 1;
-                }
+                Err(e) => problems.push(format!(
+                    "{name}: /invocations answered something not JSON: {e}"
+                )),
             },
-            Ok(r) => {
-                eprintln!(
-                    "admin: {name}: /invocations answered {}: {}",
-                    r.status_text(),
-                    r.body.trim()
-                );
-                problems += 1;
-            }
-            Err(e) => {
-                eprintln!(
-                    "admin: {name} (port {}) does not answer: {}",
-                    cfg.worker_port,
-                    http::describe_error(&e)
-                );
-                problems += 1;
-            }
+            Ok(r) => problems.push(format!(
+                "{name}: /invocations answered {}: {}",
+                r.status_text(),
+                r.body.trim()
+            )),
+            Err(e) => problems.push(format!(
+                "{name} (port {}) does not answer: {}",
+                cfg.worker_port,
+                http::describe_error(&e)
+            )),
         }
     }
     // Newest first across workers (the queued time, then the id).
@@ -173,8 +166,8 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         println!("{line}");
     }
     println!("{} invocation(s) on {workers} worker(s)", rows_all.len());
-    if problems > 0 {
-        bail!("{problems} worker(s) could not be asked");
+    if !problems.is_empty() {
+        bail!("{}", problems.join("; "));
     }
     Ok(())
 }

@@ -20,7 +20,7 @@ use crate::aws::{AwsError, Credentials};
 use crate::runtime_client::{InvalidRequestId, RequestId};
 
 pub use dispatch::{AsyncQueue, AsyncQueueError, SubmitError};
-pub use records::{serve_record, serve_records};
+pub use records::{counts_json, serve_record, serve_records};
 
 /// `2026-12-02T10:00:00.123Z` for milliseconds since the Unix epoch.
 pub fn rfc3339_ms(ms: u64) -> String {
