@@ -237,11 +237,12 @@ impl AsyncQueue {
             id: None,
             source: None,
         };
-        let record = self
-            .committer
-            .enqueue(event)
-            .await?
-            .map_err(SubmitError::Rejected)?;
+        let record = match self.committer.enqueue(event).await {
+            Ok(queued) => queued.map_err(SubmitError::Rejected)?,
+            // Shutdown stopped the committer after this call passed the closing check.
+            Err(QueueError::Stopped { .. }) => return Err(SubmitError::ShuttingDown),
+            Err(e) => return Err(e.into()),
+        };
         self.wake.notify_one();
         Ok(record)
     }
