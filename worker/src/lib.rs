@@ -22,6 +22,7 @@ pub mod functions;
 pub mod http_client;
 pub mod lambda_config;
 pub mod launch;
+pub mod logs;
 pub mod management;
 pub mod manager;
 pub mod name;
