@@ -5,6 +5,7 @@ pub mod deploy;
 pub mod functions;
 pub mod kill;
 pub mod layer;
+pub mod logs;
 pub mod new;
 pub mod registry;
 pub mod registry_exec;
