@@ -138,10 +138,10 @@ async fn printed_lines_land_in_the_functions_log(patch: &str, forked: bool) {
     );
     let path = c.cfg.function_logs().join("printer/worker-0.log");
     assert!(path.is_file(), "{}", path.display());
-    let before = store::read_function(&path.parent().unwrap().to_owned()).unwrap();
+    let before = store::read_function(path.parent().unwrap()).unwrap();
     // The sandbox destroyed (the worker stops): nothing of the calls is lost.
     c.shutdown().await;
-    let after = store::read_function(&path.parent().unwrap().to_owned()).unwrap();
+    let after = store::read_function(path.parent().unwrap()).unwrap();
     for id in &ids {
         assert_eq!(of(&before, id), of(&after, id));
     }

@@ -115,7 +115,7 @@ pub fn worker_files(dir: &Path) -> std::io::Result<BTreeMap<String, Vec<PathBuf>
         .into_iter()
         .map(|(worker, mut files)| {
             // The highest number is the oldest; the current file (0) is the newest.
-            files.sort_by(|a, b| b.0.cmp(&a.0));
+            files.sort_by_key(|f| std::cmp::Reverse(f.0));
             (worker, files.into_iter().map(|(_, p)| p).collect())
         })
         .collect())
@@ -209,11 +209,11 @@ impl Follower {
                     self.open.remove(&worker);
                 }
             }
-            if !self.open.contains_key(&worker) {
+            if let std::collections::btree_map::Entry::Vacant(slot) = self.open.entry(worker) {
                 // A new worker, or a new file after a rotation: from its start.
                 if let Some(mut f) = Followed::open(&path)? {
                     f.read_new(&mut out)?;
-                    self.open.insert(worker, f);
+                    slot.insert(f);
                 }
             }
         }
