@@ -5,8 +5,9 @@
 //! `function_log_dir` and each worker config's, see [`log_dirs`]); refuse a function that has
 //! no log directory and is not in the registry; read every worker's files of the function
 //! (rotated ones first), merge the lines by timestamp, filter (`--since`, `--request-id`) and
-//! print; with `--follow`, keep printing what the workers append (polled every 200 ms, across
-//! rotations) until SIGINT or SIGTERM, then exit 0.
+//! print; with `--follow` (the current files read through their followers, so that no line is
+//! printed twice or missed), keep printing what the workers append (polled every 200 ms,
+//! across rotations) until SIGINT or SIGTERM, then exit 0.
 
 use std::collections::BTreeSet;
 use std::io::Write;
@@ -76,18 +77,19 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     }
     // Signals first, so that one arriving while the files are read still ends the follow.
     let signals = args.follow.then(block_signals).transpose()?;
+    let cannot = |d: &PathBuf| format!("cannot read {}", d.display());
     let mut followers = Vec::new();
-    if args.follow {
-        for d in &dirs {
-            followers
-                .push(Follower::new(d).with_context(|| format!("cannot read {}", d.display()))?);
-        }
-    }
     let mut lines = Vec::new();
     for d in &dirs {
-        lines.extend(
-            store::read_function(d).with_context(|| format!("cannot read {}", d.display()))?,
-        );
+        if args.follow {
+            // The current files through their followers, so no line shows twice or is missed.
+            let mut f = Follower::from_start(d).with_context(|| cannot(d))?;
+            lines.extend(store::read_rotated(d).with_context(|| cannot(d))?);
+            lines.extend(f.poll().with_context(|| cannot(d))?);
+            followers.push(f);
+        } else {
+            lines.extend(store::read_function(d).with_context(|| cannot(d))?);
+        }
     }
     lines.sort_by(|a, b| a.timestamp.cmp(&b.timestamp));
     let stdout = std::io::stdout();

@@ -137,9 +137,27 @@ pub fn parse_name(name: &str) -> Option<(&str, u32)> {
 /// first, the workers' lines merged by timestamp. Lines that are not in the format (a file cut
 /// by a crash) are skipped.
 pub fn read_function(dir: &Path) -> std::io::Result<Vec<Stored>> {
+    read_some(dir, true)
+}
+
+/// [`read_function`] of the rotated files only (`<worker>.log.N`): with
+/// [`Follower::from_start`], every line exactly once.
+pub fn read_rotated(dir: &Path) -> std::io::Result<Vec<Stored>> {
+    read_some(dir, false)
+}
+
+fn read_some(dir: &Path, current: bool) -> std::io::Result<Vec<Stored>> {
     let mut all = Vec::new();
     for files in worker_files(dir)?.values() {
         for path in files {
+            let is_current = path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .and_then(parse_name)
+                .is_some_and(|(_, n)| n == 0);
+            if is_current && !current {
+                continue;
+            }
             match std::fs::read(path) {
                 Ok(bytes) => parse_into(&bytes, &mut all),
                 // Rotated away or removed by retention since the listing.
@@ -181,14 +199,23 @@ struct Followed {
 impl Follower {
     /// Follows the function whose directory is `dir`, from the current ends of its files.
     pub fn new(dir: &Path) -> std::io::Result<Self> {
+        let mut this = Self::from_start(dir)?;
+        for f in this.open.values_mut() {
+            f.file.seek(SeekFrom::End(0))?;
+        }
+        Ok(this)
+    }
+
+    /// Follows the function whose directory is `dir` from the starts of its current files:
+    /// the first poll returns what they hold.
+    pub fn from_start(dir: &Path) -> std::io::Result<Self> {
         let mut this = Self {
             dir: dir.to_owned(),
             open: BTreeMap::new(),
         };
         for worker in worker_files(dir)?.into_keys() {
             let path = dir.join(format!("{worker}{SUFFIX}"));
-            if let Some(mut f) = Followed::open(&path)? {
-                f.file.seek(SeekFrom::End(0))?;
+            if let Some(f) = Followed::open(&path)? {
                 this.open.insert(worker, f);
             }
         }
@@ -370,5 +397,10 @@ mod tests {
         );
         assert_eq!(texts(f.poll().unwrap()), ["two", "three", "other", "four"]);
         assert!(f.poll().unwrap().is_empty());
+        // From the start: the rotated files are read whole, the current one by the follower.
+        let mut g = Follower::from_start(dir.path()).unwrap();
+        let rotated = texts(read_rotated(dir.path()).unwrap());
+        assert_eq!(rotated, ["before", "one", "two", "three"]);
+        assert_eq!(texts(g.poll().unwrap()), ["other", "four"]);
     }
 }

@@ -1,25 +1,26 @@
 //! The log writer: one std thread that appends every function's lines to
 //! `<function_logs>/<function>/<worker>.log` (see `store.rs` for the format).
 //!
-//! In order: calls hand entries to a bounded channel ([`LogWriter::send`]: never blocks; a full
-//! channel, or more than [`MAX_QUEUED_BYTES`] of text waiting, drops the entry, counts it and
-//! warns once); the thread formats each entry (the START, END and REPORT lines of a call are
+//! In order: calls hand entries to a bounded queue ([`LogWriter::send`]: never blocks; a full
+//! queue, or more than [`MAX_QUEUED_BYTES`] of text waiting, drops the entry, counts it and
+//! warns once); the thread, woken by the first entry, lets a batch gather for [`BATCH`], takes
+//! the whole queue, formats each entry (the START, END and REPORT lines of a call are
 //! formatted here, off the request path, with the REPORT line's peak memory read from the
-//! sandbox's cgroup here too), appends it to the function's file, rotating it first when it
-//! would pass `function_log_file_bytes`; once the channel is empty it flushes every file it
-//! wrote, so a follower sees a running call's lines within milliseconds; every minute (and at
-//! start, and as soon as this worker's files may exceed `function_log_total_mb`) it sweeps
-//! (`retention.rs`). At most [`MAX_OPEN`] files are open, the least recently written closed
-//! first.
+//! sandbox's cgroup here too) and appends it to the function's file, rotating it first when it
+//! would pass `function_log_file_bytes`; once the batch is done it flushes every file it wrote
+//! (so a follower sees a running call's lines within tens of milliseconds) and answers the
+//! flushes asked for; every minute (and at start, and as soon as this worker's files may
+//! exceed `function_log_total_mb`) it sweeps (`retention.rs`). At most [`MAX_OPEN`] files are
+//! open, the least recently written closed first.
 
 use std::fs::{File, OpenOptions};
 use std::io::{BufWriter, Write};
 use std::num::NonZeroUsize;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::SyncSender;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant, SystemTime};
 
 use lru::LruCache;
@@ -29,10 +30,13 @@ use super::{retention, store, PeakReader};
 use crate::config::Config;
 use crate::runtime_client::RequestId;
 
-/// Entries the channel holds.
+/// Entries the queue holds.
 const CAPACITY: usize = 4096;
-/// Text waiting in the channel at most, in bytes.
+/// Text waiting in the queue at most, in bytes.
 pub const MAX_QUEUED_BYTES: usize = 32 << 20;
+/// How long the thread lets a batch gather once an entry came: one write per file per batch,
+/// and no wake-up per call while calls keep coming.
+const BATCH: Duration = Duration::from_millis(20);
 /// Log files open at once.
 pub const MAX_OPEN: usize = 64;
 /// How often the sweep runs.
@@ -101,31 +105,48 @@ impl Settings {
     }
 }
 
+/// What the calls and the thread share: the queue (bounded by [`CAPACITY`] entries and
+/// [`MAX_QUEUED_BYTES`] of text) and the counters.
 #[derive(Debug, Default)]
 struct Shared {
-    queued_bytes: AtomicUsize,
+    queue: Mutex<Queue>,
+    /// Wakes the thread when it waits for an empty queue to fill.
+    wake: Condvar,
     dropped: AtomicU64,
     warned: AtomicBool,
 }
 
-/// The handle calls send their lines through (see the module docs). Dropping it (the last
-/// sender) ends the thread once it has written what it holds.
+#[derive(Debug, Default)]
+struct Queue {
+    entries: Vec<Entry>,
+    bytes: usize,
+    /// The thread waits on `wake` (only then does a sender notify it).
+    parked: bool,
+    /// The last handle is gone: write what is queued, then end.
+    closed: bool,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, Queue> {
+        self.queue.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// The handle calls send their lines through (see the module docs). Dropping it ends the
+/// thread once it has written what it holds.
 #[derive(Debug)]
 pub struct LogWriter {
-    tx: Option<SyncSender<Entry>>,
-    shared: Arc<Shared>,
+    shared: Option<Arc<Shared>>,
     settings: Option<Settings>,
 }
 
 impl LogWriter {
     /// Starts the writer thread; a writer that cannot start drops everything (and says so).
     pub fn start(settings: Settings, peak: PeakReader) -> Self {
-        let (tx, rx) = std::sync::mpsc::sync_channel(CAPACITY);
         let shared = Arc::new(Shared::default());
         let thread = WriterThread {
             settings: settings.clone(),
             peak,
-            shared: Arc::clone(&shared),
             files: LruCache::new(NonZeroUsize::new(MAX_OPEN).unwrap_or(NonZeroUsize::MIN)),
             line: Vec::with_capacity(512),
             text: String::with_capacity(256),
@@ -134,13 +155,13 @@ impl LogWriter {
             last_warning: None,
             acks: Vec::new(),
         };
+        let theirs = Arc::clone(&shared);
         let spawned = std::thread::Builder::new()
             .name("function-logs".to_owned())
-            .spawn(move || thread.run(rx));
+            .spawn(move || thread.run(&theirs));
         match spawned {
             Ok(_) => Self {
-                tx: Some(tx),
-                shared,
+                shared: Some(shared),
                 settings: Some(settings),
             },
             Err(e) => {
@@ -153,8 +174,7 @@ impl LogWriter {
     /// A writer that keeps nothing.
     pub fn disabled() -> Self {
         Self {
-            tx: None,
-            shared: Arc::default(),
+            shared: None,
             settings: None,
         }
     }
@@ -166,56 +186,66 @@ impl LogWriter {
 
     /// Entries dropped because the writer fell behind.
     pub fn dropped(&self) -> u64 {
-        self.shared.dropped.load(Ordering::Relaxed)
+        self.shared
+            .as_ref()
+            .map_or(0, |s| s.dropped.load(Ordering::Relaxed))
     }
 
-    /// Hands `entry` to the writer without waiting (see the module docs).
+    /// Hands `entry` to the writer without waiting (see the module docs): a push under a lock
+    /// held for no more than that, and a wake-up only when the thread sleeps on an empty queue.
     pub(crate) fn send(&self, entry: Entry) {
-        let Some(tx) = &self.tx else {
+        let Some(shared) = &self.shared else {
             return;
         };
         let bytes = entry_bytes(&entry);
-        let queued = self.shared.queued_bytes.fetch_add(bytes, Ordering::Relaxed);
-        let refused = if queued + bytes > MAX_QUEUED_BYTES {
-            true
-        } else {
-            match tx.try_send(entry) {
-                Ok(()) => false,
-                Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => true,
-            }
-        };
-        if refused {
-            self.shared.queued_bytes.fetch_sub(bytes, Ordering::Relaxed);
-            self.shared.dropped.fetch_add(1, Ordering::Relaxed);
-            if !self.shared.warned.swap(true, Ordering::Relaxed) {
+        let mut q = shared.lock();
+        if q.entries.len() >= CAPACITY || q.bytes + bytes > MAX_QUEUED_BYTES || q.closed {
+            drop(q);
+            shared.dropped.fetch_add(1, Ordering::Relaxed);
+            if !shared.warned.swap(true, Ordering::Relaxed) {
                 tracing::warn!(
                     "the function log writer falls behind: handler log lines are dropped (counted; this is said once)"
                 );
             }
+            return;
+        }
+        q.entries.push(entry);
+        q.bytes += bytes;
+        let wake = std::mem::take(&mut q.parked);
+        drop(q);
+        if wake {
+            shared.wake.notify_one();
         }
     }
 
     /// Waits (blocking, up to `limit`) until everything sent so far is written and flushed;
     /// whether it was.
     pub fn flush_blocking(&self, limit: Duration) -> bool {
-        let Some(tx) = &self.tx else {
+        let Some(shared) = &self.shared else {
             return true;
         };
         let (ack, done) = std::sync::mpsc::sync_channel(1);
-        let deadline = Instant::now() + limit;
-        let mut entry = Entry::Flush(ack);
-        loop {
-            match tx.try_send(entry) {
-                Ok(()) => break,
-                Err(TrySendError::Full(e)) if Instant::now() < deadline => {
-                    entry = e;
-                    std::thread::sleep(Duration::from_millis(5));
-                }
-                Err(_) => return false,
+        {
+            let mut q = shared.lock();
+            if q.closed {
+                return false;
+            }
+            // Not counted against the bounds: a flush is never dropped.
+            q.entries.push(Entry::Flush(ack));
+            if std::mem::take(&mut q.parked) {
+                shared.wake.notify_one();
             }
         }
-        done.recv_timeout(deadline.saturating_duration_since(Instant::now()))
-            .is_ok()
+        done.recv_timeout(limit).is_ok()
+    }
+}
+
+impl Drop for LogWriter {
+    fn drop(&mut self) {
+        if let Some(shared) = &self.shared {
+            shared.lock().closed = true;
+            shared.wake.notify_one();
+        }
     }
 }
 
@@ -236,7 +266,6 @@ struct Open {
 struct WriterThread {
     settings: Settings,
     peak: PeakReader,
-    shared: Arc<Shared>,
     files: LruCache<Arc<str>, Open>,
     /// One encoded line, reused.
     line: Vec<u8>,
@@ -251,21 +280,39 @@ struct WriterThread {
 }
 
 impl WriterThread {
-    fn run(mut self, rx: Receiver<Entry>) {
+    fn run(mut self, shared: &Shared) {
         self.sweep();
+        let mut batch = Vec::with_capacity(256);
         loop {
-            let wait = self
-                .last_sweep
-                .map_or(Duration::ZERO, |t| SWEEP_EVERY.saturating_sub(t.elapsed()));
-            match rx.recv_timeout(wait) {
-                Ok(entry) => self.handle(entry),
-                Err(RecvTimeoutError::Timeout) => {
-                    self.sweep();
-                    continue;
+            // Wait for entries (or the next sweep); then let a batch gather.
+            let closed = {
+                let mut q = shared.lock();
+                while q.entries.is_empty() && !q.closed {
+                    let wait = self
+                        .last_sweep
+                        .map_or(Duration::ZERO, |t| SWEEP_EVERY.saturating_sub(t.elapsed()));
+                    if wait.is_zero() {
+                        break;
+                    }
+                    q.parked = true;
+                    q = match shared.wake.wait_timeout(q, wait) {
+                        Ok((q, _)) => q,
+                        Err(poisoned) => poisoned.into_inner().0,
+                    };
+                    q.parked = false;
                 }
-                Err(RecvTimeoutError::Disconnected) => break,
+                q.closed
+            };
+            if !closed {
+                std::thread::sleep(BATCH);
             }
-            while let Ok(entry) = rx.try_recv() {
+            let closed = {
+                let mut q = shared.lock();
+                std::mem::swap(&mut q.entries, &mut batch);
+                q.bytes = 0;
+                q.closed
+            };
+            for entry in batch.drain(..) {
                 self.handle(entry);
             }
             self.flush_all();
@@ -280,8 +327,10 @@ impl WriterThread {
             for ack in self.acks.drain(..) {
                 let _ = ack.try_send(());
             }
+            if closed && shared.lock().entries.is_empty() {
+                return;
+            }
         }
-        self.flush_all();
     }
 
     fn handle(&mut self, entry: Entry) {
@@ -291,16 +340,8 @@ impl WriterThread {
                 at,
                 request,
                 text,
-            } => {
-                self.append(&function, at, request.as_ref(), &text);
-                self.shared
-                    .queued_bytes
-                    .fetch_sub(text.len() + 64, Ordering::Relaxed);
-            }
-            Entry::End(end) => {
-                self.end(&end);
-                self.shared.queued_bytes.fetch_sub(256, Ordering::Relaxed);
-            }
+            } => self.append(&function, at, request.as_ref(), &text),
+            Entry::End(end) => self.end(&end),
             // Answered once this batch is written (and swept, if due).
             Entry::Flush(ack) => self.acks.push(ack),
         }
