@@ -13,6 +13,7 @@
 //! exceed `function_log_total_mb`) it sweeps (`retention.rs`). At most [`MAX_OPEN`] files are
 //! open, the least recently written closed first.
 
+use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
 use std::io::{BufWriter, Write};
 use std::num::NonZeroUsize;
@@ -154,6 +155,7 @@ impl LogWriter {
             last_sweep: None,
             last_warning: None,
             acks: Vec::new(),
+            peaks: HashMap::new(),
         };
         let theirs = Arc::clone(&shared);
         let spawned = std::thread::Builder::new()
@@ -277,6 +279,8 @@ struct WriterThread {
     last_warning: Option<Instant>,
     /// Flushes to answer at the end of the batch.
     acks: Vec<SyncSender<()>>,
+    /// The peaks read in this batch (at most one entry per call of the batch).
+    peaks: HashMap<Arc<Path>, Option<u64>>,
 }
 
 impl WriterThread {
@@ -315,6 +319,7 @@ impl WriterThread {
             for entry in batch.drain(..) {
                 self.handle(entry);
             }
+            self.peaks.clear();
             self.flush_all();
             let due = self.last_sweep.is_none_or(|t| t.elapsed() >= SWEEP_EVERY);
             let over = self.total > self.settings.total_bytes
@@ -360,16 +365,23 @@ impl WriterThread {
         self.append(&end.function, end.at, Some(&end.request), &text);
         let mut figures = end.figures;
         if figures.max_memory_used_mb.is_none() {
-            figures.max_memory_used_mb = end
-                .cgroup
-                .as_deref()
-                .and_then(|c| (self.peak)(c))
-                .map(aws::megabytes);
+            figures.max_memory_used_mb = end.cgroup.as_ref().and_then(|c| self.peak_of(c));
         }
         text.clear();
         aws::report(&mut text, &end.request, &figures);
         self.append(&end.function, end.at, Some(&end.request), &text);
         self.text = text;
+    }
+
+    /// A cgroup's peak memory in MB, read once per batch (the calls of one batch all ended
+    /// before it was taken, and a peak only grows).
+    fn peak_of(&mut self, cgroup: &Arc<Path>) -> Option<u64> {
+        if let Some(mb) = self.peaks.get(cgroup) {
+            return *mb;
+        }
+        let mb = (self.peak)(cgroup).map(aws::megabytes);
+        self.peaks.insert(Arc::clone(cgroup), mb);
+        mb
     }
 
     fn append(
