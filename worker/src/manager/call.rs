@@ -116,6 +116,7 @@ impl<B: Backend> Manager<B> {
                 };
                 (Err(err), Fate::Destroy)
             }
+            // The error is made below, once the sandbox's OOM count is read.
             Ok(Err(wire)) => (Ok(Bytes::new()), Fate::Failed(wire)),
             Ok(Ok(Reply::Ok(body))) => (Ok(body), Fate::Keep),
             Ok(Ok(Reply::HandlerError(body))) => {
