@@ -1,6 +1,6 @@
 //! `admin`: lambdaworker's cluster tool (`new`, `setconf`, `workers`, `worker-exec`, `status`,
 //! `kill`, `registry`, `registry-exec`, `upload`, `functions`, `create`, `update`, `delete`,
-//! `layer`, `invocations`), in the spirit of OpenLambda's. Thin: each command is a file in `commands/`, the logic
+//! `layer`, `invocations`, `logs`), in the spirit of OpenLambda's. Thin: each command is a file in `commands/`, the logic
 //! lives in the libraries (`admin::cluster` for clusters, `worker` for the rest). Go-style flags
 //! (`-cluster X`) are rewritten before clap parses, as for the `worker` binary
 //! ([`worker::argv`]).
@@ -60,6 +60,8 @@ enum Cmd {
     Layer(commands::layer::Args),
     /// List the asynchronous invocations the running workers hold (queued, done, dead letters)
     Invocations(commands::invocations::Args),
+    /// Print a function's handler logs (--follow: as they are written)
+    Logs(commands::logs::Args),
 }
 
 fn main() -> ExitCode {
@@ -83,6 +85,7 @@ fn main() -> ExitCode {
         Cmd::Update(a) => commands::deploy::run_update(a),
         Cmd::Delete(a) => commands::delete::run(a),
         Cmd::Layer(a) => commands::layer::run(a),
+        Cmd::Logs(a) => commands::logs::run(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -196,6 +199,28 @@ mod tests {
                 "layer/",
             ],
             &["admin", "layer", "list", "-cluster=c"],
+            &["admin", "logs", "-cluster=c", "hello"],
+            &[
+                "admin",
+                "logs",
+                "--cluster",
+                "c",
+                "hello",
+                "--follow",
+                "--since",
+                "10m",
+                "--request-id",
+                "r-1",
+            ],
+            &[
+                "admin",
+                "logs",
+                "-cluster",
+                "c",
+                "hello",
+                "-follow",
+                "-since=1h",
+            ],
         ] {
             parse(args).unwrap_or_else(|e| panic!("{args:?}: {e}"));
         }

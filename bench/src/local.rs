@@ -59,6 +59,11 @@ impl Local {
         let limits = worker::lambda_config::LambdaLimits::defaults(&self.cfg);
         let setup = worker::manager::FunctionSetup::default();
         let env = worker::launch::sandbox_env(&self.cfg, &lambda, &limits, &setup, &[]);
+        // The handler prints nothing: its output goes nowhere.
+        let devnull = std::fs::OpenOptions::new()
+            .write(true)
+            .open("/dev/null")
+            .context("cannot open /dev/null")?;
         let fresh = worker::launch::FreshSandbox {
             cgroup: self.cgroup(id),
             name: &lambda,
@@ -69,6 +74,7 @@ impl Local {
             env: &env,
             limits: &limits,
             hardening: &self.hardening,
+            output: std::os::fd::AsFd::as_fd(&devnull),
         };
         let (sandbox, conn) = worker::launch::spawn_fresh(&self.cfg, &self.cgroups, &fresh)
             .map_err(|e| anyhow::anyhow!("direct sandbox for {name}: {e}"))?;

@@ -31,7 +31,11 @@ calls in turn:
             kind 1: the entry (or its module) raised, or cannot be loaded or called:
                     {"type", "message", "traceback"}
             kind 2: the request itself was unusable: {"type", "message"}
-The runtime never dies on a bad request; only the worker ends it.
+  init report: once per sandbox, right before its first response, a frame of kind 3 whose
+            N = 8 bytes are how long load_entry took, in nanoseconds, big-endian (the worker
+            adds it to its own start of the sandbox for the REPORT line's Init Duration)
+The runtime never dies on a bad request; only the worker ends it. It flushes stdout and stderr
+before it sends a response, so everything a call printed is in the worker's pipe by then.
 
 Start-up time is most of a cold call, so this file imports only what it needs before the first
 request: `_socket` rather than `socket` (which pulls in `enum`), the C parts of `json` through
@@ -51,9 +55,9 @@ HANDLER_DIR = "/handler"
 COMPAT_DIR = "/usr/local/lib/lambdaworker/compat"
 LISTEN_FD = 3
 # The version of the call protocol this file speaks (the worker reads this line; keep it one line).
-CALL_PROTOCOL = 2
+CALL_PROTOCOL = 3
 DEFAULT_ENTRY = "lambda_func.handler"
-OK, HANDLER_ERROR, REQUEST_ERROR = 0, 1, 2
+OK, HANDLER_ERROR, REQUEST_ERROR, INIT_REPORT = 0, 1, 2, 3
 # A request's fixed header: the protocol byte, the deadline, the request id's length.
 HEADER = 10
 # Without `site`, add the system's package directories so apt-installed modules still import.
@@ -135,6 +139,16 @@ def flush():
             pass
 
 
+def line_buffered():
+    """stdout and stderr (the worker's pipe) written at each line, so that a follower of the
+    function's log sees a running call's lines as they are printed, not at its end."""
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.reconfigure(line_buffering=True)
+        except Exception:
+            pass
+
+
 def getenv(name, default=""):
     """A variable of the sandbox's environment. A forked sandbox was given its environment
     through os.environ (its zygote imported os); a fresh one reads it without importing os."""
@@ -190,12 +204,13 @@ class Entry:
     """What calls run: the entry's function, with the context class, request class and event
     loop of the entries that need them; or the error every call answers with."""
 
-    __slots__ = ("name", "fn", "context_type", "request_type", "function_env", "loop", "error")
+    __slots__ = ("name", "fn", "context_type", "request_type", "function_env", "loop", "error", "load_ns")
 
     def __init__(self, name):
         self.name = name
         self.fn = self.context_type = self.request_type = self.function_env = None
         self.loop = self.error = None
+        self.load_ns = 0
 
 
 def load_plain(entry):
@@ -219,7 +234,12 @@ def load_plain(entry):
 
 def load_entry(packages):
     """Puts the function's directories on sys.path (in the module docstring's order) and loads
-    its entry; an entry that cannot be loaded carries the error every call answers with."""
+    its entry; an entry that cannot be loaded carries the error every call answers with. How
+    long it took goes into the init report."""
+    from time import monotonic_ns  # a built-in module: no file to read
+
+    started = monotonic_ns()
+    line_buffered()
     entry = Entry(getenv("_HANDLER") or DEFAULT_ENTRY)
     front = [HANDLER_DIR] + env_paths("LAMBDA_LAYERS")
     if getenv("PYTHONPATH"):
@@ -236,6 +256,7 @@ def load_entry(packages):
         entry.error = error_info(exc)
     finally:
         flush()
+    entry.load_ns = monotonic_ns() - started
     return entry
 
 
@@ -289,6 +310,8 @@ def recv_exact(conn, size):
 
 
 def serve(listener, entry):
+    # The init report goes out once, in the same write as the first response.
+    init = bytes((INIT_REPORT,)) + (8).to_bytes(4, "big") + max(entry.load_ns, 0).to_bytes(8, "big")
     while True:
         fd, _ = listener._accept()
         conn = _socket.socket(fileno=fd)
@@ -297,7 +320,8 @@ def serve(listener, entry):
                 size = int.from_bytes(recv_exact(conn, 4), "big")
                 frame = recv_exact(conn, size)
                 kind, payload = call(entry, frame)
-                conn.sendall(bytes((kind,)) + len(payload).to_bytes(4, "big") + payload)
+                conn.sendall(init + bytes((kind,)) + len(payload).to_bytes(4, "big") + payload)
+                init = b""
         except (EOFError, OSError):
             pass
         finally:

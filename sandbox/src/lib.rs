@@ -22,4 +22,4 @@ pub use detached::{DetachError, DetachedMount};
 pub use harden::{HardenError, Hardening};
 pub use procmask::{Mask, ProcMask};
 pub use sandbox::{Sandbox, SandboxError, SandboxStats, StartTimings, State};
-pub use spec::{BindMount, NetMode, SandboxSpec, SpecError, View};
+pub use spec::{BindMount, NetMode, Output, SandboxSpec, SpecError, View};

@@ -31,7 +31,7 @@ use nix::sys::wait::waitpid;
 use nix::unistd::Pid;
 
 use crate::mounts::SetupPlan;
-use crate::spec::{NetMode, SandboxSpec, SpecError};
+use crate::spec::{NetMode, Output, SandboxSpec, SpecError};
 use crate::syscall::LinuxSyscall;
 
 /// Where in the child sequence a failure happened.
@@ -138,6 +138,28 @@ pub fn open_output(path: &std::path::Path) -> Result<File, SpawnError> {
         })
 }
 
+/// A spec's [`Output`], opened: a file we opened, or the caller's fd.
+enum Opened<'a> {
+    File(File),
+    Fd(BorrowedFd<'a>),
+}
+
+impl<'a> Opened<'a> {
+    fn of(output: &'a Output) -> Result<Self, SpawnError> {
+        Ok(match output {
+            Output::File(path) => Self::File(open_output(path)?),
+            Output::Fd(fd) => Self::Fd(fd.as_fd()),
+        })
+    }
+
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        match self {
+            Self::File(f) => f.as_fd(),
+            Self::Fd(fd) => *fd,
+        }
+    }
+}
+
 /// Clones the sandbox's first process and waits until it has exec'd the program (or failed).
 ///
 /// `procs` are the cgroup's `cgroup.procs` files opened for writing; `pass` become fds 3, 4, ...
@@ -157,8 +179,8 @@ pub fn spawn(
             path: "/dev/null".into(),
             source,
         })?;
-    let stdout = open_output(&spec.stdout)?;
-    let stderr = open_output(&spec.stderr)?;
+    let stdout = Opened::of(&spec.stdout)?;
+    let stderr = Opened::of(&spec.stderr)?;
     let mut owned = Vec::with_capacity(3 + pass.len());
     for fd in [devnull.as_fd(), stdout.as_fd(), stderr.as_fd()]
         .into_iter()

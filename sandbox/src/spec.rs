@@ -1,9 +1,12 @@
-//! The validated description of one sandbox: its root, mounts, limits, process and output files.
+//! The validated description of one sandbox: its root, mounts, limits, process and where its
+//! output goes ([`Output`]: host files, or fds such as the write end of a pipe).
 //!
 //! A [`SandboxSpec`] can only be built through [`SandboxSpec::builder`], which checks every path and
 //! value, so the spawning code never sees an invalid spec.
 
+use std::os::fd::OwnedFd;
 use std::path::{Component, Path, PathBuf};
+use std::sync::Arc;
 
 use crate::cgroup::Limits;
 
@@ -41,6 +44,16 @@ pub enum NetMode {
     Isolated,
     /// The host's network namespace.
     Host,
+}
+
+/// Where the sandbox's stdout or stderr goes.
+#[derive(Debug, Clone)]
+pub enum Output {
+    /// A host file (absolute path), created with mode 0644 if missing and appended to.
+    File(PathBuf),
+    /// An open fd, for example the write end of a pipe the caller reads; the child gets its
+    /// own copy, the caller keeps this one (and may close it once the sandbox has started).
+    Fd(Arc<OwnedFd>),
 }
 
 /// A bind mount of a host directory into the sandbox.
@@ -81,8 +94,8 @@ pub struct SandboxSpec {
     pub(crate) argv: Vec<String>,
     pub(crate) env: Vec<String>,
     pub(crate) cwd: PathBuf,
-    pub(crate) stdout: PathBuf,
-    pub(crate) stderr: PathBuf,
+    pub(crate) stdout: Output,
+    pub(crate) stderr: Output,
     pub(crate) hardening: Option<crate::Hardening>,
     /// Borrowed from [`ProcMask::host`](crate::procmask::ProcMask::host) unless a test sets one.
     pub(crate) proc_mask: std::borrow::Cow<'static, crate::procmask::ProcMask>,
@@ -106,8 +119,8 @@ impl SandboxSpec {
                 argv: Vec::new(),
                 env: Vec::new(),
                 cwd: PathBuf::from("/"),
-                stdout: PathBuf::new(),
-                stderr: PathBuf::new(),
+                stdout: Output::File(PathBuf::new()),
+                stderr: Output::File(PathBuf::new()),
                 hardening: None,
                 proc_mask: std::borrow::Cow::Borrowed(crate::procmask::ProcMask::host()),
             },
@@ -222,8 +235,16 @@ impl SpecBuilder {
     }
     /// Host files receiving the sandbox's stdout and stderr (created, appended to).
     pub fn output(mut self, stdout: impl Into<PathBuf>, stderr: impl Into<PathBuf>) -> Self {
-        self.spec.stdout = stdout.into();
-        self.spec.stderr = stderr.into();
+        self.spec.stdout = Output::File(stdout.into());
+        self.spec.stderr = Output::File(stderr.into());
+        self
+    }
+
+    /// Where the sandbox's stdout and stderr go, files or fds (both may be the same pipe:
+    /// its two streams then arrive in the order they were written).
+    pub fn stdio(mut self, stdout: Output, stderr: Output) -> Self {
+        self.spec.stdout = stdout;
+        self.spec.stderr = stderr;
         self
     }
 
@@ -336,8 +357,10 @@ impl SpecBuilder {
             return Err(SpecError::TmpSize(s.tmp_mb));
         }
         for out in [&s.stdout, &s.stderr] {
-            if !out.is_absolute() {
-                return Err(SpecError::Output(out.clone()));
+            if let Output::File(path) = out {
+                if !path.is_absolute() {
+                    return Err(SpecError::Output(path.clone()));
+                }
             }
         }
         Ok(s)
@@ -462,5 +485,16 @@ mod tests {
             .command(["/bin/true"])
             .build()
             .is_err());
+        // Output files must be absolute; fds need no check.
+        assert!(matches!(
+            base(root.path()).output("o", "/e").build(),
+            Err(SpecError::Output(_))
+        ));
+        let (_read, write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).unwrap();
+        let write = Arc::new(write);
+        assert!(base(root.path())
+            .stdio(Output::Fd(Arc::clone(&write)), Output::Fd(write))
+            .build()
+            .is_ok());
     }
 }

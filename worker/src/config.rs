@@ -198,8 +198,7 @@ pub struct Config {
     /// CPU quota of one sandbox in percent of one CPU (`0`: none); a lambda's `lambda.json`
     /// may set its own.
     pub cpu_percent: u64,
-    /// Size of each sandbox's `/host` (its scratch directory, a tmpfs; its stdout and stderr
-    /// files count too), in MiB.
+    /// Size of each sandbox's `/host` (its scratch directory, a tmpfs), in MiB.
     pub host_mb: u64,
     /// The unprivileged user and group handler code runs as (never 0).
     pub sandbox_uid: u32,

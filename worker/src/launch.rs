@@ -5,24 +5,27 @@
 //! 1. open the lambda's directory `O_PATH|O_NOFOLLOW|O_DIRECTORY` (never a link), held until
 //!    the sandbox has mounted it;
 //! 2. the scratch directory `handlers/<name>/<id>/`, a `host_mb` tmpfs owned by the sandbox
-//!    user (the sandbox's `/host`, with its `stdout` and `stderr`);
-//! 3. bind `<scratch>/server_pipe` and connect to it at once (the connection waits in the
+//!    user (the sandbox's `/host`);
+//! 3. the output pipe (`pipe2(O_CLOEXEC)`): its write end becomes the sandbox's stdout and
+//!    stderr, its read end goes to the manager with the sandbox (the function's log);
+//! 4. bind `<scratch>/server_pipe` and connect to it at once (the connection waits in the
 //!    backlog until the runtime accepts it);
-//! 4. with the import cache on, a fork of the best zygote ([`crate::zygote`]); otherwise, or if
+//! 5. with the import cache on, a fork of the best zygote ([`crate::zygote`]); otherwise, or if
 //!    that fork fails, a fresh sandbox ([`spawn_fresh`]) with the listening socket as fd 3.
 //!
 //! Both kinds of sandbox get the same environment ([`sandbox_env`]) and the same mounts: the
 //! function's directory at `/handler`, its packages under `/packages`, its layers read-only at
 //! `/opt/<name>`. A failed start removes its scratch directory again.
 
-use std::os::fd::{AsFd, AsRawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
+use nix::fcntl::OFlag;
 use sandbox::cgroup::CgroupSetup;
-use sandbox::{Sandbox, SandboxSpec};
+use sandbox::{Output, Sandbox, SandboxSpec};
 
 use crate::config::Config;
 use crate::lambda_config::LambdaLimits;
@@ -95,7 +98,7 @@ impl Launcher {
         })
     }
 
-    /// Steps 2-4 with the lambda's directory open as `handler_dir` (`/proc/self/fd/N`).
+    /// Steps 2-5 with the lambda's directory open as `handler_dir` (`/proc/self/fd/N`).
     fn start_in(
         &self,
         req: &StartRequest<'_>,
@@ -111,7 +114,7 @@ impl Launcher {
             path: scratch.clone(),
             source,
         })?;
-        // A bounded tmpfs, owned by the sandbox user: its /host, with its stdout and stderr.
+        // A bounded tmpfs, owned by the sandbox user: its /host.
         let (uid, gid) = (self.hardening.uid, self.hardening.gid);
         if let Err(e) = crate::cleanup::mount_scratch(&scratch, self.cfg.host_mb, uid, gid) {
             let _ = std::fs::remove_dir_all(&scratch);
@@ -121,6 +124,14 @@ impl Launcher {
                 source: e.into(),
             });
         }
+        // 3. The output pipe; the sandbox gets the only write ends once ours is closed below.
+        let (output, output_write) = match nix::unistd::pipe2(OFlag::O_CLOEXEC) {
+            Ok(pipe) => pipe,
+            Err(errno) => {
+                let _ = crate::cleanup::remove_scratch(&scratch);
+                return Err(StartError::OutputPipe(errno));
+            }
+        };
         let env = sandbox_env(
             &self.cfg,
             name,
@@ -138,8 +149,10 @@ impl Launcher {
             env: &env,
             limits: &req.lambda.limits,
             hardening: &self.hardening,
+            output: output_write.as_fd(),
         };
         let result = self.fork_or_spawn(req.id, &fresh);
+        drop(output_write);
         match result {
             Ok(launched) => Ok(Started {
                 sandbox: LaunchedSandbox {
@@ -149,6 +162,7 @@ impl Launcher {
                     zygote: launched.zygote,
                 },
                 conn: launched.conn,
+                output,
                 steps: launched.steps,
             }),
             Err(e) => {
@@ -158,7 +172,7 @@ impl Launcher {
         }
     }
 
-    /// Step 4: a fork from a zygote when the import cache offers one, else a fresh sandbox.
+    /// Step 5: a fork from a zygote when the import cache offers one, else a fresh sandbox.
     fn fork_or_spawn(&self, id: u64, fresh: &FreshSandbox<'_>) -> Result<Launched, StartError> {
         if self.import_cache.enabled() {
             match self.fork_from_zygote(fresh) {
@@ -200,6 +214,7 @@ impl Launcher {
             packages: &packages,
             layers: &layers,
             listen: listener.as_fd(),
+            output: fresh.output,
             env: fresh.env,
             limits: fresh.limits,
             hardening: fresh.hardening,
@@ -219,7 +234,7 @@ impl Launcher {
     }
 }
 
-/// What step 4 made.
+/// What step 5 made.
 struct Launched {
     sandbox: Sandbox,
     conn: UnixStream,
@@ -263,6 +278,11 @@ impl Backend for Launcher {
 
     fn memory_of(&self, cgroup: &Path) -> u64 {
         self.cgroups.cgroup(cgroup).memory_usage().unwrap_or(0)
+    }
+
+    fn peak_reader(&self) -> crate::logs::PeakReader {
+        let cgroups = self.cgroups.clone();
+        Arc::new(move |cgroup: &Path| cgroups.cgroup(cgroup).memory_peak().ok())
     }
 
     fn kill(&self, cgroup: &Path) {
@@ -345,10 +365,6 @@ impl SandboxHandle for LaunchedSandbox {
         self.sandbox.oom_kills()
     }
 
-    fn stderr_tail(&self) -> String {
-        crate::files::read_tail(&self.scratch.join("stderr"), 1024)
-    }
-
     fn destroy(mut self) {
         let id = self.id;
         if let Err(e) = self.sandbox.destroy() {
@@ -371,7 +387,7 @@ pub struct FreshSandbox<'a> {
     /// What to mount at `/handler` (the worker passes `/proc/self/fd/N` of the directory it
     /// checked).
     pub handler_dir: &'a Path,
-    /// Its scratch directory (must exist): `/host`, with `stdout`, `stderr` and `server_pipe`.
+    /// Its scratch directory (must exist): `/host`, with `server_pipe`.
     pub scratch: &'a Path,
     pub packages: &'a [PackageDir],
     /// Mounted read-only at `/opt/<name>`.
@@ -380,13 +396,16 @@ pub struct FreshSandbox<'a> {
     pub env: &'a [(String, String)],
     pub limits: &'a LambdaLimits,
     pub hardening: &'a sandbox::Hardening,
+    /// Its stdout and stderr (the write end of the worker's output pipe); the sandbox gets its
+    /// own copies.
+    pub output: BorrowedFd<'a>,
 }
 
 /// Starts a fresh sandbox exactly as a cold start does: a listening `server_pipe` socket in
 /// the scratch directory (passed in as fd 3), the spec (base read-only, `/handler` read-only,
 /// the scratch directory as `/host`, the packages read-only under `/packages` and on
 /// `LAMBDA_PACKAGES`, the layers read-only under `/opt`, the environment, cgroup limits and
-/// `/tmp` size from the limits) and the runtime (`-E`: the interpreter ignores `PYTHON*`
+/// `/tmp` size from the limits, stdout and stderr the output pipe) and the runtime (`-E`: the interpreter ignores `PYTHON*`
 /// variables, as a forked one started before them; the runtime applies `PYTHONPATH`). Returns
 /// the sandbox and a non-blocking connection to its runtime (already queued in the socket's
 /// backlog, so the first request can be written at once). Blocking. Public so that benchmarks
@@ -430,9 +449,19 @@ pub fn spawn_fresh(
     for (key, value) in fresh.env {
         builder = builder.env(key, value);
     }
+    let output = Arc::new(
+        fresh
+            .output
+            .try_clone_to_owned()
+            .map_err(|source| StartError::Io {
+                what: "duplicate the output pipe for",
+                path: fresh.scratch.to_owned(),
+                source,
+            })?,
+    );
     let spec = builder
         .cwd("/host")
-        .output(fresh.scratch.join("stdout"), fresh.scratch.join("stderr"))
+        .stdio(Output::Fd(Arc::clone(&output)), Output::Fd(output))
         .build()?;
     let prepared = t0.elapsed();
     let sandbox = Sandbox::spawn(&spec, cgroups, &[listener.as_fd()])?;

@@ -24,6 +24,7 @@ pub mod invocations;
 pub mod invoke;
 pub mod lambda_config;
 pub mod launch;
+pub mod logs;
 pub mod management;
 pub mod manager;
 pub mod name;

@@ -281,7 +281,7 @@ async fn reaper(manager: Arc<WorkerManager>, mut stop: watch::Receiver<bool>) {
                 manager.reap_idle(Instant::now());
                 n += 1;
                 // Memory is measured once a second (a cgroup file read per sandbox).
-                let measure = n % 4 == 0;
+                let measure = n.is_multiple_of(4);
                 let m = Arc::clone(&manager);
                 let _ = tokio::task::spawn_blocking(move || {
                     m.pause_idle(Instant::now());

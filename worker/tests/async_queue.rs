@@ -19,31 +19,41 @@ use worker::config::Config;
 /// `/status` answers.
 async fn spawn_worker(cfg: &Config, dir: &Path) -> (Child, SocketAddr) {
     let path = dir.join("config/worker-0.json");
+    let addr: SocketAddr = format!("127.0.0.1:{}", cfg.worker_port).parse().unwrap();
     cfg.save(&path).unwrap();
     let log = std::fs::File::create(dir.join("logs/worker-0.out")).unwrap();
-    let child = Command::new(env!("CARGO_BIN_EXE_worker"))
+    let mut child = Command::new(env!("CARGO_BIN_EXE_worker"))
         .arg(format!("--config={}", path.display()))
         .stdin(Stdio::null())
         .stdout(log.try_clone().unwrap())
         .stderr(log)
         .spawn()
         .expect("spawn the worker");
-    let addr: SocketAddr = format!("127.0.0.1:{}", cfg.worker_port).parse().unwrap();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        if tokio::net::TcpStream::connect(addr).await.is_ok() {
-            let (code, _) = http(addr, "GET", "/status", b"").await;
-            if code == 200 {
-                return (child, addr);
-            }
-        }
-        assert!(
-            Instant::now() < deadline,
+    if !ready(addr, Duration::from_secs(60)).await {
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!(
             "the worker did not start: see {}",
             dir.join("logs/worker-0.out").display()
         );
+    }
+    (child, addr)
+}
+
+/// Whether `GET /status` at `addr` answers 200 within `limit`.
+async fn ready(addr: SocketAddr, limit: Duration) -> bool {
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        let up = tokio::net::TcpStream::connect(addr).await.is_ok()
+            && try_get(addr, "/status")
+                .await
+                .is_some_and(|(code, _)| code == 200);
+        if up {
+            return true;
+        }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    false
 }
 
 fn free_port() -> u16 {
@@ -198,10 +208,23 @@ async fn acknowledged_events_survive_sigkill() {
 
 /// POST with `Connection: close`; `None` when the connection fails (the worker was killed).
 async fn try_post(addr: SocketAddr, path: &str, body: &[u8]) -> Option<(u16, String)> {
+    try_request(addr, "POST", path, body).await
+}
+
+async fn try_get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
+    try_request(addr, "GET", path, b"").await
+}
+
+async fn try_request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    body: &[u8],
+) -> Option<(u16, String)> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut s = tokio::net::TcpStream::connect(addr).await.ok()?;
     let head = format!(
-        "POST {path} HTTP/1.1\r\nHost: localhost\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        "{method} {path} HTTP/1.1\r\nHost: localhost\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
         body.len()
     );
     s.write_all(head.as_bytes()).await.ok()?;

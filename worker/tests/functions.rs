@@ -6,11 +6,11 @@ mod common;
 
 use std::io::Write;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant, SystemTime};
 
-use common::clients::{client_venv, repo, run_python};
+use common::clients::{client_venv, run_python};
 use common::{can_run, http, new_cluster};
 use serde_json::{json, Value};
 use worker::aws::Credentials;

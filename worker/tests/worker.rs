@@ -128,7 +128,8 @@ async fn probe_report(patch: &str, cgroup_prefix: &str) {
         cgroups.contains(&parent) && cgroups.contains(cgroup_prefix),
         "{patch}: {cgroups}"
     );
-    // What the handler wrote to /host and printed lands in its scratch directory on the host.
+    // What the handler wrote to /host lands in its scratch directory on the host; what it
+    // printed, in the function's log (not in the scratch directory).
     let stats = c.stats().await;
     let id = stats["sandboxes"][0]["id"].as_u64().unwrap();
     let pid = stats["sandboxes"][0]["pid"].as_i64().unwrap();
@@ -138,9 +139,20 @@ async fn probe_report(patch: &str, cgroup_prefix: &str) {
         std::fs::read_to_string(scratch.join("out.txt")).unwrap(),
         "written from the sandbox\n"
     );
-    assert!(std::fs::read_to_string(scratch.join("stdout"))
-        .unwrap()
-        .contains("hello from inside"));
+    assert!(!scratch.join("stdout").exists() && !scratch.join("stderr").exists());
+    let log = c.cfg.function_logs().join("probe/worker-0.log");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while !std::fs::read_to_string(&log)
+        .unwrap_or_default()
+        .contains("\thello from inside\n")
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{patch}: not in {}",
+            log.display()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
     let host_cgroup = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
     let own = stats["sandboxes"][0]["cgroup"].as_str().unwrap();
     assert!(own.starts_with(&parent), "{own}");

@@ -6,6 +6,7 @@ pub mod functions;
 pub mod invocations;
 pub mod kill;
 pub mod layer;
+pub mod logs;
 pub mod new;
 pub mod registry;
 pub mod registry_exec;

@@ -271,6 +271,7 @@ impl FakeFs {
                     files.extend([
                         ("memory.limit_in_bytes", UNLIMITED_V1),
                         ("memory.usage_in_bytes", "0\n"),
+                        ("memory.max_usage_in_bytes", "0\n"),
                         ("memory.stat", "cache 0\n"),
                     ]);
                     if memsw {
@@ -328,6 +329,7 @@ impl FakeFs {
                         ("memory.max".into(), "max\n".into()),
                         ("memory.high".into(), "max\n".into()),
                         ("memory.current".into(), "0\n".into()),
+                        ("memory.peak".into(), "0\n".into()),
                     ]);
                     if swap {
                         files.push(("memory.swap.max".into(), "max\n".into()));

@@ -242,6 +242,9 @@ pub trait CgroupManager: Send + Sync + std::fmt::Debug {
     fn thaw(&self) -> Result<()>;
     /// v1: memory.usage_in_bytes; v2: memory.current.
     fn memory_usage(&self) -> Result<u64>;
+    /// The most memory the cgroup has used since it was made, in bytes: v1
+    /// memory.max_usage_in_bytes; v2 memory.peak (Linux 5.19+; an error where it is missing).
+    fn memory_peak(&self) -> Result<u64>;
     /// How many processes the OOM killer has killed in this cgroup: the `oom_kill` line of v1
     /// `memory.oom_control` (Linux 4.13+) or v2 `memory.events`; 0 when the line is missing.
     fn oom_kills(&self) -> Result<u64>;

@@ -231,6 +231,14 @@ impl CgroupManager for V1Cgroup {
         )
     }
 
+    fn memory_peak(&self) -> Result<u64> {
+        check_rel(&self.rel)?;
+        fs::read_u64(
+            &*self.fs,
+            &self.dir("memory")?.join("memory.max_usage_in_bytes"),
+        )
+    }
+
     fn oom_kills(&self) -> Result<u64> {
         check_rel(&self.rel)?;
         let file = self.dir("memory")?.join("memory.oom_control");
@@ -476,6 +484,16 @@ mod tests {
         assert_eq!(cg.memory_usage().unwrap(), 4096);
         fake.set(&format!("memory/{REL}/memory.usage_in_bytes"), "lots\n");
         assert!(matches!(cg.memory_usage(), Err(CgroupError::Parse { .. })));
+    }
+
+    #[test]
+    fn memory_peak_reads_max_usage_in_bytes() {
+        let (_tmp, fake, cg) = hybrid();
+        cg.create(&Limits::default()).unwrap();
+        fake.set(&format!("memory/{REL}/memory.max_usage_in_bytes"), "8192\n");
+        assert_eq!(cg.memory_peak().unwrap(), 8192);
+        fake.set(&format!("memory/{REL}/memory.max_usage_in_bytes"), "?\n");
+        assert!(matches!(cg.memory_peak(), Err(CgroupError::Parse { .. })));
     }
 
     #[test]

@@ -186,6 +186,11 @@ impl CgroupManager for V2Cgroup {
         fs::read_u64(&*self.fs, &self.dir.join("memory.current"))
     }
 
+    fn memory_peak(&self) -> Result<u64> {
+        check_rel(&self.rel)?;
+        fs::read_u64(&*self.fs, &self.dir.join("memory.peak"))
+    }
+
     fn oom_kills(&self) -> Result<u64> {
         check_rel(&self.rel)?;
         fs::read_keyed(&*self.fs, &self.dir.join("memory.events"), "oom_kill")
@@ -227,6 +232,18 @@ mod tests {
         let file = format!("cgroup/{REL}/memory.events");
         fake.set(&file, "low 0\nhigh 0\nmax 5\noom 1\noom_kill 1\n");
         assert_eq!(cg.oom_kills().unwrap(), 1);
+    }
+
+    #[test]
+    fn memory_peak_reads_memory_peak() {
+        let (_tmp, fake, setup) = fake_v2(ALL, |f| f);
+        let cg = manager(&fake, &setup, REL);
+        cg.create(&Limits::default()).unwrap();
+        fake.set(&format!("cgroup/{REL}/memory.peak"), "12288\n");
+        assert_eq!(cg.memory_peak().unwrap(), 12288);
+        // A kernel before 5.19 has no memory.peak: an error, not a 0.
+        std::fs::remove_file(fake.path(&format!("cgroup/{REL}/memory.peak"))).unwrap();
+        assert!(cg.memory_peak().is_err());
     }
 
     fn limits() -> Limits {

@@ -108,6 +108,9 @@ pub struct Started<S> {
     /// Connected and non-blocking; the first request may be written at once (the connection
     /// waits in the socket's backlog until the runtime accepts it).
     pub conn: std::os::unix::net::UnixStream,
+    /// The read end of the pipe the sandbox's stdout and stderr both write to (the backend
+    /// keeps no copy of the write end); the manager reads it for the function's log.
+    pub output: std::os::fd::OwnedFd,
     pub steps: StartSteps,
 }
 
@@ -132,6 +135,10 @@ pub enum StartError {
     Fork(#[from] crate::zygote::ForkError),
     #[error("cannot register the connection to the sandbox: {0}")]
     Register(#[source] std::io::Error),
+    #[error("cannot create the pipe for the sandbox's output: {0}")]
+    OutputPipe(#[source] nix::errno::Errno),
+    #[error("cannot register the sandbox's output pipe: {0}")]
+    RegisterOutput(#[source] std::io::Error),
 }
 
 /// Work to do off the request's path once a sandbox has answered its first call.
@@ -155,6 +162,10 @@ pub trait Backend: Send + Sync + 'static {
     /// Memory charged to a sandbox's cgroup (as [`SandboxHandle::cgroup`] names it), in bytes;
     /// 0 when it cannot be read.
     fn memory_of(&self, cgroup: &Path) -> u64;
+
+    /// What reads a sandbox cgroup's peak memory (for the REPORT lines; called on the log
+    /// writer's thread or the blocking pool). Cheap; called once.
+    fn peak_reader(&self) -> crate::logs::PeakReader;
 
     /// Kills every process in a sandbox's cgroup (shutdown, for calls past the deadline).
     fn kill(&self, cgroup: &Path);
@@ -197,8 +208,6 @@ pub trait SandboxHandle: Send + 'static {
     fn set_paused(&mut self, paused: bool) -> Result<(), sandbox::SandboxError>;
     /// How many times the OOM killer ended a process in it.
     fn oom_kills(&self) -> u64;
-    /// The end of its stderr, for the answer of a call it failed ("" when there is none).
-    fn stderr_tail(&self) -> String;
     /// Destroys it and what the backend made for it (scratch directory); logs failures.
     fn destroy(self);
 }

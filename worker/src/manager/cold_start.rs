@@ -6,14 +6,15 @@
 //! 2. a capacity permit ([`super::capacity`]), evicting if needed;
 //! 3. [`Backend::start`] on the blocking pool (the real backend: scratch directory, socket, a
 //!    fork from a zygote or a fresh sandbox);
-//! 4. the sandbox enters the live table as `starting`, with its connection registered with
-//!    the runtime's reactor.
+//! 4. the sandbox enters the live table as `starting`, with its connection and the read end
+//!    of its output pipe registered with the runtime's reactor.
 
 use std::sync::Arc;
 use std::time::Instant;
 
 use tokio::net::UnixStream;
 
+use crate::logs::Capture;
 use crate::manager::backend::{
     Backend, LambdaRef, SandboxHandle, StartError, StartRequest, StartSteps,
 };
@@ -81,14 +82,25 @@ impl<B: Backend> Manager<B> {
         }
         // 4. Registered.
         let sandbox = spawned.sandbox;
-        let conn = match UnixStream::from_std(spawned.conn) {
-            Ok(conn) => conn,
+        let capture = Capture::new(
+            spawned.output,
+            Arc::clone(&self.logs),
+            Arc::from(lambda.name.as_str()),
+            Arc::from(sandbox.cgroup()),
+            self.cfg.function_log_call_bytes,
+        )
+        .map_err(StartError::RegisterOutput);
+        let registered = UnixStream::from_std(spawned.conn)
+            .map_err(StartError::Register)
+            .and_then(|conn| Ok((conn, capture?)));
+        let (conn, capture) = match registered {
+            Ok(both) => both,
             Err(source) => {
                 self.live.destroy(sandbox, id, Some(permit));
                 return Err(RunError::StartFailed {
                     lambda: lambda.name.to_string(),
                     id,
-                    source: StartError::Register(source),
+                    source,
                 });
             }
         };
@@ -109,6 +121,7 @@ impl<B: Backend> Manager<B> {
             lambda.handler.version,
             sandbox,
             conn,
+            capture,
             permit,
             Arc::clone(&self.live),
         ))

@@ -52,7 +52,8 @@ pub enum RunError {
         id: u64,
         pid: i32,
         source: WireError,
-        /// The end of the sandbox's stderr.
+        /// The end of the sandbox's output (its stdout and stderr: one pipe), kept by the
+        /// manager from the pipe it reads.
         stderr: String,
     },
     #[error("the sandbox of {lambda} ran out of memory (memory_mb {memory_mb}) and was killed")]

@@ -7,9 +7,14 @@
 //!   "remaining_ms", "entry", "layers"}` (what the call and the start request carried);
 //! - `raise`: answers as a handler that raised `ValueError`;
 //! - `sleep N`: answers after N milliseconds; `hang`: never answers;
-//! - `die`: closes the connection without an answer; `oom`: the same, and the OOM killer is
-//!   said to have ended it.
+//! - `die`: prints `Traceback: fake crash` and closes the connection without an answer;
+//!   `oom`: closes it, and the OOM killer is said to have ended it;
+//! - `print N`: prints N lines `line <i> of <request id>`, half to its stdout and half to its
+//!   stderr (one pipe), then answers; `chatty N`: prints N bytes in lines of 1 KiB first;
+//!   `partial`: prints `no newline` without one; `after`: answers, then prints `after <request
+//!   id>` 50 ms later, as a background thread would.
 //!
+//! Before its first answer a fake sandbox sends an init report of 5 ms, as the runtime does.
 //! The backend records what the manager asked of it (starts, destroys, pauses, kills) and can
 //! be told to fail starts or pauses, to report memory, and to say its sandboxes were forked.
 
@@ -59,6 +64,8 @@ pub(crate) struct Record {
     pub(crate) shared_memory: u64,
     /// Told: sandboxes are forked from a zygote.
     pub(crate) forked: bool,
+    /// Told: the peak memory every sandbox's cgroup reports, in bytes.
+    pub(crate) peak: Option<u64>,
 }
 
 /// The fake backend (see the module docs).
@@ -100,14 +107,27 @@ enum Behaviour {
     Hang,
     Die,
     Oom,
+    Print(u64),
+    Chatty(u64),
+    Partial,
+    After,
 }
+
+/// How long a fake runtime says loading its entry took.
+pub(crate) const FAKE_LOAD: Duration = Duration::from_millis(5);
 
 fn behaviour_of(dir: &Path) -> Behaviour {
     let text = std::fs::read_to_string(dir.join("lambda_func.py")).unwrap_or_default();
     let mut words = text.split_whitespace();
-    match words.next() {
+    let first = words.next();
+    let n = words.next().and_then(|w| w.parse().ok()).unwrap_or(0);
+    match first {
         Some("raise") => Behaviour::Raise,
-        Some("sleep") => Behaviour::Sleep(words.next().and_then(|w| w.parse().ok()).unwrap_or(0)),
+        Some("sleep") => Behaviour::Sleep(n),
+        Some("print") => Behaviour::Print(n),
+        Some("chatty") => Behaviour::Chatty(n),
+        Some("partial") => Behaviour::Partial,
+        Some("after") => Behaviour::After,
         Some("hang") => Behaviour::Hang,
         Some("die") => Behaviour::Die,
         Some("oom") => Behaviour::Oom,
@@ -131,14 +151,41 @@ fn write_reply(conn: &mut UnixStream, kind: u8, payload: &[u8]) -> std::io::Resu
     conn.write_all(&frame)
 }
 
+/// What a fake sandbox prints before it answers a call with `id`.
+fn print(out: &mut std::fs::File, behaviour: Behaviour, id: &str) -> std::io::Result<()> {
+    match behaviour {
+        Behaviour::Print(n) => {
+            for i in 0..n {
+                out.write_all(format!("line {i} of {id}\n").as_bytes())?;
+            }
+        }
+        Behaviour::Chatty(n) => {
+            let mut line = vec![b'y'; 1023];
+            line.push(b'\n');
+            let mut left = n as usize;
+            while left > 0 {
+                let k = left.min(line.len());
+                out.write_all(&line[..k])?;
+                left -= k;
+            }
+        }
+        Behaviour::Partial => out.write_all(b"no newline")?,
+        Behaviour::Die => out.write_all(b"Traceback: fake crash\n")?,
+        _ => {}
+    }
+    Ok(())
+}
+
 /// The fake runtime: serves calls until the manager closes its end or the behaviour ends it.
 fn serve(
     mut conn: UnixStream,
+    mut out: std::fs::File,
     started: serde_json::Value,
     behaviour: Behaviour,
     alive: &AtomicBool,
     oom: &AtomicU64,
 ) {
+    let mut init_due = true;
     while let Some(frame) = read_frame(&mut conn) {
         let Some(req) = runtime_client::decode_request(&frame) else {
             let refused =
@@ -157,8 +204,25 @@ fn serve(
         answer["event"] = event;
         answer["request_id"] = req.request_id.into();
         answer["remaining_ms"] = remaining_ms.into();
+        if print(&mut out, behaviour, req.request_id).is_err() {
+            break;
+        }
+        if std::mem::take(&mut init_due) {
+            let ns = (FAKE_LOAD.as_nanos() as u64).to_be_bytes();
+            if write_reply(&mut conn, runtime_client::INIT_REPORT, &ns).is_err() {
+                break;
+            }
+        }
         let sent = match behaviour {
-            Behaviour::Echo => write_reply(&mut conn, 0, answer.to_string().as_bytes()),
+            Behaviour::Echo | Behaviour::Print(_) | Behaviour::Chatty(_) | Behaviour::Partial => {
+                write_reply(&mut conn, 0, answer.to_string().as_bytes())
+            }
+            Behaviour::After => {
+                let sent = write_reply(&mut conn, 0, answer.to_string().as_bytes());
+                std::thread::sleep(Duration::from_millis(50));
+                let _ = out.write_all(format!("after {}\n", req.request_id).as_bytes());
+                sent
+            }
             Behaviour::Raise => {
                 let raised = serde_json::json!({"type": "ValueError", "message": "boom", "traceback": "Traceback: boom"});
                 write_reply(&mut conn, 1, raised.to_string().as_bytes())
@@ -208,6 +272,9 @@ impl Backend for FakeBackend {
             source,
         })?;
         ours.set_nonblocking(true).map_err(StartError::Register)?;
+        let (output, write) =
+            nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(StartError::OutputPipe)?;
+        let write = std::fs::File::from(write);
         let cgroup = PathBuf::from(format!("fake/sb-{}", req.id));
         let alive = Arc::new(AtomicBool::new(true));
         let oom = Arc::new(AtomicU64::new(0));
@@ -225,7 +292,7 @@ impl Backend for FakeBackend {
             "layers": layers,
         });
         let (a, o) = (Arc::clone(&alive), Arc::clone(&oom));
-        std::thread::spawn(move || serve(theirs, started, behaviour, &a, &o));
+        std::thread::spawn(move || serve(theirs, write, started, behaviour, &a, &o));
         record.started += 1;
         record.alive.insert(req.id);
         let memory = record.memory_per_sandbox;
@@ -240,6 +307,7 @@ impl Backend for FakeBackend {
                 record: Arc::clone(&self.record),
             },
             conn: ours,
+            output,
             steps: StartSteps::Forked(Duration::ZERO),
         })
     }
@@ -259,6 +327,11 @@ impl Backend for FakeBackend {
 
     fn memory_of(&self, cgroup: &Path) -> u64 {
         self.record().memory.get(cgroup).copied().unwrap_or(0)
+    }
+
+    fn peak_reader(&self) -> crate::logs::PeakReader {
+        let record = Arc::clone(&self.record);
+        Arc::new(move |_cgroup: &Path| record.lock().unwrap_or_else(|p| p.into_inner()).peak)
     }
 
     fn kill(&self, cgroup: &Path) {
@@ -346,10 +419,6 @@ impl SandboxHandle for FakeSandbox {
 
     fn oom_kills(&self) -> u64 {
         self.oom.load(Ordering::SeqCst)
-    }
-
-    fn stderr_tail(&self) -> String {
-        format!("fake sandbox {} ended\n", self.id)
     }
 
     fn destroy(self) {

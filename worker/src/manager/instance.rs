@@ -1,6 +1,7 @@
 //! Live sandboxes: the table `/stats` shows, and [`Instance`], a sandbox the manager holds with
-//! its connection. Dropping an instance destroys its sandbox on the blocking pool; its capacity
-//! permit is released only once the sandbox is gone.
+//! its connection and its output's capture. Dropping an instance logs what its sandbox wrote
+//! and nobody read yet, then destroys the sandbox on the blocking pool; its capacity permit is
+//! released only once the sandbox is gone.
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -12,6 +13,7 @@ use serde::Serialize;
 use tokio::net::UnixStream;
 use tokio::sync::{Notify, OwnedSemaphorePermit};
 
+use crate::logs::Capture;
 use crate::manager::backend::SandboxHandle;
 use crate::registry::HandlerVersion;
 
@@ -163,6 +165,8 @@ pub(crate) struct Instance<S: SandboxHandle> {
     pub(crate) version: HandlerVersion,
     sandbox: Option<S>,
     pub(crate) conn: UnixStream,
+    /// Its stdout and stderr, for the function's log.
+    pub(crate) capture: Capture,
     pub(crate) last_used: Instant,
     pub(crate) paused: bool,
     permit: Option<OwnedSemaphorePermit>,
@@ -184,6 +188,7 @@ impl<S: SandboxHandle> Instance<S> {
         version: HandlerVersion,
         sandbox: S,
         conn: UnixStream,
+        capture: Capture,
         permit: OwnedSemaphorePermit,
         live: Arc<Live>,
     ) -> Self {
@@ -192,6 +197,7 @@ impl<S: SandboxHandle> Instance<S> {
             version,
             sandbox: Some(sandbox),
             conn,
+            capture,
             last_used: Instant::now(),
             paused: false,
             permit: Some(permit),

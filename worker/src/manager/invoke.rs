@@ -35,13 +35,18 @@ pub struct InvokeOptions {
 pub struct CallReport {
     /// From the event's send to the answer's arrival; zero when no sandbox was reached.
     pub duration: Duration,
-    /// The sandbox's start, for the call that started it (cold).
+    /// AWS's Init Duration, for the call that started its sandbox (cold): the worker's start of
+    /// the sandbox, plus the runtime's load of the entry once its init report has come.
     pub init: Option<Duration>,
     /// The lambda's `memory_mb`.
     pub memory_mb: u64,
-    /// The sandbox's peak memory, in MB, when it was measured.
+    /// The sandbox cgroup's peak memory, in MB, when it was measured: on the request's path
+    /// only for a call that asked for its log's tail (the stored REPORT line always has it
+    /// where the cgroup can be read).
     pub max_memory_used_mb: Option<u64>,
-    /// The end of the call's log (its lines and the START/END/REPORT lines), when asked for.
+    /// The last 4 KB of the call's log in AWS's form (`START`, the handler's lines, `END`,
+    /// `REPORT`, each ending with `\n`; no timestamps), when asked for
+    /// ([`InvokeOptions::tail`]) and a sandbox was reached.
     pub log_tail: Option<String>,
 }
 

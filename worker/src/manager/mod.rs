@@ -11,7 +11,9 @@
 //!    alive, thawing it if paused (`pool.rs`), or start one (`cold_start.rs`, under the capacity
 //!    rules of `capacity.rs`);
 //! 4. one frame to the runtime (the call's request id and deadline, then the event) and one
-//!    back, under the lambda's `timeout_s`;
+//!    back, under the lambda's `timeout_s`, while the sandbox's output is read into the
+//!    function's log (`call.rs`, `crate::logs`), which gets the call's START, END and REPORT
+//!    lines;
 //! 5. a sandbox whose call timed out or whose connection broke is destroyed, never reused; one
 //!    that answered goes back to its pool.
 //!
@@ -24,6 +26,7 @@
 //! root (`manager/fake.rs`).
 
 pub mod backend;
+mod call;
 mod capacity;
 mod cold_start;
 pub mod error;
@@ -38,6 +41,8 @@ mod stats;
 #[cfg(test)]
 mod fake;
 #[cfg(test)]
+mod log_tests;
+#[cfg(test)]
 mod tests;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -47,9 +52,10 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 
 use crate::config::Config;
+use crate::logs::{LogWriter, PeakReader};
 use crate::name::LambdaName;
 use crate::registry::Registry;
-use crate::runtime_client::{self, Call, Deadline, Reply, RequestId};
+use crate::runtime_client::RequestId;
 use crate::timings::{Phase, Timings};
 
 pub use backend::{
@@ -87,6 +93,10 @@ pub struct Manager<B: Backend> {
     closing: AtomicBool,
     timings: Timings,
     counters: CacheCounters,
+    /// The function logs' writer, which every sandbox's capture sends to.
+    logs: Arc<LogWriter>,
+    /// The backend's reader of a cgroup's peak memory (a call that asks for its log's tail).
+    peak: PeakReader,
 }
 
 impl<B: Backend> std::fmt::Debug for Manager<B> {
@@ -114,9 +124,14 @@ impl<B: Backend> Manager<B> {
     }
 
     /// [`Manager::new`] with the registry to look functions up in (registry mode: the cache
-    /// of a registry server).
+    /// of a registry server). Starts the function logs' writer thread
+    /// (`<function_logs>/<function>/<worker>.log`).
     pub fn with_registry(cfg: Arc<Config>, backend: B, registry: Registry) -> Self {
+        let peak = backend.peak_reader();
+        let logs = LogWriter::start(crate::logs::Settings::of(&cfg), Arc::clone(&peak));
         Self {
+            logs: Arc::new(logs),
+            peak,
             registry,
             pools: Pools::new(pool::max_pools(cfg.handler_cache_size)),
             capacity: capacity::Capacity::new(
@@ -141,6 +156,11 @@ impl<B: Backend> Manager<B> {
     /// Per-phase timings of this worker's calls.
     pub fn timings(&self) -> &Timings {
         &self.timings
+    }
+
+    /// The function logs' writer.
+    pub fn logs(&self) -> &LogWriter {
+        &self.logs
     }
 
     /// True once shutdown has begun.
@@ -255,8 +275,14 @@ impl<B: Backend> Manager<B> {
             }
         };
         // 4-5. The call and what becomes of the sandbox.
-        self.call(lambda, pool, inst, start, event, request_id, report)
-            .await
+        let call = call::CallOf {
+            lambda,
+            pool,
+            start,
+            request_id,
+            tail: options.tail,
+        };
+        self.call(call, inst, event, report).await
     }
 
     /// The most recently used live idle sandbox of the lambda's current version, thawed.
@@ -303,127 +329,6 @@ impl<B: Backend> Manager<B> {
                 None
             }
         }
-    }
-
-    /// Sends the event, reads the answer, and keeps or destroys the sandbox.
-    async fn call(
-        self: &Arc<Self>,
-        lambda: &LambdaRef,
-        pool: &PoolUse<B::Sandbox>,
-        mut inst: Instance<B::Sandbox>,
-        start: Start,
-        event: Bytes,
-        request_id: &RequestId,
-        report: &mut CallReport,
-    ) -> Result<Bytes, RunError> {
-        inst.set_state(SandboxState::Busy, 1);
-        let phase = match start {
-            Start::Warm => Phase::Call,
-            Start::Cold => Phase::FirstCall,
-        };
-        let timeout_s = lambda.limits.timeout_s;
-        let t = Instant::now();
-        let timeout = Duration::from_secs(timeout_s);
-        let header = Call {
-            request_id,
-            deadline: Deadline::after(timeout),
-        };
-        let outcome = tokio::time::timeout(
-            timeout,
-            runtime_client::call(&mut inst.conn, &header, &event),
-        )
-        .await;
-        report.duration = t.elapsed();
-        self.timings.record(phase, report.duration);
-        if start == Start::Cold {
-            if let Some(job) = inst
-                .sandbox()
-                .and_then(|s| self.backend.after_first_call(s))
-            {
-                tokio::task::spawn_blocking(job);
-            }
-        }
-        let name = &lambda.name;
-        match outcome {
-            Err(_) => {
-                tracing::warn!(lambda = %name, sandbox = inst.id, timeout_s, "call timed out; destroying its sandbox");
-                drop(inst);
-                Err(RunError::Timeout {
-                    lambda: name.to_string(),
-                    timeout_s,
-                })
-            }
-            Ok(Err(wire)) => Err(self.sandbox_failed(lambda, inst, wire).await),
-            Ok(Ok(reply)) => {
-                let t = Instant::now();
-                self.release(pool, inst);
-                self.timings.record(Phase::Release, t.elapsed());
-                match reply {
-                    Reply::Ok(body) => Ok(body),
-                    Reply::HandlerError(body) => Err(RunError::HandlerRaised {
-                        lambda: name.to_string(),
-                        kind: json_field(&body, "type"),
-                        message: json_field(&body, "message"),
-                        traceback: json_field(&body, "traceback"),
-                    }),
-                    Reply::RequestError(body) => Err(RunError::EventRefused {
-                        message: json_field(&body, "message"),
-                    }),
-                }
-            }
-        }
-    }
-
-    /// What became of a sandbox whose connection broke: killed by the OOM killer, or failed
-    /// (with the end of its stderr). Its cgroup and stderr are read on the blocking pool, where
-    /// it is then destroyed.
-    async fn sandbox_failed(
-        &self,
-        lambda: &LambdaRef,
-        inst: Instance<B::Sandbox>,
-        wire: runtime_client::WireError,
-    ) -> RunError {
-        let id = inst.id;
-        let name = lambda.name.to_string();
-        let memory_mb = lambda.limits.memory_mb;
-        let read = tokio::task::spawn_blocking(move || {
-            let sandbox = inst.sandbox();
-            let oom = sandbox.map_or(0, SandboxHandle::oom_kills);
-            let pid = sandbox.map_or(0, SandboxHandle::pid);
-            let stderr = if oom > 0 {
-                String::new()
-            } else {
-                sandbox.map(SandboxHandle::stderr_tail).unwrap_or_default()
-            };
-            drop(inst);
-            (oom, pid, stderr)
-        })
-        .await;
-        let (oom, pid, stderr) = match read {
-            Ok(found) => found,
-            Err(source) => {
-                return RunError::Task {
-                    what: "sandbox failure",
-                    source,
-                }
-            }
-        };
-        if oom > 0 {
-            tracing::warn!(lambda = %name, sandbox = id, memory_mb, "sandbox ran out of memory; destroying it");
-            return RunError::OutOfMemory {
-                lambda: name,
-                memory_mb,
-            };
-        }
-        let err = RunError::SandboxFailed {
-            lambda: name,
-            id,
-            pid,
-            source: wire,
-            stderr,
-        };
-        tracing::warn!(lambda = %lambda.name, sandbox = id, error = %err, "sandbox failed; destroying it");
-        err
     }
 
     /// Returns a sandbox to its pool after a successful call.
@@ -495,12 +400,4 @@ impl<B: Backend> Manager<B> {
     pub fn start_shared(&self) {
         self.backend.start_shared();
     }
-}
-
-/// The string `key` of a JSON object, or the whole text when it is not one.
-fn json_field(body: &[u8], key: &str) -> String {
-    serde_json::from_slice::<serde_json::Value>(body)
-        .ok()
-        .and_then(|v| v.get(key).and_then(|m| m.as_str().map(str::to_owned)))
-        .unwrap_or_else(|| String::from_utf8_lossy(body).into_owned())
 }

@@ -12,7 +12,8 @@ impl<B: Backend> Manager<B> {
     /// destroy every idle sandbox; close the backend's shared state (zygotes end with their
     /// last sandbox); wait up to `deadline` for destroys under way; kill the sandboxes whose
     /// calls are still running (their callers get 502) so that the zygotes they hold end within
-    /// this deadline, not after another; wait up to `deadline` for the zygotes to end.
+    /// this deadline, not after another; wait up to `deadline` for the zygotes to end; flush the
+    /// function logs (what every sandbox wrote is in the writer's hands once it is destroyed).
     pub async fn shutdown(self: &Arc<Self>, deadline: Duration) {
         self.closing
             .store(true, std::sync::atomic::Ordering::SeqCst);
@@ -48,6 +49,11 @@ impl<B: Backend> Manager<B> {
         };
         if tokio::time::timeout(deadline, zygotes).await.is_err() {
             tracing::warn!("some zygotes were still alive at the shutdown deadline");
+        }
+        let logs = Arc::clone(&self.logs);
+        let flushed = tokio::task::spawn_blocking(move || logs.flush_blocking(deadline)).await;
+        if !matches!(flushed, Ok(true)) {
+            tracing::warn!("the function logs were not all written at the shutdown deadline");
         }
     }
 }

@@ -1,6 +1,8 @@
 //! The worker's side of the call protocol spoken with the in-sandbox runtime over `server_pipe`
 //! (`cluster-template/runtime/runtime.py` documents the format): one request frame per call,
-//! the call's request id and deadline ahead of its event, written at once; one reply frame.
+//! the call's request id and deadline ahead of its event, written at once; one reply frame,
+//! preceded once per sandbox (before its first answer) by an init report frame that says how
+//! long the runtime took to load the entry.
 
 use std::time::Duration;
 
@@ -13,11 +15,13 @@ mod wire_tests;
 
 /// The version of the call protocol the worker speaks; the base's `runtime.py` must declare
 /// the same in a `CALL_PROTOCOL = <n>` line.
-pub const CALL_PROTOCOL: u8 = 2;
+pub const CALL_PROTOCOL: u8 = 3;
 /// Largest response accepted from a sandbox.
 pub const MAX_RESPONSE: usize = 64 * 1024 * 1024;
 /// A request's fixed header: the protocol byte, the deadline, the request id's length.
 const HEADER: usize = 10;
+/// The reply kind of the init report: 8 bytes, big-endian nanoseconds.
+pub const INIT_REPORT: u8 = 3;
 
 /// The id of one call: a random (version 4) UUID made by the worker, or the id the caller gave
 /// (`X-Amz-Request-Id` / `X-Request-Id`, checked by [`RequestId::given`]). The function sees it
@@ -162,6 +166,8 @@ pub enum WireError {
     Closed,
     #[error("the sandbox sent an unknown reply kind {0}")]
     BadKind(u8),
+    #[error("the sandbox sent a {0}-byte init report (8 bytes expected)")]
+    BadInitReport(usize),
     #[error("the sandbox sent a {0}-byte reply, more than the {MAX_RESPONSE}-byte limit")]
     TooLarge(usize),
     #[error("a {0}-byte event does not fit in a request frame")]
@@ -208,36 +214,62 @@ pub fn decode_request(frame: &[u8]) -> Option<Request<'_>> {
     })
 }
 
-/// Sends one call (one write) and reads one reply.
+/// Sends one call (one write) and reads one reply; an init report ahead of it is read and
+/// ignored.
 pub async fn call(
     conn: &mut UnixStream,
     call: &Call<'_>,
     event: &[u8],
 ) -> Result<Reply, WireError> {
+    let mut init = None;
+    call_reporting(conn, call, event, &mut init).await
+}
+
+/// [`call`], setting `init` to the load time an init report ahead of the answer carries (the
+/// runtime sends one, before its first answer). `init` is set as soon as the report is read,
+/// so a call that times out after it still has it.
+pub async fn call_reporting(
+    conn: &mut UnixStream,
+    call: &Call<'_>,
+    event: &[u8],
+    init: &mut Option<Duration>,
+) -> Result<Reply, WireError> {
     let frame = encode_request(call, event)?;
     conn.write_all(&frame).await?;
     let mut header = [0u8; 5];
-    match conn.read_exact(&mut header).await {
-        Ok(_) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Err(WireError::Closed),
-        Err(e) => return Err(e.into()),
-    }
-    let size = u32::from_be_bytes([header[1], header[2], header[3], header[4]]) as usize;
+    let size = loop {
+        read_exact(conn, &mut header).await?;
+        let size = u32::from_be_bytes([header[1], header[2], header[3], header[4]]) as usize;
+        if header[0] != INIT_REPORT {
+            break size;
+        }
+        if size != 8 {
+            return Err(WireError::BadInitReport(size));
+        }
+        let mut ns = [0u8; 8];
+        read_exact(conn, &mut ns).await?;
+        *init = Some(Duration::from_nanos(u64::from_be_bytes(ns)));
+    };
     if size > MAX_RESPONSE {
         return Err(WireError::TooLarge(size));
     }
     let mut payload = vec![0u8; size];
-    match conn.read_exact(&mut payload).await {
-        Ok(_) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Err(WireError::Closed),
-        Err(e) => return Err(e.into()),
-    }
+    read_exact(conn, &mut payload).await?;
     let payload = Bytes::from(payload);
     match header[0] {
         0 => Ok(Reply::Ok(payload)),
         1 => Ok(Reply::HandlerError(payload)),
         2 => Ok(Reply::RequestError(payload)),
         k => Err(WireError::BadKind(k)),
+    }
+}
+
+/// Fills `buf` from `conn`; the end of the connection is [`WireError::Closed`].
+async fn read_exact(conn: &mut UnixStream, buf: &mut [u8]) -> Result<(), WireError> {
+    match conn.read_exact(buf).await {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => Err(WireError::Closed),
+        Err(e) => Err(e.into()),
     }
 }
 
@@ -296,6 +328,7 @@ mod tests {
     #[test]
     fn the_declared_protocol_is_read_from_its_line() {
         assert_eq!(declared_protocol("x = 1\nCALL_PROTOCOL = 2\n"), Some(2));
+        assert_eq!(declared_protocol("CALL_PROTOCOL = 3\n"), Some(3));
         assert_eq!(declared_protocol("CALL_PROTOCOL=3"), Some(3));
         assert_eq!(declared_protocol("# CALL_PROTOCOL = 2\n"), None);
         assert_eq!(

@@ -12,7 +12,7 @@ use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::UnixStream;
 
-use super::{call, Call, Deadline, Reply, RequestId, CALL_PROTOCOL};
+use super::{call, call_reporting, Call, Deadline, Reply, RequestId, CALL_PROTOCOL, INIT_REPORT};
 
 const RUNTIME_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../cluster-template/runtime");
 
@@ -470,6 +470,12 @@ async fn a_request_of_another_protocol_or_not_json_is_refused_and_the_runtime_se
     frame.extend_from_slice(event);
     rt.conn.write_all(&frame).await.unwrap();
     let mut head = [0u8; 5];
+    // Before the first answer, once: the init report, 8 bytes of nanoseconds.
+    rt.conn.read_exact(&mut head).await.unwrap();
+    assert_eq!(head, [INIT_REPORT, 0, 0, 0, 8]);
+    let mut ns = [0u8; 8];
+    rt.conn.read_exact(&mut ns).await.unwrap();
+    assert!(u64::from_be_bytes(ns) > 0);
     rt.conn.read_exact(&mut head).await.unwrap();
     let mut body = vec![0u8; u32::from_be_bytes(head[1..].try_into().unwrap()) as usize];
     rt.conn.read_exact(&mut body).await.unwrap();
@@ -485,4 +491,39 @@ async fn a_request_of_another_protocol_or_not_json_is_refused_and_the_runtime_se
     assert_eq!(kind, 2, "{v}");
     assert!(v["message"].as_str().unwrap().contains("not valid JSON"));
     assert_eq!(ok(rt.call(r#"{"b": 2}"#).await), json!({"b": 2}));
+}
+
+#[tokio::test]
+async fn the_first_answer_comes_after_an_init_report_of_the_entrys_load() {
+    if !have_python("the_first_answer_comes_after_an_init_report_of_the_entrys_load") {
+        return;
+    }
+    let mut rt = Runtime::start(
+        &[(
+            "lambda_func.py",
+            "import time\ntime.sleep(0.2)\n\ndef handler(event):\n    print('printed')\n    return event\n",
+        )],
+        &[],
+    )
+    .await;
+    let id = RequestId::new();
+    let c = Call {
+        request_id: &id,
+        deadline: Deadline::after(Duration::from_secs(5)),
+    };
+    let mut init = None;
+    let reply = call_reporting(&mut rt.conn, &c, b"{}", &mut init)
+        .await
+        .unwrap();
+    assert!(matches!(reply, Reply::Ok(_)), "{reply:?}");
+    let load = init.expect("an init report before the first answer");
+    assert!(
+        load >= Duration::from_millis(200) && load < Duration::from_secs(5),
+        "{load:?}"
+    );
+    let mut again = None;
+    call_reporting(&mut rt.conn, &c, b"{}", &mut again)
+        .await
+        .unwrap();
+    assert_eq!(again, None, "once per sandbox");
 }

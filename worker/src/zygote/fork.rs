@@ -136,7 +136,7 @@ pub(super) fn handler(
             handler: Some((req.limits, req.hardening)),
             mounts: &mounts,
             listen: req.listen,
-            output_dir: req.scratch,
+            output: JobOutput::Pipe(req.output),
             env: req.env,
         },
     )
@@ -174,7 +174,7 @@ pub(super) fn zygote(
                 handler: None,
                 mounts: &mounts,
                 listen: theirs.as_fd(),
-                output_dir: &dir,
+                output: JobOutput::Files(&dir),
                 env: &zygote_env(packages),
             },
         )?;
@@ -252,9 +252,34 @@ struct Job<'a> {
     handler: Option<(&'a LambdaLimits, &'a sandbox::Hardening)>,
     mounts: &'a ForkMounts,
     listen: BorrowedFd<'a>,
-    /// Where its `stdout` and `stderr` files go.
-    output_dir: &'a Path,
+    output: JobOutput<'a>,
     env: &'a [(String, String)],
+}
+
+/// Where a forked child's stdout and stderr go.
+#[derive(Clone, Copy)]
+enum JobOutput<'a> {
+    /// A zygote's: `stdout` and `stderr` files in this directory.
+    Files(&'a Path),
+    /// A handler's: the worker's output pipe (named twice in the request, as stdout and as
+    /// stderr: each fd is named once, so the message carries it at two indices).
+    Pipe(BorrowedFd<'a>),
+}
+
+/// A job's output, ready to send.
+enum Opened<'a> {
+    Files(std::fs::File, std::fs::File),
+    Pipe(BorrowedFd<'a>),
+}
+
+impl Opened<'_> {
+    /// (stdout, stderr).
+    fn fds(&self) -> (BorrowedFd<'_>, BorrowedFd<'_>) {
+        match self {
+            Self::Files(out, err) => (out.as_fd(), err.as_fd()),
+            Self::Pipe(fd) => (*fd, *fd),
+        }
+    }
 }
 
 /// One fork: the request with its fds; the child's report; the new sandbox, adopted in the
@@ -262,10 +287,14 @@ struct Job<'a> {
 fn fork(maker: &SandboxMaker, zygote: &Zygote, job: &Job<'_>) -> Result<Sandbox, ForkError> {
     // 2. The request. Our part first (its files, the reply socket, the message), so that a
     // failure there takes no spare's cgroup out of turn.
-    let stdout = sandbox::process::open_output(&job.output_dir.join("stdout"))
-        .map_err(PrepareError::from)?;
-    let stderr = sandbox::process::open_output(&job.output_dir.join("stderr"))
-        .map_err(PrepareError::from)?;
+    let files = match job.output {
+        JobOutput::Files(dir) => Opened::Files(
+            sandbox::process::open_output(&dir.join("stdout")).map_err(PrepareError::from)?,
+            sandbox::process::open_output(&dir.join("stderr")).map_err(PrepareError::from)?,
+        ),
+        JobOutput::Pipe(fd) => Opened::Pipe(fd),
+    };
+    let (stdout, stderr) = files.fds();
     let socket = |what| move |errno| PrepareError::Socket { what, errno };
     let (reply, reply_child) = seqpacket_pair().map_err(socket("create the reply socket"))?;
     setsockopt(&reply, sockopt::PassCred, &true)
@@ -292,8 +321,8 @@ fn fork(maker: &SandboxMaker, zygote: &Zygote, job: &Job<'_>) -> Result<Sandbox,
             packages: &packages,
             layers: &layers,
             listen: job.listen,
-            stdout: stdout.as_fd(),
-            stderr: stderr.as_fd(),
+            stdout,
+            stderr,
             env: job.env,
             net_ns: maker.cfg.net == NetMode::None,
             tmp_mb: job.handler.map_or(maker.cfg.tmp_mb, |(l, _)| l.tmp_mb),
@@ -332,7 +361,7 @@ fn fork(maker: &SandboxMaker, zygote: &Zygote, job: &Job<'_>) -> Result<Sandbox,
         }
     };
     // The child holds its copies now; ours must go so that a dead child reads as EOF.
-    drop((reply_child, stdout, stderr));
+    drop((reply_child, files));
     // 3. The report.
     let pid = match wait_report(zygote, &reply) {
         Ok(pid) => pid,

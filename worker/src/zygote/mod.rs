@@ -111,6 +111,8 @@ pub struct HandlerRequest<'a> {
     /// (host directory, name) of each layer, mounted read-only at `/opt/<name>`.
     pub layers: &'a [(PathBuf, String)],
     pub listen: BorrowedFd<'a>,
+    /// The write end of the worker's output pipe: the child's stdout and stderr.
+    pub output: BorrowedFd<'a>,
     pub env: &'a [(String, String)],
     /// The lambda's limits (cgroup and `/tmp` size).
     pub limits: &'a crate::lambda_config::LambdaLimits,
