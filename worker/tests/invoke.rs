@@ -124,7 +124,8 @@ async fn boto3_and_aws_cli_invoke_every_way() {
         .await
         .unwrap();
 
-    // aws-cli's `lambda invoke` writes the payload to a file and prints the status.
+    // aws-cli's `lambda invoke` (version 1: the payload as text) writes the answer to a file
+    // and prints the status.
     let venv = tokio::task::spawn_blocking(client_venv).await.unwrap();
     let out_file = tmp.path().join("out.json");
     let out = Command::new(venv.join("bin/aws"))
@@ -133,8 +134,6 @@ async fn boto3_and_aws_cli_invoke_every_way() {
             "invoke",
             "--function-name",
             "echo",
-            "--cli-binary-format",
-            "raw-in-base64-out",
             "--payload",
             r#"{"n": 5}"#,
             "--log-type",
