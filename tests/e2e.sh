@@ -64,6 +64,20 @@ out=$(curl -sS -X POST "localhost:$PORT/runLambda/greet" -d '{"name": "Carol"}')
 contains "the created function answers with its environment and context" '"message": "Hi, Carol!", "function": "greet"' "$out"
 contains "admin functions lists it" "app.handler" "$("$ADMIN" functions -cluster="$cluster")"
 
+echo "e2e: an asynchronous call, its record, and the handler logs (the README's Invoking section)"
+out=$(curl -sS -X POST "localhost:$PORT/runLambda/greet?async=1" -d '{"name": "Dave"}')
+id=$(sed -n 's/.*"invocation_id":"\([^"]*\)".*/\1/p' <<<"$out")
+contains "?async=1 answers the invocation id" '"status":"queued"' "$out"
+rec=""
+for _ in $(seq 100); do
+    rec=$(curl -sS "localhost:$PORT/invocations/$id")
+    if [[ "$rec" == *'"status":"succeeded"'* ]]; then break; fi
+    sleep 0.1
+done
+contains "the queued call ran" 'Hi, Dave!' "$rec"
+contains "admin invocations lists it" "$id" "$("$ADMIN" invocations -cluster="$cluster" greet)"
+contains "admin logs shows its REPORT line" "REPORT RequestId: " "$("$ADMIN" logs -cluster="$cluster" greet)"
+
 echo "e2e: admin upload (handler bundles)"
 mkdir -p "$work/bundle/v1" "$work/bundle/v2"
 printf 'def handler(event):\n    return "bundle v1"\n' > "$work/bundle/v1/lambda_func.py"

@@ -277,11 +277,31 @@ async fn failed_events_are_retried_then_dead_lettered() {
         "always",
         "def handler(event):\n    raise KeyError('never works')\n",
     );
+    c.add_handler("sink", "def handler(event):\n    return event\n");
+    std::fs::write(c.registry().join("flaky/lambda.json"), r#"{"on_success": "sink"}"#).unwrap();
     let flaky = queue_async(&c, "flaky", r#"{"k": "a"}"#).await;
     let always = queue_async(&c, "always", "{}").await;
     let rec = wait_status(&c, &flaky, "succeeded", Duration::from_secs(60)).await;
     assert_eq!(rec["attempts"], 3, "{rec}");
     assert_eq!(rec["result"], 3, "{rec}");
+    // on_success: the sink got AWS's destination record of the success.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let record = loop {
+        let (_, text) = http(c.addr, "GET", "/invocations?function=sink&status=succeeded", b"").await;
+        let list: Value = serde_json::from_str(&text).unwrap();
+        let found = list["invocations"].as_array().unwrap().iter().find_map(|r| {
+            (r["result"]["requestContext"]["condition"] == "Success").then(|| r["result"].clone())
+        });
+        if let Some(found) = found {
+            break found;
+        }
+        assert!(Instant::now() < deadline, "no destination record: {list}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(record["requestPayload"], json!({"k": "a"}), "{record}");
+    assert_eq!(record["responsePayload"], 3, "{record}");
+    assert_eq!(record["requestContext"]["approximateInvokeCount"], 3, "{record}");
+    assert!(record["requestContext"]["functionArn"].as_str().unwrap().ends_with(":function:flaky:$LATEST"), "{record}");
     let rec = wait_status(&c, &always, "failed", Duration::from_secs(60)).await;
     assert_eq!(rec["attempts"], 3, "exactly three attempts: {rec}");
     assert_eq!(rec["condition"], "RetriesExhausted", "{rec}");
