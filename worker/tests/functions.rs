@@ -7,10 +7,9 @@ mod common;
 use std::io::Write;
 use std::net::SocketAddr;
 use std::path::Path;
-use std::process::Command;
 use std::time::{Duration, Instant, SystemTime};
 
-use common::clients::{client_venv, run_python};
+use common::clients::{aws_cli, client_venv, run_python};
 use common::{can_run, http, new_cluster};
 use serde_json::{json, Value};
 use worker::aws::Credentials;
@@ -155,30 +154,8 @@ async fn boto3_and_aws_cli_through_a_worker_in_registry_mode() {
     .unwrap();
     let endpoint = format!("http://{}", server.local_addr());
     let aws = |args: &[&str]| {
-        let out = Command::new(venv.join("bin/aws"))
-            .args(args)
-            .args([
-                "--endpoint-url",
-                &endpoint,
-                "--region",
-                "us-east-1",
-                "--output",
-                "json",
-            ])
-            .env_clear()
-            .env("PATH", "/usr/bin:/bin")
-            .env("AWS_ACCESS_KEY_ID", KEY)
-            .env("AWS_SECRET_ACCESS_KEY", SECRET)
-            .env("AWS_CONFIG_FILE", "/dev/null")
-            .env("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
-            .output()
-            .expect("run aws");
-        assert!(
-            out.status.success(),
-            "aws {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        serde_json::from_slice::<Value>(&out.stdout).unwrap_or(Value::Null)
+        let args: Vec<&std::ffi::OsStr> = args.iter().map(std::ffi::OsStr::new).collect();
+        aws_cli(&venv, &endpoint, (KEY, SECRET), &args)
     };
     let zip_arg = format!("fileb://{}", zip_path.display());
     let made = tokio::task::block_in_place(|| {

@@ -4,10 +4,9 @@
 
 mod common;
 
-use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::clients::{client_venv, run_python};
+use common::clients::{aws_cli, client_venv, run_python};
 use common::{can_run, http, TestCluster};
 use serde_json::{json, Value};
 use worker::aws::Credentials;
@@ -128,40 +127,22 @@ async fn boto3_and_aws_cli_invoke_every_way() {
     // and prints the status.
     let venv = tokio::task::spawn_blocking(client_venv).await.unwrap();
     let out_file = tmp.path().join("out.json");
-    let out = Command::new(venv.join("bin/aws"))
-        .args([
-            "lambda",
-            "invoke",
-            "--function-name",
-            "echo",
-            "--payload",
-            r#"{"n": 5}"#,
-            "--log-type",
-            "Tail",
-        ])
-        .arg(&out_file)
-        .args([
-            "--endpoint-url",
-            &url,
-            "--region",
-            "us-east-1",
-            "--output",
-            "json",
-        ])
-        .env_clear()
-        .env("PATH", "/usr/bin:/bin")
-        .env("AWS_ACCESS_KEY_ID", KEY)
-        .env("AWS_SECRET_ACCESS_KEY", SECRET)
-        .env("AWS_CONFIG_FILE", "/dev/null")
-        .env("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
-        .output()
-        .expect("run aws");
-    assert!(
-        out.status.success(),
-        "aws lambda invoke: {}",
-        String::from_utf8_lossy(&out.stderr)
+    let printed = aws_cli(
+        &venv,
+        &url,
+        (KEY, SECRET),
+        &[
+            "lambda".as_ref(),
+            "invoke".as_ref(),
+            "--function-name".as_ref(),
+            "echo".as_ref(),
+            "--payload".as_ref(),
+            r#"{"n": 5}"#.as_ref(),
+            "--log-type".as_ref(),
+            "Tail".as_ref(),
+            out_file.as_os_str(),
+        ],
     );
-    let printed: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(printed["StatusCode"], 200, "{printed}");
     assert_eq!(printed["ExecutedVersion"], "$LATEST", "{printed}");
     assert!(printed["LogResult"].is_string(), "{printed}");
@@ -278,7 +259,11 @@ async fn failed_events_are_retried_then_dead_lettered() {
         "def handler(event):\n    raise KeyError('never works')\n",
     );
     c.add_handler("sink", "def handler(event):\n    return event\n");
-    std::fs::write(c.registry().join("flaky/lambda.json"), r#"{"on_success": "sink"}"#).unwrap();
+    std::fs::write(
+        c.registry().join("flaky/lambda.json"),
+        r#"{"on_success": "sink"}"#,
+    )
+    .unwrap();
     let flaky = queue_async(&c, "flaky", r#"{"k": "a"}"#).await;
     let always = queue_async(&c, "always", "{}").await;
     let rec = wait_status(&c, &flaky, "succeeded", Duration::from_secs(60)).await;
@@ -287,11 +272,22 @@ async fn failed_events_are_retried_then_dead_lettered() {
     // on_success: the sink got AWS's destination record of the success.
     let deadline = Instant::now() + Duration::from_secs(60);
     let record = loop {
-        let (_, text) = http(c.addr, "GET", "/invocations?function=sink&status=succeeded", b"").await;
+        let (_, text) = http(
+            c.addr,
+            "GET",
+            "/invocations?function=sink&status=succeeded",
+            b"",
+        )
+        .await;
         let list: Value = serde_json::from_str(&text).unwrap();
-        let found = list["invocations"].as_array().unwrap().iter().find_map(|r| {
-            (r["result"]["requestContext"]["condition"] == "Success").then(|| r["result"].clone())
-        });
+        let found = list["invocations"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find_map(|r| {
+                (r["result"]["requestContext"]["condition"] == "Success")
+                    .then(|| r["result"].clone())
+            });
         if let Some(found) = found {
             break found;
         }
@@ -300,8 +296,17 @@ async fn failed_events_are_retried_then_dead_lettered() {
     };
     assert_eq!(record["requestPayload"], json!({"k": "a"}), "{record}");
     assert_eq!(record["responsePayload"], 3, "{record}");
-    assert_eq!(record["requestContext"]["approximateInvokeCount"], 3, "{record}");
-    assert!(record["requestContext"]["functionArn"].as_str().unwrap().ends_with(":function:flaky:$LATEST"), "{record}");
+    assert_eq!(
+        record["requestContext"]["approximateInvokeCount"], 3,
+        "{record}"
+    );
+    assert!(
+        record["requestContext"]["functionArn"]
+            .as_str()
+            .unwrap()
+            .ends_with(":function:flaky:$LATEST"),
+        "{record}"
+    );
     let rec = wait_status(&c, &always, "failed", Duration::from_secs(60)).await;
     assert_eq!(rec["attempts"], 3, "exactly three attempts: {rec}");
     assert_eq!(rec["condition"], "RetriesExhausted", "{rec}");

@@ -37,3 +37,38 @@ pub fn run_python(venv: &Path, script: &str, args: &[String]) {
     assert!(out.status.success(), "{script} failed:\n{stdout}\n{stderr}");
     println!("{}", stdout.trim());
 }
+
+/// Runs the venv's aws-cli against `endpoint` (region us-east-1, JSON output) with the keys
+/// `key` and `secret` in a clean environment; panics with its stderr if it fails, else returns
+/// what it printed as JSON (`null` when it printed none).
+pub fn aws_cli(
+    venv: &Path,
+    endpoint: &str,
+    (key, secret): (&str, &str),
+    args: &[&std::ffi::OsStr],
+) -> serde_json::Value {
+    let out = Command::new(venv.join("bin/aws"))
+        .args(args)
+        .args([
+            "--endpoint-url",
+            endpoint,
+            "--region",
+            "us-east-1",
+            "--output",
+            "json",
+        ])
+        .env_clear()
+        .env("PATH", "/usr/bin:/bin")
+        .env("AWS_ACCESS_KEY_ID", key)
+        .env("AWS_SECRET_ACCESS_KEY", secret)
+        .env("AWS_CONFIG_FILE", "/dev/null")
+        .env("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
+        .output()
+        .expect("run aws");
+    assert!(
+        out.status.success(),
+        "aws {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null)
+}
