@@ -75,8 +75,8 @@ pub fn route(method: &Method, path: &str) -> Result<Action, ApiError> {
             Method::GET => Ok(Action::Invocation(path["/invocations/".len()..].to_owned())),
             _ => Err(not_allowed("GET")),
         },
-        _ if crate::aws::is_api_path(path) && invoke_route(method, path).is_some() => {
-            invoke_route(method, path).ok_or(ApiError::NotFound {
+        _ if *method == Method::POST && invoke_route(path).is_some() => {
+            invoke_route(path).ok_or(ApiError::NotFound {
                 path: path.to_owned(),
             })
         }
@@ -106,19 +106,24 @@ pub fn route(method: &Method, path: &str) -> Result<Action, ApiError> {
     }
 }
 
-/// The Invoke API's operations; everything else of the AWS API is management.
-fn invoke_route(method: &Method, path: &str) -> Option<Action> {
-    use crate::aws::routes::{self, Op};
-    let r = routes::route(method.as_str(), path, None).ok()?;
-    let legacy = match r.op {
-        Op::Invoke => false,
-        Op::InvokeAsync => true,
-        _ => return None,
+/// The Invoke API's paths (`POST` only): `/2015-03-31/functions/<name>/invocations`, and the
+/// deprecated `/2014-11-13/functions/<name>/invoke-async/`; everything else of the AWS API is
+/// management. Matched directly rather than through the API's table: it is a call's path.
+/// A name that does not decode falls through to the management API, which says why.
+fn invoke_route(path: &str) -> Option<Action> {
+    let (rest, legacy) = match path.strip_prefix("/2015-03-31/functions/") {
+        Some(rest) => (rest.strip_suffix("/invocations")?, false),
+        None => {
+            let rest = path.strip_prefix("/2014-11-13/functions/")?;
+            let rest = rest.strip_suffix('/').unwrap_or(rest);
+            (rest.strip_suffix("/invoke-async")?, true)
+        }
     };
-    Some(Action::Invoke {
-        function: r.labels.into_iter().next()?,
-        legacy,
-    })
+    if rest.is_empty() || rest.contains('/') {
+        return None;
+    }
+    let function = crate::aws::routes::decode(rest, "FunctionName").ok()?;
+    Some(Action::Invoke { function, legacy })
 }
 
 /// State the HTTP handlers need.
@@ -469,6 +474,51 @@ mod tests {
         assert_eq!(
             route(&Method::GET, "/functions/f").unwrap_err().status(),
             404
+        );
+        let invoke = |f: &str, legacy: bool| Action::Invoke {
+            function: f.to_owned(),
+            legacy,
+        };
+        assert_eq!(
+            route(&Method::POST, "/2015-03-31/functions/hello/invocations").unwrap(),
+            invoke("hello", false)
+        );
+        assert_eq!(
+            route(
+                &Method::POST,
+                "/2015-03-31/functions/arn%3Aaws%3Alambda%3Aus-east-1%3A000000000000%3Afunction%3Ahi/invocations"
+            )
+            .unwrap(),
+            invoke("arn:aws:lambda:us-east-1:000000000000:function:hi", false)
+        );
+        assert_eq!(
+            route(&Method::POST, "/2014-11-13/functions/hello/invoke-async/").unwrap(),
+            invoke("hello", true)
+        );
+        // Not an invocation: the management API answers (and names what is wrong).
+        for (method, path) in [
+            (Method::GET, "/2015-03-31/functions/hello/invocations"),
+            (Method::POST, "/2015-03-31/functions//invocations"),
+            (Method::POST, "/2015-03-31/functions/a/b/invocations"),
+            (Method::POST, "/2015-03-31/functions/%FF/invocations"),
+        ] {
+            assert_eq!(
+                route(&method, path).unwrap(),
+                Action::Management(Route::Aws),
+                "{method} {path}"
+            );
+        }
+        assert_eq!(
+            route(&Method::GET, "/invocations/abc").unwrap(),
+            Action::Invocation("abc".into())
+        );
+        assert_eq!(
+            route(&Method::GET, "/invocations").unwrap(),
+            Action::Invocations
+        );
+        assert_eq!(
+            route(&Method::POST, "/invocations").unwrap_err().status(),
+            405
         );
         let long = format!("/runLambda/{}", "a".repeat(1000));
         assert_eq!(route(&Method::POST, &long).unwrap_err().status(), 400);
