@@ -189,20 +189,27 @@ impl AsyncQueue {
         map.insert(name.clone(), events);
     }
 
-    fn policy_of(&self, function: &str) -> RetryPolicy {
-        let events = LambdaName::parse(function).ok().and_then(|name| {
-            self.configs
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .get(&name)
-                .cloned()
-        });
-        let events = events.unwrap_or_default();
+    /// The event settings last seen for `function`.
+    fn known_events(&self, function: &str) -> Option<EventConfig> {
+        let name = LambdaName::parse(function).ok()?;
+        self.configs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&name)
+            .cloned()
+    }
+
+    /// The retry policy of `events` with this worker's first delay.
+    fn retry_policy(&self, events: &EventConfig) -> RetryPolicy {
         RetryPolicy {
             retry_attempts: events.retry_attempts,
             max_event_age: Duration::from_secs(events.max_event_age_s),
             first_delay: self.first_delay,
         }
+    }
+
+    fn policy_of(&self, function: &str) -> RetryPolicy {
+        self.retry_policy(&self.known_events(function).unwrap_or_default())
     }
 
     /// Queues an event of `function` durably (after checking the function exists, as AWS
@@ -379,13 +386,7 @@ impl AsyncQueue {
 
     /// The `on_failure` record of an event that expired in the queue.
     fn expired_destination(&self, inv: &Invocation) -> Vec<NewEvent> {
-        let events = LambdaName::parse(&inv.function).ok().and_then(|name| {
-            self.configs
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .get(&name)
-                .cloned()
-        });
+        let events = self.known_events(&inv.function);
         let kind = inv.error.as_ref().map(|e| e.error_type.clone());
         events
             .and_then(|e| e.on_failure)
@@ -462,11 +463,7 @@ impl AsyncQueue {
     ) -> (Outcome, Vec<NewEvent>) {
         let now = now_ms();
         let events = events.unwrap_or_default();
-        let policy = RetryPolicy {
-            retry_attempts: events.retry_attempts,
-            max_event_age: Duration::from_secs(events.max_event_age_s),
-            first_delay: self.first_delay,
-        };
+        let policy = self.retry_policy(&events);
         match result {
             Ok(body) => {
                 let also = events
