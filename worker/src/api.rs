@@ -58,6 +58,11 @@ pub fn route(method: &Method, path: &str) -> Result<Action, ApiError> {
         path: path.to_owned(),
         allow,
     };
+    if *method == Method::POST {
+        if let Some(invoke) = invoke_route(path) {
+            return Ok(invoke);
+        }
+    }
     match path {
         "/status" => match *method {
             Method::GET | Method::HEAD => Ok(Action::Status),
@@ -75,11 +80,6 @@ pub fn route(method: &Method, path: &str) -> Result<Action, ApiError> {
             Method::GET => Ok(Action::Invocation(path["/invocations/".len()..].to_owned())),
             _ => Err(not_allowed("GET")),
         },
-        _ if *method == Method::POST && invoke_route(path).is_some() => {
-            invoke_route(path).ok_or(ApiError::NotFound {
-                path: path.to_owned(),
-            })
-        }
         _ => match path.strip_prefix("/runLambda/") {
             Some(raw) => {
                 if *method != Method::POST {

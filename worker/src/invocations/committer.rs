@@ -147,24 +147,24 @@ impl Committer {
     /// Stops taking requests, lets the thread answer every request already submitted, and waits
     /// for it to end (on a blocking thread). Requests after it get [`QueueError::Stopped`].
     pub async fn shutdown(&self) {
-        self.close();
-        let thread = self
-            .thread
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .take();
-        if let Some(thread) = thread {
+        if let Some(thread) = self.close() {
             let _ = tokio::task::spawn_blocking(move || thread.join()).await;
         }
     }
 
-    fn close(&self) {
+    /// Stops taking requests (the thread answers those submitted, then ends); the thread to
+    /// wait for, the first time.
+    fn close(&self) -> Option<JoinHandle<()>> {
         drop(
             self.sender
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner)
                 .take(),
         );
+        self.thread
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take()
     }
 
     async fn submit<T>(
@@ -191,13 +191,7 @@ impl Drop for Committer {
     /// Like [`Committer::shutdown`], but waits for the thread where it is dropped: from async
     /// code, call `shutdown().await` first.
     fn drop(&mut self) {
-        self.close();
-        let thread = self
-            .thread
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .take();
-        if let Some(thread) = thread {
+        if let Some(thread) = self.close() {
             let _ = thread.join();
         }
     }

@@ -175,7 +175,8 @@ impl Capture {
         }
     }
 
-    /// A line of the worker's own in the current call's log (an error, a timeout).
+    /// A line in the current call's log: the worker's own (an error, a timeout), or the
+    /// sandbox's partial last line, ended there.
     pub(crate) fn worker_line(&mut self, text: String) {
         let Self {
             logs,
@@ -223,13 +224,7 @@ impl Capture {
 
     fn end_partial(&mut self) {
         if let Some(text) = self.lines.end() {
-            let Self {
-                logs,
-                function,
-                call,
-                ..
-            } = self;
-            emit(logs, function, call.as_mut(), text);
+            self.worker_line(text);
         }
     }
 
