@@ -139,6 +139,8 @@ impl Shared {
 pub struct LogWriter {
     shared: Option<Arc<Shared>>,
     settings: Option<Settings>,
+    /// The thread, until [`LogWriter::close_blocking`] waited for it.
+    thread: std::sync::Mutex<Option<std::thread::JoinHandle<()>>>,
 }
 
 impl LogWriter {
@@ -162,9 +164,10 @@ impl LogWriter {
             .name("function-logs".to_owned())
             .spawn(move || thread.run(&theirs));
         match spawned {
-            Ok(_) => Self {
+            Ok(handle) => Self {
                 shared: Some(shared),
                 settings: Some(settings),
+                thread: std::sync::Mutex::new(Some(handle)),
             },
             Err(e) => {
                 tracing::error!(error = %e, "cannot start the function log writer; handler output is not kept");
@@ -178,6 +181,7 @@ impl LogWriter {
         Self {
             shared: None,
             settings: None,
+            thread: std::sync::Mutex::new(None),
         }
     }
 
@@ -201,7 +205,11 @@ impl LogWriter {
         };
         let bytes = entry_bytes(&entry);
         let mut q = shared.lock();
-        if q.entries.len() >= CAPACITY || q.bytes + bytes > MAX_QUEUED_BYTES || q.closed {
+        if q.closed {
+            // Closed at shutdown: nothing is written any more.
+            return;
+        }
+        if q.entries.len() >= CAPACITY || q.bytes + bytes > MAX_QUEUED_BYTES {
             drop(q);
             shared.dropped.fetch_add(1, Ordering::Relaxed);
             if !shared.warned.swap(true, Ordering::Relaxed) {
@@ -239,6 +247,34 @@ impl LogWriter {
             }
         }
         done.recv_timeout(limit).is_ok()
+    }
+}
+
+impl LogWriter {
+    /// Shutdown: takes nothing more, lets the thread write and flush what it holds, and waits
+    /// (blocking, up to `limit`) until it has ended, its files closed; whether it did.
+    pub fn close_blocking(&self, limit: Duration) -> bool {
+        let Some(shared) = &self.shared else {
+            return true;
+        };
+        shared.lock().closed = true;
+        shared.wake.notify_one();
+        let handle = self
+            .thread
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        let Some(handle) = handle else {
+            return true;
+        };
+        let deadline = std::time::Instant::now() + limit;
+        while !handle.is_finished() {
+            if std::time::Instant::now() >= deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        handle.join().is_ok()
     }
 }
 

@@ -12,7 +12,7 @@ impl<B: Backend> Manager<B> {
     /// destroy every idle sandbox; close the backend's shared state (zygotes end with their
     /// last sandbox); wait up to `deadline` for destroys under way; kill the sandboxes whose
     /// calls are still running (their callers get 502) so that the zygotes they hold end within
-    /// this deadline, not after another; wait up to `deadline` for the zygotes to end; flush the
+    /// this deadline, not after another; wait up to `deadline` for the zygotes to end; write, flush and close the
     /// function logs (what every sandbox wrote is in the writer's hands once it is destroyed).
     pub async fn shutdown(self: &Arc<Self>, deadline: Duration) {
         self.closing
@@ -51,7 +51,8 @@ impl<B: Backend> Manager<B> {
             tracing::warn!("some zygotes were still alive at the shutdown deadline");
         }
         let logs = Arc::clone(&self.logs);
-        let flushed = tokio::task::spawn_blocking(move || logs.flush_blocking(deadline)).await;
+        // Written, flushed and closed: nothing is logged after the sandboxes are gone.
+        let flushed = tokio::task::spawn_blocking(move || logs.close_blocking(deadline)).await;
         if !matches!(flushed, Ok(true)) {
             tracing::warn!("the function logs were not all written at the shutdown deadline");
         }
