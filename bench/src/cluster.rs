@@ -78,6 +78,17 @@ impl BenchCluster {
         Ok(d)
     }
 
+    /// Writes a function of the given files (name, text) into the registry.
+    pub fn add_files(&self, name: &str, files: &[(&str, &str)]) -> Result<PathBuf> {
+        let d = self.registry().join(name);
+        std::fs::create_dir_all(&d).with_context(|| format!("cannot create {}", d.display()))?;
+        for (file, text) in files {
+            let f = d.join(file);
+            std::fs::write(&f, text).with_context(|| format!("cannot write {}", f.display()))?;
+        }
+        Ok(d)
+    }
+
     /// A config for a new worker directory, with `patch` (JSON) merged over the template.
     pub fn worker_config(&mut self, patch: &serde_json::Value) -> Result<Config> {
         let mut cfg = self.template.merge_json(&patch.to_string())?;

@@ -2,8 +2,9 @@
 //!
 //! - warm calls: the hello function called one after the other through
 //!   `POST /runLambda/hello` and `POST /2015-03-31/functions/hello/invocations`
-//!   (RequestResponse), each on its own keep-alive connection, in alternating blocks so that
-//!   the machine's noise falls on both;
+//!   (RequestResponse), and the same answer from HTTP functions at `/run/<name>/greet` (a
+//!   handler answering API Gateway's event, and a PEP 3333 app), each on its own keep-alive
+//!   connection, in blocks taken in turn so that the machine's noise falls on all;
 //! - asynchronous events: `events` events queued through `POST /runLambda/<name>?async=1` from
 //!   8 connections (the 202 answers' latency: each waits for its durable commit), then the
 //!   time from each event's acknowledgement to its completion (from its record's `created`
@@ -34,7 +35,7 @@ const DRAIN_LIMIT: Duration = Duration::from_secs(600);
 pub struct InvokeRow {
     /// `warm call`, `queue (202)`, `202 to done`.
     pub measure: String,
-    /// `/runLambda`, `Invoke API`, `?async=1`.
+    /// `/runLambda`, `Invoke API`, `/run handler`, `/run WSGI`, `?async=1`.
     pub through: String,
     pub summary: Option<Summary>,
     /// p50 over the `/runLambda` row's p50 (warm calls).
@@ -72,58 +73,87 @@ fn row(measure: &str, through: &str, samples: &Samples, base: Option<f64>) -> In
 
 const INVOKE_PATH: &str = "/2015-03-31/functions/hello/invocations";
 
-/// Both warm rows.
+/// An HTTP function answering the hello event: a handler answering as API Gateway expects.
+const HTTP_HANDLER: &str = r#"import json
+
+
+def handler(event):
+    name = json.loads(event["body"])["name"]
+    return {"statusCode": 200, "headers": {"content-type": "application/json"}, "body": '"Hello, %s!"' % name}
+"#;
+
+/// The same as a PEP 3333 app.
+const WSGI_APP: &str = r#"import json
+
+
+def app(environ, start_response):
+    size = int(environ.get("CONTENT_LENGTH") or 0)
+    name = json.loads(environ["wsgi.input"].read(size))["name"]
+    start_response("200 OK", [("Content-Type", "application/json")])
+    return [('"Hello, %s!"' % name).encode()]
+"#;
+
+/// The warm rows' paths: (row label, request path).
+const WARM_PATHS: [(&str, &str); 4] = [
+    ("/runLambda", "/runLambda/hello"),
+    ("Invoke API", INVOKE_PATH),
+    ("/run handler", "/run/hello-http/greet"),
+    ("/run WSGI", "/run/hello-wsgi/greet"),
+];
+
+/// One warm call through `path`, checked.
+fn warm_call(conn: &mut BlockingConn, label: &str, path: &str) -> Result<Duration> {
+    let t = Instant::now();
+    let (status, body) = conn.send("POST", path, EVENT)?;
+    let took = t.elapsed();
+    if status != 200 {
+        bail!(
+            "{label} answered {status}: {}",
+            String::from_utf8_lossy(&body)
+        );
+    }
+    check_answer(label, &body)?;
+    Ok(took)
+}
+
+/// The warm rows, each path on its own keep-alive connection, in blocks taken in turn (the
+/// order turning each round).
 fn warm_calls(addr: SocketAddr, plan: &Plan) -> Result<(Vec<InvokeRow>, usize)> {
-    let mut run = BlockingConn::connect(addr)?;
-    let mut invoke = BlockingConn::connect(addr)?;
+    let mut conns = Vec::with_capacity(WARM_PATHS.len());
+    for _ in WARM_PATHS {
+        conns.push(BlockingConn::connect(addr)?);
+    }
     for _ in 0..plan.warmup.max(1) {
-        check_answer("/runLambda", &run.run("hello", EVENT)?)?;
-        let (status, body) = invoke.send("POST", INVOKE_PATH, EVENT)?;
-        if status != 200 {
-            bail!(
-                "Invoke answered {status}: {}",
-                String::from_utf8_lossy(&body)
-            );
+        for (conn, (label, path)) in conns.iter_mut().zip(WARM_PATHS) {
+            warm_call(conn, label, path)?;
         }
     }
     let block = (plan.calls / 10).clamp(1, 50);
-    let (mut a, mut b) = (
-        Samples::with_capacity(plan.calls),
-        Samples::with_capacity(plan.calls),
-    );
-    let mut done = 0;
-    let mut first = true;
+    let mut samples: Vec<Samples> = WARM_PATHS
+        .iter()
+        .map(|_| Samples::with_capacity(plan.calls))
+        .collect();
+    let (mut done, mut round) = (0, 0);
     while done < plan.calls {
         crate::check_interrupt()?;
         let n = block.min(plan.calls - done);
-        for side in if first { [0, 1] } else { [1, 0] } {
+        for k in 0..WARM_PATHS.len() {
+            let side = (k + round) % WARM_PATHS.len();
+            let (label, path) = WARM_PATHS[side];
             for _ in 0..n {
-                let t = Instant::now();
-                if side == 0 {
-                    let body = run.run("hello", EVENT)?;
-                    a.push(t.elapsed());
-                    check_answer("/runLambda", &body)?;
-                } else {
-                    let (status, body) = invoke.send("POST", INVOKE_PATH, EVENT)?;
-                    b.push(t.elapsed());
-                    if status != 200 {
-                        bail!(
-                            "Invoke answered {status}: {}",
-                            String::from_utf8_lossy(&body)
-                        );
-                    }
-                    check_answer("Invoke API", &body)?;
-                }
+                let took = warm_call(&mut conns[side], label, path)?;
+                samples[side].push(took);
             }
         }
-        first = !first;
+        round += 1;
         done += n;
     }
-    let base = a.summary().map(|s| s.p50_ms);
-    let rows = vec![
-        row("warm call", "/runLambda", &a, base),
-        row("warm call", "Invoke API", &b, base),
-    ];
+    let base = samples[0].summary().map(|s| s.p50_ms);
+    let rows = WARM_PATHS
+        .iter()
+        .zip(&samples)
+        .map(|((label, _), s)| row("warm call", label, s, base))
+        .collect();
     Ok((rows, block))
 }
 
@@ -257,6 +287,14 @@ fn async_events(addr: SocketAddr, events: usize) -> Result<(Vec<InvokeRow>, f64,
 /// Runs the scenario on a worker of its own.
 pub fn invoke(cluster: &mut BenchCluster, plan: &Plan) -> Result<Invoke> {
     cluster.add_hello("hello")?;
+    cluster.add_files("hello-http", &[("lambda_func.py", HTTP_HANDLER)])?;
+    cluster.add_files(
+        "hello-wsgi",
+        &[
+            ("app.py", WSGI_APP),
+            ("lambda.json", r#"{"entry": "app:app", "type": "wsgi"}"#),
+        ],
+    )?;
     let events = plan.events;
     let mut w = cluster.start_worker(&worker_patch(json!({})))?;
     let (mut rows, block) = warm_calls(w.addr, plan)?;
@@ -285,12 +323,12 @@ pub fn invoke(cluster: &mut BenchCluster, plan: &Plan) -> Result<Invoke> {
 pub fn render(o: &mut String, r: &Invoke, ms: fn(f64) -> String) {
     let _ = writeln!(
         o,
-        "\ninvoke: the Invoke API beside /runLambda (warm hello), and {} asynchronous events (ms)",
+        "\ninvoke: the Invoke API and HTTP functions beside /runLambda (warm hello), and {} asynchronous events (ms)",
         r.events
     );
     let _ = writeln!(
         o,
-        "{:<12} {:<11} {:>6} {:>8} {:>8} {:>8} {:>8} {:>12}",
+        "{:<12} {:<12} {:>6} {:>8} {:>8} {:>8} {:>8} {:>12}",
         "measure", "through", "n", "p50", "p90", "p99", "max", "x runLambda"
     );
     for row in &r.rows {
@@ -310,13 +348,13 @@ pub fn render(o: &mut String, r: &Invoke, ms: fn(f64) -> String) {
             .map_or("-".to_owned(), |x| format!("{x:.2}x"));
         let _ = writeln!(
             o,
-            "{:<12} {:<11} {figures} {x:>12}",
+            "{:<12} {:<12} {figures} {x:>12}",
             row.measure, row.through
         );
     }
     let _ = writeln!(
         o,
-        "events: {:.0}/s acknowledged from {SENDERS} connections, {:.0}/s drained (first 202 to last done); warm blocks of {} calls, alternating",
+        "events: {:.0}/s acknowledged from {SENDERS} connections, {:.0}/s drained (first 202 to last done); warm blocks of {} calls, taken in turn",
         r.queued_per_s, r.drained_per_s, r.block
     );
 }

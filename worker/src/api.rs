@@ -4,6 +4,8 @@
 //! - `GET /stats`: JSON with the worker, its live sandboxes and per-lambda counters
 //! - `POST /runLambda/<name>`: the body (JSON; empty means `{}`) is the event; the answer is the
 //!   handler's return value as JSON
+//! - any method on `/run/<name>` and `/run/<name>/<path...>`: an HTTP function
+//!   ([`crate::http_function`])
 //! - the AWS Lambda management API (`/2015-03-31/functions/...`, layers, tags), archive
 //!   downloads (`/registry/archives/<sha256>`) and a function's docs
 //!   (`/functions/<name>/docs`, `/docs.yml`): [`crate::management`]
@@ -38,6 +40,11 @@ pub enum Action {
     Status,
     Stats,
     Run(LambdaName),
+    /// An HTTP function (`/run/<name>/<path>`), with the path below the name.
+    Http {
+        name: LambdaName,
+        path: String,
+    },
     /// The AWS Invoke API (`legacy`: the deprecated InvokeAsync), with the `FunctionName`
     /// label as given.
     Invoke {
@@ -56,12 +63,15 @@ pub fn route(method: &Method, path: &str) -> Result<Action, ApiError> {
     let not_allowed = |allow: &'static str| ApiError::MethodNotAllowed {
         method: method.to_string(),
         path: path.to_owned(),
-        allow,
+        allow: allow.into(),
     };
     if *method == Method::POST {
         if let Some(invoke) = invoke_route(path) {
             return Ok(invoke);
         }
+    }
+    if let Some(rest) = path.strip_prefix("/run/") {
+        return http_route(rest);
     }
     match path {
         "/status" => match *method {
@@ -124,6 +134,23 @@ fn invoke_route(path: &str) -> Option<Action> {
     }
     let function = crate::aws::routes::decode(rest, "FunctionName").ok()?;
     Some(Action::Invoke { function, legacy })
+}
+
+/// `/run/<name>` and `/run/<name>/<path...>`, any method: the name, and the path below it
+/// (`/` at least), as received.
+fn http_route(rest: &str) -> Result<Action, ApiError> {
+    let (raw, below) = match rest.find('/') {
+        Some(i) => (&rest[..i], &rest[i..]),
+        None => (rest, "/"),
+    };
+    let name = LambdaName::parse(raw).map_err(|reason| ApiError::InvalidName {
+        name: raw.chars().take(200).collect(),
+        reason,
+    })?;
+    Ok(Action::Http {
+        name,
+        path: below.to_owned(),
+    })
 }
 
 /// State the HTTP handlers need.
@@ -198,6 +225,9 @@ async fn execute(
         }
         Action::Invoke { function, legacy } => {
             Ok(crate::invoke::aws_invoke::serve(state, &function, legacy, req).await)
+        }
+        Action::Http { name, path } => {
+            Ok(crate::http_function::serve(state, &name, &path, req, peer).await)
         }
         Action::Invocation(id) => Ok(crate::invoke::serve_record(state, &id).await),
         Action::Invocations => Ok(crate::invoke::serve_records(state, req.uri().query()).await),
@@ -520,6 +550,19 @@ mod tests {
             route(&Method::POST, "/invocations").unwrap_err().status(),
             405
         );
+        let http = |n: &str, p: &str| Action::Http {
+            name: name(n),
+            path: p.to_owned(),
+        };
+        assert_eq!(route(&Method::GET, "/run/web").unwrap(), http("web", "/"));
+        assert_eq!(route(&Method::DELETE, "/run/web/").unwrap(), http("web", "/"));
+        assert_eq!(
+            route(&Method::PATCH, "/run/web/a/b%20c").unwrap(),
+            http("web", "/a/b%20c")
+        );
+        for bad in ["/run/", "/run/..", "/run/a%00/x"] {
+            assert_eq!(route(&Method::GET, bad).unwrap_err().status(), 400, "{bad}");
+        }
         let long = format!("/runLambda/{}", "a".repeat(1000));
         assert_eq!(route(&Method::POST, &long).unwrap_err().status(), 400);
     }

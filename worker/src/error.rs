@@ -21,7 +21,7 @@ pub enum ApiError {
     MethodNotAllowed {
         method: String,
         path: String,
-        allow: &'static str,
+        allow: std::borrow::Cow<'static, str>,
     },
     #[error("invalid lambda name {name:?}: {reason}")]
     InvalidName { name: String, reason: &'static str },
@@ -47,6 +47,8 @@ pub enum ApiError {
     BadQuery { message: String },
     #[error("no invocation {id} on this worker")]
     InvocationNotFound { id: String },
+    #[error("lambda {lambda} gave an answer that is not an HTTP response: {message}")]
+    BadAnswer { lambda: String, message: String },
     #[error(transparent)]
     Run(#[from] RunError),
 }
@@ -64,7 +66,7 @@ impl ApiError {
             ApiError::BodyTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
             ApiError::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal { .. } => StatusCode::INTERNAL_SERVER_ERROR,
-            ApiError::Upstream { .. } => StatusCode::BAD_GATEWAY,
+            ApiError::Upstream { .. } | ApiError::BadAnswer { .. } => StatusCode::BAD_GATEWAY,
             ApiError::InvalidRequestId(_) => StatusCode::BAD_REQUEST,
             ApiError::Queue(e) => e.status(),
             ApiError::InvocationNotFound { .. } => StatusCode::NOT_FOUND,
@@ -111,6 +113,9 @@ impl ApiError {
             ApiError::InvocationNotFound { id } => {
                 json!({"error": "invocation not found", "message": message, "id": id})
             }
+            ApiError::BadAnswer { lambda, .. } => {
+                json!({"error": "invalid HTTP answer", "message": message, "lambda": lambda})
+            }
             ApiError::Run(e) => run_body(e, message),
         }
     }
@@ -121,7 +126,7 @@ impl ApiError {
             .status(self.status())
             .header(header::CONTENT_TYPE, "application/json");
         if let ApiError::MethodNotAllowed { allow, .. } = &self {
-            builder = builder.header(header::ALLOW, *allow);
+            builder = builder.header(header::ALLOW, allow.as_ref());
         }
         if self.status() == StatusCode::TOO_MANY_REQUESTS {
             builder = builder.header(header::RETRY_AFTER, "1");
@@ -459,7 +464,7 @@ mod tests {
         let resp = ApiError::MethodNotAllowed {
             method: "GET".into(),
             path: "/runLambda/x".into(),
-            allow: "POST",
+            allow: "POST".into(),
         }
         .into_response();
         assert_eq!(resp.status(), 405);

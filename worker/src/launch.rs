@@ -496,7 +496,7 @@ fn listen_and_connect(scratch: &Path) -> Result<(UnixListener, UnixStream), Star
 /// The environment of a handler sandbox, fresh or forked, in this order (a later value of a
 /// name replaces an earlier one): the platform's (`PATH`, `HOME`, `LANG`,
 /// `PYTHONDONTWRITEBYTECODE`, `LAMBDA_PACKAGES`), what the runtime reads (`LAMBDA_NAME`,
-/// `LAMBDA_LAYERS`, `LAMBDA_FUNCTION_ARN`, `_HANDLER`), AWS's (`LAMBDA_TASK_ROOT`,
+/// `LAMBDA_LAYERS`, `LAMBDA_FUNCTION_ARN`, `_HANDLER`, `LAMBDA_ENTRY_TYPE`), AWS's (`LAMBDA_TASK_ROOT`,
 /// `AWS_LAMBDA_FUNCTION_NAME`, `AWS_LAMBDA_FUNCTION_MEMORY_SIZE`, `AWS_LAMBDA_FUNCTION_VERSION`,
 /// `AWS_LAMBDA_LOG_GROUP_NAME`, `AWS_LAMBDA_LOG_STREAM_NAME`, `AWS_REGION`,
 /// `AWS_DEFAULT_REGION`), then the function's `environment` (which cannot name the reserved
@@ -524,6 +524,7 @@ pub fn sandbox_env(
         ("LAMBDA_LAYERS", layers.join(":")),
         ("LAMBDA_FUNCTION_ARN", arn),
         ("_HANDLER", setup.entry.to_string()),
+        ("LAMBDA_ENTRY_TYPE", setup.entry_type.as_str().to_owned()),
         ("LAMBDA_TASK_ROOT", "/handler".to_owned()),
         ("AWS_LAMBDA_FUNCTION_NAME", name.to_owned()),
         (
@@ -630,6 +631,7 @@ mod tests {
         };
         let setup = FunctionSetup {
             entry: Entry::parse("pkg.app.run").unwrap(),
+            entry_type: crate::lambda_config::EntryType::Wsgi,
             environment: [("PATH", "/mine"), ("TORCH_HOME", "/tmp/torch")]
                 .into_iter()
                 .map(|(k, v)| (k.to_owned(), v.to_owned()))
@@ -657,6 +659,7 @@ mod tests {
         );
         assert_eq!(get("TORCH_HOME"), Some("/tmp/torch"));
         assert_eq!(get("_HANDLER"), Some("pkg.app.run"));
+        assert_eq!(get("LAMBDA_ENTRY_TYPE"), Some("wsgi"));
         assert_eq!(get("LAMBDA_TASK_ROOT"), Some("/handler"));
         assert_eq!(get("LAMBDA_PACKAGES"), Some("/packages/six/1.17.0"));
         assert_eq!(get("LAMBDA_LAYERS"), Some("/opt/common/python:/opt/plain"));

@@ -20,6 +20,7 @@ pub mod error;
 pub mod files;
 pub mod functions;
 pub mod http_client;
+pub mod http_function;
 pub mod invocations;
 pub mod invoke;
 pub mod lambda_config;

@@ -31,6 +31,9 @@ const RESERVED_ENV: [&str; 6] = [
 /// Every key, in the order [`to_map`] writes them.
 pub(crate) const KNOWN: &[&str] = &[
     "entry",
+    "type",
+    "payload_format",
+    "triggers",
     "runtime",
     "description",
     "memory_mb",
@@ -68,11 +71,14 @@ const RANGES: [(&str, u64, u64); 9] = [
 #[error("{0}")]
 pub struct InvalidValue(pub String);
 
-/// How a function is called: `module.function`, the module a dotted path of identifiers.
+/// How a function is called: `module.function` (AWS's `Handler`) or `module:function` (the
+/// form of WSGI and ASGI servers, `app:app`), the module a dotted path of identifiers.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Entry {
     pub module: String,
     pub function: String,
+    /// Written `module:function`; kept so that the entry reads back as it was given.
+    pub colon: bool,
 }
 
 impl Default for Entry {
@@ -81,13 +87,15 @@ impl Default for Entry {
         Self {
             module: "lambda_func".to_owned(),
             function: "handler".to_owned(),
+            colon: false,
         }
     }
 }
 
 impl std::fmt::Display for Entry {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}.{}", self.module, self.function)
+        let sep = if self.colon { ':' } else { '.' };
+        write!(f, "{}{sep}{}", self.module, self.function)
     }
 }
 
@@ -105,6 +113,17 @@ impl Entry {
         Self {
             module: "lambda_main".to_owned(),
             function: "main".to_owned(),
+            colon: false,
+        }
+    }
+
+    /// `app:app`, the entry of a WSGI or ASGI app that names none (Flask's and FastAPI's
+    /// usual names).
+    pub fn app() -> Self {
+        Self {
+            module: "app".to_owned(),
+            function: "app".to_owned(),
+            colon: true,
         }
     }
 
@@ -113,23 +132,31 @@ impl Entry {
         self.module == "lambda_main" && self.function == "main"
     }
 
-    /// Parses `module.function` (AWS's `Handler`); the error is a human explanation.
+    /// Parses `module.function` (AWS's `Handler`) or `module:function`; the error is a human
+    /// explanation.
     pub fn parse(raw: &str) -> Result<Self, InvalidValue> {
         let bad = |m: String| Err(InvalidValue(m));
         if raw.len() > MAX_ENTRY {
             return bad(format!("must be at most {MAX_ENTRY} characters"));
         }
-        let Some((module, function)) = raw.rsplit_once('.') else {
-            return bad(format!("must be module.function, not {raw:?}"));
+        let (split, colon) = match raw.split_once(':') {
+            Some(parts) => (Some(parts), true),
+            None => (raw.rsplit_once('.'), false),
+        };
+        let Some((module, function)) = split else {
+            return bad(format!(
+                "must be module.function or module:function, not {raw:?}"
+            ));
         };
         if !module.split('.').all(is_identifier) || !is_identifier(function) {
             return bad(format!(
-                "must be module.function made of Python identifiers, not {raw:?}"
+                "must be module.function or module:function made of Python identifiers, not {raw:?}"
             ));
         }
         Ok(Self {
             module: module.to_owned(),
             function: function.to_owned(),
+            colon,
         })
     }
 
@@ -323,6 +350,11 @@ pub(crate) fn parse_map(map: &Map<String, Value>) -> Result<LambdaConfig, KeyErr
                 let raw = text(key, value)?;
                 c.entry = Some(Entry::parse(&raw).map_err(|m| KeyError::new(key, m.0))?);
             }
+            "type" => c.entry_type = Some(super::http_keys::parse_type(key, value)?),
+            "payload_format" => {
+                c.payload_format = Some(super::http_keys::parse_payload_format(key, value)?);
+            }
+            "triggers" => c.http_methods = Some(super::http_keys::parse_triggers(key, value)?),
             "runtime" => {
                 let raw = text(key, value)?;
                 let ok = raw.strip_prefix("python3.").is_some_and(|v| {
@@ -420,6 +452,14 @@ pub(crate) fn to_map(c: &LambdaConfig) -> Map<String, Value> {
         }
     };
     put("entry", c.entry.as_ref().map(|e| e.to_string().into()));
+    put("type", c.entry_type.map(|t| t.as_str().into()));
+    put("payload_format", c.payload_format.map(|f| f.as_str().into()));
+    put(
+        "triggers",
+        c.http_methods
+            .as_deref()
+            .map(super::http_keys::triggers_value),
+    );
     put("runtime", c.runtime.clone().map(Value::from));
     put("description", c.description.clone().map(Value::from));
     put("memory_mb", c.memory_mb.map(Value::from));

@@ -15,6 +15,7 @@
 //! the wrong type or out of range is an error naming the key (HTTP 400 on the call), never a
 //! silent fallback. Editing the file retires the function's sandboxes like editing its code.
 
+mod http_keys;
 mod keys;
 mod limits;
 
@@ -23,6 +24,7 @@ use std::path::{Path, PathBuf};
 
 use serde_json::{Map, Value};
 
+pub use http_keys::{allows as allows_method, EntryType, PayloadFormat};
 pub use keys::{destination, Entry, InvalidValue, LayerRef, ENV_MAX_BYTES, MAX_LAYERS, MAX_TAGS};
 pub use limits::{LambdaLimits, CPU_PERIOD_US};
 
@@ -50,8 +52,16 @@ pub struct LambdaConfigError {
 /// order, and parsing that again gives the same config.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct LambdaConfig {
-    /// `module.function` to call; see [`LambdaConfig::entry_in`] for the default.
+    /// `module.function` (or `module:function`) to call; see [`LambdaConfig::entry_in`] for
+    /// the default.
     pub entry: Option<Entry>,
+    /// `type`: a handler (the default), or a WSGI or ASGI app.
+    pub entry_type: Option<EntryType>,
+    /// `payload_format`: the event an HTTP request at `/run/<name>` becomes (default 2.0).
+    pub payload_format: Option<PayloadFormat>,
+    /// `triggers.http.methods`: the methods `/run/<name>` takes (`None`: every method), in
+    /// upper case, `*` for any.
+    pub http_methods: Option<Vec<String>>,
     /// A `python3.N` name, reported as given (the base's Python runs every function).
     pub runtime: Option<String>,
     pub memory_mb: Option<u64>,
@@ -191,6 +201,12 @@ impl LambdaConfig {
     pub fn over(&self, base: &LambdaConfig) -> LambdaConfig {
         LambdaConfig {
             entry: self.entry.clone().or_else(|| base.entry.clone()),
+            entry_type: self.entry_type.or(base.entry_type),
+            payload_format: self.payload_format.or(base.payload_format),
+            http_methods: self
+                .http_methods
+                .clone()
+                .or_else(|| base.http_methods.clone()),
             runtime: self.runtime.clone().or_else(|| base.runtime.clone()),
             memory_mb: self.memory_mb.or(base.memory_mb),
             timeout_s: self.timeout_s.or(base.timeout_s),
@@ -251,11 +267,15 @@ impl LambdaConfig {
     }
 
     /// The entry to call for a function whose code is in `dir`: the configured one, else
-    /// `lambda_main.main` when `dir` has a `lambda_main.py` but no `lambda_func.py` (Luna's
-    /// layout), else `lambda_func.handler`. Blocking (up to two `lstat`s).
+    /// `app:app` for a WSGI or ASGI app, else `lambda_main.main` when `dir` has a
+    /// `lambda_main.py` but no `lambda_func.py` (Luna's layout), else `lambda_func.handler`.
+    /// Blocking (up to two `lstat`s).
     pub fn entry_in(&self, dir: &Path) -> Entry {
         if let Some(entry) = &self.entry {
             return entry.clone();
+        }
+        if matches!(self.entry_type, Some(EntryType::Wsgi | EntryType::Asgi)) {
+            return Entry::app();
         }
         let is_file = |name: &str| {
             std::fs::symlink_metadata(dir.join(name)).is_ok_and(|m| m.file_type().is_file())

@@ -42,7 +42,7 @@ fn bad_new_values_name_the_key() {
             .join(",")
     );
     for (text, key, needle) in [
-        (r#"{"entry": "handler"}"#, "entry", "module.function"),
+        (r#"{"entry": "handler"}"#, "entry", "module.function or module:function"),
         (r#"{"entry": "a-b.c"}"#, "entry", "identifiers"),
         (r#"{"entry": "a..c"}"#, "entry", "identifiers"),
         (r#"{"entry": 3}"#, "entry", "string"),
@@ -172,4 +172,49 @@ fn event_keys_parse_round_trip_and_default_to_aws() {
         let e = parse(text).unwrap_err();
         assert_eq!(e.key.as_deref(), Some(key), "{text}: {e}");
     }
+}
+
+#[test]
+fn http_function_keys_parse_and_round_trip() {
+    let c = parse(
+        r#"{"entry": "app:app", "type": "wsgi", "payload_format": "1.0",
+            "triggers": {"http": {"methods": ["get", "POST"]}}}"#,
+    )
+    .unwrap();
+    let entry = c.entry.clone().unwrap();
+    assert_eq!((entry.module.as_str(), entry.function.as_str()), ("app", "app"));
+    assert_eq!(entry.to_string(), "app:app");
+    assert_eq!(entry.module_file(), "app.py");
+    assert_eq!(c.entry_type, Some(EntryType::Wsgi));
+    assert_eq!(c.payload_format, Some(PayloadFormat::V1));
+    assert_eq!(c.http_methods.as_deref(), Some(&["GET".to_owned(), "POST".to_owned()][..]));
+    assert_eq!(LambdaConfig::parse(&c.to_json_pretty()).unwrap(), c);
+    assert_eq!(
+        c.to_value()["triggers"],
+        serde_json::json!({"http": {"methods": ["GET", "POST"]}})
+    );
+    assert_eq!(
+        parse(r#"{"entry": "pkg.web:application"}"#).unwrap().entry.unwrap().module_file(),
+        "pkg/web.py"
+    );
+    for (text, key) in [
+        (r#"{"entry": "app:a:b"}"#, "entry"),
+        (r#"{"entry": "app:"}"#, "entry"),
+        (r#"{"entry": ":app"}"#, "entry"),
+        (r#"{"type": "cgi"}"#, "type"),
+        (r#"{"payload_format": "3.0"}"#, "payload_format"),
+        (r#"{"triggers": {"http": {"methods": "GET"}}}"#, "triggers"),
+    ] {
+        let e = parse(text).unwrap_err();
+        assert_eq!(e.key.as_deref(), Some(key), "{text}: {e}");
+    }
+}
+
+#[test]
+fn an_app_without_an_entry_runs_app_app() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = parse(r#"{"type": "asgi"}"#).unwrap();
+    assert_eq!(c.entry_in(dir.path()).to_string(), "app:app");
+    let handler = parse(r#"{"type": "handler"}"#).unwrap();
+    assert_eq!(handler.entry_in(dir.path()), Entry::default());
 }

@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::lambda_config::{Entry, LambdaLimits};
+use crate::lambda_config::{Entry, EntryType, LambdaLimits};
 use crate::name::LambdaName;
 use crate::packages::{PackageError, PackageStats};
 use crate::registry::Handler;
@@ -37,6 +37,8 @@ pub struct LambdaRef {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct FunctionSetup {
     pub entry: Entry,
+    /// What the entry is (`LAMBDA_ENTRY_TYPE` in the sandbox).
+    pub entry_type: EntryType,
     /// The `environment` key.
     pub environment: BTreeMap<String, String>,
     /// The `layers` key, in its order.

@@ -14,7 +14,7 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use crate::lambda_config::{EventConfig, LambdaConfigError, LAMBDA_CONFIG_FILE};
+use crate::lambda_config::{EventConfig, LambdaConfig, LambdaConfigError, LAMBDA_CONFIG_FILE};
 use crate::manager::backend::{Backend, FunctionSetup, LambdaRef, LayerDir};
 use crate::manager::error::RunError;
 use crate::manager::pool::{Counters, PoolUse};
@@ -103,13 +103,22 @@ impl<B: Backend> Manager<B> {
         self: &Arc<Self>,
         name: &LambdaName,
     ) -> Result<EventConfig, RunError> {
+        Ok(self.function_config(name).await?.events())
+    }
+
+    /// What the function's `lambda.json` says, from what is remembered, else looked up on the
+    /// blocking pool (errors as [`Manager::check_function`]'s).
+    pub async fn function_config(
+        self: &Arc<Self>,
+        name: &LambdaName,
+    ) -> Result<Arc<LambdaConfig>, RunError> {
         if let Some(handler) = self.registry.cached(name) {
-            return Ok(handler.config.events());
+            return Ok(handler.config);
         }
         let this = Arc::clone(self);
         let name = name.clone();
         tokio::task::spawn_blocking(move || match this.registry.lookup(&name) {
-            Ok(handler) => Ok(handler.config.events()),
+            Ok(handler) => Ok(handler.config),
             Err(RegistryError::Config { lambda, source }) => Err(RunError::LambdaConfig {
                 lambda,
                 source: *source,
@@ -168,6 +177,7 @@ pub(crate) fn function_setup(
     }
     Ok(FunctionSetup {
         entry: handler.entry.clone(),
+        entry_type: config.entry_type.unwrap_or_default(),
         environment: config.environment.clone().unwrap_or_default(),
         layers,
     })
