@@ -56,6 +56,7 @@ import struct
 
 import runtime
 import runtime_extras  # what (event, context) entries need, imported once for every fork
+import runtime_http  # what wsgi and asgi entries need (it imports no more modules until one loads)
 
 # sys.path as a fresh runtime starts with it (the children start from this, not from ours).
 BASE_PATH = list(sys.path)
