@@ -3,8 +3,9 @@
 The worker creates the listening unix socket (bound at <scratch>/server_pipe, seen here as
 /host/server_pipe) and passes it as fd 3, so it can connect before this interpreter is up.
 
-The entry is loaded once, before the first call (load_entry): the function that _HANDLER names
-as module.function (default lambda_func.handler; the module may be dotted, pkg.app), imported
+The entry is loaded once, before the first call (load_entry): what _HANDLER names, written
+module.attr (default lambda_func.handler; the module may be dotted, pkg.app.handler) or, gunicorn
+style, module:attr (app:app, pkg.app:app; after the colon a dotted path of attributes), imported
 from this sys.path, in order:
   /handler (the function's code), each layer (LAMBDA_LAYERS, in the function's order), each
   PYTHONPATH entry, the interpreter's standard library, the function's packages
@@ -16,6 +17,12 @@ runtime gives it).
 What it returns is awaited when it is awaitable (an async def), on one event loop kept for the
 sandbox's life. Luna's entry, lambda_main.main, gets a luna_lambda_tools
 StandaloneLambdaRequest whose .json is the event in place of the event itself.
+
+LAMBDA_ENTRY_TYPE says what the entry is: handler (or unset: a function called as above), wsgi
+(a PEP 3333 app) or asgi (an ASGI 3 app). An HTTP app is mounted at /run/<LAMBDA_NAME>: each
+call's event is an API Gateway HTTP event (payload format 2.0 or 1.0), and what the call returns
+is API Gateway's response shape for it; ASGI lifespan startup runs once, at load. runtime_http.py
+(imported for those entries alone) says how.
 
 The call protocol, version CALL_PROTOCOL (the worker's side is worker/src/runtime_client; the
 worker reads the CALL_PROTOCOL line below before it starts), on one connection, any number of
@@ -40,10 +47,10 @@ before it sends a response, so everything a call printed is in the worker's pipe
 Start-up time is most of a cold call, so this file imports only what it needs before the first
 request: `_socket` rather than `socket` (which pulls in `enum`), the C parts of `json` through
 `_json` rather than `json` (whose pure-Python half compiles regular expressions), `traceback`
-only when an exception is reported, and runtime_extras.py (everything but a plain
-handler(event) in lambda_func.py: other entries, the context, asyncio, inspect) only when the
-entry needs it, since the interpreter compiles this file from source at every fresh start. It
-runs with -S (no `site`).
+only when an exception is reported, runtime_extras.py (everything but a plain handler(event) in
+lambda_func.py: other entries, the context, asyncio, inspect) only when the entry needs it, and
+runtime_http.py only for wsgi and asgi entries, since the interpreter compiles these files from
+source at every fresh start. It runs with -S (no `site`).
 """
 
 import sys
@@ -186,18 +193,23 @@ def package_paths(paths):
     return paths
 
 
-def extras():
-    """runtime_extras, imported from this file's directory (never a function's own module of
-    that name: the function's directories are on sys.path first)."""
-    module = sys.modules.get("runtime_extras")
+def own_module(name):
+    """One of the runtime's modules (runtime_extras, runtime_http), imported from this file's
+    directory alone (never a function's own module of that name: the function's directories
+    are on sys.path first)."""
+    module = sys.modules.get(name)
     if module is None:
         path = sys.path[:]
         sys.path[:] = [__file__.rpartition("/")[0] or "."]
         try:
-            import runtime_extras as module
+            module = __import__(name)
         finally:
             sys.path[:] = path
     return module
+
+
+def extras():
+    return own_module("runtime_extras")
 
 
 class Entry:
@@ -248,8 +260,11 @@ def load_entry(packages):
     sys.path.extend(package_paths(packages))
     sys.path.extend(SYSTEM_PATHS)
     sys.path.append(COMPAT_DIR)
+    kind = getenv("LAMBDA_ENTRY_TYPE").lower() or "handler"
     try:
-        if entry.name != DEFAULT_ENTRY or not load_plain(entry):
+        if kind != "handler":
+            own_module("runtime_http").load(entry, kind, HANDLER_DIR, getenv)
+        elif entry.name != DEFAULT_ENTRY or not load_plain(entry):
             extras().load(entry, HANDLER_DIR, getenv)
     except BaseException as exc:  # SystemExit and friends in module code too
         entry.fn = None

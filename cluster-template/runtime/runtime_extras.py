@@ -1,7 +1,8 @@
 """The parts of lambdaworker's runtime (runtime.py) that only some entries need, kept apart so
 that a fresh interpreter serving a plain handler(event) in lambda_func.py never compiles them:
-loading any other entry (deciding whether it takes a context), the context itself, awaiting an
-async entry, and PYTHONPATH. runtime.py documents the rules; the zygote imports this module
+loading any other entry (module.attr or module:attr; deciding whether it takes a context), the
+context itself, awaiting an async entry, and PYTHONPATH (runtime_http.py uses the first three
+for HTTP apps). runtime.py documents the rules; the zygote imports this module
 once, so that forked sandboxes have it already.
 """
 
@@ -155,15 +156,24 @@ def takes_context(fn, entry):
     return most is None or most >= 2
 
 
-def load(entry, handler_dir, getenv):
-    """Loads entry (a runtime.Entry): imports its module, finds its function, and decides how it
-    is called. Raises what every call then answers with: the entry's module missing
-    (ModuleNotFoundError naming the files looked for), its function missing or not callable
-    (AttributeError), parameters it cannot be called with (TypeError), or what its module
-    raised."""
-    module_name, _, function = entry.name.rpartition(".")
-    if not module_name or not function:
-        raise ValueError("entry %r is not module.function" % entry.name)
+def split_entry(name):
+    """(module, attribute path) of an entry written module.attr (the module may be dotted,
+    pkg.app.handler) or, gunicorn and uvicorn style, module:attr (pkg.app:app; after the colon a
+    dotted path of attributes, app:server.app)."""
+    if ":" in name:
+        module_name, _, attr = name.partition(":")
+    else:
+        module_name, _, attr = name.rpartition(".")
+    if not module_name or not attr or any(not part for part in module_name.split(".") + attr.split(".")):
+        raise ValueError("entry %r is not module.attr or module:attr" % name)
+    return module_name, attr
+
+
+def resolve(entry, handler_dir):
+    """The callable that entry (a runtime.Entry) names: imports its module and looks up its
+    attribute. Raises the entry's module missing (ModuleNotFoundError naming the files looked
+    for), its attribute missing or not callable (AttributeError), or what its module raised."""
+    module_name, attr = split_entry(entry.name)
     try:
         __import__(module_name)
     except ModuleNotFoundError as exc:
@@ -177,20 +187,35 @@ def load(entry, handler_dir, getenv):
             name=module_name,
         ) from None
     module = sys.modules[module_name]
-    fn = getattr(module, function, None)
+    fn = module
+    for part in attr.split("."):
+        fn = getattr(fn, part, None)
     if not callable(fn):
         where = getattr(module, "__file__", None) or module_name
-        raise AttributeError("%s defines no callable %s (entry %s)" % (where, function, entry.name))
+        raise AttributeError("%s defines no callable %s (entry %s)" % (where, attr, entry.name))
+    return fn
+
+
+def give_context(entry, getenv):
+    """Makes calls of entry pass a LambdaContext, with this sandbox's function settings."""
+    entry.context_type = LambdaContext
+    entry.function_env = (
+        getenv("AWS_LAMBDA_FUNCTION_NAME"),
+        getenv("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST"),
+        getenv("AWS_LAMBDA_FUNCTION_MEMORY_SIZE"),
+        getenv("LAMBDA_FUNCTION_ARN"),
+        getenv("AWS_LAMBDA_LOG_GROUP_NAME"),
+        getenv("AWS_LAMBDA_LOG_STREAM_NAME"),
+    )
+
+
+def load(entry, handler_dir, getenv):
+    """Loads a handler entry (a runtime.Entry): its callable (resolve), and how it is called.
+    Raises what every call then answers with: resolve's errors, or parameters it cannot be
+    called with (TypeError)."""
+    fn = resolve(entry, handler_dir)
     if takes_context(fn, entry.name):
-        entry.context_type = LambdaContext
-        entry.function_env = (
-            getenv("AWS_LAMBDA_FUNCTION_NAME"),
-            getenv("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST"),
-            getenv("AWS_LAMBDA_FUNCTION_MEMORY_SIZE"),
-            getenv("LAMBDA_FUNCTION_ARN"),
-            getenv("AWS_LAMBDA_LOG_GROUP_NAME"),
-            getenv("AWS_LAMBDA_LOG_STREAM_NAME"),
-        )
+        give_context(entry, getenv)
     if entry.name == LUNA_ENTRY:
         # The function's own luna_lambda_tools if it has one, else the platform's (last on
         # sys.path).

@@ -57,6 +57,12 @@ import struct
 import runtime
 import runtime_extras  # what (event, context) entries need, imported once for every fork
 
+try:
+    import runtime_http  # what wsgi and asgi entries need (it imports no more modules until one loads)
+except ModuleNotFoundError as exc:  # a base installed without it: only HTTP entries fail, at load
+    if exc.name != "runtime_http":
+        raise
+
 # sys.path as a fresh runtime starts with it (the children start from this, not from ours).
 BASE_PATH = list(sys.path)
 CONTROL_FD = 3

@@ -11,6 +11,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::UnixStream;
 
 #[cfg(test)]
+mod http_tests;
+#[cfg(test)]
 mod wire_tests;
 
 /// The version of the call protocol the worker speaks; the base's `runtime.py` must declare
