@@ -44,6 +44,9 @@ pub const RUNTIME_PY: &str = include_str!("../../cluster-template/runtime/runtim
 /// need more than a plain `handler(event)`.
 pub const RUNTIME_EXTRAS_PY: &str =
     include_str!("../../cluster-template/runtime/runtime_extras.py");
+/// `cluster-template/runtime/runtime_http.py`: the WSGI and ASGI adapters, imported only for
+/// those entries.
+pub const RUNTIME_HTTP_PY: &str = include_str!("../../cluster-template/runtime/runtime_http.py");
 /// `cluster-template/runtime/zygote.py`: the import cache's fork server.
 pub const ZYGOTE_PY: &str = include_str!("../../cluster-template/runtime/zygote.py");
 /// `cluster-template/runtime/compat/luna_lambda_tools.py`: what functions written for Luna
@@ -288,6 +291,7 @@ pub fn install_runtime(base: &Path) -> Result<()> {
     for (p, content) in [
         (runtime.clone(), RUNTIME_PY.to_owned()),
         (dir.join("runtime_extras.py"), RUNTIME_EXTRAS_PY.to_owned()),
+        (dir.join("runtime_http.py"), RUNTIME_HTTP_PY.to_owned()),
         (in_base(base, ZYGOTE_PATH), ZYGOTE_PY.to_owned()),
         (
             compat.join("luna_lambda_tools.py"),
@@ -488,8 +492,8 @@ mod tests {
         );
         assert_eq!(
             std::fs::read_dir(&dir).unwrap().count(),
-            5,
-            "4 files and compat/"
+            6,
+            "5 files and compat/"
         );
     }
 

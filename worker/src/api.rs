@@ -555,7 +555,10 @@ mod tests {
             path: p.to_owned(),
         };
         assert_eq!(route(&Method::GET, "/run/web").unwrap(), http("web", "/"));
-        assert_eq!(route(&Method::DELETE, "/run/web/").unwrap(), http("web", "/"));
+        assert_eq!(
+            route(&Method::DELETE, "/run/web/").unwrap(),
+            http("web", "/")
+        );
         assert_eq!(
             route(&Method::PATCH, "/run/web/a/b%20c").unwrap(),
             http("web", "/a/b%20c")

@@ -52,7 +52,9 @@ async fn request(
     headers: &[(&str, &str)],
     body: &[u8],
 ) -> Answer {
-    let mut s = tokio::net::TcpStream::connect(c.addr).await.expect("connect");
+    let mut s = tokio::net::TcpStream::connect(c.addr)
+        .await
+        .expect("connect");
     let mut head = format!(
         "{method} {target} HTTP/1.1\r\nHost: localhost\r\nContent-Length: {}\r\nConnection: close\r\n",
         body.len()
@@ -119,7 +121,9 @@ async fn check_web_app(c: &TestCluster, name: &str) {
     assert_eq!(tea.status, 418, "{name}: {}", tea.text());
     assert_eq!(tea.header("x-tea"), Some("earl grey"), "{name}");
     assert!(
-        tea.all("set-cookie").iter().any(|c| c.starts_with("kettle=on")),
+        tea.all("set-cookie")
+            .iter()
+            .any(|c| c.starts_with("kettle=on")),
         "{name}: {:?}",
         tea.headers
     );
@@ -150,7 +154,11 @@ async fn check_web_app(c: &TestCluster, name: &str) {
     assert_eq!(e["rest"], "a/b c", "{name}: {e}");
     assert_eq!(e["cookie"], "apple", "{name}: {e}");
     assert_eq!(e["path"], format!("/run/{name}/echo/a/b c"), "{name}: {e}");
-    let query = if name.contains("flask") { &e["args"] } else { &e["query"] };
+    let query = if name.contains("flask") {
+        &e["args"]
+    } else {
+        &e["query"]
+    };
     assert_eq!(*query, json!({"x": ["1", "2"], "y": ["/"]}), "{name}: {e}");
 
     let binary = request(c, "GET", &format!("/run/{name}/binary"), &[], b"").await;
@@ -170,7 +178,10 @@ async fn check_web_app(c: &TestCluster, name: &str) {
     )
     .await;
     assert_eq!(back.status, 200, "{name}: {}", back.text());
-    assert!(back.body == blob, "{name}: the binary body changed on its way");
+    assert!(
+        back.body == blob,
+        "{name}: the binary body changed on its way"
+    );
 
     let refused = request(c, "DELETE", &format!("/run/{name}/tea"), &[], b"").await;
     assert_eq!(refused.status, 405, "{name}: {}", refused.text());
@@ -189,21 +200,34 @@ async fn flask_and_starlette_apps_serve_http() {
     check_web_app(&c, "web-flask").await;
     let root = request(&c, "GET", "/run/web-flask", &[], b"").await;
     assert_eq!((root.status, root.text().as_str()), (200, "flask root"));
-    let flask = request(&c, "GET", "/run/web-flask/echo/x", &[], b"").await.json();
+    let flask = request(&c, "GET", "/run/web-flask/echo/x", &[], b"")
+        .await
+        .json();
     assert_eq!(flask["script_root"], "/run/web-flask", "{flask}");
     assert_eq!(flask["agent"], Value::Null, "{flask}");
     assert_eq!(flask["remote"], "127.0.0.1", "{flask}");
-    assert_eq!(flask["url"], "http://localhost/run/web-flask/echo/x", "{flask}");
+    assert_eq!(
+        flask["url"], "http://localhost/run/web-flask/echo/x",
+        "{flask}"
+    );
 
     check_web_app(&c, "web-asgi").await;
-    let asgi = request(&c, "GET", "/run/web-asgi/echo/x", &[], b"").await.json();
+    let asgi = request(&c, "GET", "/run/web-asgi/echo/x", &[], b"")
+        .await
+        .json();
     assert_eq!(asgi["root_path"], "/run/web-asgi", "{asgi}");
     // The lifespan's startup ran once for the sandbox's many calls.
     assert_eq!(asgi["startups"], 1, "{asgi}");
     // A plain call of an app is refused with the reason.
     let (status, v) = c.call("web-asgi", "{}").await;
     assert_eq!(status, 500, "{v}");
-    assert!(v["message"].as_str().unwrap_or_default().contains("/run/web-asgi"), "{v}");
+    assert!(
+        v["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("/run/web-asgi"),
+        "{v}"
+    );
     c.shutdown().await;
 }
 
@@ -217,7 +241,14 @@ async fn hsds_shaped_function_and_the_message_wall() {
     add_app(&c, "messagewall", "MessageWall");
 
     // HSDS through /run: statusCode, headers, a JSON body; the binary values base64-decoded.
-    let about = request(&c, "GET", "/run/hslambda/about?domain=%2Fnrel%2Fwtk-us.h5", &[], b"").await;
+    let about = request(
+        &c,
+        "GET",
+        "/run/hslambda/about?domain=%2Fnrel%2Fwtk-us.h5",
+        &[],
+        b"",
+    )
+    .await;
     assert_eq!(about.status, 200, "{}", about.text());
     assert_eq!(about.header("content-type"), Some("application/json"));
     assert_eq!(
@@ -260,7 +291,11 @@ async fn hsds_shaped_function_and_the_message_wall() {
     let steps: [(&str, &[u8], &str); 6] = [
         ("GET", b"", "No message yet."),
         ("POST", b"Hello from EFS!", "Hello from EFS!\n"),
-        ("POST", b"Hello again :)", "Hello from EFS!\nHello again :)\n"),
+        (
+            "POST",
+            b"Hello again :)",
+            "Hello from EFS!\nHello again :)\n",
+        ),
         ("GET", b"", "Hello from EFS!\nHello again :)\n"),
         ("DELETE", b"", "Messages deleted."),
         ("GET", b"", "No message yet."),
@@ -305,7 +340,11 @@ def handler(event):
         &c,
         "PATCH",
         "/run/seen/a/b?k=v",
-        &[("X-Many", "1"), ("X-Many", "2"), ("Content-Type", "image/png")],
+        &[
+            ("X-Many", "1"),
+            ("X-Many", "2"),
+            ("Content-Type", "image/png"),
+        ],
         &[0x89, b'P', b'N', b'G'],
     )
     .await;
@@ -314,7 +353,10 @@ def handler(event):
     assert_eq!(e["version"], "2.0");
     assert_eq!(e["rawPath"], "/a/b");
     assert_eq!(e["requestContext"]["http"]["method"], "PATCH");
-    assert_eq!(e["requestContext"]["requestId"], seen.header("x-amzn-requestid").unwrap());
+    assert_eq!(
+        e["requestContext"]["requestId"],
+        seen.header("x-amzn-requestid").unwrap()
+    );
     assert_eq!(e["headers"]["x-many"], "1,2");
     assert_eq!(e["queryStringParameters"], json!({"k": "v"}));
     assert_eq!(e["isBase64Encoded"], true);
@@ -351,7 +393,10 @@ def handler(event):
     let list = request(&c, "GET", "/run/answers/list", &[], b"").await;
     assert_eq!((list.status, list.text().as_str()), (200, "[1, 2]"));
     assert_eq!(list.header("content-type"), Some("application/json"));
-    for (path, needle) in [("object-body", "body must be a string"), ("bad-status", "statusCode")] {
+    for (path, needle) in [
+        ("object-body", "body must be a string"),
+        ("bad-status", "statusCode"),
+    ] {
         let bad = request(&c, "GET", &format!("/run/answers/{path}"), &[], b"").await;
         assert_eq!(bad.status, 502, "{path}: {}", bad.text());
         let v = bad.json();
@@ -364,7 +409,12 @@ def handler(event):
     assert!(raised.text().contains("no such answer"));
 
     // Refusals: unknown function, bad name, a body over the limit; the worker goes on.
-    assert_eq!(request(&c, "GET", "/run/nothing-here/x", &[], b"").await.status, 404);
+    assert_eq!(
+        request(&c, "GET", "/run/nothing-here/x", &[], b"")
+            .await
+            .status,
+        404
+    );
     assert_eq!(request(&c, "GET", "/run/..", &[], b"").await.status, 400);
     let big = vec![b'x'; 1024 * 1024 + 1];
     let over = request(&c, "POST", "/run/seen", &[], &big).await;

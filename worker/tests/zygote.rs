@@ -130,6 +130,7 @@ async fn forked_sandboxes_are_isolated_from_the_zygote_and_each_other() {
                 "AWS_LAMBDA_LOG_STREAM_NAME",
                 "AWS_REGION",
                 "HOME",
+                "LAMBDA_ENTRY_TYPE",
                 "LAMBDA_FUNCTION_ARN",
                 "LAMBDA_LAYERS",
                 "LAMBDA_NAME",

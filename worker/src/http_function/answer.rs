@@ -51,7 +51,11 @@ pub fn map_answer(result: &Bytes) -> Result<HttpAnswer, BadAnswer> {
         .and_then(|n| u16::try_from(n).ok())
         .filter(|n| (100..=599).contains(n))
         .and_then(|n| StatusCode::from_u16(n).ok())
-        .ok_or_else(|| BadAnswer(format!("statusCode must be a number from 100 to 599, not {code}")))?;
+        .ok_or_else(|| {
+            BadAnswer(format!(
+                "statusCode must be a number from 100 to 599, not {code}"
+            ))
+        })?;
     let mut headers = HeaderMap::new();
     if let Some(given) = map.get("headers").filter(|v| !v.is_null()) {
         let Value::Object(given) = given else {
@@ -90,8 +94,9 @@ pub fn map_answer(result: &Bytes) -> Result<HttpAnswer, BadAnswer> {
             let Some(cookie) = cookie.as_str() else {
                 return Err(BadAnswer(format!("cookies: {cookie} is not a string")));
             };
-            let value = HeaderValue::from_str(cookie)
-                .map_err(|_| BadAnswer(format!("cookies: {cookie:?} is not a valid header value")))?;
+            let value = HeaderValue::from_str(cookie).map_err(|_| {
+                BadAnswer(format!("cookies: {cookie:?} is not a valid header value"))
+            })?;
             headers.append(SET_COOKIE, value);
         }
     }
@@ -109,7 +114,11 @@ pub fn map_answer(result: &Bytes) -> Result<HttpAnswer, BadAnswer> {
         Some(Value::String(text)) if base64 => base64::engine::general_purpose::STANDARD
             .decode(text.trim())
             .map(Bytes::from)
-            .map_err(|e| BadAnswer(format!("body is not valid base64 (isBase64Encoded is true): {e}")))?,
+            .map_err(|e| {
+                BadAnswer(format!(
+                    "body is not valid base64 (isBase64Encoded is true): {e}"
+                ))
+            })?,
         Some(Value::String(text)) => Bytes::from(text.clone()),
         Some(other) => {
             return Err(BadAnswer(format!(
@@ -149,7 +158,12 @@ fn json_answer(body: Bytes) -> HttpAnswer {
 
 /// Adds one header the function gave (a string, number or boolean); the connection's own
 /// headers are dropped.
-fn add_header(headers: &mut HeaderMap, name: &str, value: &Value, key: &str) -> Result<(), BadAnswer> {
+fn add_header(
+    headers: &mut HeaderMap,
+    name: &str,
+    value: &Value,
+    key: &str,
+) -> Result<(), BadAnswer> {
     let text = match value {
         Value::String(s) => s.clone(),
         Value::Number(n) => n.to_string(),
@@ -166,8 +180,11 @@ fn add_header(headers: &mut HeaderMap, name: &str, value: &Value, key: &str) -> 
     if HOP_BY_HOP.contains(&header.as_str()) {
         return Ok(());
     }
-    let value = HeaderValue::from_str(&text)
-        .map_err(|_| BadAnswer(format!("{key}.{name}: {text:?} is not a valid header value")))?;
+    let value = HeaderValue::from_str(&text).map_err(|_| {
+        BadAnswer(format!(
+            "{key}.{name}: {text:?} is not a valid header value"
+        ))
+    })?;
     headers.append(header, value);
     Ok(())
 }

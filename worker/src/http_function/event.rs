@@ -133,10 +133,7 @@ impl HttpRequest<'_> {
                 .iter()
                 .map(|(k, v)| (k.clone(), v.last().cloned().unwrap_or_default().into()))
                 .collect();
-            let multi: Map<String, Value> = query
-                .into_iter()
-                .map(|(k, v)| (k, v.into()))
-                .collect();
+            let multi: Map<String, Value> = query.into_iter().map(|(k, v)| (k, v.into())).collect();
             (single.into(), multi.into())
         };
         let host = self.host();

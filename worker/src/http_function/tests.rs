@@ -43,7 +43,10 @@ fn a_v2_event_is_shaped_as_aws_builds_it() {
         ("cookie", "a=1; b=2"),
     ]);
     let body = Bytes::from_static(b"hello");
-    let e = event(&request(&h, &body, "p=1&p=2&q=a%2Fb&flag"), PayloadFormat::V2);
+    let e = event(
+        &request(&h, &body, "p=1&p=2&q=a%2Fb&flag"),
+        PayloadFormat::V2,
+    );
     assert_eq!(e["version"], "2.0");
     assert_eq!(e["routeKey"], "$default");
     assert_eq!(e["rawPath"], "/items/a%20b");
@@ -119,9 +122,15 @@ fn a_v1_event_is_the_rest_api_proxy_shape() {
     assert_eq!(e["headers"]["cookie"], "a=1");
     assert_eq!(e["multiValueHeaders"]["x-many"], json!(["a", "b"]));
     assert_eq!(e["queryStringParameters"], json!({"p": "2"}));
-    assert_eq!(e["multiValueQueryStringParameters"], json!({"p": ["1", "2"]}));
+    assert_eq!(
+        e["multiValueQueryStringParameters"],
+        json!({"p": ["1", "2"]})
+    );
     assert_eq!(e["requestContext"]["identity"]["sourceIp"], "192.0.2.1");
-    assert_eq!(e["requestContext"]["requestTimeEpoch"], 1_583_348_638_390u64);
+    assert_eq!(
+        e["requestContext"]["requestTimeEpoch"],
+        1_583_348_638_390u64
+    );
     assert_eq!(e["body"], Value::Null);
     assert_eq!(e["pathParameters"], Value::Null);
     let e = event(&request(&h, &body, ""), PayloadFormat::V1);
@@ -177,15 +186,39 @@ fn answers_that_cannot_be_responses_say_why() {
     for (bad, needle) in [
         (json!({"statusCode": 99}), "statusCode"),
         (json!({"statusCode": "abc"}), "statusCode"),
-        (json!({"statusCode": 200, "headers": "x"}), "headers must be an object"),
-        (json!({"statusCode": 200, "headers": {"a b": "1"}}), "header name"),
-        (json!({"statusCode": 200, "headers": {"x": "a\nb"}}), "header value"),
-        (json!({"statusCode": 200, "headers": {"x": [1]}}), "must be a string"),
-        (json!({"statusCode": 200, "body": {"a": 1}}), "body must be a string"),
-        (json!({"statusCode": 200, "body": "!!", "isBase64Encoded": true}), "base64"),
-        (json!({"statusCode": 200, "isBase64Encoded": "yes"}), "isBase64Encoded"),
+        (
+            json!({"statusCode": 200, "headers": "x"}),
+            "headers must be an object",
+        ),
+        (
+            json!({"statusCode": 200, "headers": {"a b": "1"}}),
+            "header name",
+        ),
+        (
+            json!({"statusCode": 200, "headers": {"x": "a\nb"}}),
+            "header value",
+        ),
+        (
+            json!({"statusCode": 200, "headers": {"x": [1]}}),
+            "must be a string",
+        ),
+        (
+            json!({"statusCode": 200, "body": {"a": 1}}),
+            "body must be a string",
+        ),
+        (
+            json!({"statusCode": 200, "body": "!!", "isBase64Encoded": true}),
+            "base64",
+        ),
+        (
+            json!({"statusCode": 200, "isBase64Encoded": "yes"}),
+            "isBase64Encoded",
+        ),
         (json!({"statusCode": 200, "cookies": "a=1"}), "cookies"),
-        (json!({"statusCode": 200, "multiValueHeaders": {"x": "1"}}), "must be a list"),
+        (
+            json!({"statusCode": 200, "multiValueHeaders": {"x": "1"}}),
+            "must be a list",
+        ),
     ] {
         let e = answer(bad.clone()).unwrap_err();
         assert!(e.0.contains(needle), "{bad}: {e}");

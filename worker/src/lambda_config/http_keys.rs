@@ -127,7 +127,9 @@ pub(crate) fn parse_triggers(key: &str, value: &Value) -> Result<Vec<String>, Ke
         let token = method == "*"
             || (!method.is_empty()
                 && method.len() <= MAX_METHOD_LEN
-                && method.bytes().all(|b| b.is_ascii_uppercase() || b == b'-' || b == b'_'));
+                && method
+                    .bytes()
+                    .all(|b| b.is_ascii_uppercase() || b == b'-' || b == b'_'));
         if !token {
             return Err(KeyError::new(
                 key,

@@ -453,7 +453,10 @@ pub(crate) fn to_map(c: &LambdaConfig) -> Map<String, Value> {
     };
     put("entry", c.entry.as_ref().map(|e| e.to_string().into()));
     put("type", c.entry_type.map(|t| t.as_str().into()));
-    put("payload_format", c.payload_format.map(|f| f.as_str().into()));
+    put(
+        "payload_format",
+        c.payload_format.map(|f| f.as_str().into()),
+    );
     put(
         "triggers",
         c.http_methods

@@ -42,7 +42,11 @@ fn bad_new_values_name_the_key() {
             .join(",")
     );
     for (text, key, needle) in [
-        (r#"{"entry": "handler"}"#, "entry", "module.function or module:function"),
+        (
+            r#"{"entry": "handler"}"#,
+            "entry",
+            "module.function or module:function",
+        ),
         (r#"{"entry": "a-b.c"}"#, "entry", "identifiers"),
         (r#"{"entry": "a..c"}"#, "entry", "identifiers"),
         (r#"{"entry": 3}"#, "entry", "string"),
@@ -182,19 +186,29 @@ fn http_function_keys_parse_and_round_trip() {
     )
     .unwrap();
     let entry = c.entry.clone().unwrap();
-    assert_eq!((entry.module.as_str(), entry.function.as_str()), ("app", "app"));
+    assert_eq!(
+        (entry.module.as_str(), entry.function.as_str()),
+        ("app", "app")
+    );
     assert_eq!(entry.to_string(), "app:app");
     assert_eq!(entry.module_file(), "app.py");
     assert_eq!(c.entry_type, Some(EntryType::Wsgi));
     assert_eq!(c.payload_format, Some(PayloadFormat::V1));
-    assert_eq!(c.http_methods.as_deref(), Some(&["GET".to_owned(), "POST".to_owned()][..]));
+    assert_eq!(
+        c.http_methods.as_deref(),
+        Some(&["GET".to_owned(), "POST".to_owned()][..])
+    );
     assert_eq!(LambdaConfig::parse(&c.to_json_pretty()).unwrap(), c);
     assert_eq!(
         c.to_value()["triggers"],
         serde_json::json!({"http": {"methods": ["GET", "POST"]}})
     );
     assert_eq!(
-        parse(r#"{"entry": "pkg.web:application"}"#).unwrap().entry.unwrap().module_file(),
+        parse(r#"{"entry": "pkg.web:application"}"#)
+            .unwrap()
+            .entry
+            .unwrap()
+            .module_file(),
         "pkg/web.py"
     );
     for (text, key) in [
