@@ -11,7 +11,8 @@ use tokio::net::UnixStream;
 
 use crate::runtime_client::{call, Call, Deadline, Reply, RequestId};
 
-pub(super) const RUNTIME_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../cluster-template/runtime");
+pub(super) const RUNTIME_DIR: &str =
+    concat!(env!("CARGO_MANIFEST_DIR"), "/../cluster-template/runtime");
 
 /// Serves the listening socket on stdin as the runtime serves fd 3 (as in `wire_tests`).
 pub(super) const DRIVER: &str = r#"
