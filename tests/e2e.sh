@@ -78,6 +78,19 @@ contains "the queued call ran" 'Hi, Dave!' "$rec"
 contains "admin invocations lists it" "$id" "$("$ADMIN" invocations -cluster="$cluster" greet)"
 contains "admin logs shows its REPORT line" "REPORT RequestId: " "$("$ADMIN" logs -cluster="$cluster" greet)"
 
+echo "e2e: an HTTP function at /run/<name>/<path> (docs/http.md): a WSGI app, its answer and a refused method"
+mkdir -p "$cluster/registry/web"
+cat > "$cluster/registry/web/app.py" <<'PY'
+def app(environ, start_response):
+    start_response("418 I'm a teapot", [("Content-Type", "text/plain"), ("X-Path", environ["SCRIPT_NAME"] + environ["PATH_INFO"])])
+    return [b"short and stout: " + environ["QUERY_STRING"].encode()]
+PY
+echo '{"type": "wsgi", "entry": "app:app", "triggers": {"http": {"methods": ["GET"]}}}' > "$cluster/registry/web/lambda.json"
+check "a WSGI app answers with its status" 418 "$(curl -sS -o /dev/null -w '%{http_code}' "localhost:$PORT/run/web/pot?tea=1")"
+check "its body reaches the caller" "short and stout: tea=1" "$(curl -sS "localhost:$PORT/run/web/pot?tea=1")"
+contains "its headers too" "x-path: /run/web/pot" "$(curl -sS -D - -o /dev/null "localhost:$PORT/run/web/pot")"
+check "a method it does not take is 405" 405 "$(curl -sS -o /dev/null -w '%{http_code}' -X DELETE "localhost:$PORT/run/web/pot")"
+
 echo "e2e: admin upload (handler bundles)"
 mkdir -p "$work/bundle/v1" "$work/bundle/v2"
 printf 'def handler(event):\n    return "bundle v1"\n' > "$work/bundle/v1/lambda_func.py"
