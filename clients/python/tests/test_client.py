@@ -172,3 +172,9 @@ def test_logs_without_a_log_directory_say_why(monkeypatch):
         Client("http://127.0.0.1:1", access_key="").logs("f")
     monkeypatch.setenv("LAMBDAWORKER_LOG_DIR", os.sep)
     assert Client("http://127.0.0.1:1", access_key="").log_dir == os.sep
+
+
+def test_an_answer_that_is_not_json_is_a_lambda_error():
+    with FakeServer(lambda r: Answer(200, b"<html>proxy</html>")) as server:
+        with pytest.raises(LambdaError, match="not JSON"):
+            Client(server.url, access_key="").invoke("f")

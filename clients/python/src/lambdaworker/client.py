@@ -56,10 +56,20 @@ def error_of(response: Response) -> LambdaFunctionError:
     )
 
 
+def _decode(response: Response) -> Any:
+    """The JSON of a successful answer (``None`` when it is empty)."""
+    if not response.body:
+        return None
+    try:
+        return json.loads(response.body)
+    except ValueError as exc:
+        raise LambdaError(f"HTTP {response.status} answer is not JSON: {response.body[:200]!r}") from exc
+
+
 def _json(response: Response, *, ok: Iterable[int] = (200,)) -> Any:
     if response.status not in ok:
         raise error_of(response)
-    return json.loads(response.body) if response.body else None
+    return _decode(response)
 
 
 @dataclass
@@ -231,7 +241,7 @@ class Client:
         log = response.header("X-Amz-Log-Result")
         return InvokeResponse(
             status=response.status,
-            payload=json.loads(response.body) if response.body else None,
+            payload=_decode(response),
             request_id=response.header("x-amzn-RequestId"),
             function_error=response.header("X-Amz-Function-Error"),
             log_tail=base64.b64decode(log).decode("utf-8", "replace") if log else None,
