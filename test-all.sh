@@ -14,6 +14,18 @@ say "set-up (quickstart/deps.sh)"
 say "AWS clients for the tests (tests/clients/setup.sh: pinned boto3 and aws-cli in target/client-venv)"
 ./tests/clients/setup.sh >/dev/null
 
+say "Python client: lint and unit tests (clients/python/setup-venv.sh: pinned tools in target/python-client-venv)"
+py_venv=$(./clients/python/setup-venv.sh)
+py_log=$(mktemp)
+(
+    cd clients/python
+    "$py_venv/bin/ruff" check --quiet .
+    "$py_venv/bin/ruff" format --check --quiet .
+    "$py_venv/bin/python" -m pytest -q -p no:cacheprovider tests --ignore=tests/integration
+) | tee "$py_log"
+py_passed=$(grep -Eo '[0-9]+ passed' "$py_log" | awk '{s += $1} END {print s + 0}')
+rm -f "$py_log"
+
 say "cargo fmt --check"
 cargo fmt --all --check
 
@@ -44,4 +56,4 @@ say "benchmark, smoke mode (bench/run.sh --smoke: a few calls per system, proves
 bench_passed=1
 
 echo
-echo "test-all: $((cargo_passed + e2e_passed + bench_passed)) passed, $cargo_failed failed"
+echo "test-all: $((py_passed + cargo_passed + e2e_passed + bench_passed)) passed, $cargo_failed failed"
