@@ -210,3 +210,25 @@ def test_a_pool_needs_a_function_and_a_worker():
         LambdaPool(workers=2)
     with pytest.raises(ValueError):
         LambdaPool(workers=0, lambda_function="f", client=AgentClient())
+
+
+def test_lambdapools_own_option_names_are_taken():
+    from lambdaworker.client import client_options
+
+    assert client_options(
+        {
+            "aws_access_key_id": "AK",
+            "aws_secret_access_key": "SK",
+            "aws_region_name": "eu-west-1",
+            "timeout": 3,
+        }
+    ) == {
+        "access_key": "AK",
+        "secret_key": "SK",
+        "region": "eu-west-1",
+        "timeout": 3,
+    }
+    import pytest
+
+    with pytest.raises(TypeError, match="not both"):
+        client_options({"aws_region_name": "a", "region": "b"})

@@ -151,6 +151,27 @@ class Invocation:
             interval = min(1.0, interval * 2)
 
 
+# LambdaPool's own names for the client's options (seed: LambdaPool(..., aws_access_key_id=...)).
+SEED_OPTION_NAMES = {
+    "aws_access_key_id": "access_key",
+    "aws_secret_access_key": "secret_key",
+    "aws_region_name": "region",
+}
+
+
+def client_options(options: Dict[str, Any]) -> Dict[str, Any]:
+    """The options of a pool's or executor's Client, with LambdaPool's names
+    (``aws_access_key_id``, ``aws_secret_access_key``, ``aws_region_name``) taken as
+    ``access_key``, ``secret_key`` and ``region``; both names of one option is a TypeError."""
+    out = dict(options)
+    for seed, ours in SEED_OPTION_NAMES.items():
+        if seed in out:
+            if ours in out:
+                raise TypeError(f"give {seed} or {ours}, not both")
+            out[ours] = out.pop(seed)
+    return out
+
+
 class Client:
     """A client of one worker (or registry server, for the management operations).
 

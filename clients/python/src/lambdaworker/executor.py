@@ -6,7 +6,7 @@ from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from typing import Any, Callable, Optional
 
 from . import wire
-from .client import Client
+from .client import Client, client_options
 from .pool import DEFAULT_WORKERS
 
 
@@ -17,7 +17,7 @@ class LambdaExecutor(Executor):
     :meth:`submit` returns a real :class:`concurrent.futures.Future`, so
     :func:`concurrent.futures.as_completed` and :func:`concurrent.futures.wait` work with it;
     :meth:`map` is :meth:`concurrent.futures.Executor.map`. ``client`` and
-    ``client_options`` are as for :class:`~lambdaworker.LambdaPool`.
+    the other keyword options are as for :class:`~lambdaworker.LambdaPool`.
     """
 
     def __init__(
@@ -26,7 +26,7 @@ class LambdaExecutor(Executor):
         max_workers: int = DEFAULT_WORKERS,
         *,
         client: Optional[Client] = None,
-        **client_options: Any,
+        **options: Any,
     ):
         if not lambda_function:
             raise ValueError("lambda_function: the name of a pool function is required")
@@ -34,7 +34,9 @@ class LambdaExecutor(Executor):
             raise ValueError("max_workers must be at least 1")
         self._function = lambda_function
         self._own_client = client is None
-        self._client = client if client is not None else Client(pool_size=max_workers, **client_options)
+        self._client = (
+            client if client is not None else Client(pool_size=max_workers, **client_options(options))
+        )
         self._threads = ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="LambdaExecutor")
 
     def __repr__(self) -> str:

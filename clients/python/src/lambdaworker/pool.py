@@ -17,7 +17,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence
 
 from . import wire
-from .client import Client
+from .client import Client, client_options
 from .errors import LambdaError
 
 _RUN, _CLOSE, _TERMINATE = "RUN", "CLOSE", "TERMINATE"
@@ -187,8 +187,10 @@ class LambdaPool:
     """A pool of ``workers`` concurrent calls of pool function ``lambda_function``.
 
     ``client`` is the :class:`~lambdaworker.Client` to call through; without one, a client
-    is made from ``client_options`` (``endpoint``, ``access_key``, ``secret_key``,
-    ``region``, ``timeout``, ``retry``), with a connection per worker.
+    is made from the other keyword options (``endpoint``, ``access_key``, ``secret_key``,
+    ``region``, ``timeout``, ``retry``; LambdaPool's ``aws_access_key_id``,
+    ``aws_secret_access_key`` and ``aws_region_name`` are taken for the three), with a
+    connection per worker.
 
     ``chunksize`` (``map``, ``imap``, ``starmap``, ...) is how many tasks one invocation
     runs; the default, 1, is an invocation per task, so tasks spread over sandboxes. Larger
@@ -201,7 +203,7 @@ class LambdaPool:
         lambda_function: Optional[str] = None,
         *,
         client: Optional[Client] = None,
-        **client_options: Any,
+        **options: Any,
     ):
         if not lambda_function:
             raise ValueError("lambda_function: the name of a pool function is required")
@@ -210,7 +212,7 @@ class LambdaPool:
         self._workers = workers
         self._function = lambda_function
         self._own_client = client is None
-        self._client = client if client is not None else Client(pool_size=workers, **client_options)
+        self._client = client if client is not None else Client(pool_size=workers, **client_options(options))
         self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="LambdaPool")
         self._lock = threading.Lock()
         self._state = _RUN
