@@ -374,11 +374,14 @@ fn finish_long_call(long: CallThread) -> String {
 // The test
 // ---------------------------------------------------------------------------------------------
 
-/// SIGKILL of the worker, and its end (within 5 s).
+/// SIGKILL of the worker, and its end (within 5 s): its main thread dead and every other
+/// thread gone too. A killed process's leader turns zombie before its other threads have
+/// exited, and its files (the listening socket among them) are closed only by the last one.
 fn kill_9((worker, start): ProcId) {
     kill(Pid::from_raw(worker), Signal::SIGKILL).expect("SIGKILL the worker");
     let deadline = Instant::now() + Duration::from_secs(5);
-    while alive(worker, start) {
+    let threads = || std::fs::read_dir(format!("/proc/{worker}/task")).map_or(0, |d| d.count());
+    while alive(worker, start) || threads() > 1 {
         assert!(Instant::now() < deadline, "the worker survived SIGKILL");
         std::thread::sleep(Duration::from_millis(20));
     }
