@@ -6,100 +6,8 @@ mod common;
 
 use std::path::Path;
 
-use common::{can_run, TestCluster};
+use common::{can_run, request, TestCluster};
 use serde_json::{json, Value};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-/// An answer as read off the wire: status, headers (lower-case names, in order), body.
-struct Answer {
-    status: u16,
-    headers: Vec<(String, String)>,
-    body: Vec<u8>,
-}
-
-impl Answer {
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.as_str())
-    }
-
-    fn all(&self, name: &str) -> Vec<&str> {
-        self.headers
-            .iter()
-            .filter(|(k, _)| k == name)
-            .map(|(_, v)| v.as_str())
-            .collect()
-    }
-
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.body).into_owned()
-    }
-
-    fn json(&self) -> Value {
-        serde_json::from_slice(&self.body)
-            .unwrap_or_else(|e| panic!("not JSON ({e}): {} {}", self.status, self.text()))
-    }
-}
-
-/// One HTTP/1.1 request with `Connection: close`; the answer's body is read by its
-/// Content-Length.
-async fn request(
-    c: &TestCluster,
-    method: &str,
-    target: &str,
-    headers: &[(&str, &str)],
-    body: &[u8],
-) -> Answer {
-    let mut s = tokio::net::TcpStream::connect(c.addr)
-        .await
-        .expect("connect");
-    let mut head = format!(
-        "{method} {target} HTTP/1.1\r\nHost: localhost\r\nContent-Length: {}\r\nConnection: close\r\n",
-        body.len()
-    );
-    for (k, v) in headers {
-        head.push_str(&format!("{k}: {v}\r\n"));
-    }
-    head.push_str("\r\n");
-    s.write_all(head.as_bytes()).await.unwrap();
-    // A body refused before it is read may meet a closed connection: the answer came first.
-    let _ = s.write_all(body).await;
-    let mut raw = Vec::new();
-    let mut buf = [0u8; 65536];
-    loop {
-        match s.read(&mut buf).await {
-            Ok(0) => break,
-            Ok(n) => raw.extend_from_slice(&buf[..n]),
-            Err(e) if !raw.is_empty() => {
-                eprintln!("connection ended with {e} after the answer");
-                break;
-            }
-            Err(e) => panic!("{method} {target}: {e}"),
-        }
-    }
-    let split = raw
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .expect("an answer head");
-    let head = String::from_utf8_lossy(&raw[..split]).into_owned();
-    let mut lines = head.lines();
-    let status = lines
-        .next()
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    let headers = lines
-        .filter_map(|l| l.split_once(':'))
-        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
-        .collect();
-    Answer {
-        status,
-        headers,
-        body: raw[split + 4..].to_vec(),
-    }
-}
 
 /// Copies `worker/tests/http_apps/<app>` into the registry as function `name`.
 fn add_app(c: &TestCluster, app: &str, name: &str) {
@@ -117,7 +25,7 @@ fn add_app(c: &TestCluster, app: &str, name: &str) {
 /// What both web apps must do the same way: status 418 with a header, a cookie and a body;
 /// a POSTed body back; path and query; a binary body both ways; a method they do not take.
 async fn check_web_app(c: &TestCluster, name: &str) {
-    let tea = request(c, "GET", &format!("/run/{name}/tea"), &[], b"").await;
+    let tea = request(c.addr, "GET", &format!("/run/{name}/tea"), &[], b"").await;
     assert_eq!(tea.status, 418, "{name}: {}", tea.text());
     assert_eq!(tea.header("x-tea"), Some("earl grey"), "{name}");
     assert!(
@@ -131,7 +39,7 @@ async fn check_web_app(c: &TestCluster, name: &str) {
     assert!(tea.header("x-amzn-requestid").is_some(), "{name}");
 
     let posted = request(
-        c,
+        c.addr,
         "POST",
         &format!("/run/{name}/tea"),
         &[("Content-Type", "text/plain")],
@@ -141,7 +49,7 @@ async fn check_web_app(c: &TestCluster, name: &str) {
     assert_eq!((posted.status, posted.text().as_str()), (418, "milk first"));
 
     let echo = request(
-        c,
+        c.addr,
         "GET",
         &format!("/run/{name}/echo/a/b%20c?x=1&x=2&y=%2F"),
         &[("Cookie", "a=apple; b=banana"), ("User-Agent", "lw-test/1")],
@@ -161,7 +69,7 @@ async fn check_web_app(c: &TestCluster, name: &str) {
     };
     assert_eq!(*query, json!({"x": ["1", "2"], "y": ["/"]}), "{name}: {e}");
 
-    let binary = request(c, "GET", &format!("/run/{name}/binary"), &[], b"").await;
+    let binary = request(c.addr, "GET", &format!("/run/{name}/binary"), &[], b"").await;
     assert_eq!(binary.status, 200, "{name}: {}", binary.text());
     assert_eq!(binary.body, (0..=255u8).collect::<Vec<_>>(), "{name}");
     assert_eq!(
@@ -170,7 +78,7 @@ async fn check_web_app(c: &TestCluster, name: &str) {
     );
     let blob: Vec<u8> = (0..200_000u32).map(|i| (i * 31 % 251) as u8).collect();
     let back = request(
-        c,
+        c.addr,
         "POST",
         &format!("/run/{name}/binary"),
         &[("Content-Type", "application/octet-stream")],
@@ -183,7 +91,7 @@ async fn check_web_app(c: &TestCluster, name: &str) {
         "{name}: the binary body changed on its way"
     );
 
-    let refused = request(c, "DELETE", &format!("/run/{name}/tea"), &[], b"").await;
+    let refused = request(c.addr, "DELETE", &format!("/run/{name}/tea"), &[], b"").await;
     assert_eq!(refused.status, 405, "{name}: {}", refused.text());
     assert_eq!(refused.header("allow"), Some("GET, POST, HEAD"), "{name}");
     assert_eq!(refused.json()["error"], "method not allowed");
@@ -198,9 +106,9 @@ async fn flask_and_starlette_apps_serve_http() {
     add_app(&c, "flask", "web-flask");
     add_app(&c, "starlette", "web-asgi");
     check_web_app(&c, "web-flask").await;
-    let root = request(&c, "GET", "/run/web-flask", &[], b"").await;
+    let root = request(c.addr, "GET", "/run/web-flask", &[], b"").await;
     assert_eq!((root.status, root.text().as_str()), (200, "flask root"));
-    let flask = request(&c, "GET", "/run/web-flask/echo/x", &[], b"")
+    let flask = request(c.addr, "GET", "/run/web-flask/echo/x", &[], b"")
         .await
         .json();
     assert_eq!(flask["script_root"], "/run/web-flask", "{flask}");
@@ -212,7 +120,7 @@ async fn flask_and_starlette_apps_serve_http() {
     );
 
     check_web_app(&c, "web-asgi").await;
-    let asgi = request(&c, "GET", "/run/web-asgi/echo/x", &[], b"")
+    let asgi = request(c.addr, "GET", "/run/web-asgi/echo/x", &[], b"")
         .await
         .json();
     assert_eq!(asgi["root_path"], "/run/web-asgi", "{asgi}");
@@ -242,7 +150,7 @@ async fn hsds_shaped_function_and_the_message_wall() {
 
     // HSDS through /run: statusCode, headers, a JSON body; the binary values base64-decoded.
     let about = request(
-        &c,
+        c.addr,
         "GET",
         "/run/hslambda/about?domain=%2Fnrel%2Fwtk-us.h5",
         &[],
@@ -256,7 +164,7 @@ async fn hsds_shaped_function_and_the_message_wall() {
         json!({"state": "READY", "method": "GET", "params": {"domain": "/nrel/wtk-us.h5"}})
     );
     let values = request(
-        &c,
+        c.addr,
         "GET",
         "/run/hslambda/datasets/d-1/value?select=%5B0%3A100%5D",
         &[("Accept", "application/octet-stream")],
@@ -267,7 +175,7 @@ async fn hsds_shaped_function_and_the_message_wall() {
     let expected: Vec<u8> = (0..4000u32).map(|i| (i * 7 % 256) as u8).collect();
     assert!(values.body == expected, "the values changed on their way");
     assert_eq!(values.header("content-length"), Some("4000"));
-    let missing = request(&c, "GET", "/run/hslambda/nope", &[], b"").await;
+    let missing = request(c.addr, "GET", "/run/hslambda/nope", &[], b"").await;
     assert_eq!(missing.status, 404);
 
     // HSDS invoked directly with its own packaging, as h5pyd does: the seed's answer.
@@ -301,10 +209,10 @@ async fn hsds_shaped_function_and_the_message_wall() {
         ("GET", b"", "No message yet."),
     ];
     for (method, body, want) in steps {
-        let a = request(&c, method, wall, &text, body).await;
+        let a = request(c.addr, method, wall, &text, body).await;
         assert_eq!((a.status, a.text().as_str()), (200, want), "{method}");
     }
-    let other = request(&c, "PUT", wall, &[], b"").await;
+    let other = request(c.addr, "PUT", wall, &[], b"").await;
     assert_eq!(other.text(), "Method unsupported.");
     c.shutdown().await;
 }
@@ -337,7 +245,7 @@ def handler(event):
 "#,
     );
     let seen = request(
-        &c,
+        c.addr,
         "PATCH",
         "/run/seen/a/b?k=v",
         &[
@@ -362,11 +270,18 @@ def handler(event):
     assert_eq!(e["isBase64Encoded"], true);
     assert_eq!(e["body"], "iVBORw==");
     // A caller's request id is the event's.
-    let given = request(&c, "GET", "/run/seen", &[("X-Request-Id", "trace-42")], b"").await;
+    let given = request(
+        c.addr,
+        "GET",
+        "/run/seen",
+        &[("X-Request-Id", "trace-42")],
+        b"",
+    )
+    .await;
     assert_eq!(given.json()["requestContext"]["requestId"], "trace-42");
 
     let rest = request(
-        &c,
+        c.addr,
         "POST",
         "/run/rest/x?q=1&q=2",
         &[("X-Many", "a"), ("X-Many", "b")],
@@ -382,44 +297,47 @@ def handler(event):
                "multiQuery": {"q": ["1", "2"]}, "multi": ["a", "b"], "body": "plain", "base64": false})
     );
 
-    let page = request(&c, "GET", "/run/answers/page", &[], b"").await;
+    let page = request(c.addr, "GET", "/run/answers/page", &[], b"").await;
     assert_eq!(page.status, 200);
     assert_eq!(page.header("content-type"), Some("text/html"));
     assert_eq!(page.header("x-n"), Some("3"));
     assert_eq!(page.all("set-cookie"), ["s=1; HttpOnly"]);
     assert_eq!(page.text(), "<p>hi</p>");
-    let empty = request(&c, "GET", "/run/answers/nobody", &[], b"").await;
+    let empty = request(c.addr, "GET", "/run/answers/nobody", &[], b"").await;
     assert_eq!((empty.status, empty.body.len()), (204, 0));
-    let list = request(&c, "GET", "/run/answers/list", &[], b"").await;
+    let list = request(c.addr, "GET", "/run/answers/list", &[], b"").await;
     assert_eq!((list.status, list.text().as_str()), (200, "[1, 2]"));
     assert_eq!(list.header("content-type"), Some("application/json"));
     for (path, needle) in [
         ("object-body", "body must be a string"),
         ("bad-status", "statusCode"),
     ] {
-        let bad = request(&c, "GET", &format!("/run/answers/{path}"), &[], b"").await;
+        let bad = request(c.addr, "GET", &format!("/run/answers/{path}"), &[], b"").await;
         assert_eq!(bad.status, 502, "{path}: {}", bad.text());
         let v = bad.json();
         assert_eq!(v["error"], "invalid HTTP answer", "{v}");
         assert_eq!(v["lambda"], "answers", "{v}");
         assert!(v["message"].as_str().unwrap().contains(needle), "{v}");
     }
-    let raised = request(&c, "GET", "/run/answers/raise", &[], b"").await;
+    let raised = request(c.addr, "GET", "/run/answers/raise", &[], b"").await;
     assert_eq!(raised.status, 500, "{}", raised.text());
     assert!(raised.text().contains("no such answer"));
 
     // Refusals: unknown function, bad name, a body over the limit; the worker goes on.
     assert_eq!(
-        request(&c, "GET", "/run/nothing-here/x", &[], b"")
+        request(c.addr, "GET", "/run/nothing-here/x", &[], b"")
             .await
             .status,
         404
     );
-    assert_eq!(request(&c, "GET", "/run/..", &[], b"").await.status, 400);
+    assert_eq!(
+        request(c.addr, "GET", "/run/..", &[], b"").await.status,
+        400
+    );
     let big = vec![b'x'; 1024 * 1024 + 1];
-    let over = request(&c, "POST", "/run/seen", &[], &big).await;
+    let over = request(c.addr, "POST", "/run/seen", &[], &big).await;
     assert_eq!(over.status, 413, "{}", over.text());
-    let ok = request(&c, "GET", "/run/seen", &[], b"").await;
+    let ok = request(c.addr, "GET", "/run/seen", &[], b"").await;
     assert_eq!(ok.status, 200);
     c.shutdown().await;
 }
