@@ -29,7 +29,7 @@ runtime.serve(_socket.socket(fileno=0), runtime.load_entry(runtime.env_packages(
 "#;
 
 /// True if the host has a `python3`; otherwise says why the test skips.
-fn have_python(test: &str) -> bool {
+pub(super) fn have_python(test: &str) -> bool {
     let ok = Command::new("python3")
         .args(["-c", "pass"])
         .status()
@@ -41,7 +41,7 @@ fn have_python(test: &str) -> bool {
 }
 
 /// One runtime process serving one function's code.
-struct Runtime {
+pub(super) struct Runtime {
     child: Child,
     conn: UnixStream,
     dir: tempfile::TempDir,
@@ -57,7 +57,7 @@ impl Drop for Runtime {
 impl Runtime {
     /// A runtime for the function whose files are `files` (path, text), with `env` (`{dir}` in
     /// a value is the temporary directory).
-    async fn start(files: &[(&str, &str)], env: &[(&str, &str)]) -> Self {
+    pub(super) async fn start(files: &[(&str, &str)], env: &[(&str, &str)]) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let handler = dir.path().join("handler");
         for (path, text) in files {
@@ -95,12 +95,17 @@ impl Runtime {
         self.dir.path().join(rel)
     }
 
-    fn stderr(&self) -> String {
+    pub(super) fn stderr(&self) -> String {
         std::fs::read_to_string(self.path("stderr")).unwrap_or_default()
     }
 
     /// One call with `id`, a deadline `timeout` away: (kind, JSON).
-    async fn call_with(&mut self, id: &RequestId, timeout: Duration, event: &str) -> (u8, Value) {
+    pub(super) async fn call_with(
+        &mut self,
+        id: &RequestId,
+        timeout: Duration,
+        event: &str,
+    ) -> (u8, Value) {
         let c = Call {
             request_id: id,
             deadline: Deadline::after(timeout),

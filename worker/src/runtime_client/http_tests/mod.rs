@@ -494,7 +494,7 @@ async fn entries_are_module_colon_attr_or_module_dot_attr() {
     }
     // Handler entries take module:attr too, with or without a context.
     let source = "import sys\n\ndef handler(event):\n    return {'n': event['n'] + 1, 'http': 'runtime_http' in sys.modules}\n\ndef with_context(event, context):\n    return type(context).__name__\n";
-    let mut rt = Runtime::start(
+    let mut rt = Runtime::http_start(
         &[("lambda_func.py", source)],
         &[("_HANDLER", "lambda_func:handler")],
     )
@@ -503,7 +503,7 @@ async fn entries_are_module_colon_attr_or_module_dot_attr() {
         rt.ok(&json!({"n": 1})).await,
         json!({"n": 2, "http": false})
     );
-    let mut rt = Runtime::start(
+    let mut rt = Runtime::http_start(
         &[("lambda_func.py", source)],
         &[
             ("_HANDLER", "lambda_func:with_context"),
@@ -513,7 +513,7 @@ async fn entries_are_module_colon_attr_or_module_dot_attr() {
     .await;
     assert_eq!(rt.ok(&json!({})).await, json!("LambdaContext"));
     // The default entry imports no HTTP module (nor anything else it does not need).
-    let mut rt = Runtime::start(&[("lambda_func.py", source)], &[]).await;
+    let mut rt = Runtime::http_start(&[("lambda_func.py", source)], &[]).await;
     assert_eq!(
         rt.ok(&json!({"n": 1})).await,
         json!({"n": 2, "http": false})

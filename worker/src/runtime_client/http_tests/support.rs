@@ -1,138 +1,51 @@
-//! The harness of the HTTP entry tests: a runtime process, requests built as API Gateway
-//! builds them, and the apps under test.
+//! The harness of the HTTP entry tests: `wire_tests`'s runtime process serving an HTTP
+//! entry, requests built as API Gateway builds them, and the apps under test.
 
-use std::os::fd::OwnedFd;
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use base64::Engine as _;
 use serde_json::{json, Value};
-use tokio::net::UnixStream;
 
-use crate::runtime_client::{call, Call, Deadline, Reply, RequestId};
-
-pub(super) const RUNTIME_DIR: &str =
-    concat!(env!("CARGO_MANIFEST_DIR"), "/../cluster-template/runtime");
-
-/// Serves the listening socket on stdin as the runtime serves fd 3 (as in `wire_tests`).
-pub(super) const DRIVER: &str = r#"
-import sys
-sys.path.insert(0, sys.argv[1])
-import _socket
-import runtime
-runtime.HANDLER_DIR = sys.argv[2]
-runtime.COMPAT_DIR = sys.argv[1] + "/compat"
-runtime.serve(_socket.socket(fileno=0), runtime.load_entry(runtime.env_packages()))
-"#;
+pub(super) use crate::runtime_client::wire_tests::{have_python, Runtime};
+use crate::runtime_client::RequestId;
 
 /// The function's name: its apps are mounted at `/run/shop`.
 pub(super) const NAME: &str = "shop";
 
-pub(super) fn have_python(test: &str) -> bool {
-    let ok = Command::new("python3")
-        .args(["-c", "pass"])
-        .status()
-        .is_ok_and(|s| s.success());
-    if !ok {
-        eprintln!("skipping {test}: no python3 on this host");
-    }
-    ok
-}
-
-/// One runtime process serving one function's code.
-pub(super) struct Runtime {
-    pub(super) child: Child,
-    pub(super) conn: UnixStream,
-    pub(super) dir: tempfile::TempDir,
-}
-
-impl Drop for Runtime {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 impl Runtime {
-    /// A runtime for the function whose files are `files` (path, text), with `env`.
-    pub(super) async fn start(files: &[(&str, &str)], env: &[(&str, &str)]) -> Self {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let handler = dir.path().join("handler");
-        std::fs::create_dir_all(&handler).unwrap();
-        for (path, text) in files {
-            let p = handler.join(path);
-            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
-            std::fs::write(p, text).unwrap();
-        }
-        std::fs::create_dir_all(dir.path().join("host")).unwrap();
-        std::fs::write(dir.path().join("driver.py"), DRIVER).unwrap();
-        let sock = dir.path().join("server_pipe");
-        let listener = std::os::unix::net::UnixListener::bind(&sock).expect("bind");
-        let stderr = std::fs::File::create(dir.path().join("stderr")).unwrap();
-        let mut cmd = Command::new("python3");
-        cmd.args(["-B", "-S", "-E"])
-            .arg(dir.path().join("driver.py"))
-            .arg(RUNTIME_DIR)
-            .arg(&handler)
-            .current_dir(dir.path().join("host"))
-            .env_clear()
-            .env("PATH", "/usr/local/bin:/usr/bin:/bin")
-            .env("LAMBDA_NAME", NAME)
-            .stdin(Stdio::from(OwnedFd::from(listener)))
-            .stdout(Stdio::null())
-            .stderr(Stdio::from(stderr));
-        for (k, v) in env {
-            cmd.env(k, v);
-        }
-        let child = cmd.spawn().expect("python3 runs");
-        let conn = UnixStream::connect(&sock).await.expect("connect");
-        Self { child, conn, dir }
+    /// A runtime (`wire_tests`'s) for the function whose files are `files`, mounted at
+    /// `/run/shop`, with `env`.
+    pub(super) async fn http_start(files: &[(&str, &str)], env: &[(&str, &str)]) -> Self {
+        let mut all = vec![("LAMBDA_NAME", NAME)];
+        all.extend_from_slice(env);
+        Self::start(files, &all).await
     }
 
     /// A runtime serving `entry` of `kind` (`wsgi`, `asgi`) from `files`.
     pub(super) async fn app(kind: &str, entry: &str, files: &[(&str, &str)]) -> Self {
-        Self::start(files, &[("LAMBDA_ENTRY_TYPE", kind), ("_HANDLER", entry)]).await
-    }
-
-    pub(super) fn stderr(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("stderr")).unwrap_or_default()
+        Self::http_start(files, &[("LAMBDA_ENTRY_TYPE", kind), ("_HANDLER", entry)]).await
     }
 
     /// One call with `event`: (kind, JSON).
-    pub(super) async fn call(&mut self, event: &Value) -> (u8, Value) {
-        let id = RequestId::new();
-        let c = Call {
-            request_id: &id,
-            deadline: Deadline::after(Duration::from_secs(5)),
-        };
-        let event = event.to_string();
-        let reply = tokio::time::timeout(
-            Duration::from_secs(10),
-            call(&mut self.conn, &c, event.as_bytes()),
+    pub(super) async fn call_event(&mut self, event: &Value) -> (u8, Value) {
+        self.call_with(
+            &RequestId::new(),
+            Duration::from_secs(5),
+            &event.to_string(),
         )
         .await
-        .unwrap_or_else(|_| panic!("no answer; stderr: {}", self.stderr()))
-        .unwrap_or_else(|e| panic!("{e}; stderr: {}", self.stderr()));
-        let (kind, body) = match reply {
-            Reply::Ok(b) => (0, b),
-            Reply::HandlerError(b) => (1, b),
-            Reply::RequestError(b) => (2, b),
-        };
-        let value = serde_json::from_slice(&body)
-            .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&body)));
-        (kind, value)
     }
 
     /// The result of a call that must succeed.
     pub(super) async fn ok(&mut self, event: &Value) -> Value {
-        let (kind, value) = self.call(event).await;
+        let (kind, value) = self.call_event(event).await;
         assert_eq!(kind, 0, "{value}; stderr: {}", self.stderr());
         value
     }
 
     /// The error of a call that must fail in the entry: (type, message).
     pub(super) async fn err(&mut self, event: &Value) -> (String, String) {
-        let (kind, value) = self.call(event).await;
+        let (kind, value) = self.call_event(event).await;
         assert_eq!(kind, 1, "{value}");
         let text = |k: &str| value[k].as_str().unwrap_or_default().to_owned();
         (text("type"), text("message"))
