@@ -268,7 +268,7 @@ fn req_method_path(name: &LambdaName) -> String {
     format!("POST /runLambda/{name}")
 }
 
-fn log_error(err: &ApiError, what: String) {
+pub(crate) fn log_error(err: &ApiError, what: String) {
     if err.status().is_server_error() {
         tracing::warn!(request = %what, error = %err, "request failed");
     } else {

@@ -58,11 +58,7 @@ pub async fn serve(
             resp
         }
         Err(e) => {
-            if e.status().is_server_error() {
-                tracing::warn!(lambda = %name, path, error = %e, "HTTP function call failed");
-            } else {
-                tracing::debug!(lambda = %name, path, error = %e, "HTTP function call refused");
-            }
+            crate::api::log_error(&e, format!("/run/{name}{path}"));
             e.into_response()
         }
     };
