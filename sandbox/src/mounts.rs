@@ -7,8 +7,10 @@
 //! 1. set the host name; bring up `lo` when the sandbox has its own network namespace
 //! 2. make every mount private, so nothing propagates back to the host
 //! 3. bind the root onto itself (pivot_root needs a mount point)
-//! 4. a small tmpfs at `/dev` with `null`, `zero`, `random`, `urandom` and the `fd`/`std*` links,
-//!    then remounted read-only (the nodes stay usable; nothing new can be created there)
+//! 4. a small tmpfs at `/dev` with `null`, `zero`, `random`, `urandom` (made with `mknod`, or,
+//!    in a user namespace, where no node can be made, the host's nodes bound onto empty files)
+//!    and the `fd`/`std*` links, then remounted read-only (the nodes stay usable; nothing new can
+//!    be created there)
 //! 5. a fresh `/proc` for the sandbox's pid namespace, then its sensitive paths masked as
 //!    container runtimes mask them (see [`ProcMask`](crate::procmask::ProcMask)): files covered by `/dev/null`,
 //!    directories by an empty read-only tmpfs, and the kernel's tunables made read-only
@@ -51,6 +53,10 @@ pub(crate) enum Step {
         path: CString,
         mode: u32,
     },
+    CreateFile {
+        path: CString,
+        mode: u32,
+    },
     Mknod {
         path: CString,
         perm: u32,
@@ -77,6 +83,7 @@ impl fmt::Display for Step {
             Step::LoopbackUp => write!(f, "bring up lo"),
             Step::Mount { what, target, .. } => write!(f, "mount {what} at {target:?}"),
             Step::Mkdir { path, .. } => write!(f, "mkdir {path:?}"),
+            Step::CreateFile { path, .. } => write!(f, "create {path:?}"),
             Step::Mknod { path, .. } => write!(f, "mknod {path:?}"),
             Step::Symlink { link, .. } => write!(f, "symlink {link:?}"),
             Step::MoveMount { target, .. } => write!(f, "attach a detached mount at {target:?}"),
@@ -153,12 +160,30 @@ impl SetupPlan {
             data: Some(cstr("mode=755,size=64k,nr_inodes=64", "data")?),
         });
         for (name, major, minor) in DEVICES {
-            steps.push(Step::Mknod {
-                path: inside(&format!("/dev/{name}"))?,
-                perm: 0o666,
-                major,
-                minor,
-            });
+            let path = inside(&format!("/dev/{name}"))?;
+            if spec.user_ns.is_some() {
+                // No device nodes can be made in a user namespace: the host's own nodes are
+                // bound onto empty files instead (the same devices, opened through them).
+                steps.push(Step::CreateFile {
+                    path: path.clone(),
+                    mode: 0o666,
+                });
+                steps.push(Step::Mount {
+                    what: "device bind",
+                    source: Some(cstr(format!("/dev/{name}"), "path")?),
+                    target: path,
+                    fstype: None,
+                    flags: MsFlags::MS_BIND,
+                    data: None,
+                });
+            } else {
+                steps.push(Step::Mknod {
+                    path,
+                    perm: 0o666,
+                    major,
+                    minor,
+                });
+            }
         }
         for (target, name) in DEV_LINKS {
             steps.push(Step::Symlink {
@@ -367,6 +392,7 @@ impl SetupPlan {
                     minor,
                 } => sys.mknod_char(path, *perm, *major, *minor),
                 Step::Mkdir { path, mode } => sys.mkdir(path, *mode),
+                Step::CreateFile { path, mode } => sys.create_file(path, *mode),
                 Step::Symlink { target, link } => sys.symlink(target, link),
                 Step::MoveMount { fd, target } => sys.move_mount(*fd, target),
                 Step::Chdir(p) => sys.chdir(p),
@@ -481,6 +507,38 @@ mod tests {
         assert_eq!(calls[calls.len() - 3], "pivot_root . .");
         assert_eq!(calls[calls.len() - 2], "umount .");
         assert_eq!(calls[calls.len() - 1], "chdir /host");
+    }
+
+    #[test]
+    fn in_a_user_namespace_devices_are_bound_not_made() {
+        let (dir, spec) = spec(NetMode::Isolated);
+        let root = dir.path().display().to_string();
+        let map = crate::IdMap::new(vec![crate::IdRange {
+            inside: 0,
+            outside: 524288,
+            count: 1,
+        }])
+        .unwrap();
+        let spec = SandboxSpec {
+            user_ns: Some(map),
+            ..spec
+        };
+        let rec = RecordingSyscall::default();
+        SetupPlan::new(&spec).unwrap().run(&rec).unwrap();
+        let calls = rec.calls();
+        assert!(!calls.iter().any(|c| c.starts_with("mknod")), "{calls:#?}");
+        let create = calls
+            .iter()
+            .position(|c| *c == format!("create {root}/dev/urandom 666"))
+            .unwrap();
+        assert!(calls[create + 1].starts_with(&format!(
+            "mount /dev/urandom {root}/dev/urandom - MsFlags(MS_BIND)"
+        )));
+        let ro = calls
+            .iter()
+            .position(|c| c.starts_with(&format!("mount - {root}/dev - MsFlags(MS_RDONLY")))
+            .unwrap();
+        assert!(ro > create);
     }
 
     #[test]

@@ -10,6 +10,10 @@
 //! Child sequence (the same order as `docs/sandbox.md`):
 //! 1. reset the signal mask and `SIGPIPE` (inherited from the daemon's thread)
 //! 2. join the sandbox's cgroup by writing `0` to each pre-opened `cgroup.procs`
+//!    - in a user namespace of its own (the spec's [`IdMap`](crate::IdMap)): wait until the
+//!      parent has written the id maps, then become root of the namespace (`setresgid`,
+//!      `setresuid` to 0, no supplementary groups), so that the rest runs as the mapped host
+//!      id, with capabilities over the sandbox's own namespaces only
 //! 3. `setsid`, so terminal signals to the daemon's process group never reach the sandbox
 //! 4. run the [`SetupPlan`] (host name, loopback, mounts, `pivot_root`)
 //! 5. wire stdin (`/dev/null`), stdout, stderr and the passed fds (3, 4, ...)
@@ -45,6 +49,7 @@ pub enum ChildStage {
     Stdio = 5,
     Exec = 6,
     Harden = 7,
+    UserNs = 8,
 }
 
 impl ChildStage {
@@ -57,6 +62,7 @@ impl ChildStage {
             5 => Self::Stdio,
             6 => Self::Exec,
             7 => Self::Harden,
+            8 => Self::UserNs,
             _ => return None,
         })
     }
@@ -82,6 +88,11 @@ pub enum SpawnError {
     },
     #[error("sandbox child {pid} sent a malformed status ({len} bytes)")]
     Protocol { pid: i32, len: usize },
+    #[error("sandbox child {pid}: {source}")]
+    IdMap {
+        pid: i32,
+        source: crate::userns::IdMapError,
+    },
 }
 
 /// Fds in the child are wired from copies at or above this number, so `dup2` onto 0.. never
@@ -102,6 +113,9 @@ struct ChildPlan<'a> {
     empty_mask: libc::sigset_t,
     /// (uid, gid, filters) when the spec asks for hardening.
     harden: Option<(libc::uid_t, libc::gid_t, Vec<libc::sock_fprog>)>,
+    /// In a user namespace: (read end, write end) of the pipe on which the parent says the id
+    /// maps are written. The child closes its copy of the write end, then reads.
+    user_ns: Option<(RawFd, RawFd)>,
 }
 
 /// A started (exec'd) sandbox process, not yet waited for.
@@ -231,6 +245,16 @@ pub fn spawn(
         (h.uid, h.gid, progs)
     });
 
+    let user_ns = match spec.user_ns {
+        Some(_) => Some(
+            nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|errno| SpawnError::Sys {
+                what: "create the id map pipe",
+                errno,
+            })?,
+        ),
+        None => None,
+    };
+
     let plan = ChildPlan {
         setup: &setup,
         procs: procs.iter().map(AsRawFd::as_raw_fd).collect(),
@@ -241,6 +265,9 @@ pub fn spawn(
         err_fd: err_write.as_raw_fd(),
         empty_mask,
         harden,
+        user_ns: user_ns
+            .as_ref()
+            .map(|(r, w)| (r.as_raw_fd(), w.as_raw_fd())),
     };
 
     let mut flags = CloneFlags::CLONE_NEWNS
@@ -249,6 +276,9 @@ pub fn spawn(
         | CloneFlags::CLONE_NEWUTS;
     if spec.net == NetMode::Isolated {
         flags |= CloneFlags::CLONE_NEWNET;
+    }
+    if spec.user_ns.is_some() {
+        flags |= CloneFlags::CLONE_NEWUSER;
     }
     let mut stack = vec![0u8; CHILD_STACK];
     let cb: nix::sched::CloneCb<'_> = Box::new(|| child_main(&plan));
@@ -266,6 +296,25 @@ pub fn spawn(
     // below sees end-of-file.
     drop(err_write);
     drop(owned);
+    if let (Some(map), Some((wait_read, wait_write))) = (&spec.user_ns, user_ns) {
+        drop(wait_read);
+        let written = map.write_for(pid.as_raw()).map_err(|source| SpawnError::IdMap {
+            pid: pid.as_raw(),
+            source,
+        });
+        let released = written.and_then(|()| {
+            nix::unistd::write(&wait_write, b"1").map_err(|errno| SpawnError::Sys {
+                what: "release the sandbox child after its id maps",
+                errno,
+            })
+        });
+        // Without its maps the child reads end-of-file when `wait_write` closes, and fails.
+        if let Err(e) = released {
+            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
+            let _ = waitpid(pid, None);
+            return Err(e);
+        }
+    }
 
     let mut buf = [0u8; 12];
     let mut got = 0;
@@ -303,6 +352,16 @@ pub fn spawn(
                 Some(ChildStage::Signals) => "reset its signal mask".to_owned(),
                 Some(ChildStage::Cgroup) => format!("join cgroup {}", spec.cgroup.display()),
                 Some(ChildStage::Session) => "start a new session".to_owned(),
+                Some(ChildStage::UserNs) => [
+                    "wait for its id maps",
+                    "set the group ids to root of its user namespace",
+                    "set the user ids to root of its user namespace",
+                    "drop supplementary groups",
+                ]
+                .get(index)
+                .copied()
+                .unwrap_or("enter its user namespace")
+                .to_owned(),
                 Some(ChildStage::Setup) => setup.describe(index),
                 Some(ChildStage::Stdio) => format!("set up fd {index}"),
                 Some(ChildStage::Exec) => format!("execute {}", spec.argv[0]),
@@ -421,6 +480,40 @@ fn give_up_privileges(
     Ok(())
 }
 
+/// Step 2b of the child: waits until the parent has written the id maps (one byte on
+/// `read_fd`; end-of-file means it could not), then becomes root of the new user namespace.
+/// Until then the child still holds the host's root uid, unmapped: it does nothing else first.
+/// Child only.
+fn enter_user_ns(read_fd: RawFd, write_fd: RawFd) -> Result<(), (usize, Errno)> {
+    let mut byte = [0u8; 1];
+    // SAFETY: closing our copy of the pipe's write end (so a parent that dies means EOF), then
+    // reading one byte into a stack buffer, from fds prepared by the parent. The raw id calls
+    // take plain integers (setgroups a null list of length 0); see give_up_privileges for why
+    // they are raw system calls.
+    unsafe {
+        libc::close(write_fd);
+        loop {
+            let n = libc::read(read_fd, byte.as_mut_ptr().cast(), 1);
+            match n {
+                1 => break,
+                0 => return Err((0, Errno::EPIPE)),
+                _ if Errno::last() == Errno::EINTR => continue,
+                _ => return Err((0, Errno::last())),
+            }
+        }
+        if libc::syscall(libc::SYS_setresgid, 0, 0, 0) != 0 {
+            return Err((1, Errno::last()));
+        }
+        if libc::syscall(libc::SYS_setresuid, 0, 0, 0) != 0 {
+            return Err((2, Errno::last()));
+        }
+        if libc::syscall(libc::SYS_setgroups, 0, std::ptr::null::<libc::gid_t>()) != 0 {
+            return Err((3, Errno::last()));
+        }
+    }
+    Ok(())
+}
+
 /// The child side: system calls only, then exec. Never returns on success.
 fn child_main(p: &ChildPlan<'_>) -> isize {
     // 1. signals: the mask is inherited from the cloning thread; SIGPIPE is ignored by Rust.
@@ -438,6 +531,13 @@ fn child_main(p: &ChildPlan<'_>) -> isize {
         let rc = unsafe { libc::write(fd, b"0".as_ptr().cast(), 1) };
         if rc != 1 {
             return child_fail(p.err_fd, ChildStage::Cgroup, i, Errno::last());
+        }
+    }
+
+    // 2b. the user namespace: wait for the maps, then act as its root (a mapped host id).
+    if let Some((read_fd, write_fd)) = p.user_ns {
+        if let Err((step, errno)) = enter_user_ns(read_fd, write_fd) {
+            return child_fail(p.err_fd, ChildStage::UserNs, step, errno);
         }
     }
 

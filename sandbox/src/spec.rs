@@ -97,6 +97,9 @@ pub struct SandboxSpec {
     pub(crate) stdout: Output,
     pub(crate) stderr: Output,
     pub(crate) hardening: Option<crate::Hardening>,
+    /// A user namespace of its own with these id maps (see [`crate::userns`]); `None`: the
+    /// host's.
+    pub(crate) user_ns: Option<crate::userns::IdMap>,
     /// Borrowed from [`ProcMask::host`](crate::procmask::ProcMask::host) unless a test sets one.
     pub(crate) proc_mask: std::borrow::Cow<'static, crate::procmask::ProcMask>,
 }
@@ -122,6 +125,7 @@ impl SandboxSpec {
                 stdout: Output::File(PathBuf::new()),
                 stderr: Output::File(PathBuf::new()),
                 hardening: None,
+                user_ns: None,
                 proc_mask: std::borrow::Cow::Borrowed(crate::procmask::ProcMask::host()),
             },
         }
@@ -135,6 +139,11 @@ impl SandboxSpec {
     /// The root filesystem.
     pub fn root(&self) -> &Path {
         &self.root
+    }
+
+    /// The id maps of the sandbox's own user namespace, if it has one.
+    pub fn user_ns(&self) -> Option<&crate::userns::IdMap> {
+        self.user_ns.as_ref()
     }
 }
 
@@ -231,6 +240,13 @@ impl SpecBuilder {
     /// before `execve`.
     pub fn harden(mut self, hardening: crate::Hardening) -> Self {
         self.spec.hardening = Some(hardening);
+        self
+    }
+    /// Starts the sandbox in a user namespace of its own, with `map` as its uid and gid maps:
+    /// its setup runs as root of that namespace (the host id `map` gives inside id 0), and
+    /// [`harden`](Self::harden)'s ids are then ids inside it.
+    pub fn user_ns(mut self, map: crate::userns::IdMap) -> Self {
+        self.spec.user_ns = Some(map);
         self
     }
     /// Host files receiving the sandbox's stdout and stderr (created, appended to).

@@ -23,6 +23,8 @@ pub trait Syscall: Sync {
     fn mknod_char(&self, path: &CStr, perm: u32, major: u32, minor: u32) -> Result<(), Errno>;
     /// mkdir with exactly `mode`; an existing directory is success.
     fn mkdir(&self, path: &CStr, mode: u32) -> Result<(), Errno>;
+    /// Creates an empty regular file with exactly `mode` (a mount point for a bound file).
+    fn create_file(&self, path: &CStr, mode: u32) -> Result<(), Errno>;
     fn symlink(&self, target: &CStr, linkpath: &CStr) -> Result<(), Errno>;
     fn chdir(&self, path: &CStr) -> Result<(), Errno>;
     fn pivot_root(&self, new_root: &CStr, put_old: &CStr) -> Result<(), Errno>;
@@ -76,6 +78,25 @@ impl Syscall for LinuxSyscall {
         // SAFETY: as above, chmod only reads the path.
         let rc = unsafe { libc::chmod(path.as_ptr(), mode) };
         Errno::result(rc).map(drop)
+    }
+
+    fn create_file(&self, path: &CStr, mode: u32) -> Result<(), Errno> {
+        // SAFETY: `path` is a valid NUL-terminated string; open only reads it.
+        let fd = unsafe {
+            libc::open(
+                path.as_ptr(),
+                libc::O_CREAT | libc::O_EXCL | libc::O_WRONLY | libc::O_CLOEXEC,
+                mode,
+            )
+        };
+        let fd = Errno::result(fd)?;
+        // SAFETY: `fd` was just opened here and nothing else owns it. open applies the umask,
+        // so the mode is then set exactly (chmod only reads the path).
+        unsafe {
+            libc::close(fd);
+            Errno::result(libc::chmod(path.as_ptr(), mode))?;
+        }
+        Ok(())
     }
 
     fn chdir(&self, path: &CStr) -> Result<(), Errno> {
@@ -206,6 +227,9 @@ impl Syscall for RecordingSyscall {
     }
     fn mkdir(&self, path: &CStr, mode: u32) -> Result<(), Errno> {
         self.record(format!("mkdir {} {mode:o}", s(Some(path))))
+    }
+    fn create_file(&self, path: &CStr, mode: u32) -> Result<(), Errno> {
+        self.record(format!("create {} {mode:o}", path.to_string_lossy()))
     }
     fn chdir(&self, path: &CStr) -> Result<(), Errno> {
         self.record(format!("chdir {}", s(Some(path))))

@@ -397,3 +397,82 @@ fn attach_in_child(clone: &sandbox::DetachedMount, dst: &Path) -> i32 {
         }
     }
 }
+
+/// A sandbox in a user namespace of its own: root inside is an unprivileged host uid, the
+/// hardened user is another, and what it writes in `/host` belongs to that host uid.
+#[test]
+fn user_namespace_maps_root_and_the_user_to_host_ids() {
+    let Some(setup) = can_run("user_namespace_maps_root_and_the_user_to_host_ids") else {
+        return;
+    };
+    if let Err(e) = sandbox::userns::probe() {
+        eprintln!("skipping: this kernel refuses user namespaces ({e})");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (root_host, user_host) = (3_100_000u32, 3_100_007u32);
+    let map = sandbox::IdMap::new(vec![
+        sandbox::IdRange {
+            inside: 0,
+            outside: root_host,
+            count: 1,
+        },
+        sandbox::IdRange {
+            inside: 7,
+            outside: user_host,
+            count: 1,
+        },
+    ])
+    .unwrap();
+    let scratch = dir.path().join("scratch");
+    std::fs::create_dir_all(&scratch).unwrap();
+    std::os::unix::fs::chown(&scratch, Some(user_host), Some(user_host)).unwrap();
+    let script = "echo uid=$(id -u) gid=$(id -g); grep -E '^(CapEff|CapBnd)' /proc/self/status | tr -s '\\t' ' '; \
+        echo map=$(cat /proc/self/uid_map | tr -s ' ' | tr '\\n' ,); echo dev=$(ls /dev | tr '\\n' ,); \
+        echo x > /dev/null && echo devnull=ok; head -c 4 /dev/urandom | wc -c | sed 's/^/urandom=/'; \
+        touch /host/mine && echo host=rw; echo END; sleep 30";
+    let root = make_root(dir.path());
+    let cg = format!("lambdaworker-test/userns-{}", std::process::id());
+    let spec = SandboxSpec::builder(&root, &cg)
+        .mount("/usr", "/usr", false)
+        .mount(&scratch, "/host", true)
+        .command(["/bin/sh", "-c", script])
+        .env("PATH", "/usr/bin:/bin")
+        .cwd("/host")
+        .user_ns(map)
+        .harden(sandbox::Hardening::new(7, 7).unwrap())
+        .output(dir.path().join("stdout"), dir.path().join("stderr"))
+        .build()
+        .unwrap();
+    let mut sb = Sandbox::spawn(&spec, &setup, &[]).unwrap();
+    let out = wait_for_file(&dir.path().join("stdout"));
+    for want in [
+        "uid=7 gid=7\n",
+        "CapEff: 0000000000000000\n",
+        "CapBnd: 0000000000000000\n",
+        "devnull=ok\n",
+        "urandom=4\n",
+        "host=rw\n",
+        "dev=fd,null,random,stderr,stdin,stdout,urandom,zero,\n",
+    ] {
+        assert!(out.contains(want), "missing {want:?} in:\n{out}");
+    }
+    assert!(
+        out.contains(&format!("map= 0 {root_host} 1, 7 {user_host} 1,"))
+            || out.contains(&format!("map=0 {root_host} 1,7 {user_host} 1,")),
+        "{out}"
+    );
+    // Seen from the host: the process runs as the mapped uid, its file belongs to it.
+    let status = std::fs::read_to_string(format!("/proc/{}/status", sb.pid())).unwrap();
+    let uid_line = status.lines().find(|l| l.starts_with("Uid:")).unwrap();
+    assert!(
+        uid_line.split_whitespace().skip(1).all(|u| u == user_host.to_string()),
+        "{uid_line}"
+    );
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::metadata(scratch.join("mine")).unwrap();
+    assert_eq!((meta.uid(), meta.gid()), (user_host, user_host));
+    sb.destroy().unwrap();
+    assert!(cgroup_dirs(&setup, &cg).is_empty(), "cgroup left behind");
+    prune_top(&setup);
+}
