@@ -20,6 +20,9 @@ pub struct Local {
     pub cfg: Config,
     pub cgroups: CgroupSetup,
     hardening: sandbox::Hardening,
+    /// The user namespace a worker would give a lambda here (its maps, and the sandbox
+    /// user's host uid), when the worker would give one.
+    user_ns: Option<(sandbox::IdMap, u32)>,
     next: u64,
 }
 
@@ -27,12 +30,25 @@ impl Local {
     /// `cfg` is a worker config whose `worker_dir` exists (from `BenchCluster::worker_config`).
     pub fn new(cfg: Config) -> Result<Self> {
         let cgroups = CgroupSetup::detect().context("cannot find the cgroup hierarchies")?;
-        let hardening = sandbox::Hardening::new(cfg.sandbox_uid, cfg.sandbox_gid)
+        let mut hardening = sandbox::Hardening::new(cfg.sandbox_uid, cfg.sandbox_gid)
             .context("cannot build the sandbox hardening")?;
+        let mut user_ns = None;
+        if cfg.user_namespaces && sandbox::userns::probe().is_ok() {
+            // As the worker does for a lambda: the first lambda slot of the range.
+            let ids = worker::identity::HostIds::new(
+                cfg.uid_range_start,
+                cfg.uid_range_size,
+                cfg.lambda_uids(),
+            );
+            let slot = ids.lambda_slot("bench-direct")?;
+            (hardening.uid, hardening.gid) = (slot, slot);
+            user_ns = Some((ids.sandbox_map(slot)?, ids.host_id(slot)));
+        }
         Ok(Self {
             cfg,
             cgroups,
             hardening,
+            user_ns,
             next: 1,
         })
     }
@@ -53,7 +69,13 @@ impl Local {
         let scratch = self.cfg.worker_dir.join("direct").join(id.to_string());
         std::fs::create_dir_all(&scratch)
             .with_context(|| format!("cannot create {}", scratch.display()))?;
-        std::os::unix::fs::chown(&scratch, Some(self.hardening.uid), Some(self.hardening.gid))
+        let owner = self
+            .user_ns
+            .as_ref()
+            .map_or((self.hardening.uid, self.hardening.gid), |(_, host)| {
+                (*host, *host)
+            });
+        std::os::unix::fs::chown(&scratch, Some(owner.0), Some(owner.1))
             .with_context(|| format!("cannot chown {}", scratch.display()))?;
         let lambda = LambdaName::parse(name).map_err(|e| anyhow::anyhow!("{e}"))?;
         let limits = worker::lambda_config::LambdaLimits::defaults(&self.cfg);
@@ -74,6 +96,7 @@ impl Local {
             env: &env,
             limits: &limits,
             hardening: &self.hardening,
+            user_ns: self.user_ns.as_ref().map(|(map, _)| map),
             output: std::os::fd::AsFd::as_fd(&devnull),
         };
         let (sandbox, conn) = worker::launch::spawn_fresh(&self.cfg, &self.cgroups, &fresh)
@@ -94,7 +117,7 @@ impl Local {
     /// the churn scenario creates and destroys.
     pub fn spawn_plain(&mut self, argv: &[&str]) -> Result<Sandbox> {
         let id = self.next_id();
-        let spec = SandboxSpec::builder(&self.cfg.base_dir, self.cgroup(id))
+        let mut spec = SandboxSpec::builder(&self.cfg.base_dir, self.cgroup(id))
             .tmp_mb(self.cfg.tmp_mb)
             .hostname("lambda")
             .limits(Limits {
@@ -104,9 +127,11 @@ impl Local {
             })
             .command(argv.iter().copied())
             .env("PATH", "/usr/bin:/bin")
-            .output("/dev/null", "/dev/null")
-            .build()
-            .context("churn sandbox spec")?;
+            .output("/dev/null", "/dev/null");
+        if let Some((map, _)) = &self.user_ns {
+            spec = spec.user_ns(map.clone());
+        }
+        let spec = spec.build().context("churn sandbox spec")?;
         Sandbox::spawn(&spec, &self.cgroups, &[]).with_context(|| format!("churn sandbox {id}"))
     }
 }

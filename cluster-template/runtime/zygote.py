@@ -75,7 +75,7 @@ MAX_MESSAGE = 1 << 16
 MAX_REPORT = 4096
 
 MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC = 0x1, 0x2, 0x4, 0x8
-MS_REMOUNT, MS_BIND, MS_REC = 0x20, 0x1000, 0x4000
+MS_REMOUNT, MS_BIND, MS_MOVE, MS_REC = 0x20, 0x1000, 0x2000, 0x4000
 MNT_DETACH = 0x2
 AT_FDCWD = -100
 MOVE_MOUNT_F_EMPTY_PATH = 0x4
@@ -450,9 +450,12 @@ def prepare(procs, tmp_mb, net_ns):
     if net_ns:
         bring_up_lo()
     # 6. This mount namespace is a copy of the zygote's: a /proc for the new pid namespace, a
-    # /tmp of its own, and nothing of the zygote's /host.
+    # /tmp of its own, and nothing of the zygote's /host. In a user namespace the kernel mounts
+    # a proc only while another one is visible in the namespace, so the new one is mounted over
+    # /tmp first, then moved to /proc once the zygote's is gone.
+    mount("proc", "/tmp", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, None, "mount /proc")
     detach("/proc")
-    mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, None, "mount /proc")
+    mount("/tmp", "/proc", None, MS_MOVE, None, "move the new /proc in place")
     mask_proc()
     detach("/tmp")
     mount("tmpfs", "/tmp", "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777,size=%dm" % tmp_mb, "mount /tmp")

@@ -23,5 +23,5 @@ pub use detached::{DetachError, DetachedMount};
 pub use harden::{HardenError, Hardening};
 pub use procmask::{Mask, ProcMask};
 pub use sandbox::{Sandbox, SandboxError, SandboxStats, StartTimings, State};
-pub use userns::{IdMap, IdMapError, IdRange};
 pub use spec::{BindMount, NetMode, Output, SandboxSpec, SpecError, View};
+pub use userns::{IdMap, IdMapError, IdRange};

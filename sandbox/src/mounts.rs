@@ -171,9 +171,22 @@ impl SetupPlan {
                 steps.push(Step::Mount {
                     what: "device bind",
                     source: Some(cstr(format!("/dev/{name}"), "path")?),
-                    target: path,
+                    target: path.clone(),
                     fstype: None,
                     flags: MsFlags::MS_BIND,
+                    data: None,
+                });
+                // Read-only as the rest of /dev (what is bound over a /proc file with it too).
+                steps.push(Step::Mount {
+                    what: "device bind remount read-only",
+                    source: None,
+                    target: path,
+                    fstype: None,
+                    flags: MsFlags::MS_BIND
+                        | MsFlags::MS_REMOUNT
+                        | MsFlags::MS_RDONLY
+                        | MsFlags::MS_NOSUID
+                        | MsFlags::MS_NOEXEC,
                     data: None,
                 });
             } else {

@@ -298,10 +298,12 @@ pub fn spawn(
     drop(owned);
     if let (Some(map), Some((wait_read, wait_write))) = (&spec.user_ns, user_ns) {
         drop(wait_read);
-        let written = map.write_for(pid.as_raw()).map_err(|source| SpawnError::IdMap {
-            pid: pid.as_raw(),
-            source,
-        });
+        let written = map
+            .write_for(pid.as_raw())
+            .map_err(|source| SpawnError::IdMap {
+                pid: pid.as_raw(),
+                source,
+            });
         let released = written.and_then(|()| {
             nix::unistd::write(&wait_write, b"1").map_err(|errno| SpawnError::Sys {
                 what: "release the sandbox child after its id maps",

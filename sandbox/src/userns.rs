@@ -33,7 +33,11 @@ pub enum IdMapError {
     #[error("an id map needs root (inside id 0) mapped")]
     NoRoot,
     #[error("id map line {inside} {outside} {count} is empty or overflows")]
-    Range { inside: u32, outside: u32, count: u32 },
+    Range {
+        inside: u32,
+        outside: u32,
+        count: u32,
+    },
     #[error("id map lines overlap ({0})")]
     Overlap(&'static str),
     #[error("an id map must not map host root (outside id 0)")]

@@ -466,7 +466,10 @@ fn user_namespace_maps_root_and_the_user_to_host_ids() {
     let status = std::fs::read_to_string(format!("/proc/{}/status", sb.pid())).unwrap();
     let uid_line = status.lines().find(|l| l.starts_with("Uid:")).unwrap();
     assert!(
-        uid_line.split_whitespace().skip(1).all(|u| u == user_host.to_string()),
+        uid_line
+            .split_whitespace()
+            .skip(1)
+            .all(|u| u == user_host.to_string()),
         "{uid_line}"
     );
     use std::os::unix::fs::MetadataExt;

@@ -393,6 +393,7 @@ fn stats_json(state: &ApiState) -> serde_json::Value {
         "packages": m.backend().package_stats(),
         "cache": m.cache_stats(),
         "import_cache": m.backend().import_cache_stats(),
+        "user_namespaces": m.backend().user_namespace_stats(),
         "async": state
             .invoke
             .queue

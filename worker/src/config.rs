@@ -191,10 +191,24 @@ pub struct Config {
     /// Cold starts needing one exact package set before it gets a zygote of its own.
     pub zygote_min_starts: u64,
     /// Zygotes that import a lambda's packages (`false`: only the root zygote, which imports
-    /// nothing but the runtime). A package zygote runs the packages' import code with the
-    /// privileges it needs to make sandboxes, so this is for packages the operator trusts
-    /// (`docs/security.md`).
+    /// nothing but the runtime). A zygote runs in a user namespace of its own, with no
+    /// capability over the host, so package import code gains nothing there; without user
+    /// namespaces (`user_namespaces` off, or refused by the kernel) they are off whatever this
+    /// says (`docs/security.md`).
     pub package_zygotes: bool,
+    /// Sandboxes and zygotes in user namespaces of their own, each lambda acting as a host
+    /// uid of its own from `uid_range_start` (`docs/security.md`); `false`, or a kernel that
+    /// refuses them: every handler runs as `sandbox_uid` in the host's user namespace.
+    pub user_namespaces: bool,
+    /// The first host uid (and gid) of the range user namespaces map to: this one is root of
+    /// every sandbox's namespace, the next the package installer, then one per lambda.
+    pub uid_range_start: u32,
+    /// How many host uids the range holds (at least 3), so how many lambdas can have one
+    /// (`uid_range_size - 2`).
+    pub uid_range_size: u32,
+    /// The table of each lambda's host uid, shared by a cluster's workers (`admin` sets
+    /// `<cluster>/workers/lambda-uids.json`); empty: `<worker_dir>/lambda-uids.json`.
+    pub lambda_uids_file: PathBuf,
     /// CPU quota of one sandbox in percent of one CPU (`0`: none); a lambda's `lambda.json`
     /// may set its own.
     pub cpu_percent: u64,
@@ -275,7 +289,11 @@ impl Default for Config {
             import_cache: true,
             import_cache_size: 8,
             zygote_min_starts: 2,
-            package_zygotes: false,
+            package_zygotes: true,
+            user_namespaces: true,
+            uid_range_start: 524_288,
+            uid_range_size: 65_536,
+            lambda_uids_file: PathBuf::new(),
             cpu_percent: 0,
             host_mb: 64,
             sandbox_uid: 65534,
@@ -440,6 +458,24 @@ impl Config {
         if self.registry_revalidate_ms == 0 {
             return bad("registry_revalidate_ms", "must be at least 1");
         }
+        if self.uid_range_start == 0 {
+            return bad(
+                "uid_range_start",
+                "must not be 0: the range must not include the host's root",
+            );
+        }
+        if self.uid_range_size < 3 {
+            return bad(
+                "uid_range_size",
+                "must be at least 3 (root of the namespaces, the installer, one lambda)",
+            );
+        }
+        if u64::from(self.uid_range_start) + u64::from(self.uid_range_size) > u64::from(u32::MAX) {
+            return bad(
+                "uid_range_size",
+                "uid_range_start + uid_range_size must stay below 4294967295",
+            );
+        }
         for (key, value) in [
             ("function_log_file_bytes", self.function_log_file_bytes),
             ("function_log_retention_s", self.function_log_retention_s),
@@ -531,6 +567,16 @@ impl Config {
             self.worker_dir.join("function-logs")
         } else {
             self.function_log_dir.clone()
+        }
+    }
+
+    /// The table of each lambda's host uid (`lambda_uids_file`, or
+    /// `<worker_dir>/lambda-uids.json`).
+    pub fn lambda_uids(&self) -> PathBuf {
+        if self.lambda_uids_file.as_os_str().is_empty() {
+            self.worker_dir.join("lambda-uids.json")
+        } else {
+            self.lambda_uids_file.clone()
         }
     }
 

@@ -4,6 +4,7 @@
 //! a host file, or a FIFO. The worker runs as root on the host: it must never follow such a
 //! link, never block on such a FIFO, and never hand ownership across one.
 
+use std::fs::File;
 use std::path::Path;
 
 /// Why a file that sandboxed code or a lambda's author could have placed is not read.
@@ -96,6 +97,30 @@ pub fn chown_tree(dir: &Path, uid: u32, gid: u32) -> std::io::Result<()> {
         std::os::unix::fs::lchown(entry.path(), Some(uid), Some(gid))?;
     }
     Ok(())
+}
+
+/// An exclusive `flock` on a lock file, released on drop.
+#[derive(Debug)]
+pub struct FileLock {
+    _lock: nix::fcntl::Flock<File>,
+}
+
+impl FileLock {
+    /// Waits for the lock on `path` (created if missing).
+    pub fn take(path: &Path) -> std::io::Result<Self> {
+        let mut f = File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(path)?;
+        loop {
+            match nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockExclusive) {
+                Ok(lock) => return Ok(Self { _lock: lock }),
+                Err((back, nix::errno::Errno::EINTR)) => f = back,
+                Err((_, errno)) => return Err(std::io::Error::from(errno)),
+            }
+        }
+    }
 }
 
 #[cfg(test)]

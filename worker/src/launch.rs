@@ -4,13 +4,16 @@
 //! A start ([`Launcher::start`]), in order:
 //! 1. open the lambda's directory `O_PATH|O_NOFOLLOW|O_DIRECTORY` (never a link), held until
 //!    the sandbox has mounted it;
-//! 2. the scratch directory `handlers/<name>/<id>/`, a `host_mb` tmpfs owned by the sandbox
-//!    user (the sandbox's `/host`);
-//! 3. the output pipe (`pipe2(O_CLOEXEC)`): its write end becomes the sandbox's stdout and
+//! 2. the lambda's identity: with user namespaces, its slot of the uid range (given on its
+//!    first cold start, [`crate::identity`]), the user it runs as inside and the maps of its
+//!    namespace; without, `sandbox_uid`;
+//! 3. the scratch directory `handlers/<name>/<id>/`, a `host_mb` tmpfs owned by that user on
+//!    the host (the sandbox's `/host`);
+//! 4. the output pipe (`pipe2(O_CLOEXEC)`): its write end becomes the sandbox's stdout and
 //!    stderr, its read end goes to the manager with the sandbox (the function's log);
-//! 4. bind `<scratch>/server_pipe` and connect to it at once (the connection waits in the
+//! 5. bind `<scratch>/server_pipe` and connect to it at once (the connection waits in the
 //!    backlog until the runtime accepts it);
-//! 5. with the import cache on, a fork of the best zygote ([`crate::zygote`]); otherwise, or if
+//! 6. with the import cache on, a fork of the best zygote ([`crate::zygote`]); otherwise, or if
 //!    that fork fails, a fresh sandbox ([`spawn_fresh`]) with the listening socket as fd 3.
 //!
 //! Both kinds of sandbox get the same environment ([`sandbox_env`]) and the same mounts: the
@@ -28,6 +31,7 @@ use sandbox::cgroup::CgroupSetup;
 use sandbox::{Output, Sandbox, SandboxSpec};
 
 use crate::config::Config;
+use crate::identity::HostIds;
 use crate::lambda_config::LambdaLimits;
 use crate::manager::backend::{AfterFirstCall, StartSteps};
 use crate::manager::{
@@ -61,8 +65,11 @@ pub struct Launcher {
     cgroups: CgroupSetup,
     cgroup_parent: PathBuf,
     handlers_dir: PathBuf,
-    /// What every handler sandbox gives up before it runs handler code.
+    /// What every handler sandbox gives up before it runs handler code (its ids are
+    /// `sandbox_uid`'s; with user namespaces each lambda's replace them).
     hardening: sandbox::Hardening,
+    /// The uid range, when sandboxes get user namespaces.
+    ids: Option<Arc<HostIds>>,
     packages: Packages,
     import_cache: Arc<ImportCache>,
 }
@@ -81,13 +88,21 @@ impl Launcher {
     pub fn new(cfg: Arc<Config>, cgroups: CgroupSetup) -> Result<Self, LauncherError> {
         check_runtime(&cfg.base_dir)?;
         let hardening = sandbox::Hardening::new(cfg.sandbox_uid, cfg.sandbox_gid)?;
-        let packages = Packages::new(Arc::clone(&cfg), cgroups.clone(), hardening.clone());
+        let ids = user_namespaces(&cfg).map(Arc::new);
+        let packages = Packages::new(
+            Arc::clone(&cfg),
+            cgroups.clone(),
+            hardening.clone(),
+            ids.clone(),
+        );
         let import_cache = Arc::new(ImportCache::new(
             Arc::clone(&cfg),
             cgroups.clone(),
             &hardening,
+            ids.clone(),
         ));
         Ok(Self {
+            ids,
             cgroup_parent: cfg.cgroup_parent(),
             handlers_dir: cfg.worker_dir.join("handlers"),
             hardening,
@@ -98,13 +113,37 @@ impl Launcher {
         })
     }
 
-    /// Steps 2-5 with the lambda's directory open as `handler_dir` (`/proc/self/fd/N`).
+    /// Whether sandboxes get user namespaces (see [`user_namespaces`]).
+    pub fn user_namespaces(&self) -> bool {
+        self.ids.is_some()
+    }
+
+    /// Step 2: the hardening (ids inside), the user namespace's maps and the host ids of the
+    /// sandbox user, for lambda `name`. Blocking (the uid table).
+    fn identity(
+        &self,
+        name: &LambdaName,
+    ) -> Result<(sandbox::Hardening, Option<sandbox::IdMap>, (u32, u32)), StartError> {
+        let Some(ids) = &self.ids else {
+            let h = self.hardening.clone();
+            let host = (h.uid, h.gid);
+            return Ok((h, None, host));
+        };
+        let slot = ids.lambda_slot(name.as_str())?;
+        let mut h = self.hardening.clone();
+        (h.uid, h.gid) = (slot, slot);
+        let host = ids.host_id(slot);
+        Ok((h, Some(ids.sandbox_map(slot)?), (host, host)))
+    }
+
+    /// Steps 2-6 with the lambda's directory open as `handler_dir` (`/proc/self/fd/N`).
     fn start_in(
         &self,
         req: &StartRequest<'_>,
         handler_dir: &Path,
     ) -> Result<Started<LaunchedSandbox>, StartError> {
         let name = &req.lambda.name;
+        let (hardening, user_ns, (uid, gid)) = self.identity(name)?;
         let scratch = self
             .handlers_dir
             .join(name.as_str())
@@ -114,8 +153,7 @@ impl Launcher {
             path: scratch.clone(),
             source,
         })?;
-        // A bounded tmpfs, owned by the sandbox user: its /host.
-        let (uid, gid) = (self.hardening.uid, self.hardening.gid);
+        // A bounded tmpfs, owned by the sandbox user on the host: its /host.
         if let Err(e) = crate::cleanup::mount_scratch(&scratch, self.cfg.host_mb, uid, gid) {
             let _ = std::fs::remove_dir_all(&scratch);
             return Err(StartError::Io {
@@ -148,7 +186,8 @@ impl Launcher {
             layers: &req.lambda.setup.layers,
             env: &env,
             limits: &req.lambda.limits,
-            hardening: &self.hardening,
+            hardening: &hardening,
+            user_ns: user_ns.as_ref(),
             output: output_write.as_fd(),
         };
         let result = self.fork_or_spawn(req.id, &fresh);
@@ -172,7 +211,7 @@ impl Launcher {
         }
     }
 
-    /// Step 5: a fork from a zygote when the import cache offers one, else a fresh sandbox.
+    /// Step 6: a fork from a zygote when the import cache offers one, else a fresh sandbox.
     fn fork_or_spawn(&self, id: u64, fresh: &FreshSandbox<'_>) -> Result<Launched, StartError> {
         if self.import_cache.enabled() {
             match self.fork_from_zygote(fresh) {
@@ -317,6 +356,10 @@ impl Backend for Launcher {
         self.packages.remove_stale_staging()
     }
 
+    fn user_namespace_stats(&self) -> crate::identity::UserNsStats {
+        self.ids.as_deref().map(HostIds::stats).unwrap_or_default()
+    }
+
     fn import_cache_stats(&self) -> ImportCacheStats {
         self.import_cache.stats()
     }
@@ -396,6 +439,8 @@ pub struct FreshSandbox<'a> {
     pub env: &'a [(String, String)],
     pub limits: &'a LambdaLimits,
     pub hardening: &'a sandbox::Hardening,
+    /// The maps of its own user namespace (`None`: the host's).
+    pub user_ns: Option<&'a sandbox::IdMap>,
     /// Its stdout and stderr (the write end of the worker's output pipe); the sandbox gets its
     /// own copies.
     pub output: BorrowedFd<'a>,
@@ -446,6 +491,9 @@ pub fn spawn_fresh(
         .limits(fresh.limits.cgroup())
         .harden(fresh.hardening.clone())
         .command([PYTHON, "-B", "-E", "-S", RUNTIME_PATH]);
+    if let Some(map) = fresh.user_ns {
+        builder = builder.user_ns(map.clone());
+    }
     for (key, value) in fresh.env {
         builder = builder.env(key, value);
     }
@@ -472,6 +520,41 @@ pub fn spawn_fresh(
     );
     drop(listener);
     Ok((sandbox, conn))
+}
+
+/// The uid range, if sandboxes get user namespaces: `user_namespaces` on and the kernel
+/// willing (checked by making one). Says at start which model the worker runs, and why.
+fn user_namespaces(cfg: &Config) -> Option<HostIds> {
+    if !cfg.user_namespaces {
+        tracing::info!(
+            sandbox_uid = cfg.sandbox_uid,
+            "user namespaces off (user_namespaces: false): every handler runs as sandbox_uid, package zygotes off"
+        );
+        return None;
+    }
+    match sandbox::userns::probe() {
+        Ok(()) => {
+            tracing::info!(
+                uid_range_start = cfg.uid_range_start,
+                uid_range_size = cfg.uid_range_size,
+                "sandboxes and zygotes in user namespaces: one host uid per lambda"
+            );
+            Some(HostIds::new(
+                cfg.uid_range_start,
+                cfg.uid_range_size,
+                cfg.lambda_uids(),
+            ))
+        }
+        Err(errno) => {
+            tracing::warn!(
+                error = %errno,
+                max_user_namespaces = sandbox::userns::max_user_namespaces(),
+                sandbox_uid = cfg.sandbox_uid,
+                "the kernel refuses user namespaces: falling back to sandboxes in the host's user namespace, every handler as sandbox_uid, package zygotes off"
+            );
+            None
+        }
+    }
 }
 
 /// Binds `<scratch>/server_pipe` and connects to it at once: the connection waits in the

@@ -21,6 +21,7 @@ pub mod files;
 pub mod functions;
 pub mod http_client;
 pub mod http_function;
+pub mod identity;
 pub mod invocations;
 pub mod invoke;
 pub mod lambda_config;

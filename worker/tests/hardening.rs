@@ -74,17 +74,38 @@ async fn handler_code_runs_unprivileged_on_both_paths() {
         return;
     }
     let mut reports = Vec::new();
-    for patch in [r#"{"import_cache": false}"#, "{}"] {
+    // Fresh and forked, with user namespaces (the default) and without (the fallback).
+    for (patch, userns) in [
+        (r#"{"import_cache": false}"#, true),
+        ("{}", true),
+        (
+            r#"{"import_cache": false, "user_namespaces": false}"#,
+            false,
+        ),
+        (r#"{"user_namespaces": false}"#, false),
+    ] {
         let mut c = TestCluster::start(patch).await;
         c.add_handler("attempts", &format!("{PY_OUTCOME}{ATTEMPTS}"));
         let (status, r) = c.call("attempts", "{}").await;
         assert_eq!(status, 200, "{patch}: {r}");
         let stats = c.stats().await;
         let forked = stats["lambdas"]["attempts"]["zygote_starts"] == 1;
-        assert_eq!(forked, patch == "{}", "{patch}: {stats}");
-        assert_eq!(r["uid"], c.cfg.sandbox_uid, "{patch}: {r}");
-        assert_eq!(r["euid"], c.cfg.sandbox_uid);
-        assert_eq!(r["gid"], c.cfg.sandbox_gid);
+        assert_eq!(forked, !patch.contains("import_cache"), "{patch}: {stats}");
+        assert_eq!(
+            stats["user_namespaces"]["enabled"], userns,
+            "{patch}: {stats}"
+        );
+        // With user namespaces the handler runs as its lambda's slot of the uid range, which
+        // is that slot's host uid outside; without, as sandbox_uid.
+        let (inside, host) = if userns {
+            let slot = common::lambda_slot(&c, "attempts");
+            (slot, c.cfg.uid_range_start + slot)
+        } else {
+            (c.cfg.sandbox_uid, c.cfg.sandbox_uid)
+        };
+        assert_eq!(r["uid"], inside, "{patch}: {r}");
+        assert_eq!(r["euid"], inside);
+        assert_eq!(r["gid"], inside);
         assert_eq!(r["groups"], serde_json::json!([]), "{patch}: {r}");
         for (set, value) in r["caps"].as_object().unwrap() {
             assert_eq!(value, "0000000000000000", "{patch}: {set} in {r}");
@@ -149,14 +170,21 @@ async fn handler_code_runs_unprivileged_on_both_paths() {
             "{patch}: {r}"
         );
         assert_eq!(r["sys"], serde_json::json!([]), "{patch}: {r}");
-        // Files it makes in /host belong to the sandbox user, on the host too.
+        // Files it makes in /host belong to the sandbox user's host uid, and so does its
+        // process, seen from the host.
         let sb = &stats["sandboxes"][0];
         let scratch = c
             .cfg
             .worker_dir
             .join(format!("handlers/attempts/{}", sb["id"]));
         let md = std::fs::metadata(scratch.join("own-file")).unwrap();
-        assert_eq!(std::os::unix::fs::MetadataExt::uid(&md), c.cfg.sandbox_uid);
+        assert_eq!(std::os::unix::fs::MetadataExt::uid(&md), host, "{patch}");
+        assert_eq!(std::os::unix::fs::MetadataExt::gid(&md), host, "{patch}");
+        assert_eq!(
+            common::host_uids(sb["pid"].as_i64().unwrap()),
+            [host; 4],
+            "{patch}"
+        );
         let mut r = r.clone();
         if let Some(o) = r.as_object_mut() {
             o.remove("subprocess");
@@ -164,8 +192,17 @@ async fn handler_code_runs_unprivileged_on_both_paths() {
         reports.push(r);
         c.shutdown().await;
     }
-    // Fresh and forked sandboxes answer alike.
+    // Fresh and forked sandboxes answer alike, in each model (the ids aside, the same).
     assert_eq!(reports[0], reports[1]);
+    assert_eq!(reports[2], reports[3]);
+    for r in &mut reports {
+        if let Some(o) = r.as_object_mut() {
+            for key in ["uid", "euid", "gid"] {
+                o.remove(key);
+            }
+        }
+    }
+    assert_eq!(reports[0], reports[2]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

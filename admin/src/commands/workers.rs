@@ -106,6 +106,10 @@ fn start_worker(
         // A template from before handler logs: the cluster's place for them.
         cfg.function_log_dir = cluster.root().join("logs").join("functions");
     }
+    if cfg.lambda_uids_file.as_os_str().is_empty() {
+        // One table for the cluster: a lambda acts as the same host uid on every worker.
+        cfg.lambda_uids_file = cluster.root().join("workers").join("lambda-uids.json");
+    }
     std::fs::create_dir_all(&cfg.worker_dir)
         .with_context(|| format!("cannot create {}", cfg.worker_dir.display()))?;
     let cfg_path = cluster.worker_config(i);

@@ -141,6 +141,8 @@ pub enum StartError {
     OutputPipe(#[source] nix::errno::Errno),
     #[error("cannot register the sandbox's output pipe: {0}")]
     RegisterOutput(#[source] std::io::Error),
+    #[error("{0}")]
+    Identity(#[from] crate::identity::IdentityError),
 }
 
 /// Work to do off the request's path once a sandbox has answered its first call.
@@ -192,6 +194,9 @@ pub trait Backend: Send + Sync + 'static {
     fn remove_stale_package_staging(&self) -> usize;
 
     fn import_cache_stats(&self) -> ImportCacheStats;
+
+    /// Whether sandboxes get user namespaces, and the uid range.
+    fn user_namespace_stats(&self) -> crate::identity::UserNsStats;
 
     fn package_stats(&self) -> PackageStats;
 }

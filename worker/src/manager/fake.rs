@@ -364,9 +364,14 @@ impl Backend for FakeBackend {
         0
     }
 
+    fn user_namespace_stats(&self) -> crate::identity::UserNsStats {
+        crate::identity::UserNsStats::default()
+    }
+
     fn import_cache_stats(&self) -> ImportCacheStats {
         ImportCacheStats {
             enabled: false,
+            package_zygotes: false,
             zygotes: Vec::new(),
             created: 0,
             retired: 0,

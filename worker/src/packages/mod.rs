@@ -34,7 +34,6 @@ pub use requirements::{
     REQUIREMENTS_FILES,
 };
 
-use std::fs::File;
 use std::num::NonZeroUsize;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -46,7 +45,7 @@ use sandbox::cgroup::CgroupSetup;
 use serde::{Deserialize, Serialize};
 
 use crate::config::Config;
-use crate::files::chown_tree;
+use crate::files::{chown_tree, FileLock};
 use crate::name::LambdaName;
 use pip::pip_message;
 use requirements::safe_component;
@@ -121,6 +120,10 @@ pub struct Packages {
     /// pip runs package code (sdist builds), so it runs as the sandbox user with the same
     /// capabilities, `no_new_privs` and seccomp filters as handlers.
     hardening: sandbox::Hardening,
+    /// The maps of pip's user namespace, when it has one.
+    user_ns: Option<sandbox::IdMap>,
+    /// pip's user on the host, owner of its staging directory.
+    owner: (u32, u32),
     dir: PathBuf,
     /// Resolved lists by requirements hash, the most recently used ones (bounded).
     resolved: Mutex<LruCache<String, Arc<Vec<Package>>>>,
@@ -155,33 +158,29 @@ struct ReportMetadata {
     version: String,
 }
 
-/// An exclusive `flock` on a lock file, released on drop.
-struct Lock {
-    _lock: nix::fcntl::Flock<File>,
-}
-
-impl Lock {
-    fn take(path: &Path) -> std::io::Result<Self> {
-        let mut f = File::options()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(path)?;
-        loop {
-            match nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockExclusive) {
-                Ok(lock) => return Ok(Self { _lock: lock }),
-                Err((back, nix::errno::Errno::EINTR)) => f = back,
-                Err((_, errno)) => return Err(std::io::Error::from(errno)),
-            }
-        }
-    }
-}
-
 impl Packages {
-    pub fn new(cfg: Arc<Config>, cgroups: CgroupSetup, hardening: sandbox::Hardening) -> Self {
+    /// With `ids` (user namespaces), pip runs in a user namespace of its own as the range's
+    /// installer slot; without, as `hardening`'s user.
+    pub fn new(
+        cfg: Arc<Config>,
+        cgroups: CgroupSetup,
+        hardening: sandbox::Hardening,
+        ids: Option<Arc<crate::identity::HostIds>>,
+    ) -> Self {
+        let mut hardening = hardening;
+        let mut owner = (hardening.uid, hardening.gid);
+        let user_ns = ids.and_then(|ids| {
+            let slot = crate::identity::INSTALLER_SLOT;
+            let map = ids.sandbox_map(slot).ok()?;
+            (hardening.uid, hardening.gid) = (slot, slot);
+            owner = (ids.host_id(slot), ids.host_id(slot));
+            Some(map)
+        });
         Self {
             cgroup_parent: cfg.cgroup_parent(),
             hardening,
+            user_ns,
+            owner,
             dir: cfg.packages_dir.clone(),
             cgroups,
             cfg,
@@ -291,7 +290,7 @@ impl Packages {
     ) -> Result<Vec<Package>, PackageError> {
         let saved = self.subdir(".resolved")?.join(format!("{hash}.json"));
         let lock_path = self.subdir(".locks")?.join(format!("resolve-{hash}"));
-        let _lock = Lock::take(&lock_path).map_err(|e| self.internal("lock", &lock_path, e))?;
+        let _lock = FileLock::take(&lock_path).map_err(|e| self.internal("lock", &lock_path, e))?;
         if let Ok(text) = std::fs::read_to_string(&saved) {
             match serde_json::from_str::<Vec<Package>>(&text) {
                 Ok(list)
@@ -364,7 +363,7 @@ impl Packages {
         let lock_path = self
             .subdir(".locks")?
             .join(format!("install-{}-{}", p.name, p.version));
-        let _lock = Lock::take(&lock_path).map_err(|e| self.internal("lock", &lock_path, e))?;
+        let _lock = FileLock::take(&lock_path).map_err(|e| self.internal("lock", &lock_path, e))?;
         let dest = self.path_of(p);
         if dest.is_dir() {
             return Ok(());
@@ -437,6 +436,7 @@ mod tests {
             Arc::new(cfg),
             setup,
             sandbox::Hardening::new(65534, 65534).unwrap(),
+            None,
         )
     }
 

@@ -76,7 +76,7 @@ impl Packages {
         let tmp = staging.join("tmp");
         std::fs::create_dir_all(&tmp).map_err(|e| self.internal("create", &tmp, e))?;
         // pip runs as the sandbox user: its /host (and the temporary directory in it) is its own.
-        let (uid, gid) = (self.hardening.uid, self.hardening.gid);
+        let (uid, gid) = self.owner;
         for d in [&staging, &tmp] {
             std::os::unix::fs::lchown(d, Some(uid), Some(gid))
                 .map_err(|e| self.internal("hand over", d, e))?;
@@ -171,6 +171,9 @@ impl Packages {
             lambda: lambda.to_string(),
             source,
         };
+        if let Some(map) = &self.user_ns {
+            builder = builder.user_ns(map.clone());
+        }
         let spec = builder.build().map_err(|e| pip_error(e.into()))?;
         let mut sb = Sandbox::spawn(&spec, &self.cgroups, &[]).map_err(|e| pip_error(e.into()))?;
         let limit = Duration::from_secs(cfg.install_timeout_s);

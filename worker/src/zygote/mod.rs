@@ -86,6 +86,8 @@ pub struct ZygoteInfo {
 #[derive(Debug, Clone, Serialize)]
 pub struct ImportCacheStats {
     pub enabled: bool,
+    /// Whether package zygotes are made (`package_zygotes`, and user namespaces available).
+    pub package_zygotes: bool,
     pub zygotes: Vec<ZygoteInfo>,
     pub created: u64,
     pub retired: u64,
@@ -124,6 +126,7 @@ pub struct HandlerRequest<'a> {
 #[derive(Debug)]
 pub struct ImportCache {
     enabled: bool,
+    package_zygotes: bool,
     cache: Policy<zygote::SandboxMaker>,
 }
 
@@ -131,17 +134,30 @@ impl ImportCache {
     /// A cache for `cfg`; enabled when `import_cache` is set and the base's zygote program
     /// speaks [`PROTOCOL`] (read once, here). `hardening`'s seccomp filters go to every
     /// zygote once, at its start (see `sandbox::harden`).
-    pub fn new(cfg: Arc<Config>, cgroups: CgroupSetup, hardening: &sandbox::Hardening) -> Self {
+    ///
+    /// With `ids` (user namespaces), every zygote runs in a user namespace of its own mapped
+    /// to the whole uid range, and package zygotes follow `package_zygotes`; without, a
+    /// zygote would keep the host's root, so package zygotes are off whatever it says.
+    pub fn new(
+        cfg: Arc<Config>,
+        cgroups: CgroupSetup,
+        hardening: &sandbox::Hardening,
+        ids: Option<Arc<crate::identity::HostIds>>,
+    ) -> Self {
         let enabled = cfg.import_cache && base_speaks_protocol(&cfg.base_dir);
         let rules = Rules {
             size: cfg.import_cache_size,
             min_starts: cfg.zygote_min_starts,
-            package_zygotes: cfg.package_zygotes,
+            package_zygotes: cfg.package_zygotes && ids.is_some(),
             root_retry: ROOT_RETRY,
         };
         Self {
             enabled,
-            cache: Policy::new(zygote::SandboxMaker::new(cfg, cgroups, hardening), rules),
+            package_zygotes: rules.package_zygotes,
+            cache: Policy::new(
+                zygote::SandboxMaker::new(cfg, cgroups, hardening, ids),
+                rules,
+            ),
         }
     }
 
@@ -206,6 +222,7 @@ impl ImportCache {
         let c = &self.cache.counters;
         ImportCacheStats {
             enabled: self.enabled,
+            package_zygotes: self.package_zygotes,
             memory_mb: mb(zygotes
                 .iter()
                 .map(|z| (z.memory_mb * 1048576.0) as u64)

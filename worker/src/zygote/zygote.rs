@@ -228,6 +228,11 @@ pub enum StartError {
     Spec { zygote: u64, source: SpecError },
     #[error("cannot start zygote {zygote}: {source}")]
     Spawn { zygote: u64, source: SandboxError },
+    #[error("no user namespace for zygote {zygote}: {source}")]
+    Identity {
+        zygote: u64,
+        source: crate::identity::IdentityError,
+    },
 }
 
 /// Makes zygotes and forks them with the `sandbox` crate (the real [`Maker`]).
@@ -241,6 +246,8 @@ pub(crate) struct SandboxMaker {
     dir: PathBuf,
     next_id: AtomicU64,
     destroying: Arc<AtomicUsize>,
+    /// The uid range: zygotes get user namespaces mapped to all of it.
+    ids: Option<Arc<crate::identity::HostIds>>,
 }
 
 impl std::fmt::Debug for SandboxMaker {
@@ -259,6 +266,7 @@ impl SandboxMaker {
         cfg: Arc<Config>,
         cgroups: CgroupSetup,
         hardening: &sandbox::Hardening,
+        ids: Option<Arc<crate::identity::HostIds>>,
     ) -> Self {
         let hex = |progs: Vec<Vec<u8>>| {
             progs
@@ -276,6 +284,7 @@ impl SandboxMaker {
             dir: cfg.worker_dir.join("import-cache"),
             next_id: AtomicU64::new(1),
             destroying: Arc::new(AtomicUsize::new(0)),
+            ids,
             cgroups,
             cfg,
         }
@@ -348,6 +357,12 @@ impl SandboxMaker {
         .output(dir.join("stdout"), dir.join("stderr"));
         for (key, value) in zygote_env(&[]) {
             spec = spec.env(&key, &value);
+        }
+        if let Some(ids) = &self.ids {
+            let map = ids
+                .zygote_map()
+                .map_err(|source| StartError::Identity { zygote: id, source })?;
+            spec = spec.user_ns(map);
         }
         let spec = spec
             .build()

@@ -21,6 +21,30 @@ pub fn can_run(test: &str) -> bool {
     true
 }
 
+/// The slot of the uid range the worker gave lambda `name` (its uid inside the sandbox; its
+/// host uid is `uid_range_start` plus this).
+pub fn lambda_slot(c: &TestCluster, name: &str) -> u32 {
+    let path = c.cfg.lambda_uids();
+    let table: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&path).expect("the lambda uid table")).unwrap();
+    let slot = table["lambdas"][name]
+        .as_u64()
+        .unwrap_or_else(|| panic!("no slot for {name} in {table}"));
+    u32::try_from(slot).unwrap()
+}
+
+/// The real, effective, saved and filesystem uids of host process `pid`.
+pub fn host_uids(pid: i64) -> [u32; 4] {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status.lines().find(|l| l.starts_with("Uid:")).unwrap();
+    let ids: Vec<u32> = line
+        .split_whitespace()
+        .skip(1)
+        .map(|v| v.parse().unwrap())
+        .collect();
+    [ids[0], ids[1], ids[2], ids[3]]
+}
+
 /// A temporary cluster with one in-process worker.
 pub struct TestCluster {
     pub tmp: tempfile::TempDir,
