@@ -262,6 +262,7 @@ pub fn in_base(base: &Path, path: &str) -> PathBuf {
 /// ([`RUNTIME_PATH`], [`ZYGOTE_PATH`]: `<base>/usr/local/lib/lambdaworker/`), the modules the
 /// runtime offers code written for other platforms ([`COMPAT_DIR`]), and a `VERSION` file, as
 /// new files (the base's other files are links into the cache, which must stay untouched).
+/// Then no directory of the base stays writable by others ([`close_shared_dirs`]).
 pub fn install_runtime(base: &Path) -> Result<()> {
     let io = |op: &'static str, path: &Path| {
         let path = path.to_owned();
@@ -317,6 +318,42 @@ pub fn install_runtime(base: &Path) -> Result<()> {
         std::fs::write(&p, content).map_err(io("write", &p))?;
         std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o644))
             .map_err(io("chmod", &p))?;
+    }
+    close_shared_dirs(base)
+}
+
+/// Takes write access for group and others off every directory of the base that has it
+/// (Debian's `/tmp`, `/var/tmp`, `/run/lock`: 1777). The base is every sandbox's shared,
+/// read-only root; a zygote is root of its own user namespace and may remount its view of the
+/// base read-write, and then such a directory would be the one place its host uid could write
+/// to the base (every other inode belongs to the host's root, which no sandbox's namespace
+/// maps). Sandboxes get their own `/tmp` tmpfs, so nothing needs these. Directories only: the
+/// base's files are links into the cache, and none is writable by others.
+pub fn close_shared_dirs(base: &Path) -> Result<()> {
+    for entry in walkdir::WalkDir::new(base).follow_links(false) {
+        let entry = entry.map_err(|e| ClusterError::Io {
+            op: "walk",
+            path: e.path().unwrap_or(base).to_owned(),
+            source: e.into(),
+        })?;
+        if !entry.file_type().is_dir() {
+            continue;
+        }
+        let meta = entry.metadata().map_err(|e| ClusterError::Io {
+            op: "stat",
+            path: entry.path().to_owned(),
+            source: e.into(),
+        })?;
+        let mode = std::os::unix::fs::PermissionsExt::mode(&meta.permissions()) & 0o7777;
+        if mode & 0o022 != 0 {
+            let closed = mode & !0o1022;
+            std::fs::set_permissions(entry.path(), std::fs::Permissions::from_mode(closed))
+                .map_err(|source| ClusterError::Io {
+                    op: "chmod",
+                    path: entry.path().to_owned(),
+                    source,
+                })?;
+        }
     }
     Ok(())
 }
@@ -383,6 +420,18 @@ mod tests {
             assert!(dir.join("base").join(d).is_dir(), "base/{d}");
         }
         assert!(info.copy.linked >= 2, "{:?}", info.copy);
+        // No directory of the cluster's base is writable by others (the source's /tmp was).
+        assert_eq!(
+            std::fs::metadata(base.join("tmp")).unwrap().mode() & 0o7777,
+            0o1777
+        );
+        for entry in walkdir::WalkDir::new(dir.join("base")) {
+            let entry = entry.unwrap();
+            if entry.file_type().is_dir() {
+                let mode = entry.metadata().unwrap().mode();
+                assert_eq!(mode & 0o022, 0, "{}", entry.path().display());
+            }
+        }
     }
 
     #[test]

@@ -65,6 +65,8 @@ pub struct UserNsStats {
     pub uid_range_size: Option<u32>,
     /// Lambdas this worker knows the host uid of.
     pub lambdas: usize,
+    /// Why sandboxes run without them, when they do.
+    pub fallback: Option<String>,
 }
 
 /// The range and the table (see the module docs).
@@ -111,6 +113,7 @@ impl HostIds {
             uid_range_start: Some(self.start),
             uid_range_size: Some(self.size),
             lambdas: self.known().len(),
+            fallback: None,
         }
     }
 

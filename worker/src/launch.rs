@@ -70,6 +70,8 @@ pub struct Launcher {
     hardening: sandbox::Hardening,
     /// The uid range, when sandboxes get user namespaces.
     ids: Option<Arc<HostIds>>,
+    /// Why they do not, when they do not.
+    fallback: Option<String>,
     packages: Packages,
     import_cache: Arc<ImportCache>,
 }
@@ -88,7 +90,10 @@ impl Launcher {
     pub fn new(cfg: Arc<Config>, cgroups: CgroupSetup) -> Result<Self, LauncherError> {
         check_runtime(&cfg.base_dir)?;
         let hardening = sandbox::Hardening::new(cfg.sandbox_uid, cfg.sandbox_gid)?;
-        let ids = user_namespaces(&cfg).map(Arc::new);
+        let (ids, fallback) = match user_namespaces(&cfg) {
+            Ok(ids) => (Some(Arc::new(ids)), None),
+            Err(why) => (None, Some(why)),
+        };
         let packages = Packages::new(
             Arc::clone(&cfg),
             cgroups.clone(),
@@ -103,6 +108,7 @@ impl Launcher {
         ));
         Ok(Self {
             ids,
+            fallback,
             cgroup_parent: cfg.cgroup_parent(),
             handlers_dir: cfg.worker_dir.join("handlers"),
             hardening,
@@ -118,22 +124,26 @@ impl Launcher {
         self.ids.is_some()
     }
 
-    /// Step 2: the hardening (ids inside), the user namespace's maps and the host ids of the
-    /// sandbox user, for lambda `name`. Blocking (the uid table).
-    fn identity(
-        &self,
-        name: &LambdaName,
-    ) -> Result<(sandbox::Hardening, Option<sandbox::IdMap>, (u32, u32)), StartError> {
+    /// Step 2: who lambda `name`'s sandboxes run as. Blocking (the uid table).
+    fn identity(&self, name: &LambdaName) -> Result<Identity, StartError> {
         let Some(ids) = &self.ids else {
-            let h = self.hardening.clone();
-            let host = (h.uid, h.gid);
-            return Ok((h, None, host));
+            let hardening = self.hardening.clone();
+            let host = (hardening.uid, hardening.gid);
+            return Ok(Identity {
+                hardening,
+                user_ns: None,
+                host,
+            });
         };
         let slot = ids.lambda_slot(name.as_str())?;
-        let mut h = self.hardening.clone();
-        (h.uid, h.gid) = (slot, slot);
+        let mut hardening = self.hardening.clone();
+        (hardening.uid, hardening.gid) = (slot, slot);
         let host = ids.host_id(slot);
-        Ok((h, Some(ids.sandbox_map(slot)?), (host, host)))
+        Ok(Identity {
+            hardening,
+            user_ns: Some(ids.sandbox_map(slot)?),
+            host: (host, host),
+        })
     }
 
     /// Steps 2-6 with the lambda's directory open as `handler_dir` (`/proc/self/fd/N`).
@@ -143,7 +153,11 @@ impl Launcher {
         handler_dir: &Path,
     ) -> Result<Started<LaunchedSandbox>, StartError> {
         let name = &req.lambda.name;
-        let (hardening, user_ns, (uid, gid)) = self.identity(name)?;
+        let Identity {
+            hardening,
+            user_ns,
+            host: (uid, gid),
+        } = self.identity(name)?;
         let scratch = self
             .handlers_dir
             .join(name.as_str())
@@ -273,7 +287,17 @@ impl Launcher {
     }
 }
 
-/// What step 5 made.
+/// Who a lambda's sandboxes run as (step 2).
+struct Identity {
+    /// What they give up, with the ids of their user inside.
+    hardening: sandbox::Hardening,
+    /// The maps of their user namespace, when they get one.
+    user_ns: Option<sandbox::IdMap>,
+    /// Their user's uid and gid on the host.
+    host: (u32, u32),
+}
+
+/// What step 6 made.
 struct Launched {
     sandbox: Sandbox,
     conn: UnixStream,
@@ -357,7 +381,13 @@ impl Backend for Launcher {
     }
 
     fn user_namespace_stats(&self) -> crate::identity::UserNsStats {
-        self.ids.as_deref().map(HostIds::stats).unwrap_or_default()
+        match &self.ids {
+            Some(ids) => ids.stats(),
+            None => crate::identity::UserNsStats {
+                fallback: self.fallback.clone(),
+                ..Default::default()
+            },
+        }
     }
 
     fn import_cache_stats(&self) -> ImportCacheStats {
@@ -523,14 +553,15 @@ pub fn spawn_fresh(
 }
 
 /// The uid range, if sandboxes get user namespaces: `user_namespaces` on and the kernel
-/// willing (checked by making one). Says at start which model the worker runs, and why.
-fn user_namespaces(cfg: &Config) -> Option<HostIds> {
+/// willing (checked by making one); else why not. Says at start which model the worker runs,
+/// and why.
+fn user_namespaces(cfg: &Config) -> Result<HostIds, String> {
     if !cfg.user_namespaces {
         tracing::info!(
             sandbox_uid = cfg.sandbox_uid,
             "user namespaces off (user_namespaces: false): every handler runs as sandbox_uid, package zygotes off"
         );
-        return None;
+        return Err("user_namespaces: false".to_owned());
     }
     match sandbox::userns::probe() {
         Ok(()) => {
@@ -539,20 +570,26 @@ fn user_namespaces(cfg: &Config) -> Option<HostIds> {
                 uid_range_size = cfg.uid_range_size,
                 "sandboxes and zygotes in user namespaces: one host uid per lambda"
             );
-            Some(HostIds::new(
+            Ok(HostIds::new(
                 cfg.uid_range_start,
                 cfg.uid_range_size,
                 cfg.lambda_uids(),
             ))
         }
         Err(errno) => {
+            let max = sandbox::userns::max_user_namespaces();
             tracing::warn!(
                 error = %errno,
-                max_user_namespaces = sandbox::userns::max_user_namespaces(),
+                max_user_namespaces = max,
                 sandbox_uid = cfg.sandbox_uid,
                 "the kernel refuses user namespaces: falling back to sandboxes in the host's user namespace, every handler as sandbox_uid, package zygotes off"
             );
-            None
+            Err(match max {
+                Some(max) => format!(
+                    "the kernel refuses user namespaces ({errno}; user.max_user_namespaces is {max})"
+                ),
+                None => format!("the kernel refuses user namespaces ({errno})"),
+            })
         }
     }
 }

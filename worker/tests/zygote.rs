@@ -150,6 +150,10 @@ async fn forked_sandboxes_are_isolated_from_the_zygote_and_each_other() {
             .collect();
         // The masked /proc paths are mounts too (see sandbox::ProcMask).
         let mut expect = vec!["/", "/dev", "/handler", "/host", "/proc", "/tmp"];
+        // In a user namespace the devices are the host's nodes, bound (sandbox::mounts).
+        if stats["user_namespaces"]["enabled"] == true {
+            expect.extend(["/dev/null", "/dev/random", "/dev/urandom", "/dev/zero"]);
+        }
         let masks: Vec<String> = sandbox::ProcMask::host()
             .entries
             .iter()
@@ -296,32 +300,39 @@ async fn a_package_set_gets_a_zygote_of_its_own() {
     c.shutdown().await;
 }
 
-/// By default no zygote imports a lambda's packages (their import code would run with the
-/// zygote's privileges): lambdas needing `six` all fork from the root zygote and import `six`
-/// themselves, unprivileged, however often the set is needed.
+/// Without user namespaces no zygote imports a lambda's packages (their import code would run
+/// with the zygote's root on the host), whatever `package_zygotes` says; and `package_zygotes:
+/// false` turns them off anyway. Lambdas needing `six` then all fork from the root zygote and
+/// import `six` themselves, unprivileged, however often the set is needed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn package_zygotes_are_off_by_default() {
-    if !can_run("package_zygotes_are_off_by_default") {
+async fn package_zygotes_are_off_without_user_namespaces_or_when_switched_off() {
+    if !can_run("package_zygotes_are_off_without_user_namespaces_or_when_switched_off") {
         return;
     }
-    let mut c = TestCluster::start(r#"{"timeout_s": 120, "zygote_min_starts": 1}"#).await;
-    assert!(!c.cfg.package_zygotes);
-    let handler = format!("{ISOLATION_HANDLER}\nimport six  # imported by the handler itself\n");
-    for name in ["six-a", "six-b", "six-c"] {
-        c.add_handler(name, &handler);
-        std::fs::write(c.registry().join(name).join("requirements.txt"), "six\n").unwrap();
-        let (status, r) = c.call(name, "{}").await;
-        assert_eq!(status, 200, "{name}: {r}");
-        assert_eq!(r["preloaded"], json!([]), "{name}: {r}");
+    for patch in [
+        r#"{"timeout_s": 120, "zygote_min_starts": 1, "user_namespaces": false}"#,
+        r#"{"timeout_s": 120, "zygote_min_starts": 1, "package_zygotes": false}"#,
+    ] {
+        let mut c = TestCluster::start(patch).await;
+        let handler =
+            format!("{ISOLATION_HANDLER}\nimport six  # imported by the handler itself\n");
+        for name in ["six-a", "six-b", "six-c"] {
+            c.add_handler(name, &handler);
+            std::fs::write(c.registry().join(name).join("requirements.txt"), "six\n").unwrap();
+            let (status, r) = c.call(name, "{}").await;
+            assert_eq!(status, 200, "{patch}: {name}: {r}");
+            assert_eq!(r["preloaded"], json!([]), "{patch}: {name}: {r}");
+        }
+        let stats = c.stats().await;
+        assert_eq!(stats["import_cache"]["package_zygotes"], false, "{stats}");
+        let zs = zygotes(&stats);
+        assert_eq!(zs.len(), 1, "{patch}: only the root zygote: {stats}");
+        assert_eq!(zs[0]["packages"], json!([]), "{stats}");
+        for name in ["six-a", "six-b", "six-c"] {
+            assert_eq!(stats["lambdas"][name]["zygote_starts"], 1, "{stats}");
+        }
+        c.shutdown().await;
     }
-    let stats = c.stats().await;
-    let zs = zygotes(&stats);
-    assert_eq!(zs.len(), 1, "only the root zygote: {stats}");
-    assert_eq!(zs[0]["packages"], json!([]), "{stats}");
-    for name in ["six-a", "six-b", "six-c"] {
-        assert_eq!(stats["lambdas"][name]["zygote_starts"], 1, "{stats}");
-    }
-    c.shutdown().await;
 }
 
 /// With room for one zygote besides the root, a second package set retires the first set's
