@@ -176,7 +176,7 @@ impl Launcher {
                 source: e.into(),
             });
         }
-        // 3. The output pipe; the sandbox gets the only write ends once ours is closed below.
+        // 4. The output pipe; the sandbox gets the only write ends once ours is closed below.
         let (output, output_write) = match nix::unistd::pipe2(OFlag::O_CLOEXEC) {
             Ok(pipe) => pipe,
             Err(errno) => {
