@@ -464,8 +464,8 @@ def prepare(procs, tmp_mb, net_ns):
     # Nothing gained by a later execve can exceed an empty bounding set; the capabilities this
     # spare still uses (for its mounts) stay until it changes uid in step 10.
     drop_bounding_set()
-    # The seccomp policy but for the calls this spare still makes (attaching mounts) and a
-    # zygote needs (unshare, setns, mount): a handler child adds those in step 10.
+    # The seccomp allowlist plus the calls this spare still makes (attaching mounts) and a
+    # zygote needs (unshare, setns, mount, sethostname): a handler child denies those in step 10.
     global spare_filters_on
     if not spare_filters_on:
         install_filters(SECCOMP_SPARE, "spare")

@@ -87,6 +87,21 @@ impl TestCluster {
         }
     }
 
+    /// Shuts the worker down and starts another on the same cluster (its registry and package
+    /// store kept) with the template's config and `patch` merged.
+    pub async fn restart(&mut self, patch: &str) {
+        self.shutdown().await;
+        let template = Config::load(&self.dir.join("config/template.json")).expect("template");
+        let mut cfg = template.merge_json(patch).expect("config patch");
+        cfg.worker_dir = self.cfg.worker_dir.clone();
+        cfg.worker_port = 0;
+        cfg.log_level = "debug".into();
+        let worker = Worker::start(cfg.clone()).await.expect("worker starts");
+        self.addr = worker.local_addr();
+        self.worker = Some(worker);
+        self.cfg = cfg;
+    }
+
     pub fn registry(&self) -> PathBuf {
         self.dir.join("registry")
     }
