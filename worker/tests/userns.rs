@@ -159,7 +159,8 @@ fn wheel(init: &str) -> Vec<u8> {
         record.push_str(&format!("{name},sha256={hash},{}\n", text.len()));
     }
     record.push_str("evilpkg-1.0.dist-info/RECORD,,\n");
-    out.start_file("evilpkg-1.0.dist-info/RECORD", opts).unwrap();
+    out.start_file("evilpkg-1.0.dist-info/RECORD", opts)
+        .unwrap();
     out.write_all(record.as_bytes()).unwrap();
     out.finish().unwrap().into_inner()
 }
@@ -168,14 +169,14 @@ fn wheel(init: &str) -> Vec<u8> {
 /// pip reads one: killed on drop.
 struct Index {
     child: Child,
+    dir: PathBuf,
     url: String,
 }
 
 impl Index {
-    fn serve(dir: &Path, wheel: &[u8]) -> Self {
-        let pkg = dir.join("simple/evilpkg");
-        std::fs::create_dir_all(&pkg).unwrap();
-        std::fs::write(pkg.join("evilpkg-1.0-py3-none-any.whl"), wheel).unwrap();
+    /// An index over `dir`, empty until [`Index::publish`].
+    fn serve(dir: &Path) -> Self {
+        std::fs::create_dir_all(dir.join("simple/evilpkg")).unwrap();
         let port = common::process::free_port();
         let child = Command::new("python3")
             .args(["-m", "http.server", "--bind", "127.0.0.1"])
@@ -194,8 +195,15 @@ impl Index {
         }
         Self {
             child,
+            dir: dir.to_owned(),
             url: format!("http://127.0.0.1:{port}/simple"),
         }
+    }
+
+    /// Adds the package's one wheel.
+    fn publish(&self, wheel: &[u8]) {
+        let path = self.dir.join("simple/evilpkg/evilpkg-1.0-py3-none-any.whl");
+        std::fs::write(path, wheel).unwrap();
     }
 }
 
@@ -229,10 +237,13 @@ async fn package_import_code_gains_nothing_over_the_host() {
         return;
     }
     let index_dir = tempfile::tempdir().unwrap();
-    let (_tmp, _dir, probe) = common::new_cluster("{}");
-    drop(probe);
-    // The victim first: its secret in its /host, its code in the registry.
-    let mut c = TestCluster::start(r#"{"zygote_min_starts": 1, "timeout_s": 120}"#).await;
+    let index = Index::serve(index_dir.path());
+    let patch = format!(
+        r#"{{"zygote_min_starts": 1, "timeout_s": 120, "pip_index_url": "{}"}}"#,
+        index.url
+    );
+    let mut c = TestCluster::start(&patch).await;
+    // The victim first: a secret in its /host (its sandbox stays), its code in the registry.
     c.add_handler(
         "victim",
         "def handler(event):\n    open('/host/secret', 'w').write('victim secret')\n    return 'ok'\n",
@@ -243,30 +254,13 @@ async fn package_import_code_gains_nothing_over_the_host() {
     let secret = scratch_of(&c, &stats, "victim").join("secret");
     assert!(secret.is_file());
     let code = c.registry().join("victim/lambda_func.py");
+    // The package knows where both are on the host, and tries them.
     let init = format!(
         "VICTIM_SCRATCH = {:?}\nVICTIM_CODE = {:?}\n{EVIL_INIT}",
         secret.display().to_string(),
         code.display().to_string()
     );
-    let index = Index::serve(index_dir.path(), &wheel(&init));
-    c.shutdown().await;
-
-    // The same cluster again, now installing from the local index.
-    let patch = format!(
-        r#"{{"zygote_min_starts": 1, "timeout_s": 120, "pip_index_url": "{}"}}"#,
-        index.url
-    );
-    let mut cfg = c.cfg.clone();
-    cfg = cfg.merge_json(&patch).unwrap();
-    let worker = worker::Worker::start(cfg.clone()).await.expect("worker");
-    let mut c = TestCluster {
-        addr: worker.local_addr(),
-        worker: Some(worker),
-        cfg,
-        ..c
-    };
-    let (status, r) = c.call("victim", "{}").await;
-    assert_eq!(status, 200, "{r}");
+    index.publish(&wheel(&init));
     c.add_handler(
         "user",
         "import os\nimport evilpkg\n\ndef handler(event):\n    return {'report': evilpkg.REPORT, 'uid': os.getuid()}\n",
@@ -288,6 +282,7 @@ async fn package_import_code_gains_nothing_over_the_host() {
     // The report is the zygote's own (the handler inherited the imported module): import code
     // ran as root of the zygote's namespace, which is the range's first host uid.
     let rep = &r["report"];
+    eprintln!("the package zygote's import code saw: {rep}");
     assert_eq!(rep["uid"], 0, "{r}");
     let start = c.cfg.uid_range_start;
     assert_eq!(
@@ -326,10 +321,7 @@ async fn package_import_code_gains_nothing_over_the_host() {
     let cg2 = rep["mount_cgroup2"].as_str().unwrap_or_default();
     assert!(["EPERM", "allowed", "EBUSY"].contains(&cg2), "{rep}");
     // Nothing reached the host.
-    assert_eq!(
-        std::fs::read_to_string(&secret).unwrap(),
-        "victim secret"
-    );
+    assert_eq!(std::fs::read_to_string(&secret).unwrap(), "victim secret");
     assert!(!c.cfg.base_dir.join("var/tmp/evil").exists());
     assert_ne!(
         std::fs::read_to_string("/proc/sys/kernel/core_pattern").unwrap(),
