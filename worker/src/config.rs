@@ -207,7 +207,7 @@ pub struct Config {
     /// (`uid_range_size - 2`).
     pub uid_range_size: u32,
     /// The table of each lambda's host uid, shared by a cluster's workers (`admin` sets
-    /// `<cluster>/workers/lambda-uids.json`); empty: `<worker_dir>/lambda-uids.json`.
+    /// `<cluster>/workers/lambda-uids`); empty: `<worker_dir>/lambda-uids`.
     pub lambda_uids_file: PathBuf,
     /// CPU quota of one sandbox in percent of one CPU (`0`: none); a lambda's `lambda.json`
     /// may set its own.
@@ -571,10 +571,10 @@ impl Config {
     }
 
     /// The table of each lambda's host uid (`lambda_uids_file`, or
-    /// `<worker_dir>/lambda-uids.json`).
+    /// `<worker_dir>/lambda-uids`).
     pub fn lambda_uids(&self) -> PathBuf {
         if self.lambda_uids_file.as_os_str().is_empty() {
-            self.worker_dir.join("lambda-uids.json")
+            self.worker_dir.join("lambda-uids")
         } else {
             self.lambda_uids_file.clone()
         }

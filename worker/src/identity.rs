@@ -7,20 +7,23 @@
 //! - slot 1 is the package installer (pip's sandboxes);
 //! - slots 2 and up go to lambdas, one each, on their first cold start, and stay theirs.
 //!
-//! The table of lambda slots is a JSON file shared by the cluster's workers
-//! (`lambda_uids_file`); a lock file next to it serializes changes, and each change is written
-//! to a temporary file then renamed, so a crash never leaves half a table. A worker keeps the
-//! slots it has seen in memory: the table only grows, so a slot once read never changes.
+//! The table of lambda slots is a text file shared by the cluster's workers
+//! (`lambda_uids_file`), one line `<slot> <name>` per lambda, only ever appended to. A worker
+//! takes an exclusive `flock` on it, reads what other workers appended since it last looked,
+//! and appends the new lambda's line (one `write` with `O_APPEND`). It keeps the table in
+//! memory: lines are never changed, so a slot once read stays that lambda's. A line that does
+//! not parse (a write torn by a crash of the machine) or that names a slot already taken is
+//! skipped, with a warning; its lambda gets a slot again at its next cold start (nothing of a
+//! sandbox outlives it).
 
-use std::collections::HashMap;
-use std::io::Write as _;
-use std::path::{Path, PathBuf};
+use std::collections::{HashMap, HashSet};
+use std::fs::File;
+use std::io::{Read as _, Seek as _, SeekFrom, Write as _};
+use std::path::PathBuf;
 use std::sync::Mutex;
 
 use sandbox::{IdMap, IdRange};
-use serde::{Deserialize, Serialize};
-
-use crate::files::FileLock;
+use serde::Serialize;
 
 /// Root of every user namespace: a sandbox's setup, and the zygotes.
 pub const ROOT_SLOT: u32 = 0;
@@ -38,8 +41,6 @@ pub enum IdentityError {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("{path} is not a table of lambda uids: {message}")]
-    Corrupt { path: PathBuf, message: String },
     #[error("no host uid left for lambda {lambda}: the {lambdas} of the range (uid_range_size {size}) are all taken; raise uid_range_size")]
     Exhausted {
         lambda: String,
@@ -50,11 +51,15 @@ pub enum IdentityError {
     Map(#[from] sandbox::IdMapError),
 }
 
-#[derive(Debug, Default, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+/// The table as this worker knows it.
+#[derive(Debug, Default)]
 struct Table {
-    /// Lambda name to slot.
-    lambdas: HashMap<String, u32>,
+    by_name: HashMap<String, u32>,
+    taken: HashSet<u32>,
+    /// Bytes of the file read so far (whole lines).
+    read: u64,
+    /// The file, open for reading and appending, once opened.
+    file: Option<File>,
 }
 
 /// What `/stats` shows of user namespaces.
@@ -75,8 +80,8 @@ pub struct HostIds {
     start: u32,
     size: u32,
     path: PathBuf,
-    /// Slots read or given so far; at most `size` entries, as the table.
-    known: Mutex<HashMap<String, u32>>,
+    /// Slots read or given so far; at most `size` entries, as the range.
+    table: Mutex<Table>,
 }
 
 impl HostIds {
@@ -87,7 +92,7 @@ impl HostIds {
             start,
             size,
             path,
-            known: Mutex::new(HashMap::new()),
+            table: Mutex::new(Table::default()),
         }
     }
 
@@ -112,18 +117,48 @@ impl HostIds {
             enabled: true,
             uid_range_start: Some(self.start),
             uid_range_size: Some(self.size),
-            lambdas: self.known().len(),
+            lambdas: self.table().by_name.len(),
             fallback: None,
         }
     }
 
     /// The slot of lambda `name`, given it now if it has none. Blocking (the table's lock and
-    /// file).
+    /// file, on a lambda this worker has not seen).
     pub fn lambda_slot(&self, name: &str) -> Result<u32, IdentityError> {
-        if let Some(slot) = self.known().get(name) {
+        let mut table = self.table();
+        if let Some(slot) = table.by_name.get(name) {
             return Ok(*slot);
         }
-        let lock_path = lock_path(&self.path);
+        let mut file = match table.file.take() {
+            Some(file) => file,
+            None => self.open()?,
+        };
+        let mut locked = loop {
+            match nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusive) {
+                Ok(locked) => break locked,
+                Err((back, nix::errno::Errno::EINTR)) => file = back,
+                Err((back, errno)) => {
+                    table.file = Some(back);
+                    return Err(IdentityError::Io {
+                        what: "lock",
+                        path: self.path.clone(),
+                        source: errno.into(),
+                    });
+                }
+            }
+        };
+        let result = self.read_and_append(&mut table, &mut locked, name);
+        match locked.unlock() {
+            Ok(file) => table.file = Some(file),
+            // The lock goes with the fd; the next call opens the file again.
+            Err((_, errno)) => {
+                tracing::warn!(path = %self.path.display(), error = %errno, "cannot unlock the lambda uid table")
+            }
+        }
+        result
+    }
+
+    fn open(&self) -> Result<File, IdentityError> {
         if let Some(dir) = self.path.parent() {
             std::fs::create_dir_all(dir).map_err(|source| IdentityError::Io {
                 what: "create",
@@ -131,34 +166,83 @@ impl HostIds {
                 source,
             })?;
         }
-        let _lock = FileLock::take(&lock_path).map_err(|source| IdentityError::Io {
-            what: "lock",
-            path: lock_path.clone(),
-            source,
-        })?;
-        let mut table = self.read()?;
-        let slot = match table.lambdas.get(name) {
-            Some(slot) => *slot,
-            None => {
-                let taken: std::collections::HashSet<u32> =
-                    table.lambdas.values().copied().collect();
-                let slot = (FIRST_LAMBDA_SLOT..self.size)
-                    .find(|s| !taken.contains(s))
-                    .ok_or_else(|| IdentityError::Exhausted {
-                        lambda: name.to_owned(),
-                        lambdas: self.size - FIRST_LAMBDA_SLOT,
-                        size: self.size,
-                    })?;
-                table.lambdas.insert(name.to_owned(), slot);
-                self.write(&table)?;
-                slot
-            }
+        File::options()
+            .read(true)
+            .append(true)
+            .create(true)
+            .open(&self.path)
+            .map_err(|source| IdentityError::Io {
+                what: "open",
+                path: self.path.clone(),
+                source,
+            })
+    }
+
+    /// Under the lock: the lines appended since the last read, then `name`'s own if it still
+    /// has none.
+    fn read_and_append(
+        &self,
+        table: &mut Table,
+        file: &mut File,
+        name: &str,
+    ) -> Result<u32, IdentityError> {
+        let io = |what: &'static str| {
+            let path = self.path.clone();
+            move |source| IdentityError::Io { what, path, source }
         };
-        let mut known = self.known();
-        for (n, s) in table.lambdas {
-            known.insert(n, s);
+        let mut new = Vec::new();
+        file.seek(SeekFrom::Start(table.read))
+            .and_then(|_| file.read_to_end(&mut new))
+            .map_err(io("read"))?;
+        let whole = new.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
+        for line in new[..whole]
+            .split(|b| *b == b'\n')
+            .filter(|l| !l.is_empty())
+        {
+            self.learn(table, line);
         }
+        table.read += whole as u64;
+        if let Some(slot) = table.by_name.get(name) {
+            return Ok(*slot);
+        }
+        let slot = (FIRST_LAMBDA_SLOT..self.size)
+            .find(|s| !table.taken.contains(s))
+            .ok_or_else(|| IdentityError::Exhausted {
+                lambda: name.to_owned(),
+                lambdas: self.size - FIRST_LAMBDA_SLOT,
+                size: self.size,
+            })?;
+        // A torn last line (no newline) is closed first as a line no reader accepts (no lambda
+        // name has a space), so that every worker skips it alike.
+        let torn = if whole < new.len() { " (torn)\n" } else { "" };
+        let line = format!("{torn}{slot} {name}\n");
+        file.write_all(line.as_bytes()).map_err(io("append to"))?;
+        table.read += (new.len() - whole + line.len()) as u64;
+        table.by_name.insert(name.to_owned(), slot);
+        table.taken.insert(slot);
         Ok(slot)
+    }
+
+    /// One line of the file into `table`, unless it is damaged or its slot is taken.
+    fn learn(&self, table: &mut Table, line: &[u8]) {
+        let parsed = std::str::from_utf8(line).ok().and_then(|text| {
+            let (slot, name) = text.split_once(' ')?;
+            let slot: u32 = slot.parse().ok()?;
+            crate::name::LambdaName::parse(name).ok()?;
+            (FIRST_LAMBDA_SLOT..self.size)
+                .contains(&slot)
+                .then(|| (slot, name.to_owned()))
+        });
+        let Some((slot, name)) = parsed else {
+            tracing::warn!(path = %self.path.display(), line = %String::from_utf8_lossy(line), "skipping a damaged line of the lambda uid table");
+            return;
+        };
+        if table.by_name.contains_key(&name) || table.taken.contains(&slot) {
+            tracing::warn!(path = %self.path.display(), slot, lambda = %name, "skipping a line of the lambda uid table whose lambda or slot is taken");
+            return;
+        }
+        table.taken.insert(slot);
+        table.by_name.insert(name, slot);
     }
 
     /// The maps of one sandbox's namespace: its root, and `slot` (the user it runs as).
@@ -181,60 +265,11 @@ impl HostIds {
         }])?)
     }
 
-    fn known(&self) -> std::sync::MutexGuard<'_, HashMap<String, u32>> {
-        self.known
+    fn table(&self) -> std::sync::MutexGuard<'_, Table> {
+        self.table
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
-
-    fn read(&self) -> Result<Table, IdentityError> {
-        let text = match std::fs::read(&self.path) {
-            Ok(text) => text,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Table::default()),
-            Err(source) => {
-                return Err(IdentityError::Io {
-                    what: "read",
-                    path: self.path.clone(),
-                    source,
-                })
-            }
-        };
-        let table: Table = serde_json::from_slice(&text).map_err(|e| IdentityError::Corrupt {
-            path: self.path.clone(),
-            message: e.to_string(),
-        })?;
-        let mut seen = std::collections::HashSet::new();
-        for (name, slot) in &table.lambdas {
-            if *slot < FIRST_LAMBDA_SLOT || !seen.insert(*slot) {
-                return Err(IdentityError::Corrupt {
-                    path: self.path.clone(),
-                    message: format!("lambda {name:?} has slot {slot}, reserved or taken twice"),
-                });
-            }
-        }
-        Ok(table)
-    }
-
-    fn write(&self, table: &Table) -> Result<(), IdentityError> {
-        let tmp = self.path.with_extension("json.tmp");
-        let io = |what: &'static str, path: &Path| {
-            let path = path.to_owned();
-            move |source| IdentityError::Io { what, path, source }
-        };
-        let text = serde_json::to_vec_pretty(table).map_err(|e| IdentityError::Corrupt {
-            path: self.path.clone(),
-            message: e.to_string(),
-        })?;
-        let mut f = std::fs::File::create(&tmp).map_err(io("create", &tmp))?;
-        f.write_all(&text).map_err(io("write", &tmp))?;
-        f.sync_all().map_err(io("sync", &tmp))?;
-        std::fs::rename(&tmp, &self.path).map_err(io("rename", &tmp))?;
-        Ok(())
-    }
-}
-
-fn lock_path(table: &Path) -> PathBuf {
-    table.with_extension("lock")
 }
 
 #[cfg(test)]
@@ -244,7 +279,7 @@ mod tests {
     #[test]
     fn lambdas_get_distinct_slots_that_last_across_workers() {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("workers/lambda-uids.json");
+        let path = dir.path().join("workers/lambda-uids");
         let a = HostIds::new(524288, 8, path.clone());
         let b = HostIds::new(524288, 8, path.clone());
         let hello = a.lambda_slot("hello").unwrap();
@@ -263,7 +298,7 @@ mod tests {
     #[test]
     fn a_full_range_is_a_clear_error() {
         let dir = tempfile::tempdir().unwrap();
-        let ids = HostIds::new(1000, 4, dir.path().join("t.json"));
+        let ids = HostIds::new(1000, 4, dir.path().join("t"));
         ids.lambda_slot("a").unwrap();
         ids.lambda_slot("b").unwrap();
         let err = ids.lambda_slot("c").unwrap_err().to_string();
@@ -276,20 +311,27 @@ mod tests {
     }
 
     #[test]
-    fn a_damaged_table_is_refused_not_rewritten() {
+    fn damaged_lines_are_skipped_and_their_slots_never_given_twice() {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("t.json");
-        for text in [
-            "not json",
-            r#"{"lambdas": {"a": 1}}"#,
-            r#"{"lambdas": {"a": 5, "b": 5}}"#,
-        ] {
-            std::fs::write(&path, text).unwrap();
-            let ids = HostIds::new(1000, 16, path.clone());
-            let err = ids.lambda_slot("x").unwrap_err();
-            assert!(matches!(err, IdentityError::Corrupt { .. }), "{err}");
-            assert_eq!(std::fs::read_to_string(&path).unwrap(), text);
-        }
+        let path = dir.path().join("t");
+        // A good line, junk, a reserved slot, a slot taken twice, and a torn last line.
+        std::fs::write(&path, "2 a\nnot a line\n1 b\n2 c\n3 d\n4 e").unwrap();
+        let ids = HostIds::new(1000, 16, path.clone());
+        assert_eq!(ids.lambda_slot("a").unwrap(), 2);
+        assert_eq!(ids.lambda_slot("d").unwrap(), 3);
+        // c's line named a taken slot, b's a reserved one, e's was torn: new slots.
+        let c = ids.lambda_slot("c").unwrap();
+        let e = ids.lambda_slot("e").unwrap();
+        assert!(c >= 4 && e >= 4 && c != e, "{c} {e}");
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(
+            text.starts_with("2 a\nnot a line\n1 b\n2 c\n3 d\n4 e (torn)\n"),
+            "{text:?}"
+        );
+        // Another reader agrees.
+        let other = HostIds::new(1000, 16, path);
+        assert_eq!(other.lambda_slot("c").unwrap(), c);
+        assert_eq!(other.lambda_slot("e").unwrap(), e);
     }
 
     #[test]

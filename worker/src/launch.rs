@@ -153,11 +153,13 @@ impl Launcher {
         handler_dir: &Path,
     ) -> Result<Started<LaunchedSandbox>, StartError> {
         let name = &req.lambda.name;
+        let t0 = Instant::now();
         let Identity {
             hardening,
             user_ns,
             host: (uid, gid),
         } = self.identity(name)?;
+        let identified = t0.elapsed();
         let scratch = self
             .handlers_dir
             .join(name.as_str())
@@ -176,6 +178,7 @@ impl Launcher {
                 source: e.into(),
             });
         }
+        let scratch_ready = t0.elapsed();
         // 4. The output pipe; the sandbox gets the only write ends once ours is closed below.
         let (output, output_write) = match nix::unistd::pipe2(OFlag::O_CLOEXEC) {
             Ok(pipe) => pipe,
@@ -204,8 +207,18 @@ impl Launcher {
             user_ns: user_ns.as_ref(),
             output: output_write.as_fd(),
         };
+        let prepared = t0.elapsed();
         let result = self.fork_or_spawn(req.id, &fresh);
         drop(output_write);
+        tracing::debug!(
+            lambda = %name,
+            sandbox = req.id,
+            identity_ms = identified.as_secs_f64() * 1e3,
+            scratch_ms = (scratch_ready - identified).as_secs_f64() * 1e3,
+            pipe_env_ms = (prepared - scratch_ready).as_secs_f64() * 1e3,
+            start_ms = (t0.elapsed() - prepared).as_secs_f64() * 1e3,
+            "sandbox start steps"
+        );
         match result {
             Ok(launched) => Ok(Started {
                 sandbox: LaunchedSandbox {

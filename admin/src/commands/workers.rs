@@ -108,7 +108,7 @@ fn start_worker(
     }
     if cfg.lambda_uids_file.as_os_str().is_empty() {
         // One table for the cluster: a lambda acts as the same host uid on every worker.
-        cfg.lambda_uids_file = cluster.root().join("workers").join("lambda-uids.json");
+        cfg.lambda_uids_file = cluster.root().join("workers").join("lambda-uids");
     }
     std::fs::create_dir_all(&cfg.worker_dir)
         .with_context(|| format!("cannot create {}", cfg.worker_dir.display()))?;

@@ -285,6 +285,7 @@ impl Opened<'_> {
 /// One fork: the request with its fds; the child's report; the new sandbox, adopted in the
 /// cgroup its spare joined. The next spare's cgroup comes from a refill.
 fn fork(maker: &SandboxMaker, zygote: &Zygote, job: &Job<'_>) -> Result<Sandbox, ForkError> {
+    let t0 = Instant::now();
     // 2. The request. Our part first (its files, the reply socket, the message), so that a
     // failure there takes no spare's cgroup out of turn.
     let files = match job.output {
@@ -362,6 +363,7 @@ fn fork(maker: &SandboxMaker, zygote: &Zygote, job: &Job<'_>) -> Result<Sandbox,
     };
     // The child holds its copies now; ours must go so that a dead child reads as EOF.
     drop((reply_child, files));
+    let sent = t0.elapsed();
     // 3. The report.
     let pid = match wait_report(zygote, &reply) {
         Ok(pid) => pid,
@@ -370,9 +372,19 @@ fn fork(maker: &SandboxMaker, zygote: &Zygote, job: &Job<'_>) -> Result<Sandbox,
             return Err(e);
         }
     };
+    let reported = t0.elapsed();
     // 4. Adoption. A process that vanished since its report leaves its cgroup to remove.
     let path = cgroup.path().to_owned();
-    Sandbox::adopt(pid, cgroup).map_err(|source| {
+    let adopted = Sandbox::adopt(pid, cgroup);
+    tracing::debug!(
+        zygote = zygote.id(),
+        pid,
+        send_ms = sent.as_secs_f64() * 1e3,
+        report_ms = (reported - sent).as_secs_f64() * 1e3,
+        adopt_ms = (t0.elapsed() - reported).as_secs_f64() * 1e3,
+        "fork steps"
+    );
+    adopted.map_err(|source| {
         remove_cgroup(maker.cgroups.cgroup(&path).as_ref());
         ForkError::Adopt {
             zygote: zygote.id(),

@@ -26,12 +26,14 @@ pub fn can_run(test: &str) -> bool {
 /// host uid is `uid_range_start` plus this).
 pub fn lambda_slot(c: &TestCluster, name: &str) -> u32 {
     let path = c.cfg.lambda_uids();
-    let table: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(&path).expect("the lambda uid table")).unwrap();
-    let slot = table["lambdas"][name]
-        .as_u64()
-        .unwrap_or_else(|| panic!("no slot for {name} in {table}"));
-    u32::try_from(slot).unwrap()
+    let table = std::fs::read_to_string(&path).expect("the lambda uid table");
+    table
+        .lines()
+        .find_map(|l| {
+            let (slot, n) = l.split_once(' ')?;
+            (n == name).then(|| slot.parse().ok()).flatten()
+        })
+        .unwrap_or_else(|| panic!("no slot for {name} in {table:?}"))
 }
 
 /// The real, effective, saved and filesystem uids of host process `pid`.
