@@ -8,17 +8,20 @@ installed by each spare while it prepares; LAMBDA_SECCOMP_HANDLER, added by a ha
 after its mounts) and the /proc paths to mask in them in LAMBDA_PROC_MASK.
 
 The protocol (version PROTOCOL; the worker's side is worker/src/zygote/protocol.rs, and the
-worker reads the PROTOCOL line below before it starts a zygote). Each message on the control
-socket is one JSON object with fds attached (SCM_RIGHTS); every fd is named by its index in
-that array, and each exactly once. In the order the worker sends them:
+worker reads the PROTOCOL line below before it starts a zygote). Each message is one JSON
+object with fds attached (SCM_RIGHTS); every fd is named by its index in that array, and each
+exactly once.
 
-  {"protocol": 3, "kind": "cgroup", "procs": [0, ...]}: the cgroup.procs files (one per
-    hierarchy) of a cgroup the worker prepared; the zygote forks a spare child into it at once.
-  {"protocol": 3, "kind": "fork", "role": "handler" | "zygote",
+  {"protocol": 4, "kind": "cgroup", "procs": [0, ...], "link": N}, on the control socket: the
+    cgroup.procs files (one per hierarchy) of a cgroup the worker prepared, and the spare's end
+    of a socket pair whose other end the worker keeps; the zygote forks a spare child into the
+    cgroup at once, and the spare waits for its request on the link.
+  {"protocol": 4, "kind": "fork", "role": "handler" | "zygote",
    "fds": {"reply": 0, "host": 1, "handler": 2, "packages": [{"rel": "numpy/2.2.6", "fd": 3}],
            "layers": [{"name": "common", "fd": 4}], "listen": 5, "stdout": 6, "stderr": 7},
    "env": [["KEY", "value"], ...], "net_ns": true, "tmp_mb": 64, "harden": {"uid": N, "gid": N}}:
-    a fork request, handed to the oldest spare with its fds: "reply" (a socket to report on),
+    a fork request, sent by the worker straight to one spare on its link (the zygote is not on
+    the way), with its fds: "reply" (a socket to report on),
     "host", "handler" (a handler's only), one per package and one per layer (a handler's only;
     detached mounts made by the worker with open_tree; each package and layer names its own
     fd), "listen" (the handler's listening socket, or the new zygote's control socket),
@@ -36,8 +39,9 @@ up its privileges ("harden"), and reports {"status": "ready"} on the reply socke
 attaches its pid, as the worker sees it, to that message). A "handler" child then loads its
 entry and serves calls exactly as runtime.py does (runtime.load_entry, with the environment of
 the request); a "zygote" child imports the packages it was given and serves forks of its own. A child that fails reports
-{"status": "failed", "step": "attach /host", "reason": "..."} and exits; so does the zygote
-when it has no spare to hand a request to.
+{"status": "failed", "step": "attach /host", "reason": "..."} and exits. A spare the zygote
+could not fork closes its link: the worker's request then fails to send, and it retires the
+zygote.
 
 The zygote never runs handler code: it imports only the runtime and the modules of its packages.
 """
@@ -67,7 +71,7 @@ except ModuleNotFoundError as exc:  # a base installed without it: only HTTP ent
 BASE_PATH = list(sys.path)
 CONTROL_FD = 3
 # The version of the protocol this file speaks (the worker reads this line; keep it one line).
-PROTOCOL = 3
+PROTOCOL = 4
 # The most fds and bytes one message may carry, and the most bytes of a report (the worker's
 # protocol.rs has the same limits).
 MAX_FDS = 250
@@ -201,12 +205,14 @@ class BadMessage(Exception):
 
 
 class Cgroup:
-    """A cgroup the worker prepared for one more spare: the fds of its cgroup.procs files."""
+    """A cgroup the worker prepared for one more spare: the fds of its cgroup.procs files, and
+    the spare's link (the socket its request comes on)."""
 
-    __slots__ = ("procs",)
+    __slots__ = ("procs", "link")
 
-    def __init__(self, procs):
+    def __init__(self, procs, link):
         self.procs = procs
+        self.link = link
 
 
 class Harden:
@@ -360,7 +366,8 @@ def decode(msg, fds):
         procs = field(obj, "procs", list, "cgroup")
         if not procs:
             raise BadMessage("cgroup: no procs fd")
-        out = Cgroup([table.take(index, "procs") for index in procs])
+        procs = [table.take(index, "procs") for index in procs]
+        out = Cgroup(procs, table.take(field(obj, "link", int, "cgroup"), "link"))
     elif kind == "fork":
         out = decode_fork(obj, table)
     else:
@@ -592,15 +599,20 @@ def give_up_privileges(h):
 
 
 def spare_main(link, procs, own_packages, tmp_mb, net_ns):
-    """A spare child: prepares, waits for the one request the zygote forwards, becomes that
-    sandbox, reports, then serves. Never returns."""
+    """A spare child: prepares, waits for its one request on its link from the worker, becomes
+    that sandbox, reports, then serves. Never returns."""
     try:
         prepare(procs, tmp_mb, net_ns)
         got = receive(link)
         if got is None:
             os._exit(0)
-        req = decode(*got)  # the zygote checked it already; this spare takes its own copy
+        try:
+            req = decode(*got)
+        except BadMessage:
+            close_all(got[1])
+            raise
         if not isinstance(req, Fork):
+            close_all(got[1])
             raise BadMessage("a spare takes fork requests only")
     except BaseException as exc:
         print("zygote spare %d: %s" % (os.getpid(), exc), file=sys.stderr)
@@ -628,64 +640,46 @@ def spare_main(link, procs, own_packages, tmp_mb, net_ns):
         runtime.serve(_socket.socket(fileno=runtime.LISTEN_FD), entry)
 
 
-def fork_spare(control, own_pidns, procs, own_packages, tmp_mb, net_ns):
-    """Step 1: a spare child, pid 1 of a new pid namespace, for the prepared cgroup `procs`;
-    returns the zygote's end of the socket that will carry its request."""
-    ours, theirs = _socket.socketpair(_socket.AF_UNIX, _socket.SOCK_SEQPACKET)
+def fork_spare(control, own_pidns, cgroup, own_packages, tmp_mb, net_ns):
+    """Step 1: a spare child, pid 1 of a new pid namespace, for the prepared cgroup (its procs
+    fds), waiting on the link that came with it. The zygote keeps no copy of either."""
+    link = _socket.socket(fileno=cgroup.link)
     try:
         os.unshare(os.CLONE_NEWPID)
-        pid = os.fork()
-    except BaseException:
-        ours.close()
-        theirs.close()
-        os.setns(own_pidns, os.CLONE_NEWPID)
-        raise
-    if pid == 0:
         try:
-            control.close()
-            ours.close()
-            os.close(own_pidns)
-            spare_main(theirs, procs, own_packages, tmp_mb, net_ns)
-        finally:
-            os._exit(1)
-    # Back to the zygote's own pid namespace for its later children.
-    os.setns(own_pidns, os.CLONE_NEWPID)
-    theirs.close()
-    return ours
+            pid = os.fork()
+        except BaseException:
+            os.setns(own_pidns, os.CLONE_NEWPID)
+            raise
+        if pid == 0:
+            try:
+                control.close()
+                os.close(own_pidns)
+                spare_main(link, cgroup.procs, own_packages, tmp_mb, net_ns)
+            finally:
+                os._exit(1)
+        # Back to the zygote's own pid namespace for its later children.
+        os.setns(own_pidns, os.CLONE_NEWPID)
+    finally:
+        link.close()
+        close_all(cgroup.procs)
 
 
 def serve(control, own_packages, tmp_mb, net_ns):
-    """Steps 1-2: keep spare children ready; hand each request to the oldest.
+    """Step 1: keep spare children ready, one per cgroup the worker hands over.
 
-    Messages come in the order the worker sends them, each checked by decode() first: a
-    Cgroup hands over a prepared cgroup for one more spare (its "procs" fds); a Fork is a
-    request. Spares are used in the order of their cgroups, so request k is served in the k-th
-    cgroup the worker sent, whatever happens here: a cgroup whose spare could not be forked
-    waits in its place, and the request that reaches it tries once more. A message that breaks
-    the protocol is logged and its fds closed (a request's reply socket among them, so the
-    worker reads that no report came).
+    Each Cgroup message (checked by decode() first) brings a prepared cgroup and the spare's
+    link; the zygote forks the spare at once and keeps nothing of either. Requests go from the
+    worker to the spares directly. A spare that cannot be forked is logged, and its link
+    closed with it: the worker's request to it then fails, and the worker retires this
+    zygote. A message that breaks the protocol is logged and its fds closed.
     """
-    import collections
     import warnings
 
     # Packages may have started threads (BLAS pools); forking is still what we mean to do.
     warnings.filterwarnings("ignore", category=DeprecationWarning, message=".*fork.*")
     signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # children are reaped by the kernel
     own_pidns = os.open("/proc/self/ns/pid", os.O_RDONLY | os.O_CLOEXEC)
-    slots = collections.deque()  # ["spare", socket] or ["cgroup", [fd, ...]], oldest first
-
-    def fill(slot):
-        """Turns a cgroup slot into a spare; returns why not, or None."""
-        try:
-            spare = fork_spare(control, own_pidns, slot[1], own_packages, tmp_mb, net_ns)
-        except OSError as exc:
-            print("zygote: cannot fork a spare: %s" % exc, file=sys.stderr)
-            return str(exc)
-        for fd in slot[1]:
-            os.close(fd)
-        slot[:] = ["spare", spare]
-        return None
-
     while True:
         runtime.flush()
         try:
@@ -694,6 +688,8 @@ def serve(control, own_packages, tmp_mb, net_ns):
                 os._exit(0)
             try:
                 req = decode(*got)
+                if not isinstance(req, Cgroup):
+                    raise BadMessage("a zygote takes cgroups only; fork requests go to a spare's link")
             except BadMessage:
                 close_all(got[1])
                 raise
@@ -702,30 +698,10 @@ def serve(control, own_packages, tmp_mb, net_ns):
         except BadMessage as exc:
             print("zygote: bad message: %s" % exc, file=sys.stderr)
             continue
-        if isinstance(req, Cgroup):
-            slot = ["cgroup", req.procs]
-            slots.append(slot)
-            fill(slot)
-            continue
-        # 2. The oldest spare takes the request with the worker's fds; ours are closed.
-        msg, fds = got
         try:
-            if not slots:
-                raise OSError(0, "no spare child (no prepared cgroup)")
-            slot = slots.popleft()
-            why = fill(slot) if slot[0] == "cgroup" else None
-            if slot[0] != "spare":
-                close_all(slot[1])  # this request's cgroup is used up all the same
-                raise OSError(0, "no spare child (%s)" % why)
-            spare = slot[1]
-            try:
-                spare.sendmsg([msg], [(_socket.SOL_SOCKET, _socket.SCM_RIGHTS, struct.pack("%di" % len(fds), *fds))])
-            finally:
-                spare.close()
+            fork_spare(control, own_pidns, req, own_packages, tmp_mb, net_ns)
         except OSError as exc:
-            report_failed(req.reply, "hand the request to a spare child", exc.strerror or str(exc))
-        finally:
-            close_all(fds)
+            print("zygote: cannot fork a spare: %s" % exc, file=sys.stderr)
 
 
 def main():

@@ -333,19 +333,20 @@ fn fork(maker: &SandboxMaker, zygote: &Zygote, job: &Job<'_>) -> Result<Sandbox,
             }),
         })
         .map_err(PrepareError::from)?;
-        // The spares lock is held from taking the cgroup to sending, so the zygote always sees
-        // a cgroup before the request that uses it: request k runs in the k-th cgroup.
-        let mut spares = zygote.spares();
-        let cgroup = match spares.pop_front() {
-            Some(cgroup) => cgroup,
-            // The last refill failed: hand one over now.
-            None => maker.hand_cgroup(zygote)?,
+        // The next spare, with its cgroup; its request goes to it directly.
+        let spare = {
+            let mut spares = zygote.spares();
+            match spares.pop_front() {
+                Some(spare) => spare,
+                // The last refill failed: hand one over now.
+                None => maker.hand_cgroup(zygote)?,
+            }
         };
         // The spare's cgroup was made with the defaults; a lambda may have its own.
         if let Some(limits) = limits.filter(|l| *l != maker.limits()) {
-            if let Err(source) = cgroup.create(&limits) {
-                // Nothing was sent: the spare stays first in line, and so its cgroup.
-                spares.push_front(cgroup);
+            if let Err(source) = spare.cgroup.create(&limits) {
+                // Nothing was sent: the spare stays first in line.
+                zygote.spares().push_front(spare);
                 return Err(PrepareError::Cgroup {
                     zygote: zygote.id(),
                     source,
@@ -353,10 +354,10 @@ fn fork(maker: &SandboxMaker, zygote: &Zygote, job: &Job<'_>) -> Result<Sandbox,
                 .into());
             }
         }
-        match zygote.send("the fork request", &out) {
-            Ok(()) => cgroup,
+        match spare.send(zygote, &out) {
+            Ok(()) => spare.cgroup,
             Err(e) => {
-                remove_cgroup(cgroup.as_ref());
+                remove_cgroup(spare.cgroup.as_ref());
                 return Err(e);
             }
         }

@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 
 /// The protocol version the worker speaks; the base's `zygote.py` must declare the same in a
 /// `PROTOCOL = <n>` line.
-pub const PROTOCOL: u32 = 3;
+pub const PROTOCOL: u32 = 4;
 /// The most fds one message may carry (`MAX_FDS` in `zygote.py`).
 pub const MAX_FDS: usize = 250;
 /// The most bytes of one message's JSON (`MAX_MESSAGE` in `zygote.py`).
@@ -42,9 +42,10 @@ pub struct Envelope {
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Message {
     /// A cgroup prepared for one more spare child: its `cgroup.procs` files, one per
-    /// hierarchy. The zygote forks a spare into it at once.
-    Cgroup { procs: Vec<FdIndex> },
-    /// A fork request, handed to the zygote's oldest spare.
+    /// hierarchy, and the spare's end of the socket its request will come on (the worker
+    /// keeps the other). The zygote forks a spare into it at once.
+    Cgroup { procs: Vec<FdIndex>, link: FdIndex },
+    /// A fork request, sent to one spare on its link (never to the zygote).
     Fork(ForkRequest),
 }
 
@@ -179,11 +180,12 @@ pub struct Outgoing<'fd> {
 }
 
 impl<'fd> Outgoing<'fd> {
-    /// The hand-over of a cgroup: its `cgroup.procs` files.
-    pub fn cgroup<F: AsFd>(procs: &'fd [F]) -> Result<Self, ProtocolError> {
+    /// The hand-over of a cgroup: its `cgroup.procs` files, and the spare's link.
+    pub fn cgroup<F: AsFd>(procs: &'fd [F], link: BorrowedFd<'fd>) -> Result<Self, ProtocolError> {
         let mut fds = FdTable::default();
         let procs = procs.iter().map(|f| fds.add(f.as_fd())).collect();
-        fds.seal(Message::Cgroup { procs })
+        let link = fds.add(link);
+        fds.seal(Message::Cgroup { procs, link })
     }
 
     /// A fork request. Packages are kept once per path, sorted, each with its own fd.
@@ -404,11 +406,12 @@ mod tests {
     fn the_wire_format_is_what_zygote_py_reads() {
         let null = File::open("/dev/null").unwrap();
         let procs = [null.try_clone().unwrap(), null.try_clone().unwrap()];
-        let out = Outgoing::cgroup(&procs).unwrap();
+        let out = Outgoing::cgroup(&procs, null.as_fd()).unwrap();
         assert_eq!(
             serde_json::from_slice::<serde_json::Value>(out.body()).unwrap(),
-            serde_json::json!({"protocol": PROTOCOL, "kind": "cgroup", "procs": [0, 1]})
+            serde_json::json!({"protocol": PROTOCOL, "kind": "cgroup", "procs": [0, 1], "link": 2})
         );
+        assert_eq!(out.fds().len(), 3);
         let fd = null.as_fd();
         let out = Outgoing::fork(&Fork {
             role: Role::Zygote,

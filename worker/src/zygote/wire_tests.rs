@@ -38,6 +38,7 @@ except zygote.BadMessage as exc:
 else:
     if isinstance(req, zygote.Cgroup):
         out["procs"] = [name(fd) for fd in req.procs]
+        out["link"] = name(req.link)
     else:
         out["fork"] = {
             "role": req.role,
@@ -294,10 +295,12 @@ fn python_reads_a_zygote_request_and_a_cgroup_and_reports_ready() {
         File::open("/dev/null").expect("null"),
         File::open("/dev/zero").expect("zero"),
     ];
-    let out = Outgoing::cgroup(&procs).expect("a cgroup message");
+    let link = File::open("/dev/full").expect("full");
+    let out = Outgoing::cgroup(&procs, link.as_fd()).expect("a cgroup message");
     let fds: Vec<RawFd> = out.fds().iter().map(AsRawFd::as_raw_fd).collect();
     let (seen, _) = decode_in_python(out.body(), &fds);
     assert_eq!(seen["procs"], json!(["/dev/null", "/dev/zero"]), "{seen}");
+    assert_eq!(seen["link"], "/dev/full", "{seen}");
 }
 
 /// A valid handler request naming 8 fds (0-7), to break one way at a time.

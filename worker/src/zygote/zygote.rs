@@ -36,10 +36,9 @@ pub struct Zygote {
     sandbox: Mutex<Option<Sandbox>>,
     pid: i32,
     control: OwnedFd,
-    /// The cgroups handed to the zygote for its spare children, oldest first (the next
-    /// request's is at the front). The lock also orders what is sent on `control`, so that
-    /// request k lands in the k-th cgroup handed over.
-    spares: Mutex<VecDeque<Box<dyn CgroupManager>>>,
+    /// Its spare children, oldest first (the next request's at the front): each one's cgroup
+    /// and the worker's end of its link.
+    spares: Mutex<VecDeque<Spare>>,
     dir: PathBuf,
     created: Instant,
     last_used: Mutex<Instant>,
@@ -47,6 +46,41 @@ pub struct Zygote {
     retired: AtomicBool,
     /// The maker's count of zygote destroys under way.
     destroying: Arc<AtomicUsize>,
+}
+
+/// One spare child of a zygote, as the worker holds it: the cgroup it joined (or will join:
+/// the zygote forks it when the cgroup comes), and the socket its one request goes on. The
+/// request goes to the spare directly, not through the zygote.
+pub(super) struct Spare {
+    pub cgroup: Box<dyn CgroupManager>,
+    pub link: OwnedFd,
+}
+
+impl Spare {
+    /// Sends the spare its request.
+    pub(super) fn send(&self, zygote: &Zygote, out: &Outgoing<'_>) -> Result<(), ForkError> {
+        send_message(&self.link, out).map_err(|errno| ForkError::Zygote {
+            zygote: zygote.id,
+            pid: zygote.pid,
+            source: ZygoteFault::Send {
+                what: "the fork request (on its spare's link)",
+                errno,
+            },
+        })
+    }
+}
+
+/// One message and its fds on `socket`.
+fn send_message(socket: &OwnedFd, out: &Outgoing<'_>) -> Result<(), Errno> {
+    let fds: Vec<RawFd> = out.fds().iter().map(AsRawFd::as_raw_fd).collect();
+    sendmsg::<()>(
+        socket.as_raw_fd(),
+        &[std::io::IoSlice::new(out.body())],
+        &[ControlMessage::ScmRights(&fds)],
+        MsgFlags::MSG_NOSIGNAL,
+        None,
+    )
+    .map(|_| ())
 }
 
 impl std::fmt::Debug for Zygote {
@@ -74,23 +108,14 @@ impl Zygote {
         &self.dir
     }
 
-    /// The cgroups of its spares, oldest first; hold the lock while sending (see `spares`).
-    pub(super) fn spares(&self) -> std::sync::MutexGuard<'_, VecDeque<Box<dyn CgroupManager>>> {
+    /// Its spares, oldest first.
+    pub(super) fn spares(&self) -> std::sync::MutexGuard<'_, VecDeque<Spare>> {
         self.spares.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Sends one message on the control socket; call with [`Zygote::spares`] held.
+    /// Sends one message on the control socket.
     pub(super) fn send(&self, what: &'static str, out: &Outgoing<'_>) -> Result<(), ForkError> {
-        let fds: Vec<RawFd> = out.fds().iter().map(AsRawFd::as_raw_fd).collect();
-        sendmsg::<()>(
-            self.control.as_raw_fd(),
-            &[std::io::IoSlice::new(out.body())],
-            &[ControlMessage::ScmRights(&fds)],
-            MsgFlags::MSG_NOSIGNAL,
-            None,
-        )
-        .map(|_| ())
-        .map_err(|errno| ForkError::Zygote {
+        send_message(&self.control, out).map_err(|errno| ForkError::Zygote {
             zygote: self.id,
             pid: self.pid,
             source: ZygoteFault::Send { what, errno },
@@ -112,7 +137,7 @@ impl Zygote {
         let spares: u64 = self
             .spares
             .lock()
-            .map(|n| n.iter().filter_map(|c| c.memory_usage().ok()).sum())
+            .map(|n| n.iter().filter_map(|s| s.cgroup.memory_usage().ok()).sum())
             .unwrap_or(0);
         own + spares
     }
@@ -184,7 +209,7 @@ impl Drop for Zygote {
                 }
             }
             // The spares died with the zygote's pid namespace; their cgroups remain.
-            for cg in spares {
+            for Spare { cgroup: cg, .. } in spares {
                 if let Err(e) = cg.kill_all().and_then(|()| cg.remove()) {
                     tracing::error!(zygote = id, error = %e, "cannot remove the spare's cgroup");
                 }
@@ -439,9 +464,10 @@ impl SandboxMaker {
         }
     }
 
-    /// Creates a cgroup for one more spare child of the zygote and hands it over (the spare
-    /// joins it before any request comes). Call with [`Zygote::spares`] held, and queue it.
-    pub(super) fn hand_cgroup(&self, zygote: &Zygote) -> Result<Box<dyn CgroupManager>, ForkError> {
+    /// Creates a cgroup for one more spare child of the zygote and hands it over with the
+    /// spare's link (the spare joins the cgroup before any request comes). Call with
+    /// [`Zygote::spares`] held, and queue it.
+    pub(super) fn hand_cgroup(&self, zygote: &Zygote) -> Result<Spare, ForkError> {
         let n = self.next_id();
         let cgroup = self
             .cgroups
@@ -450,16 +476,20 @@ impl SandboxMaker {
             zygote: zygote.id,
             source,
         };
+        let (link, theirs) = seqpacket_pair().map_err(|errno| PrepareError::Socket {
+            what: "create a spare's link",
+            errno,
+        })?;
         cgroup.create(&self.limits()).map_err(spare_cgroup)?;
         let sent = cgroup
             .open_procs()
             .map_err(|e| ForkError::from(spare_cgroup(e)))
             .and_then(|procs| {
-                let out = Outgoing::cgroup(&procs).map_err(PrepareError::from)?;
+                let out = Outgoing::cgroup(&procs, theirs.as_fd()).map_err(PrepareError::from)?;
                 zygote.send("a cgroup", &out)
             });
         match sent {
-            Ok(()) => Ok(cgroup),
+            Ok(()) => Ok(Spare { cgroup, link }),
             Err(e) => {
                 let _ = cgroup.remove();
                 Err(e)
