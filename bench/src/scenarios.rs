@@ -311,10 +311,10 @@ pub fn latency(cluster: &mut BenchCluster, plan: &Plan) -> Result<Latency> {
 
     // 3 and 4. lambdaworker cold (forked from a zygote) and warm, through HTTP.
     let cache_size = cold_names + plan.calls.min(50) + 16;
-    // Package zygotes on (they are off by default): the numpy row measures one.
+    // The default configuration (package zygotes on where user namespaces work): the numpy
+    // row measures what a new numpy lambda gets by default.
     let worker = cluster.start_worker(&worker_patch(json!({
         "handler_cache_size": cache_size,
-        "package_zygotes": true,
     })))?;
     let mut conn = BlockingConn::connect(worker.addr)?;
     let (cold_row, cold) = cold_rows(
@@ -448,7 +448,7 @@ fn numpy_cold(
     let (system, what) = if zygote {
         (
             "lambdaworker cold numpy",
-            "HTTP, no warm sandbox, handler imports numpy 2.2.6: forked from a numpy zygote (package_zygotes on)",
+            "HTTP, no warm sandbox, handler imports numpy 2.2.6, default configuration: forked from a numpy zygote",
         )
     } else {
         (

@@ -282,7 +282,7 @@ impl Default for Config {
             max_body_bytes: 6 * 1024 * 1024,
             body_timeout_s: 30,
             shutdown_timeout_s: 10,
-            pause_after_ms: 1000,
+            pause_after_ms: 100,
             memory_budget_mb: 0,
             pip_index_url: String::new(),
             install_timeout_s: 600,

@@ -153,7 +153,11 @@ impl Worker {
                 max_connections: cfg.max_connections,
             },
         ));
-        let reaper_task = tokio::spawn(reaper(Arc::clone(&manager), stop_rx));
+        let reaper_task = tokio::spawn(reaper(
+            Arc::clone(&manager),
+            reaper_tick(cfg.pause_after_ms),
+            stop_rx,
+        ));
         tracing::info!(%addr, cgroups = version, worker_dir = %cfg.worker_dir.display(), "worker ready");
         Ok(Worker {
             addr,
@@ -268,20 +272,26 @@ fn credentials(cfg: &Config) -> Result<Option<Credentials>, WorkerError> {
     }
 }
 
-/// Every 250 ms: destroys sandboxes idle past `idle_timeout_s` and pauses those idle past
-/// `pause_after_ms`; every second: evicts an idle one if over the memory budget (cgroup work
-/// runs on the blocking pool).
-async fn reaper(manager: Arc<WorkerManager>, mut stop: watch::Receiver<bool>) {
-    let mut tick = tokio::time::interval(Duration::from_millis(250));
+/// Every tick: destroys sandboxes idle past `idle_timeout_s` and pauses those idle past
+/// `pause_after_ms`; about every second: evicts an idle one if over the memory budget (cgroup
+/// work runs on the blocking pool). A tick is half of `pause_after_ms` (10 ms at least, 250 ms
+/// at most), so that an idle sandbox is frozen within 1.5 times `pause_after_ms`.
+async fn reaper(
+    manager: Arc<WorkerManager>,
+    period: Duration,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut tick = tokio::time::interval(period);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // Memory is measured about once a second (a cgroup file read per sandbox).
+    let per_second = (1000 / period.as_millis().max(1)).max(1) as u64;
     let mut n: u64 = 0;
     loop {
         tokio::select! {
             _ = tick.tick() => {
                 manager.reap_idle(Instant::now());
                 n += 1;
-                // Memory is measured once a second (a cgroup file read per sandbox).
-                let measure = n.is_multiple_of(4);
+                let measure = n.is_multiple_of(per_second);
                 let m = Arc::clone(&manager);
                 let _ = tokio::task::spawn_blocking(move || {
                     m.pause_idle(Instant::now());
@@ -294,6 +304,11 @@ async fn reaper(manager: Arc<WorkerManager>, mut stop: watch::Receiver<bool>) {
             _ = stop.changed() => break,
         }
     }
+}
+
+/// The reaper's period for `pause_after_ms` (see [`reaper`]).
+fn reaper_tick(pause_after_ms: u64) -> Duration {
+    Duration::from_millis((pause_after_ms / 2).clamp(10, 250))
 }
 
 /// Starts a worker and runs it until SIGTERM or SIGINT, then shuts it down gracefully.
@@ -324,5 +339,19 @@ fn raise_open_files_limit() {
         }
         Ok(_) => {}
         Err(e) => tracing::warn!(error = %e, "cannot read the open-files limit"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::reaper_tick;
+    use std::time::Duration;
+
+    #[test]
+    fn the_reaper_ticks_at_half_the_pause_delay_within_bounds() {
+        assert_eq!(reaper_tick(100), Duration::from_millis(50));
+        assert_eq!(reaper_tick(0), Duration::from_millis(10));
+        assert_eq!(reaper_tick(1000), Duration::from_millis(250));
+        assert_eq!(reaper_tick(60_000), Duration::from_millis(250));
     }
 }

@@ -48,10 +48,12 @@ pub enum Phase {
     FirstCall,
     Call,
     Release,
+    /// Freezing an idle sandbox (the reaper's, off any call's path).
+    Pause,
 }
 
 impl Phase {
-    pub const ALL: [Phase; 16] = [
+    pub const ALL: [Phase; 17] = [
         Phase::Request,
         Phase::ReadBody,
         Phase::Lookup,
@@ -68,6 +70,7 @@ impl Phase {
         Phase::FirstCall,
         Phase::Call,
         Phase::Release,
+        Phase::Pause,
     ];
 
     /// The name `/stats` uses.
@@ -89,6 +92,7 @@ impl Phase {
             Phase::FirstCall => "first_call",
             Phase::Call => "call",
             Phase::Release => "release",
+            Phase::Pause => "pause",
         }
     }
 }

@@ -357,7 +357,10 @@ impl<B: Backend> Manager<B> {
             };
             let mut done = Vec::new();
             for mut inst in todo {
-                match inst.set_paused(true) {
+                let t = Instant::now();
+                let frozen = inst.set_paused(true);
+                self.timings.record(Phase::Pause, t.elapsed());
+                match frozen {
                     Ok(()) => {
                         inst.set_state(SandboxState::Paused, 0);
                         paused += 1;
