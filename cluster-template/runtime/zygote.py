@@ -457,7 +457,7 @@ def prepare(procs, tmp_mb, net_ns):
     if net_ns:
         bring_up_lo()
     # 6. This mount namespace is a copy of the zygote's: a /proc for the new pid namespace, a
-    # /tmp of its own, and nothing of the zygote's /host. In a user namespace the kernel mounts
+    # /tmp and a /dev/shm of its own, and nothing of the zygote's /host. In a user namespace the kernel mounts
     # a proc only while another one is visible in the namespace, so the new one is mounted over
     # /tmp first, then moved to /proc once the zygote's is gone.
     mount("proc", "/tmp", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, None, "mount /proc")
@@ -466,6 +466,8 @@ def prepare(procs, tmp_mb, net_ns):
     mask_proc()
     detach("/tmp")
     mount("tmpfs", "/tmp", "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777,size=%dm" % tmp_mb, "mount /tmp")
+    detach("/dev/shm")
+    mount("tmpfs", "/dev/shm", "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, "mode=1777,size=%dm" % tmp_mb, "mount /dev/shm")
     detach("/host")
     os.environ.clear()
     # Nothing gained by a later execve can exceed an empty bounding set; the capabilities this
@@ -521,6 +523,8 @@ def become_sandbox(req, own_packages, tmp_mb, net_ns):
     if req.tmp_mb != tmp_mb:
         size = "size=%dm" % req.tmp_mb
         mount(None, "/tmp", None, MS_REMOUNT | MS_NOSUID | MS_NODEV, size, "resize /tmp")
+        flags = MS_REMOUNT | MS_NOSUID | MS_NODEV | MS_NOEXEC
+        mount(None, "/dev/shm", None, flags, size, "resize /dev/shm")
     # 7. The sandbox's own directories, from the worker's detached mounts.
     attach(req.host, "/host")
     if req.handler is not None:

@@ -10,7 +10,8 @@
 //! 4. a small tmpfs at `/dev` with `null`, `zero`, `random`, `urandom` (made with `mknod`, or,
 //!    in a user namespace, where no node can be made, the host's nodes bound onto empty files)
 //!    and the `fd`/`std*` links, then remounted read-only (the nodes stay usable; nothing new can
-//!    be created there)
+//!    be created there); then a tmpfs of `/tmp`'s size at `/dev/shm` (POSIX shared memory and
+//!    semaphores)
 //! 5. a fresh `/proc` for the sandbox's pid namespace, then its sensitive paths masked as
 //!    container runtimes mask them (see [`ProcMask`](crate::procmask::ProcMask)): files covered by `/dev/null`,
 //!    directories by an empty read-only tmpfs, and the kernel's tunables made read-only
@@ -204,6 +205,11 @@ impl SetupPlan {
                 link: inside(&format!("/dev/{name}"))?,
             });
         }
+        // POSIX shared memory and semaphores (multiprocessing's locks and queues) live here.
+        steps.push(Step::Mkdir {
+            path: inside("/dev/shm")?,
+            mode: 0o1777,
+        });
         steps.push(Step::Mount {
             what: "dev remount read-only",
             source: None,
@@ -215,6 +221,14 @@ impl SetupPlan {
                 | MsFlags::MS_NOSUID
                 | MsFlags::MS_NOEXEC,
             data: None,
+        });
+        steps.push(Step::Mount {
+            what: "dev/shm tmpfs",
+            source: Some(cstr("tmpfs", "fstype")?),
+            target: inside("/dev/shm")?,
+            fstype: Some(cstr("tmpfs", "fstype")?),
+            flags: nosuid_nodev | MsFlags::MS_NOEXEC,
+            data: Some(cstr(format!("mode=1777,size={}m", spec.tmp_mb), "data")?),
         });
         steps.push(Step::Mount {
             what: "proc",

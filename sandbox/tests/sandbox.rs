@@ -113,7 +113,7 @@ fn sandbox_sees_its_own_world() {
     for want in [
         "pid=1\n",
         "host=lambda\n",
-        "dev=fd,null,random,stderr,stdin,stdout,urandom,zero,\n",
+        "dev=fd,null,random,shm,stderr,stdin,stdout,urandom,zero,\n",
         "net=lo,\n",
         "usr=ro\n",
         "root=ro\n",
@@ -453,7 +453,7 @@ fn user_namespace_maps_root_and_the_user_to_host_ids() {
         "devnull=ok\n",
         "urandom=4\n",
         "host=rw\n",
-        "dev=fd,null,random,stderr,stdin,stdout,urandom,zero,\n",
+        "dev=fd,null,random,shm,stderr,stdin,stdout,urandom,zero,\n",
     ] {
         assert!(out.contains(want), "missing {want:?} in:\n{out}");
     }

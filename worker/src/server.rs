@@ -276,11 +276,7 @@ fn credentials(cfg: &Config) -> Result<Option<Credentials>, WorkerError> {
 /// `pause_after_ms`; about every second: evicts an idle one if over the memory budget (cgroup
 /// work runs on the blocking pool). A tick is half of `pause_after_ms` (10 ms at least, 250 ms
 /// at most), so that an idle sandbox is frozen within 1.5 times `pause_after_ms`.
-async fn reaper(
-    manager: Arc<WorkerManager>,
-    period: Duration,
-    mut stop: watch::Receiver<bool>,
-) {
+async fn reaper(manager: Arc<WorkerManager>, period: Duration, mut stop: watch::Receiver<bool>) {
     let mut tick = tokio::time::interval(period);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     // Memory is measured about once a second (a cgroup file read per sandbox).

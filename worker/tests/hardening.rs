@@ -165,7 +165,7 @@ async fn handler_code_runs_unprivileged_on_both_paths() {
         assert_eq!(
             r["dev"],
             serde_json::json!([
-                "fd", "null", "random", "stderr", "stdin", "stdout", "urandom", "zero"
+                "fd", "null", "random", "shm", "stderr", "stdin", "stdout", "urandom", "zero"
             ]),
             "{patch}: {r}"
         );

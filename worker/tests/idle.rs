@@ -54,10 +54,16 @@ async fn an_idle_warm_sandbox_barely_ticks() {
     assert_eq!(stats["cache"]["pauses"], 1, "{stats}");
     assert_eq!(stats["cache"]["unpauses"], 1, "{stats}");
     // Frozen within 150 ms of its call: at most ~15 ticks before, a few while thawing.
-    assert!(ticks <= 30, "the idle sandbox ticked {ticks} times in 1.5 s");
+    assert!(
+        ticks <= 30,
+        "the idle sandbox ticked {ticks} times in 1.5 s"
+    );
 
     // The measure is real: paused only after a second, it ticks most of the time.
     let (late, _) = idle_ticks(r#"{"pause_after_ms": 1000}"#).await;
     eprintln!("pause_after_ms 1000: {late} ticks in 1.5 s idle");
-    assert!(late >= 60, "with pause_after_ms 1000 it ticked only {late} times");
+    assert!(
+        late >= 60,
+        "with pause_after_ms 1000 it ticked only {late} times"
+    );
 }

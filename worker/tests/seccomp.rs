@@ -427,19 +427,9 @@ async fn check_workloads(c: &TestCluster, path: &str) {
     let checks = r["checks"].as_object().unwrap();
     assert!(checks.len() >= 20, "{path}: {r}");
     // multiprocessing's locks, queues and pools need POSIX semaphores, which the C library
-    // keeps in /dev/shm; a sandbox has none (as on AWS Lambda), so they fail the same way
-    // with or without the filter. Pipes and plain processes work.
-    let no_shm = "FileNotFoundError: [Errno 2] No such file or directory";
-    let needs_shm = ["mp_semlock", "mp_pool", "mp_queue", "process_pool_executor"];
-    if r["dev_shm"] == false {
-        for name in needs_shm {
-            assert_eq!(checks[name], no_shm, "{path}: {name} in {r}");
-        }
-    }
-    let failed: Vec<_> = checks
-        .iter()
-        .filter(|(k, v)| *v != "ok" && !(r["dev_shm"] == false && needs_shm.contains(&k.as_str())))
-        .collect();
+    // keeps in /dev/shm: every sandbox has one of its own (a tmpfs of /tmp's size).
+    assert_eq!(r["dev_shm"], true, "{path}: {r}");
+    let failed: Vec<_> = checks.iter().filter(|(_, v)| *v != "ok").collect();
     assert!(failed.is_empty(), "{path}: failed checks {failed:?}");
     assert_eq!(
         r["denied"],

@@ -101,7 +101,7 @@ async fn probe_report(patch: &str, cgroup_prefix: &str) {
     assert_eq!(r["net_interfaces"], json!(["lo"]), "net=none gives only lo");
     assert_eq!(
         r["dev"],
-        json!(["fd", "null", "random", "stderr", "stdin", "stdout", "urandom", "zero"])
+        json!(["fd", "null", "random", "shm", "stderr", "stdin", "stdout", "urandom", "zero"])
     );
     let w = &r["writable"];
     assert_eq!(w["/"], false, "root must be read-only: {r}");

@@ -149,7 +149,9 @@ async fn forked_sandboxes_are_isolated_from_the_zygote_and_each_other() {
             .filter_map(Value::as_str)
             .collect();
         // The masked /proc paths are mounts too (see sandbox::ProcMask).
-        let mut expect = vec!["/", "/dev", "/handler", "/host", "/proc", "/tmp"];
+        let mut expect = vec![
+            "/", "/dev", "/dev/shm", "/handler", "/host", "/proc", "/tmp",
+        ];
         // In a user namespace the devices are the host's nodes, bound (sandbox::mounts).
         if stats["user_namespaces"]["enabled"] == true {
             expect.extend(["/dev/null", "/dev/random", "/dev/urandom", "/dev/zero"]);
