@@ -109,6 +109,22 @@ const DEV_LINKS: [(&str, &str); 4] = [
     ("/proc/self/fd/2", "stderr"),
 ];
 
+/// A remount of `target` (under `/dev`) read-only, `nosuid,noexec` (device nodes must work).
+fn dev_read_only(what: &'static str, target: CString) -> Step {
+    Step::Mount {
+        what,
+        source: None,
+        target,
+        fstype: None,
+        flags: MsFlags::MS_BIND
+            | MsFlags::MS_REMOUNT
+            | MsFlags::MS_RDONLY
+            | MsFlags::MS_NOSUID
+            | MsFlags::MS_NOEXEC,
+        data: None,
+    }
+}
+
 /// The child's setup steps for one spec.
 #[derive(Debug)]
 pub struct SetupPlan {
@@ -178,18 +194,7 @@ impl SetupPlan {
                     data: None,
                 });
                 // Read-only as the rest of /dev (what is bound over a /proc file with it too).
-                steps.push(Step::Mount {
-                    what: "device bind remount read-only",
-                    source: None,
-                    target: path,
-                    fstype: None,
-                    flags: MsFlags::MS_BIND
-                        | MsFlags::MS_REMOUNT
-                        | MsFlags::MS_RDONLY
-                        | MsFlags::MS_NOSUID
-                        | MsFlags::MS_NOEXEC,
-                    data: None,
-                });
+                steps.push(dev_read_only("device bind remount read-only", path));
             } else {
                 steps.push(Step::Mknod {
                     path,
@@ -210,18 +215,7 @@ impl SetupPlan {
             path: inside("/dev/shm")?,
             mode: 0o1777,
         });
-        steps.push(Step::Mount {
-            what: "dev remount read-only",
-            source: None,
-            target: inside("/dev")?,
-            fstype: None,
-            flags: MsFlags::MS_BIND
-                | MsFlags::MS_REMOUNT
-                | MsFlags::MS_RDONLY
-                | MsFlags::MS_NOSUID
-                | MsFlags::MS_NOEXEC,
-            data: None,
-        });
+        steps.push(dev_read_only("dev remount read-only", inside("/dev")?));
         steps.push(Step::Mount {
             what: "dev/shm tmpfs",
             source: Some(cstr("tmpfs", "fstype")?),

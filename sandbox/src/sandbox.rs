@@ -5,7 +5,7 @@
 //! was not destroyed explicitly. Mounts need no unmounting: they live only in the sandbox's own
 //! mount namespace, which the kernel discards when its last process exits.
 
-use std::os::fd::{AsFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
@@ -308,39 +308,62 @@ impl Sandbox {
         self.cgroup.oom_kills().unwrap_or(0)
     }
 
-    /// Kills every process, reaps the first, removes the cgroup. Idempotent. Blocking.
-    pub fn destroy(&mut self) -> Result<(), SandboxError> {
-        if self.state == State::Destroyed {
+    /// Sends the first process `SIGKILL` (thawing the sandbox first if it is paused), without
+    /// waiting: as pid 1 of its pid namespace, the kernel then kills the rest. [`destroy`]
+    /// (which calls this) waits and removes the cgroup.
+    ///
+    /// [`destroy`]: Sandbox::destroy
+    pub fn kill(&mut self) -> Result<(), SandboxError> {
+        if self.state == State::Destroyed || self.reaped {
             return Ok(());
         }
         if self.state == State::Paused {
             // A frozen v1 task does not die from SIGKILL until it is thawed: thaw first.
             let _ = self.cgroup.thaw();
+            self.state = State::Running;
         }
-        if !self.reaped && self.adopted.is_some() {
-            // Not our child: kill it and let the cgroup below confirm every process is gone.
-            match kill(self.pid, Signal::SIGKILL) {
-                Ok(()) | Err(Errno::ESRCH) => self.reaped = true,
-                Err(errno) => {
-                    return Err(SandboxError::Sys {
-                        pid: self.pid(),
-                        what: "kill the first process",
-                        errno,
-                    })
-                }
+        let sent = match &self.adopted {
+            // Not our child: through its pidfd, which cannot reach a reused pid.
+            // SAFETY: pidfd_send_signal takes the pidfd we hold, a signal number and a null
+            // siginfo; it touches no memory of ours.
+            Some(pidfd) => Errno::result(unsafe {
+                libc::syscall(
+                    libc::SYS_pidfd_send_signal,
+                    pidfd.as_raw_fd(),
+                    libc::SIGKILL,
+                    std::ptr::null::<libc::siginfo_t>(),
+                    0,
+                )
+            })
+            .map(drop),
+            None => kill(self.pid, Signal::SIGKILL),
+        };
+        match sent {
+            Ok(()) | Err(Errno::ESRCH) => Ok(()),
+            Err(errno) => Err(SandboxError::Sys {
+                pid: self.pid(),
+                what: "kill the first process",
+                errno,
+            }),
+        }
+    }
+
+    /// Kills every process, reaps the first, removes the cgroup. Idempotent. Blocking.
+    pub fn destroy(&mut self) -> Result<(), SandboxError> {
+        if self.state == State::Destroyed {
+            return Ok(());
+        }
+        self.kill()?;
+        if !self.reaped {
+            if let Some(pidfd) = &self.adopted {
+                // Not our child: wait (briefly) until it has exited, which as pid 1 of its
+                // namespace it does once every other process there is gone; the cgroup below
+                // confirms it.
+                pidfd_exited(pidfd.as_fd(), 1000);
+                self.reaped = true;
             }
         }
         if !self.reaped {
-            match kill(self.pid, Signal::SIGKILL) {
-                Ok(()) | Err(Errno::ESRCH) => {}
-                Err(errno) => {
-                    return Err(SandboxError::Sys {
-                        pid: self.pid(),
-                        what: "kill the first process",
-                        errno,
-                    })
-                }
-            }
             // When pid 1 of a pid namespace exits, the kernel kills and waits for the rest.
             loop {
                 match waitpid(self.pid, None) {
@@ -357,8 +380,16 @@ impl Sandbox {
             }
             self.reaped = true;
         }
+        let t = Instant::now();
         self.cgroup.kill_all()?;
+        let killed = t.elapsed();
         self.cgroup.remove()?;
+        tracing::debug!(
+            pid = self.pid(),
+            kill_ms = killed.as_secs_f64() * 1e3,
+            remove_ms = (t.elapsed() - killed).as_secs_f64() * 1e3,
+            "sandbox cgroup emptied and removed"
+        );
         self.state = State::Destroyed;
         Ok(())
     }

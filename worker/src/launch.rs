@@ -451,14 +451,28 @@ impl SandboxHandle for LaunchedSandbox {
         self.sandbox.oom_kills()
     }
 
+    fn kill(&mut self) {
+        if let Err(e) = self.sandbox.kill() {
+            tracing::warn!(sandbox = self.id, error = %e, "cannot kill sandbox");
+        }
+    }
+
     fn destroy(mut self) {
         let id = self.id;
+        let t0 = Instant::now();
         if let Err(e) = self.sandbox.destroy() {
             tracing::error!(sandbox = id, error = %e, "cannot destroy sandbox");
         }
+        let killed = t0.elapsed();
         if let Err(e) = crate::cleanup::remove_scratch(&self.scratch) {
             tracing::warn!(sandbox = id, path = %self.scratch.display(), error = %e, "cannot remove scratch directory");
         }
+        tracing::debug!(
+            sandbox = id,
+            sandbox_ms = killed.as_secs_f64() * 1e3,
+            scratch_ms = (t0.elapsed() - killed).as_secs_f64() * 1e3,
+            "sandbox destroy steps"
+        );
         // The zygote goes (if this was its last sandbox) only after the sandbox is gone.
         drop(self.zygote.take());
     }

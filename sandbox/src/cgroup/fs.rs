@@ -292,6 +292,14 @@ pub(crate) struct KillPlan<'a> {
 pub(crate) fn kill_and_wait(fs: &dyn CgroupFs, plan: &KillPlan<'_>) -> Result<()> {
     let deadline = fs.now() + KILL_TIMEOUT;
     let mut backoff = Backoff::new();
+    // Nothing left (the usual case, once the first process of a sandbox is gone): no freeze.
+    let mut empty = true;
+    for dir in plan.dirs {
+        empty &= procs_if_exists(fs, dir)?.is_empty();
+    }
+    if empty {
+        return Ok(());
+    }
     loop {
         if let Some(state) = &plan.freeze {
             freeze_v1_briefly(fs, state, deadline);

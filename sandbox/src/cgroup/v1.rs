@@ -576,8 +576,16 @@ mod tests {
         assert_eq!(ops[0], Op::Write(state.clone(), "FROZEN".into()));
         assert_eq!(&ops[1..3], [Op::Kill(100), Op::Kill(101)]);
         assert_eq!(ops[3], Op::Write(state, "THAWED".into()));
-        // Killing a cgroup with nothing in it, or one that does not exist, is fine.
+        // Killing a cgroup with nothing in it, or one that does not exist, is fine; an empty
+        // one is not even frozen.
+        fake.take_ops();
         cg.kill_all().unwrap();
+        let ops = fake.take_ops();
+        assert!(
+            !ops.iter()
+                .any(|op| matches!(op, Op::Write(..) | Op::Kill(_))),
+            "{ops:?}"
+        );
         cg.remove().unwrap();
         cg.kill_all().unwrap();
     }

@@ -215,6 +215,10 @@ pub trait SandboxHandle: Send + 'static {
     fn set_paused(&mut self, paused: bool) -> Result<(), sandbox::SandboxError>;
     /// How many times the OOM killer ended a process in it.
     fn oom_kills(&self) -> u64;
+    /// Sends its processes `SIGKILL` (thawing it first if paused): from here on it runs
+    /// nothing, and its capacity can go to a new sandbox while [`SandboxHandle::destroy`] waits
+    /// for them and removes the rest. Logs failures; `destroy` kills in any case.
+    fn kill(&mut self) {}
     /// Destroys it and what the backend made for it (scratch directory); logs failures.
     fn destroy(self);
 }

@@ -1,7 +1,7 @@
 //! Live sandboxes: the table `/stats` shows, and [`Instance`], a sandbox the manager holds with
 //! its connection and its output's capture. Dropping an instance logs what its sandbox wrote
 //! and nobody read yet, then destroys the sandbox on the blocking pool; its capacity permit is
-//! released only once the sandbox is gone.
+//! released once its processes have been sent `SIGKILL`, before the teardown.
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -106,20 +106,23 @@ impl Live {
         live
     }
 
-    /// Destroys `sandbox` on the blocking pool (here, when there is no runtime), then forgets
-    /// it and releases `permit`.
+    /// Destroys `sandbox` on the blocking pool (here, when there is no runtime): kills its
+    /// processes, releases `permit` (a killed sandbox runs nothing more, so a cold start may
+    /// take its place while it is torn down), then waits for them, removes the rest and forgets
+    /// it.
     pub(crate) fn destroy<S: SandboxHandle>(
         self: &Arc<Self>,
-        sandbox: S,
+        mut sandbox: S,
         id: u64,
         permit: Option<OwnedSemaphorePermit>,
     ) {
         let live = Arc::clone(self);
         live.destroying.fetch_add(1, Ordering::SeqCst);
         let work = move || {
+            sandbox.kill();
+            drop(permit);
             sandbox.destroy();
             live.table.remove(&id);
-            drop(permit);
             live.destroying.fetch_sub(1, Ordering::SeqCst);
             live.destroyed.notify_waiters();
             tracing::debug!(sandbox = id, "sandbox destroyed");
