@@ -107,9 +107,9 @@ impl Live {
     }
 
     /// Destroys `sandbox` on the blocking pool (here, when there is no runtime): kills its
-    /// processes, releases `permit` (a killed sandbox runs nothing more, so a cold start may
-    /// take its place while it is torn down), then waits for them, removes the rest and forgets
-    /// it.
+    /// processes, forgets it and releases `permit` (a killed sandbox runs nothing more, so a
+    /// cold start may take its place while it is torn down), then waits for them and removes
+    /// the rest (counted in [`Live::destroying`] until done).
     pub(crate) fn destroy<S: SandboxHandle>(
         self: &Arc<Self>,
         mut sandbox: S,
@@ -120,9 +120,9 @@ impl Live {
         live.destroying.fetch_add(1, Ordering::SeqCst);
         let work = move || {
             sandbox.kill();
+            live.table.remove(&id);
             drop(permit);
             sandbox.destroy();
-            live.table.remove(&id);
             live.destroying.fetch_sub(1, Ordering::SeqCst);
             live.destroyed.notify_waiters();
             tracing::debug!(sandbox = id, "sandbox destroyed");
