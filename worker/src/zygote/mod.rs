@@ -3,7 +3,8 @@
 //!
 //! This module is the cache the manager uses ([`ImportCache`], what `/stats` shows) and its
 //! rules. `policy.rs` applies the rules over any [`Maker`] of zygotes (a recording fake in its
-//! tests); `zygote.rs` is one zygote (its process, control socket, spares) and the real maker;
+//! tests); `zygote.rs` is one zygote (its process, control socket, spares with their links)
+//! and the real maker;
 //! `fork.rs` one fork; `protocol.rs` the messages the worker and `zygote.py` exchange. The
 //! rules (the steps inside a zygote are in `docs/import-cache.md` and `zygote.py`):
 //! - the root zygote has no packages; it is started at the worker's start, and again on demand
@@ -11,7 +12,8 @@
 //!   need it start fresh sandboxes instead of waiting;
 //! - a cold start with package set `P` forks from the zygote whose set is the largest subset of
 //!   `P` (the most recently used among equals); the child imports the rest itself;
-//! - with `package_zygotes` on, when `P` has needed `zygote_min_starts` cold starts without an
+//! - with `package_zygotes` on (and user namespaces: without them a zygote holds the host's
+//!   root, so they are off), when `P` has needed `zygote_min_starts` cold starts without an
 //!   exact zygote, a zygote for `P` is forked from that best one (so zygotes form a tree, each
 //!   child extending its parent's set) and the cold start forks from the new zygote; cold starts
 //!   of `P` meanwhile fork from the best one, without waiting. Cold starts are counted for the
