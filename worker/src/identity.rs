@@ -25,6 +25,8 @@ use std::sync::Mutex;
 use sandbox::{IdMap, IdRange};
 use serde::Serialize;
 
+use crate::config::Config;
+
 /// Root of every user namespace: a sandbox's setup, and the zygotes.
 pub const ROOT_SLOT: u32 = 0;
 /// The package installer.
@@ -62,6 +64,19 @@ struct Table {
     file: Option<File>,
 }
 
+/// Why sandboxes run without user namespaces.
+#[derive(Debug, thiserror::Error)]
+pub enum NoUserNs {
+    #[error("user_namespaces: false")]
+    Off,
+    #[error("the kernel refuses user namespaces ({errno}; user.max_user_namespaces is {max})")]
+    Refused {
+        errno: nix::errno::Errno,
+        /// The sysctl's value, or `unknown`.
+        max: String,
+    },
+}
+
 /// What `/stats` shows of user namespaces.
 #[derive(Debug, Default, Clone, Serialize)]
 pub struct UserNsStats {
@@ -93,6 +108,46 @@ impl HostIds {
             size,
             path,
             table: Mutex::new(Table::default()),
+        }
+    }
+
+    /// The uid range, if sandboxes get user namespaces: `user_namespaces` on and the kernel
+    /// willing (checked by making one); else why not. Says at start which model the worker runs,
+    /// and why.
+    pub fn for_config(cfg: &Config) -> Result<Self, NoUserNs> {
+        if !cfg.user_namespaces {
+            tracing::info!(
+                sandbox_uid = cfg.sandbox_uid,
+                "user namespaces off (user_namespaces: false): every handler runs as sandbox_uid, package zygotes off"
+            );
+            return Err(NoUserNs::Off);
+        }
+        match sandbox::userns::probe() {
+            Ok(()) => {
+                tracing::info!(
+                    uid_range_start = cfg.uid_range_start,
+                    uid_range_size = cfg.uid_range_size,
+                    "sandboxes and zygotes in user namespaces: one host uid per lambda"
+                );
+                Ok(Self::new(
+                    cfg.uid_range_start,
+                    cfg.uid_range_size,
+                    cfg.lambda_uids(),
+                ))
+            }
+            Err(errno) => {
+                let max = sandbox::userns::max_user_namespaces();
+                tracing::warn!(
+                    error = %errno,
+                    max_user_namespaces = max,
+                    sandbox_uid = cfg.sandbox_uid,
+                    "the kernel refuses user namespaces: falling back to sandboxes in the host's user namespace, every handler as sandbox_uid, package zygotes off"
+                );
+                Err(NoUserNs::Refused {
+                    errno,
+                    max: max.map_or_else(|| "unknown".to_owned(), |m| m.to_string()),
+                })
+            }
         }
     }
 

@@ -90,9 +90,9 @@ impl Launcher {
     pub fn new(cfg: Arc<Config>, cgroups: CgroupSetup) -> Result<Self, LauncherError> {
         check_runtime(&cfg.base_dir)?;
         let hardening = sandbox::Hardening::new(cfg.sandbox_uid, cfg.sandbox_gid)?;
-        let (ids, fallback) = match user_namespaces(&cfg) {
+        let (ids, fallback) = match HostIds::for_config(&cfg) {
             Ok(ids) => (Some(Arc::new(ids)), None),
-            Err(why) => (None, Some(why)),
+            Err(why) => (None, Some(why.to_string())),
         };
         let packages = Packages::new(
             Arc::clone(&cfg),
@@ -117,11 +117,6 @@ impl Launcher {
             cgroups,
             cfg,
         })
-    }
-
-    /// Whether sandboxes get user namespaces (see [`user_namespaces`]).
-    pub fn user_namespaces(&self) -> bool {
-        self.ids.is_some()
     }
 
     /// Step 2: who lambda `name`'s sandboxes run as. Blocking (the uid table).
@@ -577,48 +572,6 @@ pub fn spawn_fresh(
     );
     drop(listener);
     Ok((sandbox, conn))
-}
-
-/// The uid range, if sandboxes get user namespaces: `user_namespaces` on and the kernel
-/// willing (checked by making one); else why not. Says at start which model the worker runs,
-/// and why.
-fn user_namespaces(cfg: &Config) -> Result<HostIds, String> {
-    if !cfg.user_namespaces {
-        tracing::info!(
-            sandbox_uid = cfg.sandbox_uid,
-            "user namespaces off (user_namespaces: false): every handler runs as sandbox_uid, package zygotes off"
-        );
-        return Err("user_namespaces: false".to_owned());
-    }
-    match sandbox::userns::probe() {
-        Ok(()) => {
-            tracing::info!(
-                uid_range_start = cfg.uid_range_start,
-                uid_range_size = cfg.uid_range_size,
-                "sandboxes and zygotes in user namespaces: one host uid per lambda"
-            );
-            Ok(HostIds::new(
-                cfg.uid_range_start,
-                cfg.uid_range_size,
-                cfg.lambda_uids(),
-            ))
-        }
-        Err(errno) => {
-            let max = sandbox::userns::max_user_namespaces();
-            tracing::warn!(
-                error = %errno,
-                max_user_namespaces = max,
-                sandbox_uid = cfg.sandbox_uid,
-                "the kernel refuses user namespaces: falling back to sandboxes in the host's user namespace, every handler as sandbox_uid, package zygotes off"
-            );
-            Err(match max {
-                Some(max) => format!(
-                    "the kernel refuses user namespaces ({errno}; user.max_user_namespaces is {max})"
-                ),
-                None => format!("the kernel refuses user namespaces ({errno})"),
-            })
-        }
-    }
 }
 
 /// Binds `<scratch>/server_pipe` and connects to it at once: the connection waits in the
