@@ -457,9 +457,9 @@ def prepare(procs, tmp_mb, net_ns):
     if net_ns:
         bring_up_lo()
     # 6. This mount namespace is a copy of the zygote's: a /proc for the new pid namespace, a
-    # /tmp and a /dev/shm of its own, and nothing of the zygote's /host. In a user namespace the kernel mounts
-    # a proc only while another one is visible in the namespace, so the new one is mounted over
-    # /tmp first, then moved to /proc once the zygote's is gone.
+    # /tmp and a /dev/shm of its own, and nothing of the zygote's /host. In a user namespace
+    # the kernel mounts a proc only while another one is visible in the namespace, so the new
+    # one is mounted over /tmp first, then moved to /proc once the zygote's is gone.
     mount("proc", "/tmp", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, None, "mount /proc")
     detach("/proc")
     mount("/tmp", "/proc", None, MS_MOVE, None, "move the new /proc in place")
@@ -467,7 +467,8 @@ def prepare(procs, tmp_mb, net_ns):
     detach("/tmp")
     mount("tmpfs", "/tmp", "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777,size=%dm" % tmp_mb, "mount /tmp")
     detach("/dev/shm")
-    mount("tmpfs", "/dev/shm", "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, "mode=1777,size=%dm" % tmp_mb, "mount /dev/shm")
+    shm = "mode=1777,size=%dm" % tmp_mb
+    mount("tmpfs", "/dev/shm", "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, shm, "mount /dev/shm")
     detach("/host")
     os.environ.clear()
     # Nothing gained by a later execve can exceed an empty bounding set; the capabilities this
