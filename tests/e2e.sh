@@ -20,6 +20,7 @@ cgroup_dirs() { find /sys/fs/cgroup -path '*lambdaworker*' -type d 2>/dev/null |
 sandbox_procs() { pgrep -f 'lambdaworker/(runtime|zygote)[.]py' | sort || true; }  # handlers, zygotes and their forks
 
 work=$(mktemp -d /tmp/lambdaworker-e2e.XXXXXX)
+chmod 755 "$work"  # mktemp makes it 0700: sandboxes in user namespaces must reach the cluster by path
 cluster="$work/my-cluster"
 cleanup() { "$ADMIN" kill -cluster="$cluster" >/dev/null 2>&1 || true; rm -rf "$work"; }
 trap cleanup EXIT

@@ -75,6 +75,31 @@ pub enum NoUserNs {
         /// The sysctl's value, or `unknown`.
         max: String,
     },
+    #[error("{path} (mode {mode:04o}) is not searchable by others: a sandbox's setup runs as an unprivileged host uid and must reach {what} by path; chmod o+x it, or set user_namespaces: false")]
+    Unreachable {
+        path: PathBuf,
+        mode: u32,
+        what: &'static str,
+    },
+}
+
+/// The first directory on the way to `dir` (itself included) that others may not search, with
+/// its mode. A sandbox's setup, as root of its user namespace, is "others" to every host
+/// directory: the host ids it would need to be are not mapped.
+pub fn unsearchable_ancestor(dir: &std::path::Path) -> Option<(PathBuf, u32)> {
+    use std::os::unix::fs::PermissionsExt;
+    let mut path = PathBuf::new();
+    for part in dir.components() {
+        path.push(part);
+        let Ok(meta) = std::fs::metadata(&path) else {
+            continue;
+        };
+        let mode = meta.permissions().mode() & 0o7777;
+        if meta.is_dir() && mode & 0o001 == 0 {
+            return Some((path, mode));
+        }
+    }
+    None
 }
 
 /// What `/stats` shows of user namespaces.
@@ -121,6 +146,20 @@ impl HostIds {
                 "user namespaces off (user_namespaces: false): every handler runs as sandbox_uid, package zygotes off"
             );
             return Err(NoUserNs::Off);
+        }
+        for (what, dir) in [
+            ("the base", &cfg.base_dir),
+            ("the package store", &cfg.packages_dir),
+            ("the worker's directory", &cfg.worker_dir),
+        ] {
+            if let Some((path, mode)) = unsearchable_ancestor(dir) {
+                let why = NoUserNs::Unreachable { path, mode, what };
+                tracing::warn!(
+                    sandbox_uid = cfg.sandbox_uid,
+                    "{why}: falling back to sandboxes in the host's user namespace, every handler as sandbox_uid, package zygotes off"
+                );
+                return Err(why);
+            }
         }
         match sandbox::userns::probe() {
             Ok(()) => {
@@ -387,6 +426,21 @@ mod tests {
         let other = HostIds::new(1000, 16, path);
         assert_eq!(other.lambda_slot("c").unwrap(), c);
         assert_eq!(other.lambda_slot("e").unwrap(), e);
+    }
+
+    #[test]
+    fn a_directory_others_cannot_search_is_named() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let open = dir.path().join("open/deeper");
+        std::fs::create_dir_all(&open).unwrap();
+        for d in [dir.path(), &dir.path().join("open"), &open] {
+            std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o755)).unwrap();
+        }
+        assert_eq!(unsearchable_ancestor(&open), None);
+        let closed = dir.path().join("open");
+        std::fs::set_permissions(&closed, std::fs::Permissions::from_mode(0o750)).unwrap();
+        assert_eq!(unsearchable_ancestor(&open), Some((closed, 0o750)));
     }
 
     #[test]

@@ -331,3 +331,39 @@ async fn package_import_code_gains_nothing_over_the_host() {
     assert_eq!(r["uid"], lambda_slot(&c, "user"), "{r}");
     c.shutdown().await;
 }
+
+/// A cluster under a directory others cannot search (here 0700; `~` of root is often so): a
+/// sandbox's setup, as an unprivileged host uid, could not reach the base. The worker says so
+/// at start and runs without user namespaces, rather than failing every cold start.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cluster_the_sandboxes_cannot_reach_falls_back_and_says_why() {
+    if !can_run("a_cluster_the_sandboxes_cannot_reach_falls_back_and_says_why") {
+        return;
+    }
+    use std::os::unix::fs::PermissionsExt;
+    worker::init_tracing("info");
+    let (tmp, dir, cfg) = common::new_cluster("{}");
+    std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
+    let fn_dir = dir.join("registry/whoami");
+    std::fs::create_dir_all(&fn_dir).unwrap();
+    std::fs::write(
+        fn_dir.join("lambda_func.py"),
+        "import os\n\ndef handler(event):\n    return os.getuid()\n",
+    )
+    .unwrap();
+    let worker = worker::Worker::start(cfg.clone()).await.expect("worker");
+    let addr = worker.local_addr();
+    let (status, text) = common::http(addr, "POST", "/runLambda/whoami", b"{}").await;
+    let (_, stats) = common::http(addr, "GET", "/stats", b"").await;
+    worker.shutdown().await.expect("shutdown");
+    assert_eq!(status, 200, "{text}");
+    assert_eq!(text.trim(), cfg.sandbox_uid.to_string());
+    let stats: Value = serde_json::from_str(&stats).unwrap();
+    let why = stats["user_namespaces"]["fallback"].as_str().unwrap_or_default();
+    let path = tmp.path().display().to_string();
+    assert!(
+        why.contains(&path) && why.contains("0700") && why.contains("not searchable by others"),
+        "{stats}"
+    );
+    assert_eq!(stats["import_cache"]["package_zygotes"], false, "{stats}");
+}
