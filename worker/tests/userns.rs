@@ -359,7 +359,9 @@ async fn a_cluster_the_sandboxes_cannot_reach_falls_back_and_says_why() {
     assert_eq!(status, 200, "{text}");
     assert_eq!(text.trim(), cfg.sandbox_uid.to_string());
     let stats: Value = serde_json::from_str(&stats).unwrap();
-    let why = stats["user_namespaces"]["fallback"].as_str().unwrap_or_default();
+    let why = stats["user_namespaces"]["fallback"]
+        .as_str()
+        .unwrap_or_default();
     let path = tmp.path().display().to_string();
     assert!(
         why.contains(&path) && why.contains("0700") && why.contains("not searchable by others"),
