@@ -13,16 +13,7 @@ from lambdaworker import agent, cli, deploy
 
 from fakeserver import Answer, FakeServer
 
-
-@pytest.fixture(autouse=True)
-def no_keys(monkeypatch):
-    for name in (
-        "LAMBDAWORKER_ACCESS_KEY",
-        "LAMBDAWORKER_SECRET_KEY",
-        "AWS_ACCESS_KEY_ID",
-        "AWS_SECRET_ACCESS_KEY",
-    ):
-        monkeypatch.delenv(name, raising=False)
+pytestmark = pytest.mark.usefixtures("no_keys")
 
 
 @pytest.fixture

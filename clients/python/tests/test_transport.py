@@ -148,14 +148,7 @@ def test_signed_requests_carry_sigv4_and_each_retry_is_signed_again():
     assert client.signed
 
 
-def test_environment_defaults(monkeypatch):
-    for name in (
-        "LAMBDAWORKER_ACCESS_KEY",
-        "LAMBDAWORKER_SECRET_KEY",
-        "AWS_ACCESS_KEY_ID",
-        "AWS_SECRET_ACCESS_KEY",
-    ):
-        monkeypatch.delenv(name, raising=False)
+def test_environment_defaults(monkeypatch, no_keys):
     monkeypatch.setenv("LAMBDAWORKER_ENDPOINT", "http://example.test:9000/")
     client = Client()
     assert client.endpoint == "http://example.test:9000" and not client.signed
