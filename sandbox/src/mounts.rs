@@ -109,21 +109,23 @@ const DEV_LINKS: [(&str, &str); 4] = [
     ("/proc/self/fd/2", "stderr"),
 ];
 
-/// A remount of `target` (under `/dev`) read-only, `nosuid,noexec` (device nodes must work).
-fn dev_read_only(what: &'static str, target: CString) -> Step {
+/// A remount of the bind mount (or mount) at `target` with exactly `flags` (and
+/// `MS_BIND | MS_REMOUNT`): how each mount of the plan gets its final flags.
+fn bind_remount(what: &'static str, target: CString, flags: MsFlags) -> Step {
     Step::Mount {
         what,
         source: None,
         target,
         fstype: None,
-        flags: MsFlags::MS_BIND
-            | MsFlags::MS_REMOUNT
-            | MsFlags::MS_RDONLY
-            | MsFlags::MS_NOSUID
-            | MsFlags::MS_NOEXEC,
+        flags: MsFlags::MS_BIND | MsFlags::MS_REMOUNT | flags,
         data: None,
     }
 }
+
+/// `/dev`'s final flags: read-only, `nosuid,noexec` (its device nodes must work).
+const DEV_FLAGS: MsFlags = MsFlags::MS_RDONLY
+    .union(MsFlags::MS_NOSUID)
+    .union(MsFlags::MS_NOEXEC);
 
 /// The child's setup steps for one spec.
 #[derive(Debug)]
@@ -194,7 +196,11 @@ impl SetupPlan {
                     data: None,
                 });
                 // Read-only as the rest of /dev (what is bound over a /proc file with it too).
-                steps.push(dev_read_only("device bind remount read-only", path));
+                steps.push(bind_remount(
+                    "device bind remount read-only",
+                    path,
+                    DEV_FLAGS,
+                ));
             } else {
                 steps.push(Step::Mknod {
                     path,
@@ -215,7 +221,11 @@ impl SetupPlan {
             path: inside("/dev/shm")?,
             mode: 0o1777,
         });
-        steps.push(dev_read_only("dev remount read-only", inside("/dev")?));
+        steps.push(bind_remount(
+            "dev remount read-only",
+            inside("/dev")?,
+            DEV_FLAGS,
+        ));
         steps.push(Step::Mount {
             what: "dev/shm tmpfs",
             source: Some(cstr("tmpfs", "fstype")?),
@@ -260,18 +270,11 @@ impl SetupPlan {
                         flags: MsFlags::MS_BIND | MsFlags::MS_REC,
                         data: None,
                     });
-                    steps.push(Step::Mount {
-                        what: "proc remount read-only",
-                        source: None,
+                    steps.push(bind_remount(
+                        "proc remount read-only",
                         target,
-                        fstype: None,
-                        flags: MsFlags::MS_BIND
-                            | MsFlags::MS_REMOUNT
-                            | MsFlags::MS_RDONLY
-                            | nosuid_nodev
-                            | MsFlags::MS_NOEXEC,
-                        data: None,
-                    });
+                        MsFlags::MS_RDONLY | nosuid_nodev | MsFlags::MS_NOEXEC,
+                    ));
                 }
             }
         }
@@ -293,21 +296,14 @@ impl SetupPlan {
                 flags: MsFlags::MS_BIND,
                 data: None,
             });
-            let mut flags = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | nosuid_nodev;
-            if !m.writable {
-                flags |= MsFlags::MS_RDONLY;
-            }
-            steps.push(Step::Mount {
-                what: if m.writable {
-                    "bind remount"
-                } else {
-                    "bind remount read-only"
-                },
-                source: None,
-                target,
-                fstype: None,
-                flags,
-                data: None,
+            steps.push(if m.writable {
+                bind_remount("bind remount", target, nosuid_nodev)
+            } else {
+                bind_remount(
+                    "bind remount read-only",
+                    target,
+                    MsFlags::MS_RDONLY | nosuid_nodev,
+                )
             });
         }
         for (mount, target) in &spec.attached {
@@ -349,17 +345,11 @@ impl SetupPlan {
                     flags: MsFlags::MS_BIND,
                     data: None,
                 });
-                steps.push(Step::Mount {
-                    what: "view bind remount read-only",
-                    source: None,
-                    target: entry,
-                    fstype: None,
-                    flags: MsFlags::MS_BIND
-                        | MsFlags::MS_REMOUNT
-                        | MsFlags::MS_RDONLY
-                        | nosuid_nodev,
-                    data: None,
-                });
+                steps.push(bind_remount(
+                    "view bind remount read-only",
+                    entry,
+                    MsFlags::MS_RDONLY | nosuid_nodev,
+                ));
             }
             steps.push(Step::Mount {
                 what: "view remount read-only",
@@ -370,14 +360,11 @@ impl SetupPlan {
                 data: None,
             });
         }
-        steps.push(Step::Mount {
-            what: "root remount read-only",
-            source: None,
-            target: path_c(root)?,
-            fstype: None,
-            flags: MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | nosuid_nodev,
-            data: None,
-        });
+        steps.push(bind_remount(
+            "root remount read-only",
+            path_c(root)?,
+            MsFlags::MS_RDONLY | nosuid_nodev,
+        ));
         steps.push(Step::Chdir(path_c(root)?));
         steps.push(Step::PivotRoot(cstr(".", "path")?));
         steps.push(Step::UmountDetach(cstr(".", "path")?));
