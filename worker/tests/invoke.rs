@@ -9,7 +9,6 @@ use std::time::{Duration, Instant};
 use common::clients::{aws_cli, client_venv, run_python};
 use common::{can_run, http, TestCluster};
 use serde_json::{json, Value};
-use worker::aws::Credentials;
 
 const KEY: &str = "AKIDLAMBDAWORKER02";
 const SECRET: &str = "invoke-secret-key-0123456789";
@@ -81,11 +80,7 @@ async fn boto3_and_aws_cli_invoke_every_way() {
     // Credentials make the worker verify signatures; one call of a lambda at a time and no
     // queue make the throttle reachable; retries come quickly.
     let tmp = tempfile::tempdir().unwrap();
-    let creds_file = tmp.path().join("credentials.json");
-    Credentials::new(KEY, SECRET)
-        .unwrap()
-        .save(&creds_file)
-        .unwrap();
+    let creds_file = common::credentials_file(tmp.path(), KEY, SECRET);
     let patch = json!({
         "credentials_file": creds_file,
         "max_sandboxes_per_lambda": 1,

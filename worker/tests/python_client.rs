@@ -10,7 +10,6 @@ mod python_client;
 use common::{can_run, TestCluster};
 use python_client::{python_client_venv, run_integration_tests};
 use serde_json::json;
-use worker::aws::Credentials;
 
 const KEY: &str = "AKIDLAMBDAWORKER15";
 const SECRET: &str = "python-client-secret-0123456789";
@@ -49,11 +48,7 @@ async fn python_client_with_credentials() {
         return;
     }
     let tmp = tempfile::tempdir().unwrap();
-    let creds_file = tmp.path().join("credentials.json");
-    Credentials::new(KEY, SECRET)
-        .unwrap()
-        .save(&creds_file)
-        .unwrap();
+    let creds_file = common::credentials_file(tmp.path(), KEY, SECRET);
     let env = vec![
         ("LAMBDAWORKER_ACCESS_KEY", KEY.to_owned()),
         ("LAMBDAWORKER_SECRET_KEY", SECRET.to_owned()),

@@ -22,6 +22,17 @@ pub fn can_run(test: &str) -> bool {
     true
 }
 
+/// Writes credentials `key`/`secret` to `<dir>/credentials.json` (a `credentials_file` for
+/// the worker's config, which then verifies signatures); its path.
+pub fn credentials_file(dir: &Path, key: &str, secret: &str) -> PathBuf {
+    let path = dir.join("credentials.json");
+    worker::aws::Credentials::new(key, secret)
+        .expect("credentials")
+        .save(&path)
+        .expect("save the credentials");
+    path
+}
+
 /// The slot of the uid range the worker gave lambda `name` (its uid inside the sandbox; its
 /// host uid is `uid_range_start` plus this).
 pub fn lambda_slot(c: &TestCluster, name: &str) -> u32 {
