@@ -115,6 +115,18 @@ pub struct CreateOptions {
     pub mirror: Option<String>,
     /// Do not print progress (`base: ...` lines) to stderr.
     pub quiet: bool,
+    /// Where progress goes instead of `base: ...` lines (a progress bar, say).
+    pub progress: Option<ProgressSink>,
+}
+
+/// A receiver of the base build's progress: debootstrap's output lines and status messages.
+#[derive(Clone)]
+pub struct ProgressSink(pub std::sync::Arc<dyn Fn(&str) + Send + Sync>);
+
+impl std::fmt::Debug for ProgressSink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ProgressSink")
+    }
 }
 
 /// What [`create_cluster`] made.
@@ -179,10 +191,11 @@ pub fn create_cluster(dir: &Path, opts: &CreateOptions) -> Result<ClusterInfo> {
     let target = resolve_new_dir(dir)?;
     let cfg = template_config(&target)?;
     let quiet = opts.quiet;
-    let progress = move |line: &str| {
-        if !quiet {
-            eprintln!("base: {line}");
-        }
+    let sink = opts.progress.clone();
+    let progress = move |line: &str| match &sink {
+        _ if quiet => {}
+        Some(sink) => (sink.0)(line),
+        None => eprintln!("base: {line}"),
     };
     let (base_source, base_origin) = match &opts.base_from {
         Some(given) => {

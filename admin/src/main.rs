@@ -1,6 +1,6 @@
 //! `admin`: lambdaworker's cluster tool (`new`, `setconf`, `workers`, `worker-exec`, `status`,
 //! `kill`, `registry`, `registry-exec`, `upload`, `functions`, `create`, `update`, `delete`,
-//! `layer`, `invocations`, `logs`), in the spirit of OpenLambda's. Thin: each command is a file in `commands/`, the logic
+//! `layer`, `invocations`, `logs`, `install`), in the spirit of OpenLambda's. Thin: each command is a file in `commands/`, the logic
 //! lives in the libraries (`admin::cluster` for clusters, `worker` for the rest). Go-style flags
 //! (`-cluster X`) are rewritten before clap parses, as for the `worker` binary
 //! ([`worker::argv`]).
@@ -10,6 +10,7 @@ mod cluster_dir;
 mod code_zip;
 mod commands;
 mod process;
+mod progress;
 mod registry_record;
 mod remote;
 mod settings_flags;
@@ -62,6 +63,8 @@ enum Cmd {
     Invocations(commands::invocations::Args),
     /// Print a function's handler logs (--follow: as they are written)
     Logs(commands::logs::Args),
+    /// Install a function's packages (requirements.txt) ahead of its first call
+    Install(commands::install::Args),
 }
 
 fn main() -> ExitCode {
@@ -86,6 +89,7 @@ fn main() -> ExitCode {
         Cmd::Delete(a) => commands::delete::run(a),
         Cmd::Layer(a) => commands::layer::run(a),
         Cmd::Logs(a) => commands::logs::run(a),
+        Cmd::Install(a) => commands::install::run(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

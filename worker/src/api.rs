@@ -4,6 +4,8 @@
 //! - `GET /stats`: JSON with the worker, its live sandboxes and per-lambda counters
 //! - `POST /runLambda/<name>`: the body (JSON; empty means `{}`) is the event; the answer is the
 //!   handler's return value as JSON
+//! - `POST /functions/<name>/install`: installs the function's packages ahead of its first call
+//!   (`admin install`); answers when they are ready
 //! - any method on `/run/<name>` and `/run/<name>/<path...>`: an HTTP function
 //!   ([`crate::http_function`])
 //! - the AWS Lambda management API (`/2015-03-31/functions/...`, layers, tags), archive
@@ -55,6 +57,8 @@ pub enum Action {
     Invocation(String),
     /// `GET /invocations`.
     Invocations,
+    /// `POST /functions/<name>/install`: the function's packages, ahead of its first call.
+    Install(LambdaName),
     Management(crate::management::Route),
 }
 
@@ -72,6 +76,20 @@ pub fn route(method: &Method, path: &str) -> Result<Action, ApiError> {
     }
     if let Some(rest) = path.strip_prefix("/run/") {
         return http_route(rest);
+    }
+    if let Some(raw) = path
+        .strip_prefix("/functions/")
+        .and_then(|rest| rest.strip_suffix("/install"))
+    {
+        if *method != Method::POST {
+            return Err(not_allowed("POST"));
+        }
+        return LambdaName::parse(raw)
+            .map(Action::Install)
+            .map_err(|reason| ApiError::InvalidName {
+                name: raw.chars().take(200).collect(),
+                reason,
+            });
     }
     match path {
         "/status" => match *method {
@@ -231,6 +249,16 @@ async fn execute(
         }
         Action::Invocation(id) => Ok(crate::invoke::serve_record(state, &id).await),
         Action::Invocations => Ok(crate::invoke::serve_records(state, req.uri().query()).await),
+        Action::Install(name) => {
+            let installed = state.manager.install_packages(&name).await?;
+            let body = json!({
+                "function": name.as_str(),
+                "has_requirements": installed.has_requirements,
+                "packages": installed.packages,
+                "took_ms": installed.took.as_millis() as u64,
+            });
+            Ok(json_response(StatusCode::OK, &body))
+        }
         Action::Run(name) => {
             let started = Instant::now();
             let request_id = crate::invoke::caller_request_id(req.headers())?;
@@ -550,6 +578,22 @@ mod tests {
         assert_eq!(
             route(&Method::POST, "/invocations").unwrap_err().status(),
             405
+        );
+        assert_eq!(
+            route(&Method::POST, "/functions/np/install").unwrap(),
+            Action::Install(name("np"))
+        );
+        assert_eq!(
+            route(&Method::GET, "/functions/np/install")
+                .unwrap_err()
+                .status(),
+            405
+        );
+        assert_eq!(
+            route(&Method::POST, "/functions/a%00/install")
+                .unwrap_err()
+                .status(),
+            400
         );
         let http = |n: &str, p: &str| Action::Http {
             name: name(n),

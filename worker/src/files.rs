@@ -121,11 +121,39 @@ impl FileLock {
             }
         }
     }
+
+    /// The lock on `path` if nobody holds it now (`None` if another holder does).
+    pub fn try_take(path: &Path) -> std::io::Result<Option<Self>> {
+        let mut f = File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(path)?;
+        loop {
+            match nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockExclusiveNonblock) {
+                Ok(lock) => return Ok(Some(Self { _lock: lock })),
+                Err((back, nix::errno::Errno::EINTR)) => f = back,
+                Err((_, nix::errno::Errno::EWOULDBLOCK)) => return Ok(None),
+                Err((_, errno)) => return Err(std::io::Error::from(errno)),
+            }
+        }
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn try_take_says_when_another_holder_has_the_lock() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("lock");
+        let held = FileLock::take(&path).unwrap();
+        assert!(FileLock::try_take(&path).unwrap().is_none());
+        drop(held);
+        let again = FileLock::try_take(&path).unwrap();
+        assert!(again.is_some());
+    }
 
     #[test]
     fn lambda_files_are_read_only_when_regular_and_small() {

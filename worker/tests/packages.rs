@@ -180,3 +180,87 @@ async fn bad_requirements_are_clear_errors() {
     assert_eq!(c.call("hello", "{}").await, (200, json!("Hello, World!")));
     c.shutdown().await;
 }
+
+/// `POST /functions/<name>/install` (what `admin install` sends) installs ahead of the first
+/// call; while another holder has the install's lock, the install and a call of a function
+/// with the same list wait, and `/stats` shows them waiting; the first call after it runs no
+/// pip at all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn installing_ahead_makes_the_first_call_find_its_packages() {
+    if !can_run("installing_ahead_makes_the_first_call_find_its_packages") {
+        return;
+    }
+    let mut c = TestCluster::start(r#"{"timeout_s": 120}"#).await;
+    for name in ["six-ahead", "six-same"] {
+        add_with_requirements(&c, name, SIX_HANDLER, "requirements.txt", "six==1.16.0\n");
+    }
+    c.add_quickstart("hello");
+    // Another worker of the cluster resolving the same list: its lock, held by the test.
+    let lambda = worker::name::LambdaName::parse("six-ahead").unwrap();
+    let req = worker::packages::read_requirements(&lambda, &c.registry().join("six-ahead"))
+        .unwrap()
+        .unwrap();
+    let locks = c.cfg.packages_dir.join(".locks");
+    std::fs::create_dir_all(&locks).unwrap();
+    let held =
+        worker::files::FileLock::take(&locks.join(format!("resolve-{}", req.hash()))).unwrap();
+
+    let addr = c.addr;
+    let install = tokio::spawn(async move {
+        common::http(addr, "POST", "/functions/six-ahead/install", b"").await
+    });
+    let call =
+        tokio::spawn(async move { common::http(addr, "POST", "/runLambda/six-same", b"{}").await });
+    let mut waiting = Vec::new();
+    for _ in 0..200 {
+        let stats = c.stats().await;
+        waiting = stats["packages"]["in_progress"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|p| p["waiting"] == true && p["step"] == "resolve")
+            .map(|p| p["lambda"].as_str().unwrap().to_owned())
+            .collect();
+        waiting.sort();
+        if waiting.len() == 2 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(waiting, ["six-ahead", "six-same"]);
+    drop(held);
+
+    let (status, body) = install.await.unwrap();
+    assert_eq!(status, 200, "{body}");
+    let body: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(body["function"], "six-ahead");
+    assert_eq!(body["has_requirements"], true);
+    assert_eq!(body["packages"], json!(["six==1.16.0"]));
+    let (status, body) = call.await.unwrap();
+    assert_eq!(status, 200, "{body}");
+    let body: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(body, json!({"six": "1.16.0", "packages": ["six"]}));
+    let before = c.stats().await;
+    assert_eq!(before["packages"]["resolves"], 1, "{before}");
+    assert_eq!(before["packages"]["installs"], 1, "{before}");
+    assert_eq!(before["packages"]["in_progress"], json!([]), "{before}");
+    assert!(
+        before["lambdas"].get("six-ahead").is_none(),
+        "no call counted"
+    );
+
+    // The first call finds everything ready: no pip step.
+    let (status, body) = c.call("six-ahead", "{}").await;
+    assert_eq!(status, 200, "{body}");
+    let after = c.stats().await;
+    assert_eq!(after["packages"]["resolves"], 1, "{after}");
+    assert_eq!(after["packages"]["installs"], 1, "{after}");
+
+    // Without requirements there is nothing to do; unknown names are 404, bad ones 400.
+    let (status, body) = c.post("/functions/hello/install", "").await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains(r#""has_requirements":false"#), "{body}");
+    assert_eq!(c.post("/functions/nope/install", "").await.0, 404);
+    assert_eq!(c.post("/functions/..%2f/install", "").await.0, 400);
+    c.shutdown().await;
+}

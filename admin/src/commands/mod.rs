@@ -3,6 +3,7 @@
 pub mod delete;
 pub mod deploy;
 pub mod functions;
+pub mod install;
 pub mod invocations;
 pub mod kill;
 pub mod layer;

@@ -31,6 +31,7 @@ mod capacity;
 mod cold_start;
 pub mod error;
 mod gate;
+mod install;
 mod instance;
 mod invoke;
 mod pool;
@@ -63,6 +64,7 @@ pub use backend::{
     StartRequest, Started, LAYERS_DIR,
 };
 pub use error::{RunError, Unavailable};
+pub use install::Installed;
 pub use instance::{LiveInfo, SandboxState};
 pub use invoke::{Admission, CallReport, InvokeOptions, Invoked};
 pub use stats::{CacheStats, LambdaStats};

@@ -535,6 +535,26 @@ async fn packages_are_made_ready_only_for_lambdas_that_need_them() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn installing_ahead_makes_packages_ready_without_counting_a_call() {
+    let h = harness(|_| {});
+    h.add("plain", "echo");
+    h.add("numpy", "echo");
+    h.add_file("numpy", "requirements.txt", "numpy==2.2.6\n");
+    let name = |n: &str| LambdaName::parse(n).unwrap();
+    let plain = h.manager.install_packages(&name("plain")).await.unwrap();
+    assert!(!plain.has_requirements && plain.packages.is_empty());
+    assert_eq!(h.fake.record().package_installs, 0);
+    let numpy = h.manager.install_packages(&name("numpy")).await.unwrap();
+    assert!(numpy.has_requirements);
+    assert_eq!(h.fake.record().package_installs, 1);
+    assert!(h.manager.lambda_stats().is_empty(), "no call was counted");
+    assert!(matches!(
+        h.manager.install_packages(&name("nope")).await,
+        Err(RunError::Registry(RegistryError::Unknown { .. }))
+    ));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_forked_sandbox_gets_its_after_first_call_work_once() {
     let h = harness(|_| {});
     h.fake.record().forked = true;

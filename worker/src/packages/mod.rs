@@ -16,6 +16,9 @@
 //!    in a sandbox, then one `rename` to `packages/<name>/<version>/`. Two first calls needing
 //!    the same package install it once; a failed install leaves nothing behind and answers which
 //!    package failed with pip's message.
+//!    A call that finds another call or worker holding the lock logs that it waits for an
+//!    install in progress; while steps 2 and 3 run, `/stats` shows them under
+//!    `packages.in_progress` (`progress.rs`).
 //! 4. The lambda's sandboxes then see only those directories, read-only, at
 //!    `/packages/<name>/<version>` (a view: see `sandbox::View`), on `sys.path` through
 //!    `LAMBDA_PACKAGES`.
@@ -26,9 +29,11 @@
 //! staging directory on disk (`pip.rs`). Reading and checking the lists is `requirements.rs`.
 
 mod pip;
+mod progress;
 mod requirements;
 
 pub use pip::PipSandboxError;
+pub use progress::{InstallProgress, Step};
 pub use requirements::{
     normalize_name, parse_requirements, read_requirements, Requirements, RequirementsError,
     REQUIREMENTS_FILES,
@@ -48,6 +53,7 @@ use crate::config::Config;
 use crate::files::{chown_tree, FileLock};
 use crate::name::LambdaName;
 use pip::pip_message;
+use progress::{Tracked, Tracker};
 use requirements::safe_component;
 
 /// Largest report pip may leave (`--report`, a few KiB per package).
@@ -105,11 +111,13 @@ impl Package {
 }
 
 /// Counters shown by `/stats`.
-#[derive(Debug, Default, Clone, Copy, Serialize)]
+#[derive(Debug, Default, Clone, Serialize)]
 pub struct PackageStats {
     pub resolves: u64,
     pub installs: u64,
     pub install_failures: u64,
+    /// Installs under way in this worker.
+    pub in_progress: Vec<InstallProgress>,
 }
 
 /// The cluster's package directory as one worker uses it.
@@ -131,6 +139,8 @@ pub struct Packages {
     resolves: AtomicU64,
     installs: AtomicU64,
     install_failures: AtomicU64,
+    /// Installs under way.
+    progress: Tracker,
 }
 
 impl std::fmt::Debug for Packages {
@@ -191,6 +201,7 @@ impl Packages {
             resolves: AtomicU64::new(0),
             installs: AtomicU64::new(0),
             install_failures: AtomicU64::new(0),
+            progress: Tracker::default(),
         }
     }
 
@@ -222,6 +233,7 @@ impl Packages {
             resolves: self.resolves.load(Ordering::Relaxed),
             installs: self.installs.load(Ordering::Relaxed),
             install_failures: self.install_failures.load(Ordering::Relaxed),
+            in_progress: self.progress.snapshot(),
         }
     }
 
@@ -242,20 +254,46 @@ impl Packages {
         };
         let hash = req.hash();
         let cached = self.lock_resolved().get(&hash).map(Arc::clone);
+        // Tracked (in `/stats`) only once there is work to do.
+        let mut tracked: Option<Tracked<'_>> = None;
         let list = match cached {
             Some(list) => list,
             None => {
-                let list = Arc::new(self.resolve(lambda, &req, &hash)?);
+                let t = tracked.insert(self.progress.begin(lambda, Step::Resolve));
+                let list = Arc::new(self.resolve(lambda, &req, &hash, t)?);
                 self.lock_resolved().put(hash, Arc::clone(&list));
                 list
             }
         };
-        for p in list.iter() {
+        for (i, p) in list.iter().enumerate() {
             if !self.path_of(p).is_dir() {
-                self.install(lambda, p)?;
+                let t = tracked.get_or_insert_with(|| self.progress.begin(lambda, Step::Install));
+                t.installing(p.spec(), i, list.len());
+                self.install(lambda, p, t)?;
             }
         }
         Ok(list.as_ref().clone())
+    }
+
+    /// The lock at `path`; when another call or worker holds it, logs that this one waits for
+    /// the install in progress (`what`), and shows it waiting in `/stats`.
+    fn lock_or_wait(
+        &self,
+        lambda: &LambdaName,
+        path: &Path,
+        what: &str,
+        tracked: &Tracked<'_>,
+    ) -> Result<FileLock, PackageError> {
+        if let Some(lock) = FileLock::try_take(path).map_err(|e| self.internal("lock", path, e))? {
+            return Ok(lock);
+        }
+        tracing::info!(lambda = %lambda, install = what, "waiting for an install in progress (another call or worker holds it)");
+        tracked.waiting(true);
+        let started = Instant::now();
+        let lock = FileLock::take(path).map_err(|e| self.internal("lock", path, e))?;
+        tracked.waiting(false);
+        tracing::info!(lambda = %lambda, install = what, waited_ms = started.elapsed().as_millis() as u64, "the install it waited for is done");
+        Ok(lock)
     }
 
     fn lock_resolved(&self) -> std::sync::MutexGuard<'_, LruCache<String, Arc<Vec<Package>>>> {
@@ -287,10 +325,16 @@ impl Packages {
         lambda: &LambdaName,
         req: &Requirements,
         hash: &str,
+        tracked: &Tracked<'_>,
     ) -> Result<Vec<Package>, PackageError> {
         let saved = self.subdir(".resolved")?.join(format!("{hash}.json"));
         let lock_path = self.subdir(".locks")?.join(format!("resolve-{hash}"));
-        let _lock = FileLock::take(&lock_path).map_err(|e| self.internal("lock", &lock_path, e))?;
+        let _lock = self.lock_or_wait(
+            lambda,
+            &lock_path,
+            &format!("resolving {}", req.file),
+            tracked,
+        )?;
         if let Ok(text) = std::fs::read_to_string(&saved) {
             match serde_json::from_str::<Vec<Package>>(&text) {
                 Ok(list)
@@ -359,11 +403,16 @@ impl Packages {
     }
 
     /// Installs one package into `packages/<name>/<version>/` unless it is there already.
-    fn install(&self, lambda: &LambdaName, p: &Package) -> Result<(), PackageError> {
+    fn install(
+        &self,
+        lambda: &LambdaName,
+        p: &Package,
+        tracked: &Tracked<'_>,
+    ) -> Result<(), PackageError> {
         let lock_path = self
             .subdir(".locks")?
             .join(format!("install-{}-{}", p.name, p.version));
-        let _lock = FileLock::take(&lock_path).map_err(|e| self.internal("lock", &lock_path, e))?;
+        let _lock = self.lock_or_wait(lambda, &lock_path, &p.spec(), tracked)?;
         let dest = self.path_of(p);
         if dest.is_dir() {
             return Ok(());
