@@ -105,14 +105,16 @@ check "re-uploaded bundle answers on the next call" '"bundle v2"' "$(curl -sS -X
 if "$ADMIN" upload -cluster="$cluster" -handler=../x -file="$work/v1.tar.gz" 2>/dev/null; then bad "upload accepted a bad name"; else ok "upload rejects a bad name"; fi
 if "$ADMIN" upload -cluster="$cluster" -handler=y -file="$work/bundle/v1/lambda_func.py" 2>/dev/null; then bad "upload accepted a non-archive"; else ok "upload rejects a non-archive"; fi
 
-echo "e2e: a bundle with requirements.txt (pip installs six on the first call)"
+echo "e2e: a bundle with requirements.txt (admin install puts six in place before the first call)"
 mkdir -p "$work/bundle/deps"
 printf 'import six\ndef handler(event):\n    return "six " + six.__version__\n' > "$work/bundle/deps/lambda_func.py"
 printf '# pinned\nsix==1.17.0\n' > "$work/bundle/deps/requirements.txt"
 tar czf "$work/deps.tar.gz" -C "$work/bundle/deps" .
 "$ADMIN" upload -cluster="$cluster" -handler=withdeps -file="$work/deps.tar.gz"
-check "a handler's requirements are installed and importable" '"six 1.17.0"' "$(curl -sS -X POST "localhost:$PORT/runLambda/withdeps" -d '{}')"
+contains "admin install installs a function's requirements ahead" "withdeps: 1 package ready" "$("$ADMIN" install -cluster="$cluster" withdeps 2>/dev/null)"
 if [ -f "$cluster/packages/six/1.17.0/six.py" ]; then ok "six is installed under packages/six/1.17.0"; else bad "packages/six/1.17.0 missing"; fi
+if "$ADMIN" install -cluster="$cluster" no-such-function 2>/dev/null; then bad "admin install accepted an unknown function"; else ok "admin install refuses an unknown function"; fi
+check "a handler's requirements are importable at its first call" '"six 1.17.0"' "$(curl -sS -X POST "localhost:$PORT/runLambda/withdeps" -d '{}')"
 
 status=$("$ADMIN" status -cluster="$cluster")
 contains "status shows the hello sandbox" "hello" "$(echo "$status" | sed -n '/Cluster containers:/,$p')"
