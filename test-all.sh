@@ -14,6 +14,9 @@ say "set-up (quickstart/deps.sh)"
 say "AWS clients for the tests (tests/clients/setup.sh: pinned boto3 and aws-cli in target/client-venv)"
 ./tests/clients/setup.sh >/dev/null
 
+say "operations test tools (tests/tools/setup.sh: prometheus, chromium, systemd from Debian)"
+./tests/tools/setup.sh
+
 say "Python client: lint and unit tests (clients/python/setup-venv.sh: pinned tools in target/python-client-venv)"
 py_venv=$(./clients/python/setup-venv.sh)
 py_log=$(mktemp)

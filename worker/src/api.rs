@@ -2,6 +2,7 @@
 //!
 //! - `GET /status`: `ready` (200) once the worker serves, 503 while it shuts down
 //! - `GET /stats`: JSON with the worker, its live sandboxes and per-lambda counters
+//! - `GET /metrics`: the same and latency histograms for Prometheus ([`crate::metrics`])
 //! - `POST /runLambda/<name>`: the body (JSON; empty means `{}`) is the event; the answer is the
 //!   handler's return value as JSON
 //! - `POST /functions/<name>/install`: installs the function's packages ahead of its first call
@@ -41,6 +42,7 @@ use crate::WorkerManager;
 pub enum Action {
     Status,
     Stats,
+    Metrics,
     Run(LambdaName),
     /// An HTTP function (`/run/<name>/<path>`), with the path below the name.
     Http {
@@ -99,6 +101,10 @@ pub fn route(method: &Method, path: &str) -> Result<Action, ApiError> {
         "/stats" => match *method {
             Method::GET => Ok(Action::Stats),
             _ => Err(not_allowed("GET")),
+        },
+        "/metrics" => match *method {
+            Method::GET | Method::HEAD => Ok(Action::Metrics),
+            _ => Err(not_allowed("GET, HEAD")),
         },
         "/invocations" => match *method {
             Method::GET => Ok(Action::Invocations),
@@ -185,6 +191,8 @@ pub struct ApiState {
     pub functions: crate::management::Functions,
     /// The Invoke API and the asynchronous queue.
     pub invoke: crate::invoke::InvokeContext,
+    /// One info line per request (`access_log`).
+    pub access_log: bool,
 }
 
 /// Serves one request; never fails at the HTTP level (errors become JSON responses). Blocking
@@ -197,7 +205,21 @@ pub async fn handle(
     let started = Instant::now();
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
-    let result = execute(&state, req, peer).await;
+    let call = call_of(&method, &path, req.uri().query(), req.headers());
+    let span = tracing::info_span!(
+        "request",
+        function = call.as_ref().map(|c| c.0.as_str()),
+        request_id = tracing::field::Empty,
+    );
+    let run = crate::metrics::CALL_START.scope(std::cell::Cell::new(None), async {
+        let result = execute(&state, req, peer).await;
+        (
+            result,
+            crate::metrics::CALL_START.with(std::cell::Cell::get),
+        )
+    });
+    let (result, start) = tracing::Instrument::instrument(run, span.clone()).await;
+    let _entered = span.enter();
     let response = match result {
         Ok(resp) => resp,
         Err(err) => {
@@ -209,8 +231,76 @@ pub async fn handle(
             err.into_response()
         }
     };
-    tracing::debug!(%method, %path, status = response.status().as_u16(), ms = started.elapsed().as_secs_f64() * 1e3, "request");
+    let status = response.status().as_u16();
+    if let Some((function, kind)) = &call {
+        let metrics = state.manager.metrics();
+        // A 404 that reached no sandbox names no function: it counts under `other` (unless
+        // the name has its own entry), so made-up names cannot take the labels' places.
+        let into = if status == 404 && start.is_none() {
+            metrics
+                .get(function.as_str())
+                .unwrap_or_else(|| metrics.other())
+        } else {
+            metrics.of(function.as_str())
+        };
+        into.count(*kind, status);
+    }
+    if state.access_log {
+        let start = match start {
+            Some(true) => "cold",
+            Some(false) => "warm",
+            None => "-",
+        };
+        let ms = (started.elapsed().as_secs_f64() * 1e6).round() / 1e3;
+        tracing::info!(%method, %path, status, duration_ms = ms, start, "access");
+    }
     Ok(response)
+}
+
+/// The function and path kind of a request that calls a function (for `/metrics`), from its
+/// method, path, query and headers; `None` for anything else (or a name that does not parse).
+fn call_of(
+    method: &Method,
+    path: &str,
+    query: Option<&str>,
+    headers: &http::HeaderMap,
+) -> Option<(LambdaName, crate::metrics::Kind)> {
+    use crate::metrics::Kind;
+    match route(method, path).ok()? {
+        Action::Run(name) => Some((
+            name,
+            if is_async(query) {
+                Kind::Async
+            } else {
+                Kind::Sync
+            },
+        )),
+        Action::Http { name, .. } => Some((name, Kind::Http)),
+        Action::Invoke { function, legacy } => {
+            let event = headers
+                .get("x-amz-invocation-type")
+                .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"Event"));
+            let kind = if legacy || event {
+                Kind::Async
+            } else {
+                Kind::Sync
+            };
+            Some((LambdaName::parse(invoked_name(&function)).ok()?, kind))
+        }
+        _ => None,
+    }
+}
+
+/// The function's name in an Invoke API `FunctionName`: a name, `name:qualifier`, or an ARN
+/// (`arn:aws:lambda:<region>:<account>:function:<name>[:qualifier]`).
+fn invoked_name(function: &str) -> &str {
+    let mut parts = function.split(':');
+    if function.starts_with("arn:") {
+        let mut after = parts.skip_while(|p| *p != "function");
+        after.next();
+        return after.next().unwrap_or(function);
+    }
+    parts.next().unwrap_or(function)
 }
 
 async fn execute(
@@ -230,6 +320,29 @@ async fn execute(
                 });
             }
             Ok(text(StatusCode::OK, "ready"))
+        }
+        Action::Metrics => {
+            // Reads cgroup files and /proc/self: on the blocking pool.
+            let format = crate::metrics::Format::from_accept(
+                req.headers()
+                    .get(header::ACCEPT)
+                    .and_then(|v| v.to_str().ok()),
+            );
+            let state = Arc::clone(state);
+            let text = tokio::task::spawn_blocking(move || crate::metrics::render(&state, format))
+                .await
+                .map_err(|e| ApiError::Internal {
+                    message: format!("metrics task failed: {e}"),
+                })?
+                .map_err(|e| ApiError::Internal {
+                    message: format!("cannot encode the metrics: {e}"),
+                })?;
+            let mut resp = Response::new(Full::new(Bytes::from(text)));
+            resp.headers_mut().insert(
+                header::CONTENT_TYPE,
+                header::HeaderValue::from_static(format.content_type()),
+            );
+            Ok(resp)
         }
         Action::Stats => {
             // Reads every sandbox's and zygote's cgroup: on the blocking pool.
@@ -416,7 +529,7 @@ fn stats_json(state: &ApiState) -> serde_json::Value {
             "sandboxes_live": m.live_count(),
         },
         "sandboxes": m.live(),
-        "lambdas": m.lambda_stats(),
+        "lambdas": lambdas_json(m),
         "timings": m.timings().snapshot(),
         "packages": m.backend().package_stats(),
         "cache": m.cache_stats(),
@@ -429,6 +542,25 @@ fn stats_json(state: &ApiState) -> serde_json::Value {
             .and_then(|q| q.store().counts().ok())
             .map(|c| crate::invoke::counts_json(&c)),
     })
+}
+
+/// Each lambda's counters, with its call latency percentiles (`latency_ms`, cold and warm
+/// calls together) when it has a label of its own in the metrics.
+fn lambdas_json(m: &WorkerManager) -> serde_json::Value {
+    let mut out = serde_json::Map::new();
+    for (name, stats) in m.lambda_stats() {
+        let mut v = serde_json::to_value(stats).unwrap_or_default();
+        if let (Some(f), Some(obj)) = (m.metrics().get(&name), v.as_object_mut()) {
+            let h = f.cold.snapshot().merged(&f.warm.snapshot());
+            let ms = |q: f64| h.quantile(q).map(|s| (s * 1e6).round() / 1e3);
+            obj.insert(
+                "latency_ms".to_owned(),
+                json!({"p50": ms(0.5), "p90": ms(0.9), "p99": ms(0.99), "count": h.count}),
+            );
+        }
+        out.insert(name, v);
+    }
+    serde_json::Value::Object(out)
 }
 
 fn text(status: StatusCode, body: &'static str) -> Response<Full<Bytes>> {
@@ -470,6 +602,14 @@ mod tests {
     fn routes() {
         assert_eq!(route(&Method::GET, "/status").unwrap(), Action::Status);
         assert_eq!(route(&Method::GET, "/stats").unwrap(), Action::Stats);
+        assert_eq!(route(&Method::GET, "/metrics").unwrap(), Action::Metrics);
+        assert_eq!(route(&Method::POST, "/metrics").unwrap_err().status(), 405);
+        assert_eq!(invoked_name("hello"), "hello");
+        assert_eq!(invoked_name("hello:$LATEST"), "hello");
+        assert_eq!(
+            invoked_name("arn:aws:lambda:us-east-1:000000000000:function:hi:3"),
+            "hi"
+        );
         assert_eq!(
             route(&Method::POST, "/runLambda/hello").unwrap(),
             Action::Run(LambdaName::parse("hello").unwrap())

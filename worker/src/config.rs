@@ -30,6 +30,18 @@ pub enum ConfigError {
 
 pub type Result<T> = std::result::Result<T, ConfigError>;
 
+/// How the worker writes its log lines.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// tracing's text lines: time, level, message, fields.
+    #[default]
+    Text,
+    /// One JSON object a line (tracing-subscriber's JSON format), with the current span's
+    /// fields (the request id and function of a request).
+    Json,
+}
+
 /// Where function code comes from: `"local"` (the `registry_dir` directory, OpenLambda's
 /// default) or the URL of a registry server (`"http://host:port"`, set by `admin registry`),
 /// whose functions the worker unpacks into `<worker_dir>/registry-cache`.
@@ -225,6 +237,21 @@ pub struct Config {
     pub max_connections: usize,
     /// Log filter (`error`, `warn`, `info`, `debug`, `trace`, or a tracing-subscriber directive).
     pub log_level: String,
+    /// How log lines are written: `text` (for people) or `json` (one object a line, for log
+    /// collectors; `docs/logging.md`).
+    pub log_format: LogFormat,
+    /// One info line per HTTP request: method, path, status, duration, cold or warm start.
+    pub access_log: bool,
+    /// The worker's log file (`admin workers` sets `<cluster>/logs/worker-N.out`); empty: the
+    /// log goes to stderr only (journald under systemd).
+    pub log_file: PathBuf,
+    /// The log file is rotated once it holds this many bytes (`X` becomes `X.1`, ...).
+    pub log_file_bytes: u64,
+    /// Rotated log files kept (`X.1` .. `X.N`).
+    pub log_files: u32,
+    /// Functions that get a label of their own in `/metrics`; calls of functions beyond them
+    /// share the label `other` (`docs/metrics.md`).
+    pub metrics_max_functions: usize,
     /// Where handler logs are kept: `<function_log_dir>/<name>/<worker>.log` (`admin` sets
     /// `<cluster>/logs/functions`); empty: `<worker_dir>/function-logs`.
     pub function_log_dir: PathBuf,
@@ -301,6 +328,12 @@ impl Default for Config {
             max_queue_per_lambda: 256,
             max_connections: 1024,
             log_level: "info".to_owned(),
+            log_format: LogFormat::Text,
+            access_log: true,
+            log_file: PathBuf::new(),
+            log_file_bytes: 64 << 20,
+            log_files: 5,
+            metrics_max_functions: 100,
             function_log_dir: PathBuf::new(),
             function_log_file_bytes: 8 * 1024 * 1024,
             function_log_files: 2,
@@ -421,6 +454,12 @@ impl Config {
         }
         if self.handler_cache_size == 0 {
             return bad("handler_cache_size", "must be at least 1");
+        }
+        if !self.log_file.as_os_str().is_empty() && self.log_file_bytes < 4096 {
+            return bad("log_file_bytes", "must be at least 4096");
+        }
+        if self.metrics_max_functions == 0 {
+            return bad("metrics_max_functions", "must be at least 1");
         }
         if self.max_body_bytes == 0 {
             return bad("max_body_bytes", "must be at least 1");

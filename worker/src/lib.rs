@@ -29,6 +29,7 @@ pub mod launch;
 pub mod logs;
 pub mod management;
 pub mod manager;
+pub mod metrics;
 pub mod name;
 pub mod packages;
 pub mod registry;

@@ -140,6 +140,7 @@ impl Worker {
                 queue: Some(Arc::clone(&queue)),
                 async_payload_bytes: cfg.async_payload_bytes,
             },
+            access_log: cfg.access_log,
         });
         let (stop, stop_rx) = watch::channel(false);
         let dispatch_task = tokio::spawn(Arc::clone(&queue).run(stop_rx.clone()));

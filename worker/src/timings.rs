@@ -1,5 +1,6 @@
-//! Where a call's time goes: per-phase counters, cheap enough to keep always on (two relaxed
-//! atomic adds and a compare-exchange loop per phase), shown by `/stats` under `timings`.
+//! Where a call's time goes: per-phase counters, cheap enough to keep always on (four relaxed
+//! atomic adds and a compare-exchange loop per phase), shown by `/stats` under `timings` and by
+//! `/metrics` as `lambdaworker_phase_duration_seconds`.
 //!
 //! Phases of a call, in the order they happen (a cold call has `packages`, `capacity`, `spawn`
 //! and `first_call`; a warm one `take_idle`, maybe `unpause`, and `call`):
@@ -28,6 +29,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use serde::Serialize;
+
+use crate::metrics::{Histogram, Snapshot};
 
 /// One measured phase (see the module docs).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -104,19 +107,23 @@ struct Slot {
     max_ns: AtomicU64,
 }
 
-/// Totals of one phase as shown by `/stats` (times in milliseconds).
+/// Totals of one phase as shown by `/stats` (times in milliseconds; the percentiles
+/// estimated from the phase's histogram, as Prometheus's `histogram_quantile` would).
 #[derive(Debug, Clone, Copy, Serialize, PartialEq)]
 pub struct PhaseTotals {
     pub count: u64,
     pub total_ms: f64,
     pub mean_ms: f64,
     pub max_ms: f64,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
 }
 
-/// Per-phase counters of one worker.
+/// Per-phase counters of one worker, and a latency histogram per phase (`/metrics`).
 #[derive(Debug, Default)]
 pub struct Timings {
     slots: [Slot; Phase::ALL.len()],
+    histograms: [Histogram; Phase::ALL.len()],
 }
 
 impl Timings {
@@ -127,6 +134,12 @@ impl Timings {
         slot.count.fetch_add(1, Ordering::Relaxed);
         slot.total_ns.fetch_add(ns, Ordering::Relaxed);
         slot.max_ns.fetch_max(ns, Ordering::Relaxed);
+        self.histograms[phase as usize].record(took);
+    }
+
+    /// The histogram of `phase`.
+    pub fn histogram(&self, phase: Phase) -> Snapshot {
+        self.histograms[phase as usize].snapshot()
     }
 
     /// Totals of every phase seen at least once, by name.
@@ -140,6 +153,8 @@ impl Timings {
                     return None;
                 }
                 let total_ms = slot.total_ns.load(Ordering::Relaxed) as f64 / 1e6;
+                let h = self.histogram(phase);
+                let ms = |q: f64| round3(h.quantile(q).unwrap_or(0.0) * 1e3);
                 Some((
                     phase.name(),
                     PhaseTotals {
@@ -147,6 +162,8 @@ impl Timings {
                         total_ms: round3(total_ms),
                         mean_ms: round3(total_ms / count as f64),
                         max_ms: round3(slot.max_ns.load(Ordering::Relaxed) as f64 / 1e6),
+                        p50_ms: ms(0.5),
+                        p99_ms: ms(0.99),
                     },
                 ))
             })
@@ -184,7 +201,10 @@ mod tests {
                 count: 2,
                 total_ms: 2.0,
                 mean_ms: 1.0,
-                max_ms: 1.5
+                max_ms: 1.5,
+                // Both in the (0.25 ms, 0.5 ms] and (1 ms, 2.5 ms] buckets.
+                p50_ms: 0.5,
+                p99_ms: 2.47,
             }
         );
         assert_eq!(s["spawn"].count, 1);

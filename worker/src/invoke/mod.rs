@@ -54,10 +54,13 @@ pub fn caller_request_id(headers: &HeaderMap) -> Result<RequestId, InvalidReques
     let given = ["x-amz-request-id", "x-request-id"]
         .iter()
         .find_map(|h| headers.get(*h));
-    match given {
-        None => Ok(RequestId::new()),
-        Some(v) => RequestId::given(&String::from_utf8_lossy(v.as_bytes())),
-    }
+    let id = match given {
+        None => RequestId::new(),
+        Some(v) => RequestId::given(&String::from_utf8_lossy(v.as_bytes()))?,
+    };
+    // Every later log line of the request carries it (the request's span, `crate::api`).
+    tracing::Span::current().record("request_id", tracing::field::display(&id));
+    Ok(id)
 }
 
 /// Adds the request id headers to `headers`.

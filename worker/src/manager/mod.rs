@@ -94,6 +94,8 @@ pub struct Manager<B: Backend> {
     next_id: AtomicU64,
     closing: AtomicBool,
     timings: Timings,
+    /// Calls and latency per function (`/metrics`), bounded by `metrics_max_functions`.
+    metrics: crate::metrics::Functions,
     counters: CacheCounters,
     /// The function logs' writer, which every sandbox's capture sends to.
     logs: Arc<LogWriter>,
@@ -144,6 +146,7 @@ impl<B: Backend> Manager<B> {
             next_id: AtomicU64::new(1),
             closing: AtomicBool::new(false),
             timings: Timings::default(),
+            metrics: crate::metrics::Functions::new(cfg.metrics_max_functions),
             counters: CacheCounters::default(),
             backend,
             cfg,
@@ -158,6 +161,11 @@ impl<B: Backend> Manager<B> {
     /// Per-phase timings of this worker's calls.
     pub fn timings(&self) -> &Timings {
         &self.timings
+    }
+
+    /// Calls and latency per function, as `/metrics` exports them.
+    pub fn metrics(&self) -> &crate::metrics::Functions {
+        &self.metrics
     }
 
     /// The function logs' writer.
@@ -199,6 +207,7 @@ impl<B: Backend> Manager<B> {
         request_id: &RequestId,
         options: InvokeOptions,
     ) -> Invoked {
+        let started = Instant::now();
         let mut report = CallReport::default();
         let mut events = None;
         // 1. Resolve (counts the call in the lambda's pool).
@@ -216,6 +225,14 @@ impl<B: Backend> Manager<B> {
             }
             Err(e) => Err(e),
         };
+        // A call that reached a sandbox: its latency, by start.
+        if !report.duration.is_zero() {
+            let cold = report.init.is_some();
+            self.metrics
+                .of(name.as_str())
+                .latency(cold, started.elapsed());
+            crate::metrics::note_start(cold);
+        }
         Invoked {
             result,
             report,
