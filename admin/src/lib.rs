@@ -7,3 +7,4 @@
 //! `worker` library.
 
 pub mod cluster;
+pub mod service;

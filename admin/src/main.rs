@@ -1,6 +1,6 @@
 //! `admin`: lambdaworker's cluster tool (`new`, `setconf`, `workers`, `worker-exec`, `status`,
 //! `kill`, `registry`, `registry-exec`, `upload`, `functions`, `create`, `update`, `delete`,
-//! `layer`, `invocations`, `logs`, `install`), in the spirit of OpenLambda's. Thin: each command is a file in `commands/`, the logic
+//! `layer`, `invocations`, `logs`, `install`, `install-service`), in the spirit of OpenLambda's. Thin: each command is a file in `commands/`, the logic
 //! lives in the libraries (`admin::cluster` for clusters, `worker` for the rest). Go-style flags
 //! (`-cluster X`) are rewritten before clap parses, as for the `worker` binary
 //! ([`worker::argv`]).
@@ -65,6 +65,8 @@ enum Cmd {
     Logs(commands::logs::Args),
     /// Install a function's packages (requirements.txt) ahead of its first call
     Install(commands::install::Args),
+    /// Write systemd units for the cluster's workers and enable them (instead of `workers`)
+    InstallService(commands::install_service::Args),
 }
 
 fn main() -> ExitCode {
@@ -90,6 +92,7 @@ fn main() -> ExitCode {
         Cmd::Layer(a) => commands::layer::run(a),
         Cmd::Logs(a) => commands::logs::run(a),
         Cmd::Install(a) => commands::install::run(a),
+        Cmd::InstallService(a) => commands::install_service::run(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

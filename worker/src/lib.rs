@@ -26,6 +26,7 @@ pub mod invocations;
 pub mod invoke;
 pub mod lambda_config;
 pub mod launch;
+pub mod logging;
 pub mod logs;
 pub mod management;
 pub mod manager;
@@ -34,9 +35,11 @@ pub mod name;
 pub mod packages;
 pub mod registry;
 pub mod registry_server;
+pub mod rotation;
 pub mod runtime_client;
 pub mod serve;
 mod server;
+pub mod systemd;
 pub mod timings;
 pub mod zygote;
 
@@ -94,14 +97,8 @@ pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// Initializes tracing (to stderr) once per process with the given filter; later calls are no-ops.
+/// Initializes tracing (text, to stderr) once per process with the given filter; later calls
+/// are no-ops. A worker started from its config uses [`logging::init`] instead.
 pub fn init_tracing(filter: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_new(filter)
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_target(false)
-        .try_init();
+    logging::init_stderr(filter);
 }

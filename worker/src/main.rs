@@ -30,7 +30,13 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    worker::init_tracing(&cfg.log_level);
+    let _logging = match worker::logging::init(&worker::logging::Settings::of(&cfg)) {
+        Ok(guard) => guard,
+        Err(e) => {
+            eprintln!("worker: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

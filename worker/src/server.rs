@@ -317,10 +317,12 @@ pub async fn run_until_signal(config: Config) -> Result<(), WorkerError> {
     let mut term = watch(SignalKind::terminate(), "SIGTERM")?;
     let mut int = watch(SignalKind::interrupt(), "SIGINT")?;
     let worker = Worker::start(config).await?;
+    crate::systemd::ready(worker.local_addr());
     tokio::select! {
         _ = term.recv() => tracing::info!("SIGTERM received"),
         _ = int.recv() => tracing::info!("SIGINT received"),
     }
+    crate::systemd::stopping();
     worker.shutdown().await
 }
 

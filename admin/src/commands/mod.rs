@@ -4,6 +4,7 @@ pub mod delete;
 pub mod deploy;
 pub mod functions;
 pub mod install;
+pub mod install_service;
 pub mod invocations;
 pub mod kill;
 pub mod layer;

@@ -1,5 +1,6 @@
-//! `admin worker-exec --config=FILE`: runs one worker in the foreground, logging to the terminal,
-//! until SIGTERM or SIGINT (Ctrl-C), then shuts it down gracefully.
+//! `admin worker-exec --config=FILE`: runs one worker in the foreground, logging to the terminal
+//! (or to the config's `log_file`), until SIGTERM or SIGINT (Ctrl-C), then shuts it down
+//! gracefully. Under systemd it says READY=1 once it serves and STOPPING=1 when it stops.
 
 use std::path::PathBuf;
 
@@ -15,7 +16,7 @@ pub struct Args {
 
 pub fn run(args: &Args) -> anyhow::Result<()> {
     let cfg = Config::load(&args.config)?;
-    worker::init_tracing(&cfg.log_level);
+    let _logging = worker::logging::init(&worker::logging::Settings::of(&cfg))?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -1,7 +1,8 @@
 //! `admin workers -cluster DIR [--num-workers N] [--port P]`: starts N workers in the background.
 //!
 //! For worker i, in order: refuse if `logs/worker-i.pid` names a live worker; write
-//! `config/worker-i.json` (template + `worker_dir` + port P+i); create `workers/worker-i/`;
+//! `config/worker-i.json` (template + `worker_dir` + port P+i + `log_file` `logs/worker-i.out`,
+//! which the worker rotates by size); create `workers/worker-i/`;
 //! refuse if the port is taken; start `admin worker-exec --config=...` in a new session (it
 //! survives the terminal) with output appended to `logs/worker-i.out`; write `logs/worker-i.pid`;
 //! wait until `GET /status` answers `ready`. If a worker fails, it and the workers this command
@@ -83,10 +84,7 @@ fn start_worker(
     first_port: u16,
 ) -> anyhow::Result<Started> {
     let name = format!("worker-{i}");
-    let port = u16::try_from(i)
-        .ok()
-        .and_then(|i| first_port.checked_add(i))
-        .ok_or_else(|| anyhow!("{name}: port {first_port} + {i} is not a valid port"))?;
+    let port = port_of(i, first_port)?;
     let pid_file = cluster.pid_file(i);
     if let Some(pid) = process::read_pid_file(&pid_file)? {
         if process::is_alive(pid) && process::is_worker_process(pid) {
@@ -99,23 +97,7 @@ fn start_worker(
         process::remove_pid_file(&pid_file)?;
     }
 
-    let mut cfg = template.clone();
-    cfg.worker_dir = cluster.worker_dir(i);
-    cfg.worker_port = port;
-    if cfg.function_log_dir.as_os_str().is_empty() {
-        // A template from before handler logs: the cluster's place for them.
-        cfg.function_log_dir = cluster.root().join("logs").join("functions");
-    }
-    if cfg.lambda_uids_file.as_os_str().is_empty() {
-        // One table for the cluster: a lambda acts as the same host uid on every worker.
-        cfg.lambda_uids_file = cluster.root().join("workers").join("lambda-uids");
-    }
-    std::fs::create_dir_all(&cfg.worker_dir)
-        .with_context(|| format!("cannot create {}", cfg.worker_dir.display()))?;
-    let cfg_path = cluster.worker_config(i);
-    cfg.validate_for_worker()
-        .with_context(|| format!("{name} (from {})", cluster.template().display()))?;
-    cfg.save(&cfg_path)?;
+    let (cfg, cfg_path) = write_config(cluster, template, i, port, Output::LogFile)?;
 
     let host = local_host(&cfg.worker_host).to_owned();
     if port_in_use(&host, port) {
@@ -160,6 +142,60 @@ fn start_worker(
             )
         }
     }
+}
+
+/// Where a worker's log goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Output {
+    /// `logs/worker-i.out`, rotated by the worker (`admin workers`), unless the template names
+    /// a `log_file`.
+    LogFile,
+    /// stderr, which systemd hands to its journal (`admin install-service`), unless the template
+    /// names a `log_file`.
+    Stderr,
+}
+
+/// Writes `config/worker-i.json`: the template with `worker_dir`, `port`, the cluster's places
+/// for handler logs and the lambda uid table, and the log file per `output`; creates the
+/// worker's directory. The config and its path.
+pub fn write_config(
+    cluster: &ClusterDir,
+    template: &Config,
+    i: u32,
+    port: u16,
+    output: Output,
+) -> anyhow::Result<(Config, PathBuf)> {
+    let name = format!("worker-{i}");
+    let mut cfg = template.clone();
+    cfg.worker_dir = cluster.worker_dir(i);
+    cfg.worker_port = port;
+    if cfg.function_log_dir.as_os_str().is_empty() {
+        // A template from before handler logs: the cluster's place for them.
+        cfg.function_log_dir = cluster.root().join("logs").join("functions");
+    }
+    if cfg.log_file.as_os_str().is_empty() && output == Output::LogFile {
+        // The worker writes and rotates the log this command starts it with.
+        cfg.log_file = cluster.log_file(i);
+    }
+    if cfg.lambda_uids_file.as_os_str().is_empty() {
+        // One table for the cluster: a lambda acts as the same host uid on every worker.
+        cfg.lambda_uids_file = cluster.root().join("workers").join("lambda-uids");
+    }
+    std::fs::create_dir_all(&cfg.worker_dir)
+        .with_context(|| format!("cannot create {}", cfg.worker_dir.display()))?;
+    let cfg_path = cluster.worker_config(i);
+    cfg.validate_for_worker()
+        .with_context(|| format!("{name} (from {})", cluster.template().display()))?;
+    cfg.save(&cfg_path)?;
+    Ok((cfg, cfg_path))
+}
+
+/// The port of worker `i` when the first has `first_port`.
+pub fn port_of(i: u32, first_port: u16) -> anyhow::Result<u16> {
+    u16::try_from(i)
+        .ok()
+        .and_then(|i| first_port.checked_add(i))
+        .ok_or_else(|| anyhow!("worker-{i}: port {first_port} + {i} is not a valid port"))
 }
 
 /// Polls `/status` until it answers 200 `ready`, the child exits, or [`READY_TIMEOUT`] passes;

@@ -500,20 +500,7 @@ impl WriterThread {
         if let Some(mut open) = self.files.pop(function) {
             let _ = open.file.flush();
         }
-        let keep = self.settings.files;
-        let result = if keep == 0 {
-            std::fs::remove_file(self.path(function, 0))
-        } else {
-            (1..keep)
-                .rev()
-                .try_for_each(|n| {
-                    match std::fs::rename(self.path(function, n), self.path(function, n + 1)) {
-                        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
-                        _ => Ok(()),
-                    }
-                })
-                .and_then(|()| std::fs::rename(self.path(function, 0), self.path(function, 1)))
-        };
+        let result = crate::rotation::shift(|n| self.path(function, n), self.settings.files);
         if let Err(e) = result {
             self.warn(&format!("cannot rotate the log of {function}: {e}"));
         }
