@@ -45,7 +45,10 @@ fn the_units_it_writes_verify_and_it_says_when_systemd_is_absent() {
         assert!(out.contains(&instance), "{out}");
         verify(&units.join(&instance));
     }
-    assert!(out.contains("systemctl daemon-reload && systemctl enable --now"), "{out}");
+    assert!(
+        out.contains("systemctl daemon-reload && systemctl enable --now"),
+        "{out}"
+    );
 
     if !Path::new("/run/systemd/system").is_dir() {
         let err = fails(&["install-service", &c.flag(), &units_flag]);
