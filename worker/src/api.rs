@@ -1,5 +1,6 @@
 //! The HTTP API: parsing a request into a typed [`Action`], then executing it.
 //!
+//! - `GET /` (and `/dashboard`): the dashboard page, which draws `/stats` ([`crate::dashboard`])
 //! - `GET /status`: `ready` (200) once the worker serves, 503 while it shuts down
 //! - `GET /stats`: JSON with the worker, its live sandboxes and per-lambda counters
 //! - `GET /metrics`: the same and latency histograms for Prometheus ([`crate::metrics`])
@@ -43,6 +44,8 @@ pub enum Action {
     Status,
     Stats,
     Metrics,
+    /// The dashboard's page or one of its files.
+    Dashboard(crate::dashboard::Asset),
     Run(LambdaName),
     /// An HTTP function (`/run/<name>/<path>`), with the path below the name.
     Http {
@@ -78,6 +81,9 @@ pub fn route(method: &Method, path: &str) -> Result<Action, ApiError> {
     }
     if let Some(rest) = path.strip_prefix("/run/") {
         return http_route(rest);
+    }
+    if let Some(asset) = crate::dashboard::route(method, path) {
+        return asset.map(Action::Dashboard);
     }
     if let Some(raw) = path
         .strip_prefix("/functions/")
@@ -321,6 +327,7 @@ async fn execute(
             }
             Ok(text(StatusCode::OK, "ready"))
         }
+        Action::Dashboard(asset) => Ok(crate::dashboard::serve(asset, req.headers())),
         Action::Metrics => {
             // Reads cgroup files and /proc/self: on the blocking pool.
             let format = crate::metrics::Format::from_accept(

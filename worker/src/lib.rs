@@ -16,6 +16,7 @@ pub mod aws;
 pub mod bundle;
 pub mod cleanup;
 pub mod config;
+pub mod dashboard;
 pub mod error;
 pub mod files;
 pub mod functions;
