@@ -3,8 +3,9 @@
 //!
 //! [`cluster`] owns the cluster directory layout, its template config, the cached base root
 //! filesystem (debootstrap, apt mirror, hardlink copy) and the embedded cluster-template files.
-//! The `admin` binary (`main.rs` and `commands/`) is a thin CLI over this library and the
+//! [`preflight`] says what `admin doctor` checks for a cluster. The `admin` binary (`main.rs` and `commands/`) is a thin CLI over this library and the
 //! `worker` library.
 
 pub mod cluster;
+pub mod preflight;
 pub mod service;

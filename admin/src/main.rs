@@ -1,6 +1,7 @@
 //! `admin`: lambdaworker's cluster tool (`new`, `setconf`, `workers`, `worker-exec`, `status`,
 //! `kill`, `registry`, `registry-exec`, `upload`, `functions`, `create`, `update`, `delete`,
-//! `layer`, `invocations`, `logs`, `install`, `install-service`), in the spirit of OpenLambda's. Thin: each command is a file in `commands/`, the logic
+//! `layer`, `invocations`, `logs`, `install`, `install-service`, `doctor`), in the spirit of
+//! OpenLambda's. Thin: each command is a file in `commands/`, the logic
 //! lives in the libraries (`admin::cluster` for clusters, `worker` for the rest). Go-style flags
 //! (`-cluster X`) are rewritten before clap parses, as for the `worker` binary
 //! ([`worker::argv`]).
@@ -67,6 +68,8 @@ enum Cmd {
     Install(commands::install::Args),
     /// Write systemd units for the cluster's workers and enable them (instead of `workers`)
     InstallService(commands::install_service::Args),
+    /// Check the kernel and the host before anything starts: each check OK, WARN or FAIL with its fix
+    Doctor(commands::doctor::Args),
 }
 
 fn main() -> ExitCode {
@@ -93,6 +96,7 @@ fn main() -> ExitCode {
         Cmd::Logs(a) => commands::logs::run(a),
         Cmd::Install(a) => commands::install::run(a),
         Cmd::InstallService(a) => commands::install_service::run(a),
+        Cmd::Doctor(a) => commands::doctor::run(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -34,6 +34,7 @@ pub mod manager;
 pub mod metrics;
 pub mod name;
 pub mod packages;
+pub mod preflight;
 pub mod registry;
 pub mod registry_server;
 pub mod rotation;

@@ -2,6 +2,7 @@
 
 pub mod delete;
 pub mod deploy;
+pub mod doctor;
 pub mod functions;
 pub mod install;
 pub mod install_service;

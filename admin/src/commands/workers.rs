@@ -1,6 +1,7 @@
 //! `admin workers -cluster DIR [--num-workers N] [--port P]`: starts N workers in the background.
 //!
-//! For worker i, in order: refuse if `logs/worker-i.pid` names a live worker; write
+//! First the quick checks of `admin doctor` (kernel, cgroups, base; `--skip-checks` skips
+//! them): a failure refuses before anything starts. Then for worker i, in order: refuse if `logs/worker-i.pid` names a live worker; write
 //! `config/worker-i.json` (template + `worker_dir` + port P+i + `log_file` `logs/worker-i.out`,
 //! which the worker rotates by size); create `workers/worker-i/`;
 //! refuse if the port is taken; start `admin worker-exec --config=...` in a new session (it
@@ -39,6 +40,9 @@ pub struct Args {
     /// Port of the first worker [default: the template's worker_port]
     #[arg(long, value_name = "P")]
     pub port: Option<u16>,
+    /// Start without the host checks of admin doctor that run first (kernel, cgroups, base)
+    #[arg(long)]
+    pub skip_checks: bool,
 }
 
 /// A worker started by this command.
@@ -57,6 +61,9 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
             "worker_port is 0 in {}: pass --port P",
             cluster.template().display()
         );
+    }
+    if !args.skip_checks {
+        super::doctor::before_workers(&cluster, &template)?;
     }
     let exe = std::env::current_exe().context("cannot locate the admin binary")?;
     let mut started: Vec<Started> = Vec::new();
