@@ -40,3 +40,11 @@ for b in admin worker; do
     mv -f "bin/$b.tmp" "bin/$b"
 done
 say "installed ./bin/admin and ./bin/worker"
+# Man pages and shell completions, from the same definitions admin parses.
+share=target/share
+./bin/admin man --dir "$share/man/man1" >/dev/null
+mkdir -p "$share/completions"
+./bin/admin completions bash >"$share/completions/admin.bash"
+./bin/admin completions zsh >"$share/completions/_admin"
+./bin/admin completions fish >"$share/completions/admin.fish"
+say "man pages in $share/man (man -M $share/man admin-doctor), completions in $share/completions"

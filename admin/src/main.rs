@@ -1,6 +1,6 @@
 //! `admin`: lambdaworker's cluster tool (`new`, `setconf`, `workers`, `worker-exec`, `status`,
 //! `kill`, `registry`, `registry-exec`, `upload`, `functions`, `create`, `update`, `delete`,
-//! `layer`, `invocations`, `logs`, `install`, `install-service`, `doctor`), in the spirit of
+//! `layer`, `invocations`, `logs`, `install`, `install-service`, `doctor`, `completions`, `man`), in the spirit of
 //! OpenLambda's. Thin: each command is a file in `commands/`, the logic
 //! lives in the libraries (`admin::cluster` for clusters, `worker` for the rest). Go-style flags
 //! (`-cluster X`) are rewritten before clap parses, as for the `worker` binary
@@ -70,6 +70,10 @@ enum Cmd {
     InstallService(commands::install_service::Args),
     /// Check the kernel and the host before anything starts: each check OK, WARN or FAIL with its fix
     Doctor(commands::doctor::Args),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell)
+    Completions(commands::completions::Args),
+    /// Write man pages for admin and each of its commands
+    Man(commands::completions::ManArgs),
 }
 
 fn main() -> ExitCode {
@@ -97,6 +101,8 @@ fn main() -> ExitCode {
         Cmd::Install(a) => commands::install::run(a),
         Cmd::InstallService(a) => commands::install_service::run(a),
         Cmd::Doctor(a) => commands::doctor::run(a),
+        Cmd::Completions(a) => commands::completions::run(a),
+        Cmd::Man(a) => commands::completions::run_man(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -130,6 +136,39 @@ mod tests {
 
     fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
         Cli::try_parse_from(argv::normalize(args.iter().map(std::ffi::OsString::from)))
+    }
+
+    /// Every command and every argument says what it is for in `--help` (and so in the man
+    /// pages and completions generated from the same definitions).
+    #[test]
+    fn every_command_and_argument_has_help() {
+        fn walk(cmd: &clap::Command, path: &str, missing: &mut Vec<String>) {
+            if cmd.get_about().is_none() {
+                missing.push(format!("{path}: no about"));
+            }
+            for arg in cmd.get_arguments() {
+                let id = arg.get_id().as_str();
+                if id == "help" || id == "version" {
+                    continue;
+                }
+                if arg.get_help().is_none() {
+                    missing.push(format!("{path} {id}: no help"));
+                }
+            }
+            for sub in cmd.get_subcommands() {
+                walk(sub, &format!("{path} {}", sub.get_name()), missing);
+            }
+        }
+        let mut cmd = <Cli as clap::CommandFactory>::command();
+        cmd.build();
+        cmd.clone().debug_assert();
+        let mut missing = Vec::new();
+        walk(&cmd, "admin", &mut missing);
+        assert!(missing.is_empty(), "{missing:#?}");
+        let names: Vec<&str> = cmd.get_subcommands().map(|s| s.get_name()).collect();
+        for name in ["doctor", "completions", "man", "install", "install-service"] {
+            assert!(names.contains(&name), "{names:?}");
+        }
     }
 
     #[test]

@@ -56,3 +56,42 @@ fn usage_errors_exit_2_with_one_line() {
          (usage: admin new --cluster <DIR>; see --help)\n"
     );
 }
+
+#[test]
+fn completions_and_man_pages_cover_every_command() {
+    let out = admin(&["completions", "bash"]);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let script = text(&out.stdout);
+    for word in ["doctor", "install-service", "--skip-checks", "--json"] {
+        assert!(script.contains(word), "no {word} in the bash completions");
+    }
+    // bash itself accepts the script.
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("admin.bash");
+    std::fs::write(&file, &script).unwrap();
+    let check = Command::new("bash").arg("-n").arg(&file).output().unwrap();
+    assert!(check.status.success(), "{}", text(&check.stderr));
+    for shell in ["zsh", "fish"] {
+        let out = admin(&["completions", shell]);
+        assert_eq!(out.status.code(), Some(0), "{shell}");
+        assert!(text(&out.stdout).contains("doctor"), "{shell}");
+    }
+    let bad = admin(&["completions", "tcsh"]);
+    assert_eq!(bad.status.code(), Some(2));
+
+    let man = dir.path().join("man1");
+    let out = admin(&["man", "--dir", man.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    for page in [
+        "admin",
+        "admin-doctor",
+        "admin-workers",
+        "admin-layer-publish",
+    ] {
+        let roff = std::fs::read_to_string(man.join(format!("{page}.1")))
+            .unwrap_or_else(|e| panic!("{page}.1: {e}"));
+        assert!(roff.contains(&format!(".TH {page} 1")), "{page}: {roff}");
+    }
+    let workers = std::fs::read_to_string(man.join("admin-workers.1")).unwrap();
+    assert!(workers.contains("skip\\-checks"), "{workers}");
+}

@@ -174,6 +174,13 @@ fn seed_002_registry_then_upload_then_workers() {
         "{}",
         text(&out.stdout)
     );
+    let out = admin(&["status", &c.flag(), "--json"]);
+    assert_eq!(out.status.code(), Some(1));
+    let doc: Value = serde_json::from_str(&text(&out.stdout)).unwrap();
+    assert_eq!(doc["registry"]["kind"], "server");
+    assert_eq!(doc["registry"]["ok"], false);
+    assert_eq!(doc["registry"]["url"], format!("http://127.0.0.1:{port}"));
+    assert_eq!(doc["workers"][0]["status"], "unreachable", "{doc:#}");
 }
 
 #[test]
@@ -726,4 +733,20 @@ fn every_command_against_the_local_registry() {
         )),
         "{out}"
     );
+    // The same as JSON, each worker with its whole /stats.
+    let doc: Value = serde_json::from_str(&ok(&["status", &f, "--json"])).unwrap();
+    let w = &doc["workers"][0];
+    assert_eq!(
+        (
+            w["name"].as_str(),
+            w["status"].as_str(),
+            w["http_status"].as_u64()
+        ),
+        (Some("worker-0"), Some("ready"), Some(200)),
+        "{doc:#}"
+    );
+    assert_eq!(w["port"], wport);
+    assert_eq!(w["stats"]["lambdas"]["bundled"]["calls"], 1, "{doc:#}");
+    assert_eq!(doc["registry"]["kind"], "local");
+    assert_eq!(doc["registry"]["ok"], true);
 }

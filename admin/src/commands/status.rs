@@ -11,13 +11,16 @@
 //! http://127.0.0.1:9000/status => ready [200 OK] pid=4550
 //! ```
 //! The registry section says `local directory <registry_dir>` when the template names no
-//! registry server.
+//! registry server. `--json` prints the same as one JSON document, each worker with its whole
+//! `/stats`; the exit status is the same (1 when a worker or the registry server does not
+//! answer).
 
 use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::bail;
 use serde::Deserialize;
+use serde_json::json;
 use worker::config::Config;
 
 use super::local_host;
@@ -33,6 +36,9 @@ pub struct Args {
     /// The cluster directory
     #[arg(long, value_name = "DIR")]
     pub cluster: PathBuf,
+    /// Print one JSON document: {"workers": [{name, port, url, status, http_status, error, stats}], "registry": {...}}
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// The parts of a worker's `/stats` JSON that admin uses; other fields are ignored.
@@ -100,12 +106,15 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     let mut rows: Vec<(String, SandboxRow)> = Vec::new();
     let mut zygotes: Vec<(String, ZygoteRow)> = Vec::new();
     let mut problems = 0;
+    let mut workers_json = Vec::new();
     for i in cluster.worker_configs()? {
         let name = format!("worker-{i}");
         let cfg = match Config::load(&cluster.worker_config(i)) {
             Ok(c) => c,
             Err(e) => {
                 pings.push(format!("{name}: {e}"));
+                workers_json
+                    .push(json!({"name": name, "status": "invalid", "error": e.to_string()}));
                 problems += 1;
                 continue;
             }
@@ -117,21 +126,51 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
             problems += 1;
         }
         pings.push(ping_line(cfg.worker_port, &ping));
+        let mut entry = json!({
+            "name": name,
+            "port": cfg.worker_port,
+            "url": format!("http://localhost:{}", cfg.worker_port),
+            "status": match &ping {
+                Ok(r) => short_body(&r.body),
+                Err(_) => "unreachable".to_owned(),
+            },
+            "http_status": ping.as_ref().ok().map(|r| r.status),
+            "error": ping.as_ref().err(),
+            "stats": null,
+        });
         if ping.is_err() {
+            workers_json.push(entry);
             continue;
         }
-        match http::get(host, cfg.worker_port, "/stats", TIMEOUT) {
+        let problem = match http::get(host, cfg.worker_port, "/stats", TIMEOUT) {
             Ok(r) if r.status == 200 => match parse_stats(&r.body) {
                 Ok(stats) => {
+                    entry["stats"] = serde_json::from_str(&r.body).unwrap_or_default();
                     rows.extend(stats.sandboxes.into_iter().map(|s| (name.clone(), s)));
                     let z = stats.import_cache.zygotes.into_iter();
                     zygotes.extend(z.map(|z| (name.clone(), z)));
+                    None
                 }
-                Err(e) => pings.push(format!("  ({name}: {e})")),
+                Err(e) => Some(e),
             },
-            Ok(r) => pings.push(format!("  ({name}: /stats answered {})", r.status_text())),
-            Err(e) => pings.push(format!("  ({name}: /stats: {})", http::describe_error(&e))),
+            Ok(r) => Some(format!("/stats answered {}", r.status_text())),
+            Err(e) => Some(format!("/stats: {}", http::describe_error(&e))),
+        };
+        if let Some(problem) = problem {
+            pings.push(format!("  ({name}: {problem})"));
+            entry["stats_error"] = json!(problem);
         }
+        workers_json.push(entry);
+    }
+    let registry = registry(&cluster);
+    if args.json {
+        let doc = json!({
+            "cluster": cluster.root(),
+            "workers": workers_json,
+            "registry": registry,
+        });
+        println!("{}", serde_json::to_string_pretty(&doc)?);
+        return verdict(problems, registry.ok);
     }
     println!("Worker Pings:");
     for line in &pings {
@@ -146,8 +185,12 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         println!("{line}");
     }
     println!("Registry:");
-    let (line, registry_ok) = registry_line(&cluster);
-    println!("{line}");
+    println!("{}", registry.line);
+    verdict(problems, registry.ok)
+}
+
+/// The exit status: an error naming what did not answer.
+fn verdict(problems: usize, registry_ok: bool) -> anyhow::Result<()> {
     match (problems, registry_ok) {
         (0, true) => Ok(()),
         (0, false) => bail!("the registry server is not reachable"),
@@ -156,18 +199,46 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     }
 }
 
-/// The registry's line and whether it is fine: the local directory, or the server's
-/// `/status` answer and its pid.
-fn registry_line(cluster: &ClusterDir) -> (String, bool) {
+/// The registry: the local directory, or the server's `/status` answer and its pid.
+#[derive(Debug, serde::Serialize)]
+struct Registry {
+    /// The line `admin status` prints.
+    line: String,
+    /// Whether it is fine (a local directory always is).
+    ok: bool,
+    /// `local` or `server`.
+    kind: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    dir: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    url: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pid: Option<String>,
+}
+
+fn registry(cluster: &ClusterDir) -> Registry {
     let template = match Config::load(&cluster.template()) {
         Ok(c) => c,
-        Err(e) => return (format!("{e}"), false),
+        Err(e) => {
+            return Registry {
+                line: e.to_string(),
+                ok: false,
+                kind: "unknown",
+                dir: None,
+                url: None,
+                pid: None,
+            }
+        }
     };
     let Some(url) = template.registry.server() else {
-        return (
-            format!("local directory {}", template.registry_dir.display()),
-            true,
-        );
+        return Registry {
+            line: format!("local directory {}", template.registry_dir.display()),
+            ok: true,
+            kind: "local",
+            dir: Some(template.registry_dir.clone()),
+            url: None,
+            pid: None,
+        };
     };
     let pid = match process::read_pid_file(&cluster.registry_pid_file()) {
         Ok(Some(pid)) if process::is_alive(pid) && process::is_registry_process(pid) => {
@@ -182,8 +253,14 @@ fn registry_line(cluster: &ClusterDir) -> (String, bool) {
     let ping = http::split_url(url)
         .and_then(|(host, port)| http::get(&host, port, "/status", TIMEOUT))
         .map_err(|e| http::describe_error(&e));
-    let ok = matches!(&ping, Ok(r) if r.status == 200);
-    (format!("{} pid={pid}", url_ping_line(url, &ping)), ok)
+    Registry {
+        line: format!("{} pid={pid}", url_ping_line(url, &ping)),
+        ok: matches!(&ping, Ok(r) if r.status == 200),
+        kind: "server",
+        dir: None,
+        url: Some(url.to_owned()),
+        pid: Some(pid),
+    }
 }
 
 /// `http://127.0.0.1:9000/status => ready [200 OK]`, or `=> unreachable: <reason>`.
