@@ -285,7 +285,7 @@ mod tests {
         ])
         .unwrap();
         match cli.command {
-            Cmd::Workers(w) => assert_eq!((w.num_workers, w.port), (3, Some(9000))),
+            Cmd::Workers(w) => assert_eq!((w.fleet.num_workers, w.fleet.port), (3, Some(9000))),
             other => panic!("{other:?}"),
         }
     }

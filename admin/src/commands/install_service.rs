@@ -14,21 +14,14 @@ use anyhow::{bail, Context};
 use worker::config::Config;
 
 use super::local_host;
-use super::workers::{port_of, write_config, Output};
+use super::workers::{port_of, write_config, Fleet, Output};
 use crate::background::port_in_use;
 use crate::cluster_dir::ClusterDir;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// The cluster directory
-    #[arg(long, value_name = "DIR")]
-    pub cluster: PathBuf,
-    /// How many workers (units) to install, on ports P, P+1, ...
-    #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=256))]
-    pub num_workers: u16,
-    /// Port of the first worker [default: the template's worker_port]
-    #[arg(long, value_name = "P")]
-    pub port: Option<u16>,
+    #[command(flatten)]
+    pub fleet: Fleet,
     /// Where the unit file goes
     #[arg(long, value_name = "DIR", default_value = "/etc/systemd/system")]
     pub unit_dir: PathBuf,
@@ -41,9 +34,9 @@ pub struct Args {
 const SYSTEMD_RUNNING: &str = "/run/systemd/system";
 
 pub fn run(args: &Args) -> anyhow::Result<()> {
-    let cluster = ClusterDir::open(&args.cluster)?;
+    let cluster = ClusterDir::open(&args.fleet.cluster)?;
     let template = Config::load(&cluster.template())?;
-    let first_port = args.port.unwrap_or(template.worker_port);
+    let first_port = args.fleet.port.unwrap_or(template.worker_port);
     if first_port == 0 {
         bail!(
             "worker_port is 0 in {}: pass --port P",
@@ -52,7 +45,7 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     }
     let mut units = Vec::new();
     let mut ports = Vec::new();
-    for i in 0..u32::from(args.num_workers) {
+    for i in 0..u32::from(args.fleet.num_workers) {
         let port = port_of(i, first_port)?;
         let (_, path) = write_config(&cluster, &template, i, port, Output::Stderr)?;
         let path = std::path::absolute(&path)

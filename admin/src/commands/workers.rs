@@ -1,13 +1,15 @@
-//! `admin workers -cluster DIR [--num-workers N] [--port P]`: starts N workers in the background.
+//! `admin workers -cluster DIR [--num-workers N] [--port P] [--skip-checks]`: starts N workers
+//! in the background.
 //!
 //! First the quick checks of `admin doctor` (kernel, cgroups, base; `--skip-checks` skips
-//! them): a failure refuses before anything starts. Then for worker i, in order: refuse if `logs/worker-i.pid` names a live worker; write
-//! `config/worker-i.json` (template + `worker_dir` + port P+i + `log_file` `logs/worker-i.out`,
-//! which the worker rotates by size); create `workers/worker-i/`;
-//! refuse if the port is taken; start `admin worker-exec --config=...` in a new session (it
-//! survives the terminal) with output appended to `logs/worker-i.out`; write `logs/worker-i.pid`;
-//! wait until `GET /status` answers `ready`. If a worker fails, it and the workers this command
-//! already started are stopped again, and the error shows the last lines of its log.
+//! them): a failure refuses before anything starts. Then for worker i, in order: refuse if
+//! `logs/worker-i.pid` names a live worker; write `config/worker-i.json` (template +
+//! `worker_dir` + port P+i + `log_file` `logs/worker-i.out`, which the worker rotates by size);
+//! create `workers/worker-i/`; refuse if the port is taken; start `admin worker-exec
+//! --config=...` in a new session (it survives the terminal) with output appended to
+//! `logs/worker-i.out`; write `logs/worker-i.pid`; wait until `GET /status` answers `ready`. If
+//! a worker fails, it and the workers this command already started are stopped again, and the
+//! error shows the last lines of its log.
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
@@ -29,17 +31,25 @@ const READY_TIMEOUT: Duration = Duration::from_secs(30);
 /// Lines of the worker's log shown when it fails to start.
 const LOG_TAIL_LINES: usize = 20;
 
+/// The cluster's workers: which cluster, how many, from which port (shared with
+/// `install-service`).
 #[derive(Debug, clap::Args)]
-pub struct Args {
+pub struct Fleet {
     /// The cluster directory
     #[arg(long, value_name = "DIR")]
     pub cluster: PathBuf,
-    /// How many workers to start (on ports P, P+1, ...)
+    /// How many workers (on ports P, P+1, ...)
     #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=256))]
     pub num_workers: u16,
     /// Port of the first worker [default: the template's worker_port]
     #[arg(long, value_name = "P")]
     pub port: Option<u16>,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    #[command(flatten)]
+    pub fleet: Fleet,
     /// Start without the host checks of admin doctor that run first (kernel, cgroups, base)
     #[arg(long)]
     pub skip_checks: bool,
@@ -53,9 +63,9 @@ struct Started {
 }
 
 pub fn run(args: &Args) -> anyhow::Result<()> {
-    let cluster = ClusterDir::open(&args.cluster)?;
+    let cluster = ClusterDir::open(&args.fleet.cluster)?;
     let template = Config::load(&cluster.template())?;
-    let first_port = args.port.unwrap_or(template.worker_port);
+    let first_port = args.fleet.port.unwrap_or(template.worker_port);
     if first_port == 0 {
         bail!(
             "worker_port is 0 in {}: pass --port P",
@@ -67,7 +77,7 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     }
     let exe = std::env::current_exe().context("cannot locate the admin binary")?;
     let mut started: Vec<Started> = Vec::new();
-    for i in 0..u32::from(args.num_workers) {
+    for i in 0..u32::from(args.fleet.num_workers) {
         match start_worker(&cluster, &template, &exe, i, first_port) {
             Ok(s) => started.push(s),
             Err(e) => {

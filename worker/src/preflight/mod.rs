@@ -65,12 +65,7 @@ impl Finding {
         detail: impl Into<String>,
         fix: impl Into<String>,
     ) -> Self {
-        Self {
-            check: check.into(),
-            level: Level::Warn,
-            detail: detail.into(),
-            fix: Some(fix.into()),
-        }
+        Self::with_fix(Level::Warn, check.into(), detail.into(), fix.into())
     }
 
     pub(crate) fn fail(
@@ -78,11 +73,15 @@ impl Finding {
         detail: impl Into<String>,
         fix: impl Into<String>,
     ) -> Self {
+        Self::with_fix(Level::Fail, check.into(), detail.into(), fix.into())
+    }
+
+    fn with_fix(level: Level, check: String, detail: String, fix: String) -> Self {
         Self {
-            check: check.into(),
-            level: Level::Fail,
-            detail: detail.into(),
-            fix: Some(fix.into()),
+            check,
+            level,
+            detail,
+            fix: Some(fix),
         }
     }
 
