@@ -97,7 +97,16 @@ pub struct SandboxRow {
 
 /// Parses a `/stats` body.
 pub fn parse_stats(body: &str) -> Result<Stats, String> {
-    serde_json::from_str(body).map_err(|e| format!("invalid /stats JSON: {e}"))
+    parse_stats_json(body).map(|(_, stats)| stats)
+}
+
+/// Parses a `/stats` body once: the whole document (what `--json` prints) and the parts admin
+/// reads from it.
+fn parse_stats_json(body: &str) -> Result<(serde_json::Value, Stats), String> {
+    let invalid = |e: serde_json::Error| format!("invalid /stats JSON: {e}");
+    let value: serde_json::Value = serde_json::from_str(body).map_err(invalid)?;
+    let stats = Stats::deserialize(&value).map_err(invalid)?;
+    Ok((value, stats))
 }
 
 pub fn run(args: &Args) -> anyhow::Result<()> {
@@ -143,9 +152,9 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
             continue;
         }
         let problem = match http::get(host, cfg.worker_port, "/stats", TIMEOUT) {
-            Ok(r) if r.status == 200 => match parse_stats(&r.body) {
-                Ok(stats) => {
-                    entry["stats"] = serde_json::from_str(&r.body).unwrap_or_default();
+            Ok(r) if r.status == 200 => match parse_stats_json(&r.body) {
+                Ok((value, stats)) => {
+                    entry["stats"] = value;
                     rows.extend(stats.sandboxes.into_iter().map(|s| (name.clone(), s)));
                     let z = stats.import_cache.zygotes.into_iter();
                     zygotes.extend(z.map(|z| (name.clone(), z)));
