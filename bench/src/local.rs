@@ -93,6 +93,7 @@ impl Local {
             scratch: &scratch,
             packages: &[],
             layers: &[],
+            volumes: &[],
             env: &env,
             limits: &limits,
             hardening: &self.hardening,

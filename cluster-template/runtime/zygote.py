@@ -12,19 +12,20 @@ worker reads the PROTOCOL line below before it starts a zygote). Each message is
 object with fds attached (SCM_RIGHTS); every fd is named by its index in that array, and each
 exactly once.
 
-  {"protocol": 4, "kind": "cgroup", "procs": [0, ...], "link": N}, on the control socket: the
+  {"protocol": 5, "kind": "cgroup", "procs": [0, ...], "link": N}, on the control socket: the
     cgroup.procs files (one per hierarchy) of a cgroup the worker prepared, and the spare's end
     of a socket pair whose other end the worker keeps; the zygote forks a spare child into the
     cgroup at once, and the spare waits for its request on the link.
-  {"protocol": 4, "kind": "fork", "role": "handler" | "zygote",
+  {"protocol": 5, "kind": "fork", "role": "handler" | "zygote",
    "fds": {"reply": 0, "host": 1, "handler": 2, "packages": [{"rel": "numpy/2.2.6", "fd": 3}],
-           "layers": [{"name": "common", "fd": 4}], "listen": 5, "stdout": 6, "stderr": 7},
+           "layers": [{"name": "common", "fd": 4}], "volumes": [{"mount": "msg", "fd": 5}],
+           "listen": 6, "stdout": 7, "stderr": 8},
    "env": [["KEY", "value"], ...], "net_ns": true, "tmp_mb": 64, "harden": {"uid": N, "gid": N}}:
     a fork request, sent by the worker straight to one spare on its link (the zygote is not on
     the way), with its fds: "reply" (a socket to report on),
-    "host", "handler" (a handler's only), one per package and one per layer (a handler's only;
-    detached mounts made by the worker with open_tree; each package and layer names its own
-    fd), "listen" (the handler's listening socket, or the new zygote's control socket),
+    "host", "handler" (a handler's only), one per package, one per layer and one per volume
+    access point (a handler's only; detached mounts made by the worker with open_tree, a
+    volume's id-mapped and writable or not as its access point says; each names its own fd), "listen" (the handler's listening socket, or the new zygote's control socket),
     "stdout", "stderr". "env" is the sandbox's whole environment (the function's own variables
     and what the runtime reads among them). "harden" is a handler's.
 
@@ -71,7 +72,7 @@ except ModuleNotFoundError as exc:  # a base installed without it: only HTTP ent
 BASE_PATH = list(sys.path)
 CONTROL_FD = 3
 # The version of the protocol this file speaks (the worker reads this line; keep it one line).
-PROTOCOL = 4
+PROTOCOL = 5
 # The most fds and bytes one message may carry, and the most bytes of a report (the worker's
 # protocol.rs has the same limits).
 MAX_FDS = 250
@@ -230,12 +231,13 @@ class Fork:
 
     role: "handler" or "zygote"; reply, host, listen, stdout, stderr: fds; handler: an fd (a
     handler's) or None; packages: [(rel "name/version", fd), ...] sorted by rel; layers:
-    [(name, fd), ...] in the function's order (a handler's); env: [(key, value), ...]; net_ns,
+    [(name, fd), ...] in the function's order (a handler's); volumes: [(mount, fd), ...], each
+    mount a path under /mnt (a handler's); env: [(key, value), ...]; net_ns,
     tmp_mb; harden: a Harden or None; fds: every fd of the message.
     """
 
-    __slots__ = ("role", "reply", "host", "handler", "packages", "layers", "listen", "stdout",
-                 "stderr", "env", "net_ns", "tmp_mb", "harden", "fds")
+    __slots__ = ("role", "reply", "host", "handler", "packages", "layers", "volumes", "listen",
+                 "stdout", "stderr", "env", "net_ns", "tmp_mb", "harden", "fds")
 
     def rels(self):
         return [rel for rel, _ in self.packages]
@@ -286,7 +288,8 @@ def check_rel(rel):
     return rel
 
 
-FORK_ROLES = ("reply", "host", "handler", "packages", "layers", "listen", "stdout", "stderr")
+FORK_ROLES = ("reply", "host", "handler", "packages", "layers", "volumes", "listen", "stdout",
+              "stderr")
 
 
 def check_layer(name):
@@ -294,6 +297,17 @@ def check_layer(name):
     if name in ("", ".", "..") or "/" in name or "\0" in name:
         raise BadMessage("layer name %r is not one path component" % name)
     return name
+
+
+def check_volume_mount(mount, others):
+    """An access point's place under /mnt: normal names, not inside another's or around it."""
+    parts = mount.split("/")
+    if any(p in ("", ".", "..") or "\0" in p for p in parts):
+        raise BadMessage("volume mount %r is not a path of normal names" % mount)
+    for other in others:
+        if (other + "/").startswith(mount + "/") or (mount + "/").startswith(other + "/"):
+            raise BadMessage("volume mounts %r and %r nest" % (other, mount))
+    return mount
 
 
 def decode_fork(obj, table):
@@ -330,6 +344,14 @@ def decode_fork(obj, table):
         req.layers.append((name, table.take(field(entry, "fd", int, "layer " + name), "layer " + name)))
     if req.layers and req.role == "zygote":
         raise BadMessage("fork: a zygote request with layers")
+    req.volumes = []
+    for entry in field(fds, "volumes", list, "fork fds"):
+        if not isinstance(entry, dict):
+            raise BadMessage("fork: volume entry %r is not an object" % (entry,))
+        mount = check_volume_mount(field(entry, "mount", str, "volume"), [m for m, _ in req.volumes])
+        req.volumes.append((mount, table.take(field(entry, "fd", int, "volume " + mount), "volume " + mount)))
+    if req.volumes and req.role == "zygote":
+        raise BadMessage("fork: a zygote request with volumes")
     req.env = []
     for item in field(obj, "env", list, "fork"):
         if not (isinstance(item, list) and len(item) == 2 and all(isinstance(v, str) for v in item)):
@@ -556,6 +578,18 @@ def become_sandbox(req, own_packages, tmp_mb, net_ns):
             attach(fd, target)
         ro = MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC
         mount(None, "/opt", None, ro, None, "remount the /opt view read-only")
+    if req.volumes:  # the access points, each at its place in a view over the base's /mnt
+        view = "mode=755,size=1m,nr_inodes=4096"
+        mount("tmpfs", "/mnt", "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, view, "mount the /mnt view")
+        for rel, fd in req.volumes:
+            target = "/mnt/" + rel
+            try:
+                os.makedirs(target, 0o755)
+            except OSError as exc:
+                raise StepError("make " + target, exc.strerror)
+            attach(fd, target)
+        ro = MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC
+        mount(None, "/mnt", None, ro, None, "remount the /mnt view read-only")
     # 8. stdin from /dev/null, stdout and stderr from the worker's files, the listening socket
     # as fd 3, the reply socket as fd 4; every other fd (the zygote's control socket and its
     # namespace fd among them) is closed. Sources are first copied high, so no dup2 clobbers one.

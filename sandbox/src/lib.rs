@@ -24,4 +24,4 @@ pub use harden::{HardenError, Hardening};
 pub use procmask::{Mask, ProcMask};
 pub use sandbox::{Sandbox, SandboxError, SandboxStats, StartTimings, State};
 pub use spec::{BindMount, NetMode, Output, SandboxSpec, SpecError, View};
-pub use userns::{IdMap, IdMapError, IdRange};
+pub use userns::{mapping_namespace, IdMap, IdMapError, IdRange, MappingError};

@@ -20,7 +20,9 @@
 //!    then each detached mount (`/handler`: the directory the worker opened and checked), attached
 //!    with `move_mount` and the flags it was cloned with (read-only, `nosuid,nodev`)
 //! 8. each view (the packages a lambda needs): a small tmpfs, a directory per entry, each entry
-//!    bound read-only, then the tmpfs remounted read-only
+//!    bound read-only, then the tmpfs remounted read-only; then each attached view (the
+//!    volumes under `/mnt`): a small tmpfs, a directory per entry, each entry's detached mount
+//!    attached there with its own flags, then the tmpfs remounted read-only
 //! 9. remount the root read-only, `nosuid,nodev`
 //! 10. `pivot_root(".", ".")` inside the root, detach the old root, `chdir` to the working directory
 
@@ -353,6 +355,44 @@ impl SetupPlan {
             }
             steps.push(Step::Mount {
                 what: "view remount read-only",
+                source: None,
+                target,
+                fstype: None,
+                flags: MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | nosuid_nodev | MsFlags::MS_NOEXEC,
+                data: None,
+            });
+        }
+        for v in &spec.attached_views {
+            use std::os::fd::{AsFd, AsRawFd};
+            let base = root.join(v.target.strip_prefix("/").unwrap_or(&v.target));
+            let target = path_c(&base)?;
+            steps.push(Step::Mount {
+                what: "attached view tmpfs",
+                source: Some(cstr("tmpfs", "fstype")?),
+                target: target.clone(),
+                fstype: Some(cstr("tmpfs", "fstype")?),
+                flags: nosuid_nodev | MsFlags::MS_NOEXEC,
+                data: Some(cstr("mode=755,size=1m,nr_inodes=4096", "data")?),
+            });
+            let mut made = std::collections::HashSet::new();
+            for (mount, rel) in &v.entries {
+                let mut dir = base.clone();
+                for comp in rel.components() {
+                    dir.push(comp);
+                    if made.insert(dir.clone()) {
+                        steps.push(Step::Mkdir {
+                            path: path_c(&dir)?,
+                            mode: 0o755,
+                        });
+                    }
+                }
+                steps.push(Step::MoveMount {
+                    fd: mount.as_fd().as_raw_fd(),
+                    target: path_c(&dir)?,
+                });
+            }
+            steps.push(Step::Mount {
+                what: "attached view remount read-only",
                 source: None,
                 target,
                 fstype: None,

@@ -35,6 +35,8 @@ pub enum SpecError {
     ViewEntry(PathBuf),
     #[error("output file {0} must be an absolute path")]
     Output(PathBuf),
+    #[error("attached view entries {0} and {1} nest: one would be made inside the other's mount")]
+    Nested(PathBuf, PathBuf),
 }
 
 /// Network of the sandbox.
@@ -78,6 +80,17 @@ pub struct View {
     pub entries: Vec<(PathBuf, PathBuf)>,
 }
 
+/// A directory assembled for one sandbox from detached mounts: a small read-only tmpfs at
+/// `target` with each mount attached at `target/<rel>` with its own flags (used for the
+/// volumes a function mounts under `/mnt`, each writable or not as its access point says).
+#[derive(Debug, Clone)]
+pub struct AttachedView {
+    /// Absolute path inside the sandbox; must already exist as a directory in the root.
+    pub target: PathBuf,
+    /// (mount, relative path under `target`); no path is inside another.
+    pub entries: Vec<(Arc<crate::DetachedMount>, PathBuf)>,
+}
+
 /// Everything needed to start a sandbox. Build it with [`SandboxSpec::builder`].
 #[derive(Debug, Clone)]
 pub struct SandboxSpec {
@@ -86,6 +99,8 @@ pub struct SandboxSpec {
     /// Detached mounts the child attaches with `move_mount` (after the bind mounts).
     pub(crate) attached: Vec<(std::sync::Arc<crate::DetachedMount>, PathBuf)>,
     pub(crate) views: Vec<View>,
+    /// Mounted after the views.
+    pub(crate) attached_views: Vec<AttachedView>,
     pub(crate) tmp_mb: u64,
     pub(crate) hostname: String,
     pub(crate) net: NetMode,
@@ -114,6 +129,7 @@ impl SandboxSpec {
                 mounts: Vec::new(),
                 attached: Vec::new(),
                 views: Vec::new(),
+                attached_views: Vec::new(),
                 tmp_mb: 64,
                 hostname: "lambda".to_owned(),
                 net: NetMode::Isolated,
@@ -184,6 +200,20 @@ impl SpecBuilder {
     /// see [`View`]. Views are mounted after the bind mounts.
     pub fn view(mut self, target: impl Into<PathBuf>, entries: Vec<(PathBuf, PathBuf)>) -> Self {
         self.spec.views.push(View {
+            target: target.into(),
+            entries,
+        });
+        self
+    }
+
+    /// Adds a view at `target` made of detached mounts, each at its relative path; see
+    /// [`AttachedView`]. Attached views are mounted after the views.
+    pub fn attach_view(
+        mut self,
+        target: impl Into<PathBuf>,
+        entries: Vec<(Arc<crate::DetachedMount>, PathBuf)>,
+    ) -> Self {
+        self.spec.attached_views.push(AttachedView {
             target: target.into(),
             entries,
         });
@@ -327,6 +357,20 @@ impl SpecBuilder {
                 }
             }
         }
+        for v in &s.attached_views {
+            check_view_target(&s.root, &v.target)?;
+            for (i, (_, rel)) in v.entries.iter().enumerate() {
+                if !is_normal_relative(rel) {
+                    return Err(SpecError::ViewEntry(rel.clone()));
+                }
+                if let Some((_, other)) = v.entries[..i]
+                    .iter()
+                    .find(|(_, o)| o.starts_with(rel) || rel.starts_with(o))
+                {
+                    return Err(SpecError::Nested(other.clone(), rel.clone()));
+                }
+            }
+        }
         for fixed in ["/tmp", "/proc", "/dev"] {
             let inside = s.root.join(&fixed[1..]);
             match std::fs::symlink_metadata(&inside) {
@@ -381,6 +425,26 @@ impl SpecBuilder {
         }
         Ok(s)
     }
+}
+
+/// A view's target: a normalized absolute path naming a directory (never a link) in `root`.
+fn check_view_target(root: &Path, target: &Path) -> Result<(), SpecError> {
+    if !is_normal_absolute(target) {
+        return Err(SpecError::MountTarget(target.to_owned()));
+    }
+    let inside = root.join(target.strip_prefix("/").unwrap_or(target));
+    match std::fs::symlink_metadata(&inside) {
+        Ok(md) if md.is_dir() => Ok(()),
+        _ => Err(SpecError::MountPoint {
+            root: root.to_owned(),
+            target: target.to_owned(),
+        }),
+    }
+}
+
+/// True for `a/b` style paths: relative, not empty, only normal components.
+fn is_normal_relative(p: &Path) -> bool {
+    p.components().count() > 0 && p.components().all(|c| matches!(c, Component::Normal(_)))
 }
 
 /// True for `/a/b` style paths: absolute, not `/` itself, no `.`/`..` components.
@@ -452,6 +516,29 @@ mod tests {
             .mount(pkg.path(), "/etc/resolv.conf", false)
             .build()
             .is_err());
+    }
+
+    #[test]
+    fn attached_views_are_checked() {
+        if !nix::unistd::geteuid().is_root() {
+            eprintln!("skipped attached_views_are_checked: open_tree needs root");
+            return;
+        }
+        let root = fake_root();
+        std::fs::create_dir(root.path().join("mnt")).unwrap();
+        let src = tempfile::tempdir().unwrap();
+        let mount = || Arc::new(crate::DetachedMount::clone_of(src.path(), true).unwrap());
+        let with = |rels: &[&str]| {
+            let entries = rels.iter().map(|r| (mount(), PathBuf::from(r))).collect();
+            base(root.path()).attach_view("/mnt", entries).build()
+        };
+        assert!(with(&["msg", "data/models"]).is_ok());
+        assert!(matches!(with(&["a", "a/b"]), Err(SpecError::Nested(..))));
+        assert!(matches!(with(&["a/b", "a"]), Err(SpecError::Nested(..))));
+        assert!(matches!(with(&["x", "x"]), Err(SpecError::Nested(..))));
+        assert!(matches!(with(&["../x"]), Err(SpecError::ViewEntry(_))));
+        let missing = base(root.path()).attach_view("/nope", vec![]).build();
+        assert!(matches!(missing, Err(SpecError::MountPoint { .. })));
     }
 
     #[test]

@@ -164,6 +164,82 @@ pub fn probe() -> Result<(), Errno> {
     }
 }
 
+/// A user namespace made to id-map a mount, which could not be made.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot make a user namespace mapping uid {uid:?} and gid {gid:?} (inside, host): {what}: {errno}")]
+pub struct MappingError {
+    pub uid: (u32, u32),
+    pub gid: (u32, u32),
+    pub what: &'static str,
+    pub errno: Errno,
+}
+
+/// A user namespace whose uid map is the one line `uid.0 uid.1 1` and gid map `gid.0 gid.1 1`,
+/// held by an fd of `/proc/<pid>/ns/user`: what `MOUNT_ATTR_IDMAP` takes
+/// ([`DetachedMount::clone_mapped`](crate::DetachedMount::clone_mapped)). Through such a mount
+/// a file owned by `uid.0` on disk is seen as owned by host uid `uid.1`, and what host uid
+/// `uid.1` creates is stored as `uid.0`.
+///
+/// A child is cloned into a new user namespace and waits on a pipe; once the maps are written
+/// and the namespace opened, the pipe closes and the child exits (the namespace lives on with
+/// the fd). Blocking, about a millisecond.
+pub fn mapping_namespace(
+    uid: (u32, u32),
+    gid: (u32, u32),
+) -> Result<std::os::fd::OwnedFd, MappingError> {
+    use std::os::fd::{AsRawFd, OwnedFd};
+    let fail = |what, errno| MappingError {
+        uid,
+        gid,
+        what,
+        errno,
+    };
+    let (wait_read, wait_write) =
+        nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| fail("make a pipe", e))?;
+    let (r, w) = (wait_read.as_raw_fd(), wait_write.as_raw_fd());
+    let mut stack = vec![0u8; 16 * 1024];
+    let cb: nix::sched::CloneCb<'_> = Box::new(move || {
+        // SAFETY: only async-signal-safe calls on fds this copy of the process owns: close
+        // its copy of the write end, wait for EOF on the read end, exit.
+        unsafe {
+            libc::close(w);
+            let mut byte = 0u8;
+            while libc::read(r, (&mut byte as *mut u8).cast(), 1) < 0 {}
+            libc::_exit(0)
+        }
+    });
+    // SAFETY: the child runs only the callback above, on its own copy of `stack` (no CLONE_VM).
+    let pid = unsafe {
+        nix::sched::clone(
+            cb,
+            &mut stack,
+            nix::sched::CloneFlags::CLONE_NEWUSER,
+            Some(libc::SIGCHLD),
+        )
+    }
+    .map_err(|e| fail("clone a child into a new user namespace", e))?;
+    let opened = (|| {
+        for (file, (inside, outside)) in [("uid_map", uid), ("gid_map", gid)] {
+            let path = format!("/proc/{pid}/{file}");
+            std::fs::OpenOptions::new()
+                .write(true)
+                .open(&path)
+                .and_then(|mut f| f.write_all(format!("{inside} {outside} 1\n").as_bytes()))
+                .map_err(|e| fail("write its id map", io_errno(&e)))?;
+        }
+        std::fs::File::open(format!("/proc/{pid}/ns/user"))
+            .map(OwnedFd::from)
+            .map_err(|e| fail("open its namespace", io_errno(&e)))
+    })();
+    drop(wait_write);
+    while let Err(Errno::EINTR) = nix::sys::wait::waitpid(pid, None) {}
+    opened
+}
+
+fn io_errno(e: &std::io::Error) -> Errno {
+    e.raw_os_error().map_or(Errno::EIO, Errno::from_raw)
+}
+
 /// `user.max_user_namespaces`, for messages (None when the file cannot be read).
 pub fn max_user_namespaces() -> Option<u64> {
     std::fs::read_to_string("/proc/sys/user/max_user_namespaces")

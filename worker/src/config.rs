@@ -162,6 +162,9 @@ pub struct Config {
     pub base_dir: PathBuf,
     /// Package directory, mounted read-only at `/packages` in every sandbox.
     pub packages_dir: PathBuf,
+    /// Shared volumes, `<name>/` each (`admin` sets `<cluster>/volumes`); empty:
+    /// `<worker_dir>/volumes`.
+    pub volumes_dir: PathBuf,
     /// Network of handler sandboxes: `none` (own netns, only `lo`) or `host`.
     pub net: NetMode,
     /// Memory limit of one handler sandbox, in MiB.
@@ -298,6 +301,7 @@ impl Default for Config {
             sandbox: SandboxKind::Sock,
             base_dir: PathBuf::new(),
             packages_dir: PathBuf::new(),
+            volumes_dir: PathBuf::new(),
             net: NetMode::None,
             memory_mb: 256,
             max_procs: 64,
@@ -606,6 +610,15 @@ impl Config {
             self.worker_dir.join("function-logs")
         } else {
             self.function_log_dir.clone()
+        }
+    }
+
+    /// Where the cluster's volumes are (`volumes_dir`, or `<worker_dir>/volumes`).
+    pub fn volumes(&self) -> PathBuf {
+        if self.volumes_dir.as_os_str().is_empty() {
+            self.worker_dir.join("volumes")
+        } else {
+            self.volumes_dir.clone()
         }
     }
 

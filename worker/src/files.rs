@@ -60,6 +60,25 @@ pub fn read_regular_file(path: &Path, max: u64) -> Result<Option<String>, FileEr
     Ok(Some(text))
 }
 
+/// Writes `bytes` to the new file `path` (mode 0644, never through a link), flushes it and
+/// its directory: once this returns, the file survives a crash.
+pub fn write_durably(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o644)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(path)?;
+    f.write_all(bytes)?;
+    f.sync_all()?;
+    if let Some(dir) = path.parent() {
+        std::fs::File::open(dir)?.sync_all()?;
+    }
+    Ok(())
+}
+
 /// The last `max` bytes of a sandbox's output file, or "" when it is missing, empty, or not a
 /// regular file (a link or FIFO the sandbox put in its place is never followed or read).
 pub fn read_tail(path: &Path, max: u64) -> String {

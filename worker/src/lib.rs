@@ -43,6 +43,7 @@ pub mod serve;
 mod server;
 pub mod systemd;
 pub mod timings;
+pub mod volumes;
 pub mod zygote;
 
 use std::path::PathBuf;

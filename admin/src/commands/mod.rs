@@ -17,6 +17,7 @@ pub mod registry_exec;
 pub mod setconf;
 pub mod status;
 pub mod upload;
+pub mod volume;
 pub mod worker_exec;
 pub mod workers;
 

@@ -190,6 +190,10 @@ pub fn write_config(
         // A template from before handler logs: the cluster's place for them.
         cfg.function_log_dir = cluster.root().join("logs").join("functions");
     }
+    if cfg.volumes_dir.as_os_str().is_empty() {
+        // A template from before volumes: every worker shares the cluster's.
+        cfg.volumes_dir = cluster.root().join("volumes");
+    }
     if cfg.log_file.as_os_str().is_empty() && output == Output::LogFile {
         // The worker writes and rotates the log this command starts it with.
         cfg.log_file = cluster.log_file(i);

@@ -45,6 +45,7 @@ pub(crate) const KNOWN: &[&str] = &[
     "tmp_mb",
     "environment",
     "layers",
+    "volumes",
     "tags",
     "retry_attempts",
     "max_event_age_s",
@@ -427,6 +428,7 @@ pub(crate) fn parse_map(map: &Map<String, Value>) -> Result<LambdaConfig, KeyErr
                 }
                 c.layers = Some(layers);
             }
+            "volumes" => c.volumes = Some(super::volume_keys::parse(value)?),
             "tags" => {
                 let tags = string_map(key, value)?;
                 check_tags(&tags)?;
@@ -477,6 +479,10 @@ pub(crate) fn to_map(c: &LambdaConfig) -> Map<String, Value> {
         c.layers
             .as_ref()
             .map(|l| l.iter().map(|l| Value::from(l.to_string())).collect()),
+    );
+    put(
+        "volumes",
+        c.volumes.as_deref().map(super::volume_keys::to_value),
     );
     put("tags", c.tags.as_ref().map(super::string_map));
     put("retry_attempts", c.retry_attempts.map(Value::from));

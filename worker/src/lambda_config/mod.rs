@@ -3,6 +3,8 @@
 //! ```json
 //! {"entry": "app.handler", "runtime": "python3.13", "memory_mb": 512, "timeout_s": 30,
 //!  "environment": {"TORCH_HOME": "/tmp/torch"}, "layers": ["common:2"],
+//!  "volumes": [{"volume": "msg", "path": "/message", "mount": "/mnt/msg", "uid": 1001,
+//!               "gid": 1001, "mode": "0750"}],
 //!  "description": "resize images", "tags": {"lambdapool": "yes"},
 //!  "retry_attempts": 1, "max_event_age_s": 3600, "on_failure": "alerts"}
 //! ```
@@ -18,6 +20,7 @@
 mod http_keys;
 mod keys;
 mod limits;
+mod volume_keys;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -27,6 +30,7 @@ use serde_json::{Map, Value};
 pub use http_keys::{allows as allows_method, EntryType, PayloadFormat};
 pub use keys::{destination, Entry, InvalidValue, LayerRef, ENV_MAX_BYTES, MAX_LAYERS, MAX_TAGS};
 pub use limits::{LambdaLimits, CPU_PERIOD_US};
+pub use volume_keys::{AccessPoint, MAX_VOLUMES, VOLUMES_MOUNT_DIR};
 
 use crate::config::Config;
 use crate::name::LambdaName;
@@ -75,6 +79,8 @@ pub struct LambdaConfig {
     pub environment: Option<BTreeMap<String, String>>,
     /// Shared read-only layers, in `sys.path` order.
     pub layers: Option<Vec<LayerRef>>,
+    /// Shared volumes, each through an access point (`docs/volumes.md`).
+    pub volumes: Option<Vec<AccessPoint>>,
     pub description: Option<String>,
     pub tags: Option<BTreeMap<String, String>>,
     /// Asynchronous invocation: retries after a failed attempt (0 to 2; default 2).
@@ -219,6 +225,7 @@ impl LambdaConfig {
                 .clone()
                 .or_else(|| base.environment.clone()),
             layers: self.layers.clone().or_else(|| base.layers.clone()),
+            volumes: self.volumes.clone().or_else(|| base.volumes.clone()),
             description: self
                 .description
                 .clone()

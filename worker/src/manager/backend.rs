@@ -43,6 +43,16 @@ pub struct FunctionSetup {
     pub environment: BTreeMap<String, String>,
     /// The `layers` key, in its order.
     pub layers: Vec<LayerDir>,
+    /// The `volumes` key, each access point with its volume's root on the host.
+    pub volumes: Vec<VolumeMount>,
+}
+
+/// One access point a function mounts, with the root directory of its volume on the host.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VolumeMount {
+    pub point: crate::lambda_config::AccessPoint,
+    /// `<volumes_dir>/<volume>/data` (mounted, for a size-limited volume).
+    pub data: PathBuf,
 }
 
 /// Where the sandbox sees layers: `<LAYERS_DIR>/<name>`.
@@ -143,6 +153,18 @@ pub enum StartError {
     RegisterOutput(#[source] std::io::Error),
     #[error("{0}")]
     Identity(#[from] crate::identity::IdentityError),
+    #[error("{0}")]
+    Volume(#[from] crate::volumes::AccessError),
+    #[error("volume {volume}: {source}")]
+    VolumeMap {
+        volume: String,
+        source: sandbox::MappingError,
+    },
+    #[error("volume {volume}: {source} (id-mapped mounts need Linux 5.12 and a file system that supports them, such as ext4, xfs, btrfs or tmpfs)")]
+    VolumeMount {
+        volume: String,
+        source: sandbox::DetachError,
+    },
 }
 
 /// Work to do off the request's path once a sandbox has answered its first call.

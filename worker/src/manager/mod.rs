@@ -61,7 +61,7 @@ use crate::timings::{Phase, Timings};
 
 pub use backend::{
     Backend, FunctionSetup, LambdaRef, LayerDir, PackageDir, SandboxHandle, StartError,
-    StartRequest, Started, LAYERS_DIR,
+    StartRequest, Started, VolumeMount, LAYERS_DIR,
 };
 pub use error::{RunError, Unavailable};
 pub use install::Installed;

@@ -14,8 +14,9 @@
 use std::path::Path;
 use std::sync::Arc;
 
+use crate::config::Config;
 use crate::lambda_config::{EventConfig, LambdaConfig, LambdaConfigError, LAMBDA_CONFIG_FILE};
-use crate::manager::backend::{Backend, FunctionSetup, LambdaRef, LayerDir};
+use crate::manager::backend::{Backend, FunctionSetup, LambdaRef, LayerDir, VolumeMount};
 use crate::manager::error::RunError;
 use crate::manager::pool::{Counters, PoolUse};
 use crate::manager::Manager;
@@ -51,7 +52,7 @@ impl<B: Backend> Manager<B> {
         Counters::add(&pool.counters.calls);
         let (limits, setup) = match pool.setup_for(handler.version) {
             Some(known) => known,
-            None => match function_setup(&handler, &self.cfg.registry_dir) {
+            None => match function_setup(&handler, &self.cfg) {
                 Ok(setup) => {
                     let limits = handler.config.limits(&self.cfg);
                     let setup = Arc::new(setup);
@@ -151,13 +152,15 @@ impl<B: Backend> Manager<B> {
     }
 }
 
-/// The setup of the function `handler` found: its entry and environment, and its layers'
-/// directories in `registry`. A layer that does not exist is an error of the `layers` key.
-/// Blocking (a directory read and two `lstat`s per layer).
+/// The setup of the function `handler` found: its entry and environment, its layers'
+/// directories in the registry, its volumes' roots. A layer or volume that does not exist is
+/// an error of the `layers` or `volumes` key. Blocking (a directory read and two `lstat`s per
+/// layer; a size-limited volume not mounted yet is mounted).
 pub(crate) fn function_setup(
     handler: &Handler,
-    registry: &Path,
+    cfg: &Config,
 ) -> Result<FunctionSetup, LambdaConfigError> {
+    let registry: &Path = &cfg.registry_dir;
     let config = &handler.config;
     let mut layers = Vec::new();
     for layer in config.layers.iter().flatten() {
@@ -175,7 +178,23 @@ pub(crate) fn function_setup(
             python,
         });
     }
+    let volumes = crate::volumes::Volumes::new(cfg.volumes());
+    let mut mounts = Vec::new();
+    for point in config.volumes.iter().flatten() {
+        let data = volumes
+            .data_dir(point.volume.as_str())
+            .map_err(|e| LambdaConfigError {
+                path: handler.dir.join(LAMBDA_CONFIG_FILE),
+                key: Some("volumes".to_owned()),
+                message: e.to_string(),
+            })?;
+        mounts.push(VolumeMount {
+            point: point.clone(),
+            data,
+        });
+    }
     Ok(FunctionSetup {
+        volumes: mounts,
         entry: handler.entry.clone(),
         entry_type: config.entry_type.unwrap_or_default(),
         environment: config.environment.clone().unwrap_or_default(),

@@ -128,6 +128,11 @@ pub(super) fn handler(
 ) -> Result<Sandbox, ForkError> {
     // 1. Detached mounts: its /host, /handler, packages and layers.
     let mounts = ForkMounts::new(Some(req.handler_dir), req.scratch, req.packages, req.layers)?;
+    let volumes: Vec<(&str, BorrowedFd<'_>)> = req
+        .volumes
+        .iter()
+        .map(|(m, fd)| (m.as_str(), *fd))
+        .collect();
     fork(
         maker,
         zygote,
@@ -135,6 +140,7 @@ pub(super) fn handler(
             role: Role::Handler,
             handler: Some((req.limits, req.hardening)),
             mounts: &mounts,
+            volumes: &volumes,
             listen: req.listen,
             output: JobOutput::Pipe(req.output),
             env: req.env,
@@ -173,6 +179,7 @@ pub(super) fn zygote(
                 role: Role::Zygote,
                 handler: None,
                 mounts: &mounts,
+                volumes: &[],
                 listen: theirs.as_fd(),
                 output: JobOutput::Files(&dir),
                 env: &zygote_env(packages),
@@ -251,6 +258,8 @@ struct Job<'a> {
     /// A handler's limits (its cgroup and `/tmp`) and what it gives up.
     handler: Option<(&'a LambdaLimits, &'a sandbox::Hardening)>,
     mounts: &'a ForkMounts,
+    /// (path under `/mnt`, detached mount) of each access point (a handler's only).
+    volumes: &'a [(&'a str, BorrowedFd<'a>)],
     listen: BorrowedFd<'a>,
     output: JobOutput<'a>,
     env: &'a [(String, String)],
@@ -321,6 +330,7 @@ fn fork(maker: &SandboxMaker, zygote: &Zygote, job: &Job<'_>) -> Result<Sandbox,
             handler: job.mounts.handler.as_ref().map(AsFd::as_fd),
             packages: &packages,
             layers: &layers,
+            volumes: job.volumes,
             listen: job.listen,
             stdout,
             stderr,

@@ -114,6 +114,8 @@ pub struct HandlerRequest<'a> {
     pub packages: &'a [(PathBuf, PathBuf)],
     /// (host directory, name) of each layer, mounted read-only at `/opt/<name>`.
     pub layers: &'a [(PathBuf, String)],
+    /// (path under `/mnt`, detached mount) of each access point, cloned by the launcher.
+    pub volumes: &'a [(String, BorrowedFd<'a>)],
     pub listen: BorrowedFd<'a>,
     /// The write end of the worker's output pipe: the child's stdout and stderr.
     pub output: BorrowedFd<'a>,

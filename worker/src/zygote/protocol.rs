@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 
 /// The protocol version the worker speaks; the base's `zygote.py` must declare the same in a
 /// `PROTOCOL = <n>` line.
-pub const PROTOCOL: u32 = 4;
+pub const PROTOCOL: u32 = 5;
 /// The most fds one message may carry (`MAX_FDS` in `zygote.py`).
 pub const MAX_FDS: usize = 250;
 /// The most bytes of one message's JSON (`MAX_MESSAGE` in `zygote.py`).
@@ -89,6 +89,8 @@ pub struct ForkFds {
     pub packages: Vec<PackageFd>,
     /// One detached mount per layer (a handler's only), mounted at `/opt/<name>`.
     pub layers: Vec<LayerFd>,
+    /// One detached mount per access point (a handler's only), mounted at `/mnt/<mount>`.
+    pub volumes: Vec<VolumeFd>,
     /// The handler's listening socket, or the new zygote's control socket.
     pub listen: FdIndex,
     pub stdout: FdIndex,
@@ -100,6 +102,15 @@ pub struct ForkFds {
 pub struct PackageFd {
     /// `name/version`: where the package appears under `/packages`.
     pub rel: String,
+    pub fd: FdIndex,
+}
+
+/// One access point of a fork request and the fd of its detached mount (id-mapped, with its
+/// own flags).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VolumeFd {
+    /// Where it appears: `/mnt/<mount>` (one or more path components).
+    pub mount: String,
     pub fd: FdIndex,
 }
 
@@ -142,6 +153,10 @@ pub enum ProtocolError {
     BadPackage { rel: String },
     #[error("layer name {name:?} is empty, holds '/' or NUL, is '.' or '..', or comes twice")]
     BadLayer { name: String },
+    #[error(
+        "volume mount {mount:?} is not a path of normal names under /mnt, or nests in another"
+    )]
+    BadVolume { mount: String },
     #[error("environment key {key:?} is empty or holds '=' or NUL")]
     BadEnv { key: String },
     #[error("a message of {count} fds (at most {MAX_FDS})")]
@@ -163,6 +178,8 @@ pub struct Fork<'fd, 'a> {
     pub packages: &'a [(&'a str, BorrowedFd<'fd>)],
     /// (name, fd) of each layer, each name once.
     pub layers: &'a [(&'a str, BorrowedFd<'fd>)],
+    /// (path under `/mnt`, fd) of each access point; no path inside another.
+    pub volumes: &'a [(&'a str, BorrowedFd<'fd>)],
     pub listen: BorrowedFd<'fd>,
     pub stdout: BorrowedFd<'fd>,
     pub stderr: BorrowedFd<'fd>,
@@ -208,6 +225,21 @@ impl<'fd> Outgoing<'fd> {
                 });
             }
         }
+        for (i, (mount, _)) in fork.volumes.iter().enumerate() {
+            let normal = !mount.is_empty()
+                && mount
+                    .split('/')
+                    .all(|c| !matches!(c, "" | "." | "..") && !c.contains('\0'));
+            let nested = fork.volumes[..i].iter().any(|(other, _)| {
+                let (a, b) = (format!("{other}/"), format!("{mount}/"));
+                a.starts_with(&b) || b.starts_with(&a)
+            });
+            if !normal || nested {
+                return Err(ProtocolError::BadVolume {
+                    mount: (*mount).to_owned(),
+                });
+            }
+        }
         let mut fds = FdTable::default();
         let indices = ForkFds {
             reply: fds.add(fork.reply),
@@ -225,6 +257,14 @@ impl<'fd> Outgoing<'fd> {
                 .iter()
                 .map(|(name, fd)| LayerFd {
                     name: (*name).to_owned(),
+                    fd: fds.add(*fd),
+                })
+                .collect(),
+            volumes: fork
+                .volumes
+                .iter()
+                .map(|(mount, fd)| VolumeFd {
+                    mount: (*mount).to_owned(),
                     fd: fds.add(*fd),
                 })
                 .collect(),
@@ -359,6 +399,7 @@ mod tests {
             handler: Some(handler.as_fd()),
             packages: &packages,
             layers: &[],
+            volumes: &[],
             listen: other.as_fd(),
             stdout: other.as_fd(),
             stderr: other.as_fd(),
@@ -420,6 +461,7 @@ mod tests {
             handler: None,
             packages: &[("six/1.17.0", fd)],
             layers: &[],
+            volumes: &[],
             listen: fd,
             stdout: fd,
             stderr: fd,
@@ -434,7 +476,7 @@ mod tests {
             serde_json::json!({
                 "protocol": PROTOCOL, "kind": "fork", "role": "zygote",
                 "fds": {"reply": 0, "host": 1, "packages": [{"rel": "six/1.17.0", "fd": 2}],
-                        "layers": [], "listen": 3, "stdout": 4, "stderr": 5},
+                        "layers": [], "volumes": [], "listen": 3, "stdout": 4, "stderr": 5},
                 "env": [["PATH", "/bin"]], "net_ns": false, "tmp_mb": 32,
             })
         );
@@ -466,6 +508,7 @@ mod tests {
                 handler: Some(fd),
                 packages,
                 layers: &[],
+                volumes: &[],
                 listen: fd,
                 stdout: fd,
                 stderr: fd,
@@ -484,6 +527,7 @@ mod tests {
                 handler: Some(fd),
                 packages: &[],
                 layers,
+                volumes: &[],
                 listen: fd,
                 stdout: fd,
                 stderr: fd,
@@ -510,6 +554,43 @@ mod tests {
             );
         }
         with_layers(&[("common", fd), ("tools", fd)]).unwrap();
+        let with_volumes = |volumes: &[(&str, BorrowedFd<'_>)]| {
+            Outgoing::fork(&Fork {
+                role: Role::Handler,
+                reply: fd,
+                host: fd,
+                handler: Some(fd),
+                packages: &[],
+                layers: &[],
+                volumes,
+                listen: fd,
+                stdout: fd,
+                stderr: fd,
+                env: &[],
+                net_ns: true,
+                tmp_mb: 64,
+                harden: None,
+            })
+            .map(|_| ())
+        };
+        for mounts in [
+            &["msg", "msg"][..],
+            &["a", "a/b"],
+            &["a/b", "a"],
+            &[""],
+            &["a/../b"],
+            &["/abs"],
+            &["a//b"],
+            &["a\0"],
+        ] {
+            let volumes: Vec<(&str, BorrowedFd<'_>)> = mounts.iter().map(|m| (*m, fd)).collect();
+            let err = with_volumes(&volumes).unwrap_err();
+            assert!(
+                matches!(err, ProtocolError::BadVolume { .. }),
+                "{mounts:?}: {err}"
+            );
+        }
+        with_volumes(&[("msg", fd), ("data/models", fd), ("ab", fd), ("a", fd)]).unwrap();
         for rel in [
             "six", "six/1/x", "../etc", "six/..", "six/.", "/six/1", "six//1", "six/1/", "a/\0",
         ] {

@@ -160,6 +160,7 @@ fn python_pairs_each_package_with_its_own_directory() {
         handler: Some(handler.as_fd()),
         packages: &packages,
         layers: &layers,
+        volumes: &[],
         listen: listen.as_fd(),
         stdout: stdout.as_fd(),
         stderr: stderr.as_fd(),
@@ -263,6 +264,7 @@ fn python_reads_a_zygote_request_and_a_cgroup_and_reports_ready() {
         handler: None,
         packages: &[("six/1.17.0", six.as_fd())],
         layers: &[],
+        volumes: &[],
         listen: control.as_fd(),
         stdout: null.as_fd(),
         stderr: null.as_fd(),
@@ -309,7 +311,7 @@ fn valid_request() -> Value {
         "protocol": PROTOCOL, "kind": "fork", "role": "handler",
         "fds": {"reply": 0, "host": 1, "handler": 2,
                 "packages": [{"rel": "a/1", "fd": 3}, {"rel": "b/2", "fd": 4}],
-                "layers": [], "listen": 5, "stdout": 6, "stderr": 7},
+                "layers": [], "volumes": [], "listen": 5, "stdout": 6, "stderr": 7},
         "env": [["PATH", "/bin"]], "net_ns": true, "tmp_mb": 64,
         "harden": {"uid": 65534, "gid": 65534},
     })
@@ -331,7 +333,30 @@ fn python_refuses_messages_that_break_the_protocol() {
     );
 
     type Edit = fn(&mut Value);
-    let cases: [(&str, Edit, usize, &str); 13] = [
+    let cases: [(&str, Edit, usize, &str); 16] = [
+        (
+            "a volume mount that leaves /mnt",
+            |r| r["fds"]["volumes"] = json!([{"mount": "../etc", "fd": 8}]),
+            9,
+            "volume mount '../etc' is not a path of normal names",
+        ),
+        (
+            "volume mounts that nest",
+            |r| r["fds"]["volumes"] = json!([{"mount": "a", "fd": 8}, {"mount": "a/b", "fd": 8}]),
+            9,
+            "volume mounts 'a' and 'a/b' nest",
+        ),
+        (
+            "a zygote request with volumes",
+            |r| {
+                r["role"] = json!("zygote");
+                r["fds"].as_object_mut().unwrap().remove("handler");
+                r["fds"]["stderr"] = json!(2);
+                r["fds"]["volumes"] = json!([{"mount": "msg", "fd": 7}]);
+            },
+            8,
+            "a zygote request with volumes",
+        ),
         (
             "a layer named twice",
             |r| r["fds"]["layers"] = json!([{"name": "c", "fd": 8}, {"name": "c", "fd": 8}]),

@@ -18,7 +18,9 @@
 //!
 //! Both kinds of sandbox get the same environment ([`sandbox_env`]) and the same mounts: the
 //! function's directory at `/handler`, its packages under `/packages`, its layers read-only at
-//! `/opt/<name>`. A failed start removes its scratch directory again.
+//! `/opt/<name>`, its volumes' access points under `/mnt` (opened, made on first use and
+//! cloned id-mapped right after step 2, [`VolumeMapper`]). A failed start removes its scratch
+//! directory again.
 
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 use std::os::unix::net::{UnixListener, UnixStream};
@@ -35,13 +37,18 @@ use crate::identity::HostIds;
 use crate::lambda_config::LambdaLimits;
 use crate::manager::backend::{AfterFirstCall, StartSteps};
 use crate::manager::{
-    Backend, FunctionSetup, LambdaRef, LayerDir, PackageDir, SandboxHandle, StartError,
-    StartRequest, Started, LAYERS_DIR,
+    Backend, LambdaRef, LayerDir, PackageDir, SandboxHandle, StartError, StartRequest, Started,
+    LAYERS_DIR,
 };
 use crate::name::LambdaName;
 use crate::packages::{PackageError, PackageStats, Packages};
 use crate::runtime_client;
 use crate::zygote::{ImportCache, ImportCacheStats, Zygote};
+
+mod env;
+mod volumes;
+pub use env::sandbox_env;
+pub use volumes::VolumeMapper;
 
 /// Path of the runtime inside the base filesystem.
 pub const RUNTIME_PATH: &str = "/usr/local/lib/lambdaworker/runtime.py";
@@ -74,6 +81,7 @@ pub struct Launcher {
     fallback: Option<String>,
     packages: Packages,
     import_cache: Arc<ImportCache>,
+    volumes: VolumeMapper,
 }
 
 impl std::fmt::Debug for Launcher {
@@ -114,6 +122,7 @@ impl Launcher {
             hardening,
             packages,
             import_cache,
+            volumes: VolumeMapper::default(),
             cgroups,
             cfg,
         })
@@ -154,6 +163,9 @@ impl Launcher {
             user_ns,
             host: (uid, gid),
         } = self.identity(name)?;
+        // The access points, opened (made on first use) and cloned before anything needs
+        // undoing.
+        let volumes = self.volumes.mounts(&req.lambda.setup.volumes, (uid, gid))?;
         let identified = t0.elapsed();
         let scratch = self
             .handlers_dir
@@ -196,6 +208,7 @@ impl Launcher {
             scratch: &scratch,
             packages: req.packages,
             layers: &req.lambda.setup.layers,
+            volumes: &volumes,
             env: &env,
             limits: &req.lambda.limits,
             hardening: &hardening,
@@ -269,11 +282,17 @@ impl Launcher {
             .iter()
             .map(|l| (l.host.clone(), l.name.to_string()))
             .collect();
+        let volumes: Vec<(String, BorrowedFd<'_>)> = fresh
+            .volumes
+            .iter()
+            .map(|(m, rel)| (rel.display().to_string(), m.as_fd()))
+            .collect();
         let req = crate::zygote::HandlerRequest {
             handler_dir: fresh.handler_dir,
             scratch: fresh.scratch,
             packages: &packages,
             layers: &layers,
+            volumes: &volumes,
             listen: listener.as_fd(),
             output: fresh.output,
             env: fresh.env,
@@ -487,6 +506,9 @@ pub struct FreshSandbox<'a> {
     pub packages: &'a [PackageDir],
     /// Mounted read-only at `/opt/<name>`.
     pub layers: &'a [LayerDir],
+    /// The access points' detached mounts, each attached at `/mnt/<path>`
+    /// ([`VolumeMapper::mounts`]).
+    pub volumes: &'a [(Arc<sandbox::DetachedMount>, PathBuf)],
     /// Its whole environment ([`sandbox_env`]).
     pub env: &'a [(String, String)],
     pub limits: &'a LambdaLimits,
@@ -501,7 +523,7 @@ pub struct FreshSandbox<'a> {
 /// Starts a fresh sandbox exactly as a cold start does: a listening `server_pipe` socket in
 /// the scratch directory (passed in as fd 3), the spec (base read-only, `/handler` read-only,
 /// the scratch directory as `/host`, the packages read-only under `/packages` and on
-/// `LAMBDA_PACKAGES`, the layers read-only under `/opt`, the environment, cgroup limits and
+/// `LAMBDA_PACKAGES`, the layers read-only under `/opt`, the volumes under `/mnt`, the environment, cgroup limits and
 /// `/tmp` size from the limits, stdout and stderr the output pipe) and the runtime (`-E`: the interpreter ignores `PYTHON*`
 /// variables, as a forked one started before them; the runtime applies `PYTHONPATH`). Returns
 /// the sandbox and a non-blocking connection to its runtime (already queued in the socket's
@@ -530,6 +552,12 @@ pub fn spawn_fresh(
             .map(|l| (l.host.clone(), PathBuf::from(l.name.as_str())))
             .collect();
         builder = builder.view(LAYERS_DIR, views);
+    }
+    if !fresh.volumes.is_empty() {
+        builder = builder.attach_view(
+            crate::lambda_config::VOLUMES_MOUNT_DIR,
+            fresh.volumes.to_vec(),
+        );
     }
     // The handler directory is attached as a detached clone of what `handler_dir` names now,
     // never by path in the child.
@@ -593,91 +621,6 @@ fn listen_and_connect(scratch: &Path) -> Result<(UnixListener, UnixStream), Star
     Ok((listener, conn))
 }
 
-/// The environment of a handler sandbox, fresh or forked, in this order (a later value of a
-/// name replaces an earlier one): the platform's (`PATH`, `HOME`, `LANG`,
-/// `PYTHONDONTWRITEBYTECODE`, `LAMBDA_PACKAGES`), what the runtime reads (`LAMBDA_NAME`,
-/// `LAMBDA_LAYERS`, `LAMBDA_FUNCTION_ARN`, `_HANDLER`, `LAMBDA_ENTRY_TYPE`), AWS's (`LAMBDA_TASK_ROOT`,
-/// `AWS_LAMBDA_FUNCTION_NAME`, `AWS_LAMBDA_FUNCTION_MEMORY_SIZE`, `AWS_LAMBDA_FUNCTION_VERSION`,
-/// `AWS_LAMBDA_LOG_GROUP_NAME`, `AWS_LAMBDA_LOG_STREAM_NAME`, `AWS_REGION`,
-/// `AWS_DEFAULT_REGION`), then the function's `environment` (which cannot name the reserved
-/// ones: `lambda.json` refuses them). Public so that benchmarks start sandboxes alike.
-pub fn sandbox_env(
-    cfg: &Config,
-    name: &LambdaName,
-    limits: &LambdaLimits,
-    setup: &FunctionSetup,
-    packages: &[PackageDir],
-) -> Vec<(String, String)> {
-    let rels: Vec<String> = packages
-        .iter()
-        .map(|p| p.rel.display().to_string())
-        .collect();
-    let mut env = crate::zygote::zygote_env(&rels);
-    let layers: Vec<String> = setup.layers.iter().map(LayerDir::sys_path).collect();
-    let (name, region) = (name.as_str(), cfg.aws_region.as_str());
-    let arn = format!(
-        "arn:aws:lambda:{region}:{}:function:{name}",
-        cfg.aws_account_id
-    );
-    let ours = [
-        ("LAMBDA_NAME", name.to_owned()),
-        ("LAMBDA_LAYERS", layers.join(":")),
-        ("LAMBDA_FUNCTION_ARN", arn),
-        ("_HANDLER", setup.entry.to_string()),
-        ("LAMBDA_ENTRY_TYPE", setup.entry_type.as_str().to_owned()),
-        ("LAMBDA_TASK_ROOT", "/handler".to_owned()),
-        ("AWS_LAMBDA_FUNCTION_NAME", name.to_owned()),
-        (
-            "AWS_LAMBDA_FUNCTION_MEMORY_SIZE",
-            limits.memory_mb.to_string(),
-        ),
-        ("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST".to_owned()),
-        ("AWS_LAMBDA_LOG_GROUP_NAME", format!("/aws/lambda/{name}")),
-        (
-            "AWS_LAMBDA_LOG_STREAM_NAME",
-            log_stream_name(std::time::SystemTime::now()),
-        ),
-        ("AWS_REGION", region.to_owned()),
-        ("AWS_DEFAULT_REGION", region.to_owned()),
-    ];
-    env.extend(ours.into_iter().map(|(k, v)| (k.to_owned(), v)));
-    for (key, value) in &setup.environment {
-        match env.iter_mut().find(|(k, _)| k == key) {
-            Some(slot) => slot.1.clone_from(value),
-            None => env.push((key.clone(), value.clone())),
-        }
-    }
-    env
-}
-
-/// A sandbox's log stream name as AWS makes one: `YYYY/MM/DD/[$LATEST]` and 32 random hex
-/// digits, the date (UTC) of its start.
-fn log_stream_name(now: std::time::SystemTime) -> String {
-    let days = now
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() / 86_400);
-    let (y, m, d) = civil_date(days);
-    format!(
-        "{y:04}/{m:02}/{d:02}/[$LATEST]{}",
-        uuid::Uuid::new_v4().simple()
-    )
-}
-
-/// The proleptic Gregorian date of a day counted from 1970-01-01 (Howard Hinnant's
-/// `civil_from_days`).
-fn civil_date(days: u64) -> (u64, u64, u64) {
-    let z = days + 719_468;
-    let era = z / 146_097;
-    let doe = z % 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + u64::from(m <= 2);
-    (y, m, d)
-}
-
 /// Refuses a base whose runtime speaks another call protocol than this worker (a cluster made
 /// by another version's admin): every call would fail.
 fn check_runtime(base_dir: &Path) -> Result<(), LauncherError> {
@@ -696,85 +639,6 @@ fn check_runtime(base_dir: &Path) -> Result<(), LauncherError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::lambda_config::Entry;
-
-    #[test]
-    fn dates_of_log_streams() {
-        assert_eq!(civil_date(0), (1970, 1, 1));
-        assert_eq!(civil_date(11_016), (2000, 2, 29));
-        assert_eq!(civil_date(19_782), (2024, 2, 29));
-        assert_eq!(civil_date(20_089), (2025, 1, 1));
-        let t = std::time::UNIX_EPOCH + std::time::Duration::from_secs(20_089 * 86_400 + 5);
-        let name = log_stream_name(t);
-        assert!(name.starts_with("2025/01/01/[$LATEST]"), "{name}");
-        assert_eq!(name.len(), "2025/01/01/[$LATEST]".len() + 32, "{name}");
-        assert_ne!(name, log_stream_name(t), "each sandbox has its own");
-    }
-
-    #[test]
-    fn the_environment_has_the_platforms_then_awss_then_the_functions() {
-        let cfg = Config {
-            aws_region: "eu-west-3".to_owned(),
-            aws_account_id: "123456789012".to_owned(),
-            ..Config::default()
-        };
-        let name = LambdaName::parse("hello").unwrap();
-        let limits = LambdaLimits {
-            memory_mb: 512,
-            ..LambdaLimits::defaults(&cfg)
-        };
-        let layer = |n: &str, python: bool| LayerDir {
-            name: LambdaName::parse(n).unwrap(),
-            version: 1,
-            host: PathBuf::from("/r/.store/layers").join(n).join("1"),
-            python,
-        };
-        let setup = FunctionSetup {
-            entry: Entry::parse("pkg.app.run").unwrap(),
-            entry_type: crate::lambda_config::EntryType::Wsgi,
-            environment: [("PATH", "/mine"), ("TORCH_HOME", "/tmp/torch")]
-                .into_iter()
-                .map(|(k, v)| (k.to_owned(), v.to_owned()))
-                .collect(),
-            layers: vec![layer("common", true), layer("plain", false)],
-        };
-        let packages = [PackageDir {
-            host: PathBuf::from("/p/six/1.17.0"),
-            rel: PathBuf::from("six/1.17.0"),
-        }];
-        let env = sandbox_env(&cfg, &name, &limits, &setup, &packages);
-        let get = |k: &str| {
-            let found: Vec<&str> = env
-                .iter()
-                .filter(|(key, _)| key == k)
-                .map(|(_, v)| v.as_str())
-                .collect();
-            assert!(found.len() <= 1, "{k} twice: {env:?}");
-            found.first().copied()
-        };
-        assert_eq!(
-            get("PATH"),
-            Some("/mine"),
-            "the function's value replaces ours"
-        );
-        assert_eq!(get("TORCH_HOME"), Some("/tmp/torch"));
-        assert_eq!(get("_HANDLER"), Some("pkg.app.run"));
-        assert_eq!(get("LAMBDA_ENTRY_TYPE"), Some("wsgi"));
-        assert_eq!(get("LAMBDA_TASK_ROOT"), Some("/handler"));
-        assert_eq!(get("LAMBDA_PACKAGES"), Some("/packages/six/1.17.0"));
-        assert_eq!(get("LAMBDA_LAYERS"), Some("/opt/common/python:/opt/plain"));
-        assert_eq!(
-            get("LAMBDA_FUNCTION_ARN"),
-            Some("arn:aws:lambda:eu-west-3:123456789012:function:hello")
-        );
-        assert_eq!(get("AWS_LAMBDA_FUNCTION_NAME"), Some("hello"));
-        assert_eq!(get("AWS_LAMBDA_FUNCTION_MEMORY_SIZE"), Some("512"));
-        assert_eq!(get("AWS_LAMBDA_FUNCTION_VERSION"), Some("$LATEST"));
-        assert_eq!(get("AWS_LAMBDA_LOG_GROUP_NAME"), Some("/aws/lambda/hello"));
-        assert!(get("AWS_LAMBDA_LOG_STREAM_NAME").is_some_and(|s| s.contains("/[$LATEST]")));
-        assert_eq!(get("AWS_REGION"), Some("eu-west-3"));
-        assert_eq!(get("AWS_DEFAULT_REGION"), Some("eu-west-3"));
-    }
 
     #[test]
     fn a_base_whose_runtime_speaks_another_protocol_is_refused() {
@@ -792,7 +656,7 @@ mod tests {
         assert!(err.contains("admin new"), "{err}");
         std::fs::write(
             &path,
-            include_str!("../../cluster-template/runtime/runtime.py"),
+            include_str!("../../../cluster-template/runtime/runtime.py"),
         )
         .unwrap();
         check_runtime(base.path()).unwrap();
