@@ -15,6 +15,7 @@ pub mod local;
 pub mod machine;
 pub mod oci;
 pub mod plot;
+pub mod provisioned;
 pub mod report;
 pub mod scenarios;
 pub mod stats;
@@ -68,7 +69,7 @@ pub fn check_interrupt() -> Result<()> {
 }
 
 /// The scenarios, in the order they run.
-pub const SCENARIOS: [&str; 7] = [
+pub const SCENARIOS: [&str; 8] = [
     "latency",
     "throughput",
     "churn",
@@ -76,6 +77,7 @@ pub const SCENARIOS: [&str; 7] = [
     "scaling",
     "functions",
     "invoke",
+    "provisioned",
 ];
 
 /// What to run and where to put the results.
@@ -120,6 +122,7 @@ pub fn run(opts: &Options) -> Result<Report> {
         scaling: None,
         functions: None,
         invoke: None,
+        provisioned: None,
         failed: Vec::new(),
         elapsed_s: 0.0,
     };
@@ -141,6 +144,7 @@ pub fn run(opts: &Options) -> Result<Report> {
     scenario!("scaling", scaling, scenarios::scaling);
     scenario!("functions", functions, functions::functions);
     scenario!("invoke", invoke, invoke::invoke);
+    scenario!("provisioned", provisioned, provisioned::provisioned);
     drop(cluster);
     if interrupted() {
         report

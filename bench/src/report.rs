@@ -24,6 +24,7 @@ pub struct Report {
     pub scaling: Option<Vec<ScalingRow>>,
     pub functions: Option<Functions>,
     pub invoke: Option<Invoke>,
+    pub provisioned: Option<crate::provisioned::Provisioned>,
     /// Scenarios that failed, with the error.
     pub failed: Vec<(String, String)>,
     pub elapsed_s: f64,
@@ -210,6 +211,9 @@ impl Report {
         }
         if let Some(i) = &self.invoke {
             invoke::render(&mut o, i, ms);
+        }
+        if let Some(p) = &self.provisioned {
+            crate::provisioned::render(&mut o, p, ms);
         }
         for (what, err) in &self.failed {
             let _ = writeln!(o, "\nFAILED {what}: {err}");

@@ -41,6 +41,9 @@ calls in turn:
   init report: once per sandbox, right before its first response, a frame of kind 3 whose
             N = 8 bytes are how long load_entry took, in nanoseconds, big-endian (the worker
             adds it to its own start of the sandbox for the REPORT line's Init Duration)
+  probe:    a request of N = 0 bytes (no header, no event) is answered with the init report
+            alone, sent whether or not it was sent before: the entry is loaded and its module's
+            init has run (provisioned concurrency waits for it), and no call counts it
 The runtime never dies on a bad request; only the worker ends it. It flushes stdout and stderr
 before it sends a response, so everything a call printed is in the worker's pipe by then.
 
@@ -62,7 +65,7 @@ HANDLER_DIR = "/handler"
 COMPAT_DIR = "/usr/local/lib/lambdaworker/compat"
 LISTEN_FD = 3
 # The version of the call protocol this file speaks (the worker reads this line; keep it one line).
-CALL_PROTOCOL = 3
+CALL_PROTOCOL = 4
 DEFAULT_ENTRY = "lambda_func.handler"
 OK, HANDLER_ERROR, REQUEST_ERROR, INIT_REPORT = 0, 1, 2, 3
 # A request's fixed header: the protocol byte, the deadline, the request id's length.
@@ -326,13 +329,18 @@ def recv_exact(conn, size):
 
 def serve(listener, entry):
     # The init report goes out once, in the same write as the first response.
-    init = bytes((INIT_REPORT,)) + (8).to_bytes(4, "big") + max(entry.load_ns, 0).to_bytes(8, "big")
+    report = bytes((INIT_REPORT,)) + (8).to_bytes(4, "big") + max(entry.load_ns, 0).to_bytes(8, "big")
+    init = report
     while True:
         fd, _ = listener._accept()
         conn = _socket.socket(fileno=fd)
         try:
             while True:
                 size = int.from_bytes(recv_exact(conn, 4), "big")
+                if size == 0:  # a probe
+                    conn.sendall(report)
+                    init = b""
+                    continue
                 frame = recv_exact(conn, size)
                 kind, payload = call(entry, frame)
                 conn.sendall(init + bytes((kind,)) + len(payload).to_bytes(4, "big") + payload)

@@ -274,8 +274,9 @@ fn credentials(cfg: &Config) -> Result<Option<Credentials>, WorkerError> {
 }
 
 /// Every tick: destroys sandboxes idle past `idle_timeout_s` and pauses those idle past
-/// `pause_after_ms`; about every second: evicts an idle one if over the memory budget (cgroup
-/// work runs on the blocking pool). A tick is half of `pause_after_ms` (10 ms at least, 250 ms
+/// `pause_after_ms`; at the first tick and about every second after: starts the provisioned
+/// sandboxes functions lack (`manager/provision.rs`), and evicts an idle one if over the memory
+/// budget (cgroup work runs on the blocking pool). A tick is half of `pause_after_ms` (10 ms at least, 250 ms
 /// at most), so that an idle sandbox is frozen within 1.5 times `pause_after_ms`.
 async fn reaper(manager: Arc<WorkerManager>, period: Duration, mut stop: watch::Receiver<bool>) {
     let mut tick = tokio::time::interval(period);
@@ -289,6 +290,9 @@ async fn reaper(manager: Arc<WorkerManager>, period: Duration, mut stop: watch::
                 manager.reap_idle(Instant::now());
                 n += 1;
                 let measure = n.is_multiple_of(per_second);
+                if n == 1 || measure {
+                    manager.provision().await;
+                }
                 let m = Arc::clone(&manager);
                 let _ = tokio::task::spawn_blocking(move || {
                     m.pause_idle(Instant::now());

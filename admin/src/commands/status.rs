@@ -93,6 +93,9 @@ pub struct SandboxRow {
     pub pid: Option<i64>,
     #[serde(default)]
     pub uptime_s: f64,
+    /// Kept by the function's provisioned concurrency (else on demand).
+    #[serde(default)]
+    pub provisioned: bool,
 }
 
 /// Parses a `/stats` body.
@@ -312,10 +315,15 @@ pub fn container_lines(rows: &[(String, SandboxRow)]) -> Vec<String> {
         .map(|(worker, r)| {
             let pid = r.pid.map_or_else(|| "-".to_owned(), |p| p.to_string());
             format!(
-                "  {:width$}  id={}  state={}  pid={}  uptime={}  worker={}",
+                "  {:width$}  id={}  state={}  kind={}  pid={}  uptime={}  worker={}",
                 r.lambda,
                 r.id,
                 r.state,
+                if r.provisioned {
+                    "provisioned"
+                } else {
+                    "on-demand"
+                },
                 pid,
                 format_uptime(r.uptime_s),
                 worker

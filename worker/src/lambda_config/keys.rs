@@ -13,6 +13,8 @@ pub(crate) const LUNA_FILE: &str = "lambda_main.py";
 pub const MAX_LAYERS: usize = 5;
 /// Largest environment: the sum of every name and value, in bytes (AWS's 4 KB).
 pub const ENV_MAX_BYTES: usize = 4096;
+/// Most sandboxes one function keeps provisioned.
+pub const MAX_PROVISIONED: u64 = 64;
 /// Most tags on a function (as AWS).
 pub const MAX_TAGS: usize = 50;
 const MAX_DESCRIPTION: usize = 256;
@@ -43,6 +45,7 @@ pub(crate) const KNOWN: &[&str] = &[
     "max_concurrency",
     "workers",
     "tmp_mb",
+    "provisioned_concurrency",
     "environment",
     "layers",
     "volumes",
@@ -55,7 +58,7 @@ pub(crate) const KNOWN: &[&str] = &[
 
 /// The numeric keys with their ranges (inclusive); `cpu_percent`'s upper bound is 100 per CPU
 /// of this machine.
-const RANGES: [(&str, u64, u64); 9] = [
+const RANGES: [(&str, u64, u64); 10] = [
     ("memory_mb", 128, 3008),
     ("timeout_s", 1, 900),
     ("max_procs", 4, 4096),
@@ -63,6 +66,7 @@ const RANGES: [(&str, u64, u64); 9] = [
     ("max_concurrency", 1, 1000),
     ("workers", 1, 32),
     ("tmp_mb", 1, 10240),
+    ("provisioned_concurrency", 0, MAX_PROVISIONED),
     ("retry_attempts", 0, 2),
     ("max_event_age_s", 60, 21600),
 ];
@@ -385,6 +389,7 @@ pub(crate) fn parse_map(map: &Map<String, Value>) -> Result<LambdaConfig, KeyErr
             "cpu_percent" => c.cpu_percent = Some(number(key, value)?),
             "max_concurrency" | "workers" => c.max_concurrency = Some(number(key, value)?),
             "tmp_mb" => c.tmp_mb = Some(number(key, value)?),
+            "provisioned_concurrency" => c.provisioned_concurrency = Some(number(key, value)?),
             "retry_attempts" => c.retry_attempts = Some(number(key, value)?),
             "max_event_age_s" => c.max_event_age_s = Some(number(key, value)?),
             "on_success" | "on_failure" => {
@@ -473,6 +478,10 @@ pub(crate) fn to_map(c: &LambdaConfig) -> Map<String, Value> {
     put("cpu_percent", c.cpu_percent.map(Value::from));
     put("max_concurrency", c.max_concurrency.map(Value::from));
     put("tmp_mb", c.tmp_mb.map(Value::from));
+    put(
+        "provisioned_concurrency",
+        c.provisioned_concurrency.map(Value::from),
+    );
     put("environment", c.environment.as_ref().map(super::string_map));
     put(
         "layers",

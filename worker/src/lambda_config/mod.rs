@@ -28,7 +28,10 @@ use std::path::{Path, PathBuf};
 use serde_json::{Map, Value};
 
 pub use http_keys::{allows as allows_method, EntryType, PayloadFormat};
-pub use keys::{destination, Entry, InvalidValue, LayerRef, ENV_MAX_BYTES, MAX_LAYERS, MAX_TAGS};
+pub use keys::{
+    destination, Entry, InvalidValue, LayerRef, ENV_MAX_BYTES, MAX_LAYERS, MAX_PROVISIONED,
+    MAX_TAGS,
+};
 pub use limits::{LambdaLimits, CPU_PERIOD_US};
 pub use volume_keys::{AccessPoint, MAX_VOLUMES, VOLUMES_MOUNT_DIR};
 
@@ -75,6 +78,8 @@ pub struct LambdaConfig {
     /// `max_concurrency`, or Luna's `workers` (1 to 32).
     pub max_concurrency: Option<u64>,
     pub tmp_mb: Option<u64>,
+    /// Sandboxes kept started and initialized at all times (`docs/provisioned.md`).
+    pub provisioned_concurrency: Option<u64>,
     /// Set in the sandbox before the function's module is imported.
     pub environment: Option<BTreeMap<String, String>>,
     /// Shared read-only layers, in `sys.path` order.
@@ -220,6 +225,9 @@ impl LambdaConfig {
             cpu_percent: self.cpu_percent.or(base.cpu_percent),
             max_concurrency: self.max_concurrency.or(base.max_concurrency),
             tmp_mb: self.tmp_mb.or(base.tmp_mb),
+            provisioned_concurrency: self
+                .provisioned_concurrency
+                .or(base.provisioned_concurrency),
             environment: self
                 .environment
                 .clone()

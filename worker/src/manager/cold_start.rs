@@ -112,6 +112,7 @@ impl<B: Backend> Manager<B> {
             pid,
             uptime_s: 0.0,
             calls: 0,
+            provisioned: false,
             created: Instant::now(),
             cgroup: sandbox.cgroup().to_owned(),
         });

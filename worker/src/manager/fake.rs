@@ -187,6 +187,15 @@ fn serve(
 ) {
     let mut init_due = true;
     while let Some(frame) = read_frame(&mut conn) {
+        if frame.is_empty() {
+            // A probe: the init report alone.
+            init_due = false;
+            let ns = (FAKE_LOAD.as_nanos() as u64).to_be_bytes();
+            if write_reply(&mut conn, runtime_client::INIT_REPORT, &ns).is_err() {
+                break;
+            }
+            continue;
+        }
         let Some(req) = runtime_client::decode_request(&frame) else {
             let refused =
                 serde_json::json!({"type": "BadRequest", "message": "not a request frame"});

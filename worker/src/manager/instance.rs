@@ -40,6 +40,8 @@ pub struct LiveInfo {
     pub pid: i32,
     pub uptime_s: f64,
     pub calls: u64,
+    /// Kept by its function's provisioned concurrency (else started on demand).
+    pub provisioned: bool,
     #[serde(skip)]
     pub(crate) created: Instant,
     /// The sandbox's cgroup, relative to each hierarchy's root.
@@ -67,6 +69,12 @@ impl Live {
         if let Some(mut info) = self.table.get_mut(&id) {
             info.state = state;
             info.calls += calls_delta;
+        }
+    }
+
+    pub(crate) fn set_provisioned(&self, id: u64, provisioned: bool) {
+        if let Some(mut info) = self.table.get_mut(&id) {
+            info.provisioned = provisioned;
         }
     }
 
@@ -172,6 +180,8 @@ pub(crate) struct Instance<S: SandboxHandle> {
     pub(crate) capture: Capture,
     pub(crate) last_used: Instant,
     pub(crate) paused: bool,
+    /// Its place among its function's provisioned sandboxes, when it is one.
+    pub(crate) provisioned: Option<crate::manager::provision::ProvisionSlot>,
     permit: Option<OwnedSemaphorePermit>,
     live: Arc<Live>,
 }
@@ -203,6 +213,7 @@ impl<S: SandboxHandle> Instance<S> {
             capture,
             last_used: Instant::now(),
             paused: false,
+            provisioned: None,
             permit: Some(permit),
             live,
         }
@@ -228,6 +239,15 @@ impl<S: SandboxHandle> Instance<S> {
 
     pub(crate) fn set_state(&self, state: SandboxState, calls_delta: u64) {
         self.live.set_state(self.id, state, calls_delta);
+    }
+
+    /// Makes it a provisioned sandbox (with its slot) or, with `None`, an on-demand one.
+    pub(crate) fn set_provisioned(
+        &mut self,
+        slot: Option<crate::manager::provision::ProvisionSlot>,
+    ) {
+        self.live.set_provisioned(self.id, slot.is_some());
+        self.provisioned = slot;
     }
 }
 

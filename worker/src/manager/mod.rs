@@ -35,6 +35,7 @@ mod install;
 mod instance;
 mod invoke;
 mod pool;
+mod provision;
 mod resolve;
 mod shutdown;
 mod stats;
@@ -43,6 +44,8 @@ mod stats;
 mod fake;
 #[cfg(test)]
 mod log_tests;
+#[cfg(test)]
+mod provision_tests;
 #[cfg(test)]
 mod tests;
 

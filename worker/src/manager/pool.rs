@@ -25,6 +25,7 @@ use crate::lambda_config::LambdaLimits;
 use crate::manager::backend::{FunctionSetup, SandboxHandle};
 use crate::manager::gate::Gate;
 use crate::manager::instance::Instance;
+use crate::manager::provision::ProvisionCount;
 use crate::name::LambdaName;
 use crate::registry::HandlerVersion;
 
@@ -70,6 +71,8 @@ pub(crate) struct Pool<S: SandboxHandle> {
     users: AtomicUsize,
     /// When it was last entered (a tick of [`Pools`]).
     entered: AtomicU64,
+    /// Provisioned concurrency: the count of the version last provisioned for.
+    provision: Mutex<Option<Arc<ProvisionCount>>>,
 }
 
 impl<S: SandboxHandle> Pool<S> {
@@ -81,6 +84,92 @@ impl<S: SandboxHandle> Pool<S> {
             counters: Counters::default(),
             users: AtomicUsize::new(0),
             entered: AtomicU64::new(0),
+            provision: Mutex::new(None),
+        }
+    }
+
+    fn provision_lock(&self) -> MutexGuard<'_, Option<Arc<ProvisionCount>>> {
+        self.provision.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The provisioned count of `version`, with `target`: the current one, or a new one when
+    /// the version changed.
+    pub(crate) fn provisioning(
+        &self,
+        version: HandlerVersion,
+        target: usize,
+    ) -> Arc<ProvisionCount> {
+        let mut current = self.provision_lock();
+        match current.as_ref() {
+            Some(c) if c.version == version => {
+                c.set_target(target);
+                Arc::clone(c)
+            }
+            _ => {
+                let c = Arc::new(ProvisionCount::new(version, target));
+                *current = Some(Arc::clone(&c));
+                c
+            }
+        }
+    }
+
+    /// The provisioned target last set, if any.
+    pub(crate) fn provision_target(&self) -> Option<usize> {
+        self.provision_lock().as_ref().map(|c| c.target())
+    }
+
+    /// (ready, target) of the current provisioned count.
+    pub(crate) fn provisioned(&self) -> (usize, usize) {
+        self.provision_lock()
+            .as_ref()
+            .map_or((0, 0), |c| (c.ready(), c.target()))
+    }
+
+    /// Whether calls of `version` may be served by an older version's provisioned sandbox:
+    /// provisioning was on and `version`'s sandboxes are not all ready yet.
+    fn in_transition(&self, version: HandlerVersion) -> bool {
+        self.provision_lock()
+            .as_ref()
+            .is_some_and(|c| c.target() > 0 && (c.version != version || !c.complete()))
+    }
+
+    /// Provisioning stops (the function is gone): every idle provisioned sandbox becomes an
+    /// on-demand one.
+    pub(crate) fn abandon_provisioning(&self) {
+        if let Some(c) = self.provision_lock().as_ref() {
+            c.set_target(0);
+        }
+        for inst in self.idle().iter_mut() {
+            inst.set_provisioned(None);
+        }
+    }
+
+    /// Takes out the idle sandboxes of other versions than `version`, unless calls still need
+    /// them ([`Pool::in_transition`]); the caller drops them.
+    pub(crate) fn retire_stale(&self, version: HandlerVersion) -> Vec<Instance<S>> {
+        if self.in_transition(version) {
+            return Vec::new();
+        }
+        let mut idle = self.idle();
+        let (stale, keep): (Vec<_>, Vec<_>) = idle.drain(..).partition(|i| i.version != version);
+        idle.extend(keep);
+        stale
+    }
+
+    /// Idle provisioned sandboxes beyond `count`'s target, or of another count, become
+    /// on-demand ones (the reaper ends them when they have been idle long enough).
+    pub(crate) fn demote_excess(&self, count: &Arc<ProvisionCount>) {
+        let mut excess = count.live().saturating_sub(count.target());
+        for inst in self.idle().iter_mut() {
+            let Some(slot) = inst.provisioned.as_ref() else {
+                continue;
+            };
+            if !slot.of(count) {
+                inst.set_provisioned(None);
+            } else if excess > 0 {
+                excess -= 1;
+                inst.set_provisioned(None);
+            }
         }
     }
 
@@ -120,15 +209,31 @@ impl<S: SandboxHandle> Pool<S> {
         &self,
         version: HandlerVersion,
     ) -> (Option<Instance<S>>, Vec<Instance<S>>) {
+        let transition = self.in_transition(version);
         let mut discard = Vec::new();
+        let mut older = Vec::new();
         let mut idle = self.idle();
+        let mut found = None;
         while let Some(mut inst) = idle.pop_back() {
-            if inst.version == version && inst.is_alive() {
-                return (Some(inst), discard);
+            if !inst.is_alive() {
+                discard.push(inst);
+            } else if inst.version == version {
+                found = Some(inst);
+                break;
+            } else if transition && inst.provisioned.is_some() {
+                // An older version's provisioned sandbox serves until the new ones are ready.
+                older.push(inst);
+            } else {
+                discard.push(inst);
             }
-            discard.push(inst);
         }
-        (None, discard)
+        if found.is_none() {
+            found = older.pop();
+        }
+        for inst in older.into_iter().rev() {
+            idle.push_back(inst);
+        }
+        (found, discard)
     }
 
     /// Puts a sandbox back after a call: the most recently used.
@@ -139,13 +244,14 @@ impl<S: SandboxHandle> Pool<S> {
     /// Takes out the idle sandboxes unused since `now - limit` (the reaper destroys them).
     pub(crate) fn take_expired(&self, now: Instant, limit: Duration) -> Vec<Instance<S>> {
         let mut idle = self.idle();
-        let mut out = Vec::new();
-        while idle
-            .front()
-            .is_some_and(|i| now.saturating_duration_since(i.last_used) >= limit)
-        {
-            out.extend(idle.pop_front());
+        let expired = |i: &Instance<S>| {
+            i.provisioned.is_none() && now.saturating_duration_since(i.last_used) >= limit
+        };
+        if !idle.iter().any(expired) {
+            return Vec::new();
         }
+        let (out, keep): (Vec<_>, Vec<_>) = idle.drain(..).partition(expired);
+        idle.extend(keep);
         out
     }
 
@@ -158,27 +264,19 @@ impl<S: SandboxHandle> Pool<S> {
         after: Duration,
     ) -> Option<(PoolUse<S>, Vec<Instance<S>>)> {
         let mut idle = self.idle();
-        let due = |i: &Instance<S>| now.saturating_duration_since(i.last_used) >= after;
-        // The candidates are a prefix; the paused ones in it stay where they are.
-        let prefix = idle.iter().take_while(|i| due(i)).count();
-        if !idle.iter().take(prefix).any(|i| !i.paused) {
+        let due = |i: &Instance<S>| {
+            !i.paused
+                && i.provisioned.is_none()
+                && now.saturating_duration_since(i.last_used) >= after
+        };
+        if !idle.iter().any(due) {
             return None;
         }
         // The hold is taken under the idle lock, so that a prune (which checks under it) never
         // sees this pool empty and unheld while its sandboxes are out.
         let hold = PoolUse::new(Arc::clone(self));
-        let mut keep = Vec::new();
-        let mut todo = Vec::new();
-        for inst in idle.drain(..prefix) {
-            if inst.paused {
-                keep.push(inst);
-            } else {
-                todo.push(inst);
-            }
-        }
-        for inst in keep.into_iter().rev() {
-            idle.push_front(inst);
-        }
+        let (todo, keep): (Vec<_>, Vec<_>) = idle.drain(..).partition(due);
+        idle.extend(keep);
         Some((hold, todo))
     }
 
@@ -192,7 +290,17 @@ impl<S: SandboxHandle> Pool<S> {
 
     /// The eviction key of the front sandbox: (running, last used); the smallest goes first.
     fn front_key(&self) -> Option<(bool, Instant)> {
-        self.idle().front().map(|i| (!i.paused, i.last_used))
+        self.idle()
+            .iter()
+            .find(|i| i.provisioned.is_none())
+            .map(|i| (!i.paused, i.last_used))
+    }
+
+    /// Takes the least recently used idle sandbox that is not provisioned.
+    fn pop_evictable(&self) -> Option<Instance<S>> {
+        let mut idle = self.idle();
+        let at = idle.iter().position(|i| i.provisioned.is_none())?;
+        idle.remove(at)
     }
 
     /// Every idle sandbox (shutdown).
@@ -223,6 +331,11 @@ impl<S: SandboxHandle> PoolUse<S> {
     fn new(pool: Arc<Pool<S>>) -> Self {
         pool.users.fetch_add(1, Ordering::SeqCst);
         Self { pool }
+    }
+
+    /// Another hold on the same pool.
+    pub(crate) fn clone_of(other: &Self) -> Self {
+        Self::new(Arc::clone(&other.pool))
     }
 }
 
@@ -313,6 +426,11 @@ impl<S: SandboxHandle> Pools<S> {
         self.map.len()
     }
 
+    /// The pool of `name`, if it has one (no hold is taken).
+    pub(crate) fn get(&self, name: &LambdaName) -> Option<Arc<Pool<S>>> {
+        self.map.get(name).map(|p| Arc::clone(&p))
+    }
+
     /// Every pool with its lambda's name (copied out: no map lock is held while they are used).
     pub(crate) fn all(&self) -> Vec<(LambdaName, Arc<Pool<S>>)> {
         self.map
@@ -330,8 +448,7 @@ impl<S: SandboxHandle> Pools<S> {
             .filter_map(|(i, p)| p.front_key().map(|k| (i, k)))
             .collect();
         let at = lru_victim(fronts.iter().map(|(_, k)| *k))?;
-        let victim = pools[fronts[at].0].idle().pop_front();
-        victim
+        pools[fronts[at].0].pop_evictable()
     }
 }
 

@@ -30,6 +30,27 @@ impl<B: Backend> Manager<B> {
         &self,
         name: &LambdaName,
     ) -> Result<(LambdaRef, PoolUse<B::Sandbox>), RunError> {
+        self.resolve_counting(name, true)
+    }
+
+    /// [`Manager::resolve`] without counting a call (the provisioner's). Blocking.
+    pub(crate) fn resolve_quiet(
+        &self,
+        name: &LambdaName,
+    ) -> Result<(LambdaRef, PoolUse<B::Sandbox>), RunError> {
+        self.resolve_counting(name, false)
+    }
+
+    fn resolve_counting(
+        &self,
+        name: &LambdaName,
+        count: bool,
+    ) -> Result<(LambdaRef, PoolUse<B::Sandbox>), RunError> {
+        let add = |c: &std::sync::atomic::AtomicU64| {
+            if count {
+                Counters::add(c);
+            }
+        };
         let t = std::time::Instant::now();
         let found = self.registry.lookup(name);
         self.timings
@@ -39,8 +60,8 @@ impl<B: Backend> Manager<B> {
             // The function exists: the failed call is counted as its own.
             Err(RegistryError::Config { lambda, source }) => {
                 let pool = self.pools.enter(name, self.cfg.max_sandboxes_per_lambda);
-                Counters::add(&pool.counters.calls);
-                Counters::add(&pool.counters.errors);
+                add(&pool.counters.calls);
+                add(&pool.counters.errors);
                 return Err(RunError::LambdaConfig {
                     lambda,
                     source: *source,
@@ -49,7 +70,7 @@ impl<B: Backend> Manager<B> {
             Err(e) => return Err(RunError::Registry(e)),
         };
         let pool = self.pools.enter(name, self.cfg.max_sandboxes_per_lambda);
-        Counters::add(&pool.counters.calls);
+        add(&pool.counters.calls);
         let (limits, setup) = match pool.setup_for(handler.version) {
             Some(known) => known,
             None => match function_setup(&handler, &self.cfg) {
@@ -60,7 +81,7 @@ impl<B: Backend> Manager<B> {
                     (limits, setup)
                 }
                 Err(source) => {
-                    Counters::add(&pool.counters.errors);
+                    add(&pool.counters.errors);
                     return Err(RunError::LambdaConfig {
                         lambda: name.to_string(),
                         source,
@@ -178,6 +199,7 @@ pub(crate) fn function_setup(
             python,
         });
     }
+    check_provisioned(handler, cfg)?;
     let volumes = crate::volumes::Volumes::new(cfg.volumes());
     let mut mounts = Vec::new();
     for point in config.volumes.iter().flatten() {
@@ -200,4 +222,41 @@ pub(crate) fn function_setup(
         environment: config.environment.clone().unwrap_or_default(),
         layers,
     })
+}
+
+/// A function's provisioned concurrency fits its own concurrency, the worker's sandbox cache
+/// and its memory budget; otherwise an error of the `provisioned_concurrency` key.
+fn check_provisioned(handler: &Handler, cfg: &Config) -> Result<(), LambdaConfigError> {
+    let Some(n) = handler.config.provisioned_concurrency.filter(|n| *n > 0) else {
+        return Ok(());
+    };
+    let limits = handler.config.limits(cfg);
+    let budget_mb = super::capacity::memory_budget_bytes(cfg) / (1024 * 1024);
+    let need_mb = n * limits.memory_mb;
+    let problem = if n as usize > limits.max_concurrency {
+        Some(format!(
+            "{n} is more than the function's max_concurrency ({})",
+            limits.max_concurrency
+        ))
+    } else if n as usize > cfg.handler_cache_size {
+        Some(format!(
+            "{n} is more than the worker's handler_cache_size ({})",
+            cfg.handler_cache_size
+        ))
+    } else if need_mb > budget_mb {
+        Some(format!(
+            "{n} sandboxes of {} MiB need {need_mb} MiB, more than the worker's memory budget ({budget_mb} MiB)",
+            limits.memory_mb
+        ))
+    } else {
+        None
+    };
+    match problem {
+        None => Ok(()),
+        Some(message) => Err(LambdaConfigError {
+            path: handler.dir.join(LAMBDA_CONFIG_FILE),
+            key: Some("provisioned_concurrency".to_owned()),
+            message,
+        }),
+    }
 }

@@ -26,6 +26,10 @@ pub struct LambdaStats {
     pub paused: usize,
     /// Calls waiting at the lambda's gate (`max_concurrency` reached).
     pub waiting: usize,
+    /// Provisioned sandboxes of its current version that are ready, and how many it should
+    /// have (`provisioned_concurrency`); `live - provisioned` are on-demand ones.
+    pub provisioned: usize,
+    pub provisioned_target: usize,
 }
 
 /// Worker-wide cache counters as shown by `/stats`.
@@ -67,7 +71,10 @@ impl<B: Backend> Manager<B> {
             .map(|(name, pool)| {
                 let c = &pool.counters;
                 let (idle, paused) = pool.idle_counts();
+                let (provisioned, provisioned_target) = pool.provisioned();
                 let stats = LambdaStats {
+                    provisioned,
+                    provisioned_target,
                     calls: c.calls.load(Ordering::Relaxed),
                     cold_starts: c.cold_starts.load(Ordering::Relaxed),
                     zygote_starts: c.zygote_starts.load(Ordering::Relaxed),

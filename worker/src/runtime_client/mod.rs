@@ -17,7 +17,7 @@ mod wire_tests;
 
 /// The version of the call protocol the worker speaks; the base's `runtime.py` must declare
 /// the same in a `CALL_PROTOCOL = <n>` line.
-pub const CALL_PROTOCOL: u8 = 3;
+pub const CALL_PROTOCOL: u8 = 4;
 /// Largest response accepted from a sandbox.
 pub const MAX_RESPONSE: usize = 64 * 1024 * 1024;
 /// A request's fixed header: the protocol byte, the deadline, the request id's length.
@@ -264,6 +264,24 @@ pub async fn call_reporting(
         2 => Ok(Reply::RequestError(payload)),
         k => Err(WireError::BadKind(k)),
     }
+}
+
+/// Probes a sandbox's runtime: an empty request, answered with the init report alone once the
+/// entry is loaded (its module's init run). Returns how long the load took. No call is made.
+pub async fn probe(conn: &mut UnixStream) -> Result<Duration, WireError> {
+    conn.write_all(&[0, 0, 0, 0]).await?;
+    let mut header = [0u8; 5];
+    read_exact(conn, &mut header).await?;
+    let size = u32::from_be_bytes([header[1], header[2], header[3], header[4]]) as usize;
+    if header[0] != INIT_REPORT {
+        return Err(WireError::BadKind(header[0]));
+    }
+    if size != 8 {
+        return Err(WireError::BadInitReport(size));
+    }
+    let mut ns = [0u8; 8];
+    read_exact(conn, &mut ns).await?;
+    Ok(Duration::from_nanos(u64::from_be_bytes(ns)))
 }
 
 /// Fills `buf` from `conn`; the end of the connection is [`WireError::Closed`].
