@@ -125,6 +125,7 @@ impl Local {
                 memory_bytes: Some(self.cfg.memory_mb * 1024 * 1024),
                 pids_max: Some(self.cfg.max_procs),
                 cpu_quota: None,
+                devices: None,
             })
             .command(argv.iter().copied())
             .env("PATH", "/usr/bin:/bin")

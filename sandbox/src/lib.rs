@@ -8,6 +8,7 @@
 
 pub mod cgroup;
 pub mod detached;
+pub mod devices;
 pub mod harden;
 pub mod mountinfo;
 pub mod mounts;

@@ -9,7 +9,8 @@
 //! 3. bind the root onto itself (pivot_root needs a mount point)
 //! 4. a small tmpfs at `/dev` with `null`, `zero`, `random`, `urandom` (made with `mknod`, or,
 //!    in a user namespace, where no node can be made, the host's nodes bound onto empty files)
-//!    and the `fd`/`std*` links, then remounted read-only (the nodes stay usable; nothing new can
+//!    and the `fd`/`std*` links, and the spec's extra devices (a GPU's) bound onto empty files,
+//!    then remounted read-only (the nodes stay usable; nothing new can
 //!    be created there); then a tmpfs of `/tmp`'s size at `/dev/shm` (POSIX shared memory and
 //!    semaphores)
 //! 5. a fresh `/proc` for the sandbox's pid namespace, then its sensitive paths masked as
@@ -19,8 +20,8 @@
 //! 7. each bind mount (`/host`), then its remount read-only where asked, always `nosuid,nodev`;
 //!    then each detached mount (`/handler`: the directory the worker opened and checked), attached
 //!    with `move_mount` and the flags it was cloned with (read-only, `nosuid,nodev`)
-//! 8. each view (the packages a lambda needs): a small tmpfs, a directory per entry, each entry
-//!    bound read-only, then the tmpfs remounted read-only; then each attached view (the
+//! 8. each view (the packages a lambda needs): a small tmpfs, a directory (or, for a file, an
+//!    empty file) per entry, each entry bound read-only, then the tmpfs remounted read-only; then each attached view (the
 //!    volumes under `/mnt`): a small tmpfs, a directory per entry, each entry's detached mount
 //!    attached there with its own flags, then the tmpfs remounted read-only
 //! 9. remount the root read-only, `nosuid,nodev`
@@ -212,6 +213,33 @@ impl SetupPlan {
                 });
             }
         }
+        // Extra host devices (a GPU's nodes): bound onto empty files, in a user namespace or
+        // not (what may open them is the device cgroup's rules).
+        for dev in &spec.devices {
+            let name = dev.strip_prefix("/dev").unwrap_or(dev);
+            let path = path_c(
+                &root
+                    .join("dev")
+                    .join(name.strip_prefix("/").unwrap_or(name)),
+            )?;
+            steps.push(Step::CreateFile {
+                path: path.clone(),
+                mode: 0o666,
+            });
+            steps.push(Step::Mount {
+                what: "device bind",
+                source: Some(path_c(dev)?),
+                target: path.clone(),
+                fstype: None,
+                flags: MsFlags::MS_BIND,
+                data: None,
+            });
+            steps.push(bind_remount(
+                "device bind remount read-only",
+                path,
+                DEV_FLAGS,
+            ));
+        }
         for (target, name) in DEV_LINKS {
             steps.push(Step::Symlink {
                 target: cstr(target, "path")?,
@@ -329,9 +357,17 @@ impl SetupPlan {
             let mut made = std::collections::HashSet::new();
             for (source, rel) in &v.entries {
                 let mut dir = base.clone();
-                for comp in rel.components() {
+                let file = !source.is_dir();
+                let count = rel.components().count();
+                for (i, comp) in rel.components().enumerate() {
                     dir.push(comp);
-                    if made.insert(dir.clone()) {
+                    if file && i + 1 == count {
+                        // A file entry (a driver library): an empty file to bind it onto.
+                        steps.push(Step::CreateFile {
+                            path: path_c(&dir)?,
+                            mode: 0o644,
+                        });
+                    } else if made.insert(dir.clone()) {
                         steps.push(Step::Mkdir {
                             path: path_c(&dir)?,
                             mode: 0o755,

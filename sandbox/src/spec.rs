@@ -1,4 +1,4 @@
-//! The validated description of one sandbox: its root, mounts, limits, process and where its
+//! The validated description of one sandbox: its root, mounts, devices, limits, process and where its
 //! output goes ([`Output`]: host files, or fds such as the write end of a pipe).
 //!
 //! A [`SandboxSpec`] can only be built through [`SandboxSpec::builder`], which checks every path and
@@ -35,6 +35,8 @@ pub enum SpecError {
     ViewEntry(PathBuf),
     #[error("output file {0} must be an absolute path")]
     Output(PathBuf),
+    #[error("device {0} must be a character device directly in /dev")]
+    Device(PathBuf),
     #[error("attached view entries {0} and {1} nest: one would be made inside the other's mount")]
     Nested(PathBuf, PathBuf),
 }
@@ -101,6 +103,8 @@ pub struct SandboxSpec {
     pub(crate) views: Vec<View>,
     /// Mounted after the views.
     pub(crate) attached_views: Vec<AttachedView>,
+    /// Host device nodes (`/dev/<name>`) bound at the same path in the sandbox's `/dev`.
+    pub(crate) devices: Vec<PathBuf>,
     pub(crate) tmp_mb: u64,
     pub(crate) hostname: String,
     pub(crate) net: NetMode,
@@ -130,6 +134,7 @@ impl SandboxSpec {
                 attached: Vec::new(),
                 views: Vec::new(),
                 attached_views: Vec::new(),
+                devices: Vec::new(),
                 tmp_mb: 64,
                 hostname: "lambda".to_owned(),
                 net: NetMode::Isolated,
@@ -217,6 +222,13 @@ impl SpecBuilder {
             target: target.into(),
             entries,
         });
+        self
+    }
+
+    /// Binds the host device node `path` (`/dev/<name>`, a character device) at the same path
+    /// in the sandbox's `/dev` (the device cgroup decides what may open it).
+    pub fn device(mut self, path: impl Into<PathBuf>) -> Self {
+        self.spec.devices.push(path.into());
         self
     }
 
@@ -347,7 +359,9 @@ impl SpecBuilder {
                 }
             }
             for (source, rel) in &v.entries {
-                if !source.is_absolute() || !source.is_dir() {
+                let kind = std::fs::metadata(source).map(|m| m.file_type());
+                let usable = kind.is_ok_and(|t| t.is_dir() || t.is_file());
+                if !source.is_absolute() || !usable {
                     return Err(SpecError::MountSource(source.clone()));
                 }
                 let normal = rel.components().count() > 0
@@ -355,6 +369,14 @@ impl SpecBuilder {
                 if !normal {
                     return Err(SpecError::ViewEntry(rel.clone()));
                 }
+            }
+        }
+        for dev in &s.devices {
+            use std::os::unix::fs::FileTypeExt;
+            let one_name = dev.parent() == Some(Path::new("/dev")) && is_normal_absolute(dev);
+            let is_char = std::fs::metadata(dev).is_ok_and(|m| m.file_type().is_char_device());
+            if !one_name || !is_char {
+                return Err(SpecError::Device(dev.clone()));
             }
         }
         for v in &s.attached_views {
@@ -498,7 +520,24 @@ mod tests {
                 vec![(PathBuf::from("/etc/hostname"), PathBuf::from("a"))],
             )
             .build();
-        assert!(matches!(file_entry, Err(SpecError::MountSource(_))));
+        assert!(file_entry.is_ok(), "a file is bound onto an empty file");
+        let missing_entry = base(root.path())
+            .view(
+                "/packages",
+                vec![(PathBuf::from("/nonexistent"), PathBuf::from("a"))],
+            )
+            .build();
+        assert!(matches!(missing_entry, Err(SpecError::MountSource(_))));
+        assert!(base(root.path()).device("/dev/null").build().is_ok());
+        for bad in [
+            "/dev/../etc/passwd",
+            "/etc/hostname",
+            "/dev/nonexistent",
+            "/tmp",
+        ] {
+            let err = base(root.path()).device(bad).build();
+            assert!(matches!(err, Err(SpecError::Device(_))), "{bad}");
+        }
         // A file binds over a regular file only, a directory over a directory only.
         std::fs::create_dir(root.path().join("etc")).unwrap();
         std::fs::write(root.path().join("etc/resolv.conf"), "x").unwrap();

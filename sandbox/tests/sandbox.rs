@@ -50,6 +50,7 @@ fn spec(dir: &Path, script: &str, cgroup: &str, net: NetMode) -> SandboxSpec {
             memory_bytes: Some(64 << 20),
             pids_max: Some(32),
             cpu_quota: None,
+            devices: None,
         })
         .command(["/bin/sh", "-c", script])
         .env("PATH", "/usr/bin:/bin")

@@ -16,7 +16,7 @@ use crate::mountinfo::{self, SELF_MOUNTINFO as MOUNTINFO};
 /// v1 controllers without which no sandbox can be confined.
 pub(crate) const V1_REQUIRED: [&str; 3] = ["memory", "pids", "freezer"];
 /// v1 controllers used when present.
-pub(crate) const V1_OPTIONAL: [&str; 2] = ["cpu", "cpuacct"];
+pub(crate) const V1_OPTIONAL: [&str; 3] = ["cpu", "cpuacct", "devices"];
 /// v2 controllers that must be available at the root.
 pub(crate) const V2_REQUIRED: [&str; 2] = ["memory", "pids"];
 
@@ -195,6 +195,7 @@ mod tests {
             [
                 ("cpu", Path::new("/sys/fs/cgroup/cpu")),
                 ("cpuacct", Path::new("/sys/fs/cgroup/cpuacct")),
+                ("devices", Path::new("/sys/fs/cgroup/devices")),
                 ("freezer", Path::new("/sys/fs/cgroup/freezer")),
                 ("memory", Path::new("/sys/fs/cgroup/memory")),
                 ("pids", Path::new("/sys/fs/cgroup/pids")),

@@ -25,6 +25,8 @@ pub(crate) enum Op {
     Rmdir(String),
     Write(String, String),
     Kill(i32),
+    /// A device program attached: the cgroup and its rules as v1 lines.
+    Devices(String, Vec<String>),
 }
 
 #[derive(Debug)]
@@ -283,13 +285,17 @@ impl FakeFs {
                     ("freezer.state", "THAWED\n"),
                     ("freezer.self_freezing", "0\n"),
                 ]),
+                "devices" => files.extend([
+                    ("devices.allow", ""),
+                    ("devices.deny", ""),
+                    ("devices.list", "a *:* rwm\n"),
+                ]),
                 "cpu" => files.extend([
                     ("cpu.cfs_period_us", "100000\n"),
                     ("cpu.cfs_quota_us", "-1\n"),
                     ("cpu.shares", "1024\n"),
                 ]),
                 "cpuacct" => files.push(("cpuacct.usage", "0\n")),
-                "devices" => files.extend([("devices.allow", ""), ("devices.list", "a *:* rwm\n")]),
                 _ => {}
             }
         }
@@ -514,6 +520,19 @@ impl FakeFs {
 }
 
 impl CgroupFs for FakeFs {
+    fn attach_devices(
+        &self,
+        dir: &Path,
+        rules: &[crate::devices::DeviceRule],
+    ) -> std::result::Result<(), crate::devices::AttachError> {
+        let lines = rules
+            .iter()
+            .map(crate::devices::DeviceRule::v1_line)
+            .collect();
+        self.log(Op::Devices(self.rel(dir), lines));
+        Ok(())
+    }
+
     fn read(&self, path: &Path) -> io::Result<String> {
         if let Some(&errno) = self.state.lock().unwrap().read_failures.get(path) {
             return Err(io::Error::from_raw_os_error(errno));

@@ -43,6 +43,12 @@ pub(crate) trait CgroupFs: Send + Sync + fmt::Debug {
     fn kill(&self, pid: i32) -> nix::Result<()>;
     fn now(&self) -> Instant;
     fn sleep(&self, d: Duration);
+    /// Attaches the device program of `rules` to the v2 cgroup directory `dir`.
+    fn attach_devices(
+        &self,
+        dir: &Path,
+        rules: &[crate::devices::DeviceRule],
+    ) -> std::result::Result<(), crate::devices::AttachError>;
 }
 
 /// The kernel's cgroupfs.
@@ -50,6 +56,14 @@ pub(crate) trait CgroupFs: Send + Sync + fmt::Debug {
 pub(crate) struct RealFs;
 
 impl CgroupFs for RealFs {
+    fn attach_devices(
+        &self,
+        dir: &Path,
+        rules: &[crate::devices::DeviceRule],
+    ) -> std::result::Result<(), crate::devices::AttachError> {
+        crate::devices::attach_v2(dir, rules)
+    }
+
     fn read(&self, path: &Path) -> io::Result<String> {
         std::fs::read_to_string(path)
     }

@@ -62,6 +62,8 @@ pub enum CgroupError {
     Parse { path: PathBuf, content: String },
     #[error(transparent)]
     Mountinfo(#[from] crate::mountinfo::MountinfoError),
+    #[error(transparent)]
+    Devices(#[from] crate::devices::AttachError),
     #[error("no usable cgroup setup in {path}: {reason}")]
     NoSetup { path: PathBuf, reason: String },
     #[error("controller {controller} is not available for {path}")]
@@ -214,6 +216,9 @@ pub struct Limits {
     pub pids_max: Option<u64>,
     /// (quota_us, period_us)
     pub cpu_quota: Option<(u64, u64)>,
+    /// The devices the cgroup's processes may use (all others refused); `None`: the parent's
+    /// rules (v1 `devices.deny` `a` then `devices.allow` lines; v2 a device BPF program).
+    pub devices: Option<Vec<crate::devices::DeviceRule>>,
 }
 
 /// One cgroup, in every hierarchy it lives in. Methods block (they poll the kernel for at most a
@@ -298,8 +303,8 @@ mod tests {
         fake.take_ops();
 
         let removed = setup.remove_tree_with(Path::new("lw/w-1"), &*fake).unwrap();
-        // w-1, sb-1, sb-2 in memory, pids, freezer, cpu and cpuacct.
-        assert_eq!(removed, 3 * 5);
+        // w-1, sb-1, sb-2 in memory, pids, freezer, cpu, cpuacct and devices.
+        assert_eq!(removed, 3 * 6);
         let ops = fake.take_ops();
         assert_eq!(
             ops[0],

@@ -90,6 +90,7 @@ fn real_cgroup_lifecycle() {
         memory_bytes: Some(64 << 20),
         pids_max: Some(16),
         cpu_quota: Some((50_000, 100_000)),
+        devices: None,
     };
     cg.create(&limits).unwrap();
     for dir in dirs(&setup, &rel) {
@@ -272,4 +273,49 @@ fn real_create_survives_a_concurrent_prune_of_its_parents() {
         pruned > 0,
         "the pruner never removed a parent: the test raced nothing"
     );
+}
+
+/// Device rules for real (v1 `devices.allow`, v2 a device program): a process in the cgroup
+/// opens what the rules list and nothing else.
+#[test]
+fn real_device_rules_refuse_unlisted_devices() {
+    let Some(setup) = setup_or_skip("real_device_rules_refuse_unlisted_devices") else {
+        return;
+    };
+    let rel = unique_rel("dev");
+    let mut guard = Cleanup {
+        setup: setup.clone(),
+        rel: rel.clone(),
+        children: Vec::new(),
+    };
+    let cg = setup.cgroup(&rel);
+    let only_null = vec![crate::devices::DeviceRule::char_rw(1, Some(3))];
+    if let Err(e) = cg.create(&Limits {
+        devices: Some(only_null),
+        ..Limits::default()
+    }) {
+        if matches!(&setup, CgroupSetup::V1 { controllers } if !controllers.contains_key("devices"))
+        {
+            eprintln!("skipping real_device_rules_refuse_unlisted_devices: no v1 devices controller ({e})");
+            return;
+        }
+        panic!("device rules: {e}");
+    }
+    // The child waits on stdin until it is in the cgroup, then opens two devices.
+    let mut child = Command::new("sh")
+        .arg("-c")
+        .arg("read x; (: < /dev/null) 2>/dev/null && echo null-ok; (: < /dev/zero) 2>/dev/null && echo zero-ok; true")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn sh");
+    cg.add_task(child.id() as i32).unwrap();
+    use std::io::Write as _;
+    child.stdin.take().unwrap().write_all(b"go\n").unwrap();
+    let out = child.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(text.contains("null-ok"), "{text}");
+    assert!(!text.contains("zero-ok"), "/dev/zero was opened: {text}");
+    guard.children.clear();
 }

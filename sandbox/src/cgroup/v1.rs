@@ -12,7 +12,8 @@ use super::fs::{self, CgroupFs, KillPlan};
 use super::{check_rel, unique, CgroupError, CgroupManager, Limits, Result};
 
 /// The v1 controllers this module uses, in the order their hierarchies are visited.
-pub(crate) const CONTROLLERS: [&str; 5] = ["memory", "pids", "freezer", "cpu", "cpuacct"];
+pub(crate) const CONTROLLERS: [&str; 6] =
+    ["memory", "pids", "freezer", "cpu", "cpuacct", "devices"];
 
 /// A cgroup in the v1 hierarchies.
 #[derive(Debug)]
@@ -93,6 +94,13 @@ impl V1Cgroup {
             fs::write(fs, &dir.join("cpu.cfs_period_us"), &period.to_string())?;
             fs::write(fs, &dir.join("cpu.cfs_quota_us"), &quota.to_string())?;
         }
+        if let Some(rules) = &limits.devices {
+            let dir = self.dir("devices")?;
+            fs::write(fs, &dir.join("devices.deny"), "a")?;
+            for rule in rules {
+                fs::write(fs, &dir.join("devices.allow"), &rule.v1_line())?;
+            }
+        }
         Ok(())
     }
 
@@ -135,6 +143,9 @@ impl CgroupManager for V1Cgroup {
         self.check()?;
         if limits.cpu_quota.is_some() {
             self.dir("cpu")?;
+        }
+        if limits.devices.is_some() {
+            self.dir("devices")?;
         }
         let result = fs::retry_if_parent_vanished(|| self.create_inner(limits));
         if result.is_err() {
@@ -259,14 +270,15 @@ mod tests {
 
     const REL: &str = "lambdaworker/w-ab12/sb-7";
     /// The hierarchies a sandbox cgroup lives in on the hybrid fake.
-    const USED: [&str; 5] = ["memory", "pids", "freezer", "cpu", "cpuacct"];
-    const UNTOUCHED: [&str; 5] = ["cpuset", "devices", "blkio", "systemd", "unified"];
+    const USED: [&str; 6] = ["memory", "pids", "freezer", "cpu", "cpuacct", "devices"];
+    const UNTOUCHED: [&str; 4] = ["cpuset", "blkio", "systemd", "unified"];
 
     fn limits() -> Limits {
         Limits {
             memory_bytes: Some(64 << 20),
             pids_max: Some(32),
             cpu_quota: Some((50_000, 100_000)),
+            devices: None,
         }
     }
 
@@ -432,6 +444,28 @@ mod tests {
             "{ops:?}"
         );
         assert_eq!(ops.iter().filter(|o| matches!(o, Op::Rmdir(_))).count(), 4);
+    }
+
+    #[test]
+    fn device_rules_deny_everything_then_allow_each() {
+        let (_tmp, fake, cg) = hybrid();
+        let mut rules = crate::devices::default_rules();
+        rules.truncate(1);
+        rules.push(crate::devices::DeviceRule::char_rw(195, None));
+        cg.create(&Limits {
+            devices: Some(rules),
+            ..Limits::default()
+        })
+        .unwrap();
+        let dir = format!("devices/{REL}");
+        assert_eq!(
+            writes(&fake.take_ops()),
+            [
+                w(&format!("{dir}/devices.deny"), "a"),
+                w(&format!("{dir}/devices.allow"), "c 1:3 rw"),
+                w(&format!("{dir}/devices.allow"), "c 195:* rw"),
+            ]
+        );
     }
 
     #[test]

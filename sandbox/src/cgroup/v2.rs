@@ -88,6 +88,9 @@ impl V2Cgroup {
         if let Some((quota, period)) = limits.cpu_quota {
             fs::write(fs, &self.dir.join("cpu.max"), &format!("{quota} {period}"))?;
         }
+        if let Some(rules) = &limits.devices {
+            fs.attach_devices(&self.dir, rules)?;
+        }
         Ok(())
     }
 
@@ -235,6 +238,27 @@ mod tests {
     }
 
     #[test]
+    fn device_rules_attach_a_device_program() {
+        let (_tmp, fake, setup) = fake_v2(ALL, |f| f);
+        let cg = manager(&fake, &setup, REL);
+        let rules = vec![crate::devices::DeviceRule::char_rw(195, None)];
+        cg.create(&Limits {
+            devices: Some(rules),
+            ..Limits::default()
+        })
+        .unwrap();
+        let ops = fake.take_ops();
+        assert_eq!(
+            ops.last(),
+            Some(&Op::Devices(
+                format!("cgroup/{REL}"),
+                vec!["c 195:* rw".to_owned()]
+            )),
+            "{ops:?}"
+        );
+    }
+
+    #[test]
     fn memory_peak_reads_memory_peak() {
         let (_tmp, fake, setup) = fake_v2(ALL, |f| f);
         let cg = manager(&fake, &setup, REL);
@@ -251,6 +275,7 @@ mod tests {
             memory_bytes: Some(64 << 20),
             pids_max: Some(32),
             cpu_quota: Some((50_000, 100_000)),
+            devices: None,
         }
     }
 

@@ -51,6 +51,7 @@ impl LambdaLimits {
             cpu_quota: self
                 .cpu_percent
                 .map(|p| (p * CPU_PERIOD_US / 100, CPU_PERIOD_US)),
+            devices: None,
         }
     }
 }

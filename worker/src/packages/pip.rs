@@ -137,6 +137,7 @@ impl Packages {
                     memory_bytes: Some(PIP_MEMORY_MB * 1024 * 1024),
                     pids_max: Some(PIP_MAX_PROCS),
                     cpu_quota: None,
+                    devices: None,
                 })
                 .command(argv)
                 .env("PATH", "/usr/local/bin:/usr/bin:/bin")

@@ -432,6 +432,7 @@ impl SandboxMaker {
             memory_bytes: Some(self.cfg.memory_mb * 1024 * 1024),
             pids_max: Some(self.cfg.max_procs),
             cpu_quota: None,
+            devices: None,
         }
     }
 
@@ -444,6 +445,7 @@ impl SandboxMaker {
             memory_bytes: Some((self.cfg.memory_mb + children * CHARGE_PER_CHILD_MB) << 20),
             pids_max: Some(self.cfg.max_procs),
             cpu_quota: None,
+            devices: None,
         }
     }
 
