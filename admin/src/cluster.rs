@@ -274,7 +274,8 @@ pub fn in_base(base: &Path, path: &str) -> PathBuf {
 
 /// Writes the in-sandbox runtime and the fork server where the worker runs them from
 /// ([`RUNTIME_PATH`], [`ZYGOTE_PATH`]: `<base>/usr/local/lib/lambdaworker/`), the modules the
-/// runtime offers code written for other platforms ([`COMPAT_DIR`]), and a `VERSION` file, as
+/// runtime offers code written for other platforms ([`COMPAT_DIR`]), the empty mount point of
+/// GPU sandboxes' driver files (`/usr/local/nvidia`), and a `VERSION` file, as
 /// new files (the base's other files are links into the cache, which must stay untouched).
 /// Then no directory of the base stays writable by others ([`close_shared_dirs`]).
 pub fn install_runtime(base: &Path) -> Result<()> {
@@ -297,6 +298,11 @@ pub fn install_runtime(base: &Path) -> Result<()> {
     let compat = in_base(base, COMPAT_DIR);
     if !std::fs::symlink_metadata(&compat).is_ok_and(|m| m.is_dir()) {
         missing.insert(0, compat.clone());
+    }
+    // The mount point of a GPU sandbox's driver files (`worker::gpu::NVIDIA_DIR`).
+    let nvidia = in_base(base, worker::gpu::NVIDIA_DIR);
+    if !std::fs::symlink_metadata(&nvidia).is_ok_and(|m| m.is_dir()) {
+        missing.insert(0, nvidia);
     }
     for d in missing.iter().rev() {
         std::fs::create_dir(d).map_err(io("create directory", d))?;

@@ -94,6 +94,7 @@ impl Local {
             packages: &[],
             layers: &[],
             volumes: &[],
+            gpu: None,
             env: &env,
             limits: &limits,
             hardening: &self.hardening,

@@ -69,9 +69,21 @@ impl DeviceRule {
 }
 
 /// The devices every sandbox may use: `null`, `zero`, `full`, `random`, `urandom`, `tty`,
-/// `ptmx` and the pseudo-terminals.
+/// `ptmx` and the pseudo-terminals; and `mknod` of any node (as container runtimes allow: the
+/// sandbox's setup makes its `/dev` nodes after it joined its cgroup, and a node made is
+/// still opened only under a read or write rule; handler code cannot call `mknod` at all).
 pub fn default_rules() -> Vec<DeviceRule> {
+    let mknod = |kind| DeviceRule {
+        kind,
+        major: None,
+        minor: None,
+        read: false,
+        write: false,
+        mknod: true,
+    };
     vec![
+        mknod(DeviceKind::Char),
+        mknod(DeviceKind::Block),
         DeviceRule::char_rw(1, Some(3)),
         DeviceRule::char_rw(1, Some(5)),
         DeviceRule::char_rw(1, Some(7)),
@@ -327,11 +339,13 @@ mod tests {
             !allowed(DEV_CHAR, rw, 508, 1),
             "nvidia-uvm-tools is not listed"
         );
-        assert!(!allowed(DEV_CHAR, ACC_MKNOD, 195, 0), "no mknod");
         assert!(
-            !allowed(DEV_CHAR, rw | ACC_MKNOD, 1, 3),
-            "no mknod of null either"
+            allowed(DEV_CHAR, ACC_MKNOD, 1, 3),
+            "the setup makes /dev/null"
         );
+        assert!(allowed(DEV_BLOCK, ACC_MKNOD, 8, 0), "a node may be made...");
+        assert!(!allowed(DEV_BLOCK, ACC_READ, 8, 0), "...but not opened");
+        assert!(!allowed(DEV_CHAR, rw | ACC_MKNOD, 1, 3), "not both at once");
         assert!(!allowed(DEV_BLOCK, rw, 8, 0), "no disk");
         assert!(!allowed(DEV_CHAR, rw, 1, 1), "no /dev/mem");
         assert!(!allowed(DEV_CHAR, rw, 10, 200), "no tun");

@@ -480,3 +480,54 @@ fn user_namespace_maps_root_and_the_user_to_host_ids() {
     assert!(cgroup_dirs(&setup, &cg).is_empty(), "cgroup left behind");
     prune_top(&setup);
 }
+
+/// What a GPU sandbox gets, with a stand-in for the GPU (`/dev/full`, which every host has):
+/// the host's node bound into `/dev`, a file view (a driver library's place), and device rules
+/// that let it open only its own devices.
+#[test]
+fn a_bound_device_a_file_view_and_device_rules() {
+    let Some(setup) = can_run("a_bound_device_a_file_view_and_device_rules") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let cg = format!("lambdaworker-test/dev-{}", std::process::id());
+    let root = make_root(dir.path());
+    std::fs::create_dir_all(root.join("opt")).unwrap();
+    let scratch = dir.path().join("scratch");
+    std::fs::create_dir_all(&scratch).unwrap();
+    let lib = dir.path().join("libfake.so.1");
+    std::fs::write(&lib, "driver bytes").unwrap();
+    let mut rules = sandbox::devices::default_rules();
+    rules.retain(|r| r.minor != Some(5)); // not /dev/zero
+    rules.push(sandbox::devices::DeviceRule::char_rw(1, Some(7))); // /dev/full
+    let script =
+        "echo dev=$(ls /dev | tr '\\n' ,); (: > /dev/full) 2>/dev/null && echo full=open; \
+        (: < /dev/zero) 2>/dev/null && echo zero=open || echo zero=refused; \
+        echo lib=$(cat /opt/lib64/libfake.so.1); echo END";
+    let spec = SandboxSpec::builder(&root, cg.clone())
+        .mount("/usr", "/usr", false)
+        .mount(&scratch, "/host", true)
+        .device("/dev/full")
+        .view(
+            "/opt",
+            vec![(lib.clone(), PathBuf::from("lib64/libfake.so.1"))],
+        )
+        .limits(Limits {
+            devices: Some(rules),
+            ..Limits::default()
+        })
+        .command(["/bin/sh", "-c", script])
+        .env("PATH", "/usr/bin:/bin")
+        .cwd("/host")
+        .output(scratch.join("stdout"), scratch.join("stderr"))
+        .build()
+        .unwrap();
+    let mut sb = Sandbox::spawn(&spec, &setup, &[]).unwrap();
+    let out = wait_for_file(&scratch.join("stdout"));
+    sb.destroy().unwrap();
+    prune_top(&setup);
+    assert!(out.contains("dev=fd,full,null,"), "{out}");
+    assert!(out.contains("full=open\n"), "{out}");
+    assert!(out.contains("zero=refused\n"), "{out}");
+    assert!(out.contains("lib=driver bytes\n"), "{out}");
+}

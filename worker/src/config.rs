@@ -252,6 +252,11 @@ pub struct Config {
     pub log_file_bytes: u64,
     /// Rotated log files kept (`X.1` .. `X.N`).
     pub log_files: u32,
+    /// GPU sandboxes (of functions with `enable_gpu`) alive at once, worker-wide; a cold start
+    /// beyond them first ends an idle GPU sandbox, else waits for one (`docs/gpu.md`).
+    pub gpu_sandboxes: usize,
+    /// The NVIDIA driver libraries GPU sandboxes get; empty: found with `ldconfig -p`.
+    pub gpu_libraries: Vec<PathBuf>,
     /// Functions that get a label of their own in `/metrics`; calls of functions beyond them
     /// share the label `other` (`docs/metrics.md`).
     pub metrics_max_functions: usize,
@@ -337,6 +342,8 @@ impl Default for Config {
             log_file: PathBuf::new(),
             log_file_bytes: 64 << 20,
             log_files: 5,
+            gpu_sandboxes: 1,
+            gpu_libraries: Vec::new(),
             metrics_max_functions: 100,
             function_log_dir: PathBuf::new(),
             function_log_file_bytes: 8 * 1024 * 1024,
@@ -461,6 +468,15 @@ impl Config {
         }
         if !self.log_file.as_os_str().is_empty() && self.log_file_bytes < 4096 {
             return bad("log_file_bytes", "must be at least 4096");
+        }
+        if self.gpu_sandboxes == 0 {
+            return bad("gpu_sandboxes", "must be at least 1");
+        }
+        if let Some(p) = self.gpu_libraries.iter().find(|p| !p.is_absolute()) {
+            return bad(
+                "gpu_libraries",
+                &format!("{} is not an absolute path", p.display()),
+            );
         }
         if self.metrics_max_functions == 0 {
             return bad("metrics_max_functions", "must be at least 1");

@@ -20,6 +20,7 @@ pub mod dashboard;
 pub mod error;
 pub mod files;
 pub mod functions;
+pub mod gpu;
 pub mod http_client;
 pub mod http_function;
 pub mod identity;

@@ -379,7 +379,7 @@ mod tests {
 
     const STATS: &str = r#"{"worker": {"pid": 123, "uptime_s": 1.5, "cgroup_version": "v1"},
         "sandboxes": [
-          {"lambda": "hello", "id": 3, "state": "idle", "pid": 4567, "uptime_s": 12.3, "calls": 5},
+          {"lambda": "hello", "id": 3, "state": "idle", "pid": 4567, "uptime_s": 12.3, "calls": 5, "provisioned": true},
           {"lambda": "echo-long-name", "id": 4, "state": "busy", "pid": 4570, "uptime_s": 3723, "calls": 1}
         ],
         "lambdas": {"hello": {"calls": 5, "cold_starts": 1, "warm_starts": 4, "errors": 0}},
@@ -419,8 +419,8 @@ mod tests {
         assert_eq!(
             lines,
             [
-                "  hello           id=3  state=idle  pid=4567  uptime=12.3s  worker=worker-0",
-                "  echo-long-name  id=4  state=busy  pid=4570  uptime=1h02m  worker=worker-0",
+                "  hello           id=3  state=idle  kind=provisioned  pid=4567  uptime=12.3s  worker=worker-0",
+                "  echo-long-name  id=4  state=busy  kind=on-demand  pid=4570  uptime=1h02m  worker=worker-0",
             ]
         );
     }
@@ -434,7 +434,7 @@ mod tests {
         let lines = container_lines(&[("w".to_owned(), stats.sandboxes[0].clone())]);
         assert_eq!(
             lines,
-            ["  a  id=1  state=idle  pid=-  uptime=0.0s  worker=w"]
+            ["  a  id=1  state=idle  kind=on-demand  pid=-  uptime=0.0s  worker=w"]
         );
         assert!(parse_stats("{}").unwrap().sandboxes.is_empty());
         assert!(parse_stats("not json").is_err());

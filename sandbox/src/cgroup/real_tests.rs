@@ -290,6 +290,7 @@ fn real_device_rules_refuse_unlisted_devices() {
     };
     let cg = setup.cgroup(&rel);
     let only_null = vec![crate::devices::DeviceRule::char_rw(1, Some(3))];
+    // (No mknod rule: the child makes no node.)
     if let Err(e) = cg.create(&Limits {
         devices: Some(only_null),
         ..Limits::default()

@@ -449,9 +449,10 @@ mod tests {
     #[test]
     fn device_rules_deny_everything_then_allow_each() {
         let (_tmp, fake, cg) = hybrid();
-        let mut rules = crate::devices::default_rules();
-        rules.truncate(1);
-        rules.push(crate::devices::DeviceRule::char_rw(195, None));
+        let rules = vec![
+            crate::devices::DeviceRule::char_rw(1, Some(3)),
+            crate::devices::DeviceRule::char_rw(195, None),
+        ];
         cg.create(&Limits {
             devices: Some(rules),
             ..Limits::default()

@@ -40,6 +40,9 @@ pub const MAX_FUNCTIONS: usize = 10_000;
 #[derive(Debug, Clone)]
 pub struct DirStore {
     pub(super) registry: PathBuf,
+    /// Whether this machine has an NVIDIA GPU: a function with `enable_gpu` is refused at
+    /// deploy where it has none.
+    pub(super) gpu: bool,
 }
 
 /// What [`DirStore::upload`] did.
@@ -102,6 +105,12 @@ pub(super) fn check_revision(
 }
 
 impl DirStore {
+    /// Says whether this machine has a GPU, instead of looking (tests).
+    pub fn with_gpu(mut self, present: bool) -> Self {
+        self.gpu = present;
+        self
+    }
+
     /// The store of `registry_dir` (an existing directory): creates `.store/` as needed and
     /// recovers from a crash of any process that used it (see `recover.rs`).
     pub fn open(registry_dir: &Path) -> Result<Self, StoreError> {
@@ -113,6 +122,7 @@ impl DirStore {
         }
         let store = Self {
             registry: registry_dir.to_owned(),
+            gpu: crate::gpu::GpuHost::present(),
         };
         // Metadata (environment variables), archives and staging for root only; layers are
         // read by sandboxes, so their path stays traversable.
@@ -313,6 +323,12 @@ impl DirStore {
         archive_config: &LambdaConfig,
     ) -> Result<LambdaConfig, StoreError> {
         let mut eff = settings.over(archive_config);
+        if eff.enable_gpu == Some(true) && !self.gpu {
+            return Err(StoreError::Invalid {
+                key: Some("enable_gpu".to_owned()),
+                message: crate::gpu::GpuError::NoGpu.to_string(),
+            });
+        }
         if let Some(layers) = &mut eff.layers {
             for layer in layers.iter_mut() {
                 layer.version = Some(self.resolve_layer(layer)?);

@@ -573,3 +573,30 @@ fn opening_needs_a_registry_directory() {
     assert_eq!(mode("archives"), 0o700);
     assert_eq!(mode("layers"), 0o755);
 }
+
+#[test]
+fn a_gpu_function_is_refused_at_deploy_where_there_is_no_gpu() {
+    let (_d, reg, store) = registry();
+    let store = store.with_gpu(false);
+    let gpu = config(r#"{"enable_gpu": true}"#);
+    let err = store.create(&name("g"), &handler("1"), &gpu).unwrap_err();
+    assert!(
+        matches!(&err, StoreError::Invalid { key: Some(k), message } if k == "enable_gpu" && message.contains("no NVIDIA GPU")),
+        "{err}"
+    );
+    assert!(!reg.join("g").exists(), "nothing was deployed");
+    // Also when the archive's own lambda.json asks for it.
+    let archive = zip_of(&[
+        (
+            "lambda_func.py",
+            Some(b"def handler(e):\n    return 1\n".as_slice()),
+        ),
+        ("lambda.json", Some(br#"{"enable_gpu": true}"#.as_slice())),
+    ]);
+    assert!(store
+        .create(&name("g"), &archive, &LambdaConfig::default())
+        .is_err());
+    // With a GPU it deploys.
+    let store = store.with_gpu(true);
+    store.create(&name("g"), &handler("1"), &gpu).unwrap();
+}

@@ -150,7 +150,10 @@ pub fn classify(err: &RunError, arn: &str, request_id: &RequestId) -> Failure {
         }
         RunError::TooManyRequests { .. } => too_many(format!("Rate Exceeded. {text}")),
         RunError::Unavailable {
-            reason: Unavailable::Full { .. } | Unavailable::TooManyConnections { .. },
+            reason:
+                Unavailable::Full { .. }
+                | Unavailable::TooManyConnections { .. }
+                | Unavailable::GpuBusy { .. },
         } => too_many(format!("Rate Exceeded. {text}")),
         RunError::Unavailable {
             reason: Unavailable::ShuttingDown,

@@ -46,6 +46,8 @@ pub(crate) const KNOWN: &[&str] = &[
     "workers",
     "tmp_mb",
     "provisioned_concurrency",
+    "enable_gpu",
+    "gpus",
     "environment",
     "layers",
     "volumes",
@@ -390,6 +392,16 @@ pub(crate) fn parse_map(map: &Map<String, Value>) -> Result<LambdaConfig, KeyErr
             "max_concurrency" | "workers" => c.max_concurrency = Some(number(key, value)?),
             "tmp_mb" => c.tmp_mb = Some(number(key, value)?),
             "provisioned_concurrency" => c.provisioned_concurrency = Some(number(key, value)?),
+            "enable_gpu" => match value {
+                Value::Bool(b) => c.enable_gpu = Some(*b),
+                _ => {
+                    return Err(KeyError::new(
+                        key,
+                        format!("must be true or false, not {value}"),
+                    ))
+                }
+            },
+            "gpus" => c.gpus = Some(super::gpu_keys::parse_gpus(key, value)?),
             "retry_attempts" => c.retry_attempts = Some(number(key, value)?),
             "max_event_age_s" => c.max_event_age_s = Some(number(key, value)?),
             "on_success" | "on_failure" => {
@@ -447,6 +459,7 @@ pub(crate) fn parse_map(map: &Map<String, Value>) -> Result<LambdaConfig, KeyErr
             }
         }
     }
+    super::gpu_keys::check(c.enable_gpu, c.gpus.as_ref())?;
     Ok(c)
 }
 
@@ -481,6 +494,11 @@ pub(crate) fn to_map(c: &LambdaConfig) -> Map<String, Value> {
     put(
         "provisioned_concurrency",
         c.provisioned_concurrency.map(Value::from),
+    );
+    put("enable_gpu", c.enable_gpu.map(Value::from));
+    put(
+        "gpus",
+        c.gpus.as_ref().map(super::gpu_keys::GpuRequest::to_value),
     );
     put("environment", c.environment.as_ref().map(super::string_map));
     put(

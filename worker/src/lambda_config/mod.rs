@@ -17,6 +17,7 @@
 //! the wrong type or out of range is an error naming the key (HTTP 400 on the call), never a
 //! silent fallback. Editing the file retires the function's sandboxes like editing its code.
 
+mod gpu_keys;
 mod http_keys;
 mod keys;
 mod limits;
@@ -27,6 +28,7 @@ use std::path::{Path, PathBuf};
 
 use serde_json::{Map, Value};
 
+pub use gpu_keys::{GpuRequest, MAX_GPUS};
 pub use http_keys::{allows as allows_method, EntryType, PayloadFormat};
 pub use keys::{
     destination, Entry, InvalidValue, LayerRef, ENV_MAX_BYTES, MAX_LAYERS, MAX_PROVISIONED,
@@ -80,6 +82,10 @@ pub struct LambdaConfig {
     pub tmp_mb: Option<u64>,
     /// Sandboxes kept started and initialized at all times (`docs/provisioned.md`).
     pub provisioned_concurrency: Option<u64>,
+    /// Sandboxes get NVIDIA GPUs (`docs/gpu.md`).
+    pub enable_gpu: Option<bool>,
+    /// Which GPUs, with `enable_gpu` (default: one).
+    pub gpus: Option<GpuRequest>,
     /// Set in the sandbox before the function's module is imported.
     pub environment: Option<BTreeMap<String, String>>,
     /// Shared read-only layers, in `sys.path` order.
@@ -228,6 +234,8 @@ impl LambdaConfig {
             provisioned_concurrency: self
                 .provisioned_concurrency
                 .or(base.provisioned_concurrency),
+            enable_gpu: self.enable_gpu.or(base.enable_gpu),
+            gpus: self.gpus.clone().or_else(|| base.gpus.clone()),
             environment: self
                 .environment
                 .clone()
@@ -264,6 +272,11 @@ impl LambdaConfig {
             || self.max_event_age_s.is_some()
             || self.on_success.is_some()
             || self.on_failure.is_some()
+    }
+
+    /// The GPUs the function's sandboxes get, if `enable_gpu` is true.
+    pub fn gpu_request(&self) -> Option<GpuRequest> {
+        (self.enable_gpu == Some(true)).then(|| self.gpus.clone().unwrap_or_default())
     }
 
     /// The limits of the function's sandboxes: these values over the worker's defaults.

@@ -11,8 +11,9 @@ use crate::name::LambdaName;
 /// `LAMBDA_LAYERS`, `LAMBDA_FUNCTION_ARN`, `_HANDLER`, `LAMBDA_ENTRY_TYPE`), AWS's (`LAMBDA_TASK_ROOT`,
 /// `AWS_LAMBDA_FUNCTION_NAME`, `AWS_LAMBDA_FUNCTION_MEMORY_SIZE`, `AWS_LAMBDA_FUNCTION_VERSION`,
 /// `AWS_LAMBDA_LOG_GROUP_NAME`, `AWS_LAMBDA_LOG_STREAM_NAME`, `AWS_REGION`,
-/// `AWS_DEFAULT_REGION`), then the function's `environment` (which cannot name the reserved
-/// ones: `lambda.json` refuses them). Public so that benchmarks start sandboxes alike.
+/// `AWS_DEFAULT_REGION`), a GPU function's (`LD_LIBRARY_PATH`, `NVIDIA_VISIBLE_DEVICES`,
+/// the driver's tools on `PATH`), then the function's `environment` (which cannot name the
+/// reserved ones: `lambda.json` refuses them). Public so that benchmarks start sandboxes alike.
 pub fn sandbox_env(
     cfg: &Config,
     name: &LambdaName,
@@ -53,6 +54,19 @@ pub fn sandbox_env(
         ("AWS_DEFAULT_REGION", region.to_owned()),
     ];
     env.extend(ours.into_iter().map(|(k, v)| (k.to_owned(), v)));
+    if let Some(gpu) = &setup.gpu {
+        let visible: Vec<String> = gpu.indices.iter().map(u32::to_string).collect();
+        let dir = crate::gpu::NVIDIA_DIR;
+        for (key, value) in [
+            ("LD_LIBRARY_PATH", format!("{dir}/lib64")),
+            ("NVIDIA_VISIBLE_DEVICES", visible.join(",")),
+        ] {
+            env.push((key.to_owned(), value));
+        }
+        if let Some(path) = env.iter_mut().find(|(k, _)| k == "PATH") {
+            path.1 = format!("{}:{dir}/bin", path.1);
+        }
+    }
     for (key, value) in &setup.environment {
         match env.iter_mut().find(|(k, _)| k == key) {
             Some(slot) => slot.1.clone_from(value),
@@ -136,6 +150,7 @@ mod tests {
                 .collect(),
             layers: vec![layer("common", true), layer("plain", false)],
             volumes: Vec::new(),
+            gpu: None,
         };
         let packages = [PackageDir {
             host: PathBuf::from("/p/six/1.17.0"),
@@ -173,5 +188,28 @@ mod tests {
         assert!(get("AWS_LAMBDA_LOG_STREAM_NAME").is_some_and(|s| s.contains("/[$LATEST]")));
         assert_eq!(get("AWS_REGION"), Some("eu-west-3"));
         assert_eq!(get("AWS_DEFAULT_REGION"), Some("eu-west-3"));
+    }
+
+    #[test]
+    fn a_gpu_sandbox_finds_the_driver_and_knows_its_gpus() {
+        let cfg = Config::default();
+        let name = LambdaName::parse("gpu").unwrap();
+        let limits = LambdaLimits::defaults(&cfg);
+        let setup = FunctionSetup {
+            gpu: Some(crate::gpu::GpuMounts {
+                nodes: Vec::new(),
+                rules: Vec::new(),
+                files: Vec::new(),
+                indices: vec![0, 2],
+            }),
+            ..FunctionSetup::default()
+        };
+        let env = sandbox_env(&cfg, &name, &limits, &setup, &[]);
+        let get = |k: &str| env.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
+        assert_eq!(get("LD_LIBRARY_PATH"), Some("/usr/local/nvidia/lib64"));
+        assert_eq!(get("NVIDIA_VISIBLE_DEVICES"), Some("0,2"));
+        assert!(get("PATH").is_some_and(|p| p.ends_with(":/usr/local/nvidia/bin")));
+        let plain = sandbox_env(&cfg, &name, &limits, &FunctionSetup::default(), &[]);
+        assert!(!plain.iter().any(|(k, _)| k == "NVIDIA_VISIBLE_DEVICES"));
     }
 }

@@ -209,6 +209,7 @@ impl Launcher {
             packages: req.packages,
             layers: &req.lambda.setup.layers,
             volumes: &volumes,
+            gpu: req.lambda.setup.gpu.as_ref(),
             env: &env,
             limits: &req.lambda.limits,
             hardening: &hardening,
@@ -248,7 +249,8 @@ impl Launcher {
 
     /// Step 6: a fork from a zygote when the import cache offers one, else a fresh sandbox.
     fn fork_or_spawn(&self, id: u64, fresh: &FreshSandbox<'_>) -> Result<Launched, StartError> {
-        if self.import_cache.enabled() {
+        // A GPU sandbox starts fresh: a zygote's /dev and cgroup have no GPU in them.
+        if self.import_cache.enabled() && fresh.gpu.is_none() {
             match self.fork_from_zygote(fresh) {
                 Ok(Some(launched)) => return Ok(launched),
                 Ok(None) => {}
@@ -509,6 +511,9 @@ pub struct FreshSandbox<'a> {
     /// The access points' detached mounts, each attached at `/mnt/<path>`
     /// ([`VolumeMapper::mounts`]).
     pub volumes: &'a [(Arc<sandbox::DetachedMount>, PathBuf)],
+    /// Its GPUs' nodes (bound in `/dev`), device rules and driver files (a read-only view
+    /// at `/usr/local/nvidia`), with `enable_gpu`.
+    pub gpu: Option<&'a crate::gpu::GpuMounts>,
     /// Its whole environment ([`sandbox_env`]).
     pub env: &'a [(String, String)],
     pub limits: &'a LambdaLimits,
@@ -559,6 +564,17 @@ pub fn spawn_fresh(
             fresh.volumes.to_vec(),
         );
     }
+    let mut limits = fresh.limits.cgroup();
+    if let Some(gpu) = fresh.gpu {
+        for node in &gpu.nodes {
+            builder = builder.device(node);
+        }
+        let files = gpu.files.clone();
+        if !files.is_empty() {
+            builder = builder.view(crate::gpu::NVIDIA_DIR, files);
+        }
+        limits.devices = Some(gpu.rules.clone());
+    }
     // The handler directory is attached as a detached clone of what `handler_dir` names now,
     // never by path in the child.
     let handler_mount = sandbox::DetachedMount::clone_of(fresh.handler_dir, false)?;
@@ -568,7 +584,7 @@ pub fn spawn_fresh(
         .tmp_mb(fresh.limits.tmp_mb)
         .hostname("lambda")
         .net(cfg.net.sandbox())
-        .limits(fresh.limits.cgroup())
+        .limits(limits)
         .harden(fresh.hardening.clone())
         .command([PYTHON, "-B", "-E", "-S", RUNTIME_PATH]);
     if let Some(map) = fresh.user_ns {

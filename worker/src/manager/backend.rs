@@ -45,6 +45,8 @@ pub struct FunctionSetup {
     pub layers: Vec<LayerDir>,
     /// The `volumes` key, each access point with its volume's root on the host.
     pub volumes: Vec<VolumeMount>,
+    /// With `enable_gpu`: the GPUs' nodes, device rules and driver files its sandboxes get.
+    pub gpu: Option<crate::gpu::GpuMounts>,
 }
 
 /// One access point a function mounts, with the root directory of its volume on the host.

@@ -3,7 +3,8 @@
 //! Steps, in order:
 //! 1. the lambda's packages (only with a requirement file), without holding a capacity permit:
 //!    an install may take minutes;
-//! 2. a capacity permit ([`super::capacity`]), evicting if needed;
+//! 2. a capacity permit ([`super::capacity`]), evicting if needed; for a GPU function, a GPU
+//!    slot too (`gpu_slots.rs`);
 //! 3. [`Backend::start`] on the blocking pool (the real backend: scratch directory, socket, a
 //!    fork from a zygote or a fresh sandbox);
 //! 4. the sandbox enters the live table as `starting`, with its connection and the read end
@@ -47,6 +48,10 @@ impl<B: Backend> Manager<B> {
         let t = Instant::now();
         let permit = self.acquire_capacity().await?;
         self.capacity.started(lambda.limits.memory_mb);
+        let gpu_slot = match lambda.setup.gpu {
+            Some(_) => Some(self.acquire_gpu().await?),
+            None => None,
+        };
         self.timings.record(Phase::Capacity, t.elapsed());
         // 3. The sandbox.
         let id = self.next_id();
@@ -96,7 +101,7 @@ impl<B: Backend> Manager<B> {
         let (conn, capture) = match registered {
             Ok(both) => both,
             Err(source) => {
-                self.live.destroy(sandbox, id, Some(permit));
+                self.live.destroy(sandbox, id, Some(permit), gpu_slot);
                 return Err(RunError::StartFailed {
                     lambda: lambda.name.to_string(),
                     id,
@@ -117,7 +122,7 @@ impl<B: Backend> Manager<B> {
             cgroup: sandbox.cgroup().to_owned(),
         });
         tracing::debug!(lambda = %lambda.name, sandbox = id, pid, spawn_ms = started.elapsed().as_secs_f64() * 1e3, "sandbox started");
-        Ok(Instance::new(
+        let mut inst = Instance::new(
             id,
             lambda.handler.version,
             sandbox,
@@ -125,6 +130,8 @@ impl<B: Backend> Manager<B> {
             capture,
             permit,
             Arc::clone(&self.live),
-        ))
+        );
+        inst.gpu_slot = gpu_slot;
+        Ok(inst)
     }
 }

@@ -78,6 +78,8 @@ pub enum Unavailable {
     Full { handler_cache_size: usize },
     #[error("the worker has {max_connections} connections open (max_connections)")]
     TooManyConnections { max_connections: usize },
+    #[error("all {gpu_sandboxes} GPU sandboxes are busy (gpu_sandboxes)")]
+    GpuBusy { gpu_sandboxes: usize },
 }
 
 fn stderr_note(stderr: &str) -> String {

@@ -123,13 +123,14 @@ impl Live {
         mut sandbox: S,
         id: u64,
         permit: Option<OwnedSemaphorePermit>,
+        gpu: Option<OwnedSemaphorePermit>,
     ) {
         let live = Arc::clone(self);
         live.destroying.fetch_add(1, Ordering::SeqCst);
         let work = move || {
             sandbox.kill();
             live.table.remove(&id);
-            drop(permit);
+            drop((permit, gpu));
             sandbox.destroy();
             live.destroying.fetch_sub(1, Ordering::SeqCst);
             live.destroyed.notify_waiters();
@@ -183,6 +184,8 @@ pub(crate) struct Instance<S: SandboxHandle> {
     /// Its place among its function's provisioned sandboxes, when it is one.
     pub(crate) provisioned: Option<crate::manager::provision::ProvisionSlot>,
     permit: Option<OwnedSemaphorePermit>,
+    /// A GPU sandbox's slot among `gpu_sandboxes`.
+    pub(crate) gpu_slot: Option<OwnedSemaphorePermit>,
     live: Arc<Live>,
 }
 
@@ -215,6 +218,7 @@ impl<S: SandboxHandle> Instance<S> {
             paused: false,
             provisioned: None,
             permit: Some(permit),
+            gpu_slot: None,
             live,
         }
     }
@@ -254,7 +258,8 @@ impl<S: SandboxHandle> Instance<S> {
 impl<S: SandboxHandle> Drop for Instance<S> {
     fn drop(&mut self) {
         if let Some(sandbox) = self.sandbox.take() {
-            self.live.destroy(sandbox, self.id, self.permit.take());
+            self.live
+                .destroy(sandbox, self.id, self.permit.take(), self.gpu_slot.take());
         }
     }
 }

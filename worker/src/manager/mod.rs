@@ -31,6 +31,7 @@ mod capacity;
 mod cold_start;
 pub mod error;
 mod gate;
+mod gpu_slots;
 mod install;
 mod instance;
 mod invoke;
@@ -42,6 +43,8 @@ mod stats;
 
 #[cfg(test)]
 mod fake;
+#[cfg(test)]
+mod gpu_tests;
 #[cfg(test)]
 mod log_tests;
 #[cfg(test)]
@@ -93,6 +96,10 @@ pub struct Manager<B: Backend> {
     registry: Registry,
     pools: Pools<B::Sandbox>,
     capacity: capacity::Capacity,
+    /// At most `gpu_sandboxes` GPU sandboxes alive (`gpu_slots.rs`).
+    gpu_slots: Arc<tokio::sync::Semaphore>,
+    /// This machine's GPUs, read once when the manager is made.
+    gpu_host: Option<Arc<crate::gpu::GpuHost>>,
     live: Arc<Live>,
     next_id: AtomicU64,
     closing: AtomicBool,
@@ -145,6 +152,8 @@ impl<B: Backend> Manager<B> {
                 cfg.handler_cache_size,
                 capacity::memory_budget_bytes(&cfg),
             ),
+            gpu_slots: Arc::new(tokio::sync::Semaphore::new(cfg.gpu_sandboxes.max(1))),
+            gpu_host: crate::gpu::GpuHost::detect(&cfg.gpu_libraries).map(Arc::new),
             live: Arc::new(Live::default()),
             next_id: AtomicU64::new(1),
             closing: AtomicBool::new(false),
@@ -154,6 +163,13 @@ impl<B: Backend> Manager<B> {
             backend,
             cfg,
         }
+    }
+
+    /// This manager with `host` as the machine's GPUs instead of the ones it found (tests, and
+    /// a caller that read the host itself).
+    pub fn with_gpu_host(mut self, host: Option<crate::gpu::GpuHost>) -> Self {
+        self.gpu_host = host.map(Arc::new);
+        self
     }
 
     /// The backend that makes this manager's sandboxes.

@@ -439,6 +439,32 @@ impl<S: SandboxHandle> Pools<S> {
             .collect()
     }
 
+    /// Takes the least recently used idle GPU sandbox that is not provisioned, if any.
+    pub(crate) fn evict_lru_gpu(&self) -> Option<Instance<S>> {
+        let pools: Vec<Arc<Pool<S>>> = self.map.iter().map(|e| Arc::clone(e.value())).collect();
+        let evictable = |i: &Instance<S>| i.gpu_slot.is_some() && i.provisioned.is_none();
+        let oldest = pools
+            .iter()
+            .enumerate()
+            .filter_map(|(n, p)| {
+                let idle = p.idle();
+                idle.iter()
+                    .filter(|i| evictable(i))
+                    .map(|i| i.last_used)
+                    .min()
+                    .map(|t| (t, n))
+            })
+            .min()?;
+        let mut idle = pools[oldest.1].idle();
+        let at = idle
+            .iter()
+            .enumerate()
+            .filter(|(_, i)| evictable(i))
+            .min_by_key(|(_, i)| i.last_used)?
+            .0;
+        idle.remove(at)
+    }
+
     /// Takes the idle sandbox to evict, if any (see [`lru_victim`]).
     pub(crate) fn evict_lru(&self) -> Option<Instance<S>> {
         let pools: Vec<Arc<Pool<S>>> = self.map.iter().map(|e| Arc::clone(e.value())).collect();

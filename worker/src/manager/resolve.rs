@@ -73,7 +73,7 @@ impl<B: Backend> Manager<B> {
         add(&pool.counters.calls);
         let (limits, setup) = match pool.setup_for(handler.version) {
             Some(known) => known,
-            None => match function_setup(&handler, &self.cfg) {
+            None => match function_setup(&handler, &self.cfg, self.gpu_host.as_deref()) {
                 Ok(setup) => {
                     let limits = handler.config.limits(&self.cfg);
                     let setup = Arc::new(setup);
@@ -174,12 +174,13 @@ impl<B: Backend> Manager<B> {
 }
 
 /// The setup of the function `handler` found: its entry and environment, its layers'
-/// directories in the registry, its volumes' roots. A layer or volume that does not exist is
+/// directories in the registry, its volumes' roots, its GPUs (from `gpu_host`, the machine's). A layer or volume that does not exist is
 /// an error of the `layers` or `volumes` key. Blocking (a directory read and two `lstat`s per
 /// layer; a size-limited volume not mounted yet is mounted).
 pub(crate) fn function_setup(
     handler: &Handler,
     cfg: &Config,
+    gpu_host: Option<&crate::gpu::GpuHost>,
 ) -> Result<FunctionSetup, LambdaConfigError> {
     let registry: &Path = &cfg.registry_dir;
     let config = &handler.config;
@@ -215,7 +216,26 @@ pub(crate) fn function_setup(
             data,
         });
     }
+    let gpu = match config.gpu_request() {
+        None => None,
+        Some(request) => {
+            let key = if config.gpus.is_some() {
+                "gpus"
+            } else {
+                "enable_gpu"
+            };
+            let selected = gpu_host
+                .ok_or(crate::gpu::GpuError::NoGpu)
+                .and_then(|h| h.select(&request));
+            Some(selected.map_err(|e| LambdaConfigError {
+                path: handler.dir.join(LAMBDA_CONFIG_FILE),
+                key: Some(key.to_owned()),
+                message: e.to_string(),
+            })?)
+        }
+    };
     Ok(FunctionSetup {
+        gpu,
         volumes: mounts,
         entry: handler.entry.clone(),
         entry_type: config.entry_type.unwrap_or_default(),
