@@ -182,6 +182,7 @@ pub fn template_config(dir: &Path) -> Result<Config> {
     cfg.base_dir = dir.join("base");
     cfg.packages_dir = dir.join("packages");
     cfg.volumes_dir = dir.join("volumes");
+    cfg.bases_dir = dir.join("bases");
     cfg.function_log_dir = dir.join("logs").join("functions");
     cfg.worker_dir = PathBuf::new();
     Ok(cfg)

@@ -1,6 +1,6 @@
 //! `admin`: lambdaworker's cluster tool (`new`, `setconf`, `workers`, `worker-exec`, `status`,
 //! `kill`, `registry`, `registry-exec`, `upload`, `functions`, `create`, `update`, `delete`,
-//! `layer`, `volume`, `invocations`, `logs`, `install`, `install-service`, `doctor`, `completions`, `man`), in the spirit of
+//! `layer`, `volume`, `base`, `invocations`, `logs`, `install`, `install-service`, `doctor`, `completions`, `man`), in the spirit of
 //! OpenLambda's. Thin: each command is a file in `commands/`, the logic
 //! lives in the libraries (`admin::cluster` for clusters, `worker` for the rest). Go-style flags
 //! (`-cluster X`) are rewritten before clap parses, as for the `worker` binary
@@ -62,6 +62,8 @@ enum Cmd {
     Layer(commands::layer::Args),
     /// Create, list and delete shared volumes (mounted by functions through access points)
     Volume(commands::volume::Args),
+    /// Import, list and delete custom bases (root filesystems functions name with `base`)
+    Base(commands::base::Args),
     /// List the asynchronous invocations the running workers hold (queued, done, dead letters)
     Invocations(commands::invocations::Args),
     /// Print a function's handler logs (--follow: as they are written)
@@ -100,6 +102,7 @@ fn main() -> ExitCode {
         Cmd::Delete(a) => commands::delete::run(a),
         Cmd::Layer(a) => commands::layer::run(a),
         Cmd::Volume(a) => commands::volume::run(a),
+        Cmd::Base(a) => commands::base::run(a),
         Cmd::Logs(a) => commands::logs::run(a),
         Cmd::Install(a) => commands::install::run(a),
         Cmd::InstallService(a) => commands::install_service::run(a),

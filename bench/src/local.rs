@@ -95,6 +95,7 @@ impl Local {
             layers: &[],
             volumes: &[],
             gpu: None,
+            base: None,
             env: &env,
             limits: &limits,
             hardening: &self.hardening,

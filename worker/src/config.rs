@@ -165,6 +165,9 @@ pub struct Config {
     /// Shared volumes, `<name>/` each (`admin` sets `<cluster>/volumes`); empty:
     /// `<worker_dir>/volumes`.
     pub volumes_dir: PathBuf,
+    /// Custom bases, `<name>/` each (`admin` sets `<cluster>/bases`); empty:
+    /// `<worker_dir>/bases`.
+    pub bases_dir: PathBuf,
     /// Network of handler sandboxes: `none` (own netns, only `lo`) or `host`.
     pub net: NetMode,
     /// Memory limit of one handler sandbox, in MiB.
@@ -307,6 +310,7 @@ impl Default for Config {
             base_dir: PathBuf::new(),
             packages_dir: PathBuf::new(),
             volumes_dir: PathBuf::new(),
+            bases_dir: PathBuf::new(),
             net: NetMode::None,
             memory_mb: 256,
             max_procs: 64,
@@ -626,6 +630,15 @@ impl Config {
             self.worker_dir.join("function-logs")
         } else {
             self.function_log_dir.clone()
+        }
+    }
+
+    /// Where the cluster's custom bases are (`bases_dir`, or `<worker_dir>/bases`).
+    pub fn bases(&self) -> PathBuf {
+        if self.bases_dir.as_os_str().is_empty() {
+            self.worker_dir.join("bases")
+        } else {
+            self.bases_dir.clone()
         }
     }
 

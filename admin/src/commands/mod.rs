@@ -1,5 +1,6 @@
 //! One file per `admin` command; each has an `Args` struct (clap) and a `run` function.
 
+pub mod base;
 pub mod completions;
 pub mod delete;
 pub mod deploy;

@@ -190,6 +190,9 @@ pub fn write_config(
         // A template from before handler logs: the cluster's place for them.
         cfg.function_log_dir = cluster.root().join("logs").join("functions");
     }
+    if cfg.bases_dir.as_os_str().is_empty() {
+        cfg.bases_dir = cluster.root().join("bases");
+    }
     if cfg.volumes_dir.as_os_str().is_empty() {
         // A template from before volumes: every worker shares the cluster's.
         cfg.volumes_dir = cluster.root().join("volumes");

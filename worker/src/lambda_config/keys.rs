@@ -46,6 +46,7 @@ pub(crate) const KNOWN: &[&str] = &[
     "workers",
     "tmp_mb",
     "provisioned_concurrency",
+    "base",
     "enable_gpu",
     "gpus",
     "environment",
@@ -392,6 +393,12 @@ pub(crate) fn parse_map(map: &Map<String, Value>) -> Result<LambdaConfig, KeyErr
             "max_concurrency" | "workers" => c.max_concurrency = Some(number(key, value)?),
             "tmp_mb" => c.tmp_mb = Some(number(key, value)?),
             "provisioned_concurrency" => c.provisioned_concurrency = Some(number(key, value)?),
+            "base" => {
+                let raw = text(key, value)?;
+                let name = LambdaName::parse(&raw)
+                    .map_err(|m| KeyError::new(key, format!("{raw:?}: {m}")))?;
+                c.base = Some(name);
+            }
             "enable_gpu" => match value {
                 Value::Bool(b) => c.enable_gpu = Some(*b),
                 _ => {
@@ -495,6 +502,7 @@ pub(crate) fn to_map(c: &LambdaConfig) -> Map<String, Value> {
         "provisioned_concurrency",
         c.provisioned_concurrency.map(Value::from),
     );
+    put("base", c.base.as_ref().map(|b| b.to_string().into()));
     put("enable_gpu", c.enable_gpu.map(Value::from));
     put(
         "gpus",

@@ -82,6 +82,9 @@ pub struct LambdaConfig {
     pub tmp_mb: Option<u64>,
     /// Sandboxes kept started and initialized at all times (`docs/provisioned.md`).
     pub provisioned_concurrency: Option<u64>,
+    /// The root filesystem its sandboxes run on: a custom base (`docs/bases.md`), or
+    /// `default`.
+    pub base: Option<LambdaName>,
     /// Sandboxes get NVIDIA GPUs (`docs/gpu.md`).
     pub enable_gpu: Option<bool>,
     /// Which GPUs, with `enable_gpu` (default: one).
@@ -234,6 +237,7 @@ impl LambdaConfig {
             provisioned_concurrency: self
                 .provisioned_concurrency
                 .or(base.provisioned_concurrency),
+            base: self.base.clone().or_else(|| base.base.clone()),
             enable_gpu: self.enable_gpu.or(base.enable_gpu),
             gpus: self.gpus.clone().or_else(|| base.gpus.clone()),
             environment: self

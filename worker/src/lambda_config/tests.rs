@@ -232,3 +232,14 @@ fn an_app_without_an_entry_runs_app_app() {
     let handler = parse(r#"{"type": "handler"}"#).unwrap();
     assert_eq!(handler.entry_in(dir.path()), Entry::default());
 }
+
+#[test]
+fn the_base_key_names_a_base() {
+    let c = LambdaConfig::parse(r#"{"base": "pillow"}"#).unwrap();
+    assert_eq!(c.base.as_ref().map(|b| b.as_str()), Some("pillow"));
+    assert_eq!(LambdaConfig::from_value(&c.to_value()).unwrap(), c);
+    for bad in [r#"{"base": "../x"}"#, r#"{"base": ""}"#, r#"{"base": 1}"#] {
+        let err = LambdaConfig::parse(bad).unwrap_err();
+        assert_eq!(err.key.as_deref(), Some("base"), "{bad}");
+    }
+}

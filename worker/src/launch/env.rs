@@ -7,7 +7,7 @@ use crate::name::LambdaName;
 
 /// The environment of a handler sandbox, fresh or forked, in this order (a later value of a
 /// name replaces an earlier one): the platform's (`PATH`, `HOME`, `LANG`,
-/// `PYTHONDONTWRITEBYTECODE`, `LAMBDA_PACKAGES`), what the runtime reads (`LAMBDA_NAME`,
+/// `PYTHONDONTWRITEBYTECODE`, `LAMBDA_PACKAGES`), a custom base's image `Env` (but `HOME`), what the runtime reads (`LAMBDA_NAME`,
 /// `LAMBDA_LAYERS`, `LAMBDA_FUNCTION_ARN`, `_HANDLER`, `LAMBDA_ENTRY_TYPE`), AWS's (`LAMBDA_TASK_ROOT`,
 /// `AWS_LAMBDA_FUNCTION_NAME`, `AWS_LAMBDA_FUNCTION_MEMORY_SIZE`, `AWS_LAMBDA_FUNCTION_VERSION`,
 /// `AWS_LAMBDA_LOG_GROUP_NAME`, `AWS_LAMBDA_LOG_STREAM_NAME`, `AWS_REGION`,
@@ -26,6 +26,22 @@ pub fn sandbox_env(
         .map(|p| p.rel.display().to_string())
         .collect();
     let mut env = crate::zygote::zygote_env(&rels);
+    // A custom base's image environment over the platform's (not HOME, the sandbox's own,
+    // nor LAMBDA_PACKAGES, the worker's).
+    if let Some(base) = &setup.base {
+        for kv in &base.info.env {
+            let Some((key, value)) = kv.split_once('=') else {
+                continue;
+            };
+            if matches!(key, "HOME" | "LAMBDA_PACKAGES") {
+                continue;
+            }
+            match env.iter_mut().find(|(k, _)| k == key) {
+                Some(slot) => slot.1 = value.to_owned(),
+                None => env.push((key.to_owned(), value.to_owned())),
+            }
+        }
+    }
     let layers: Vec<String> = setup.layers.iter().map(LayerDir::sys_path).collect();
     let (name, region) = (name.as_str(), cfg.aws_region.as_str());
     let arn = format!(
@@ -151,6 +167,7 @@ mod tests {
             layers: vec![layer("common", true), layer("plain", false)],
             volumes: Vec::new(),
             gpu: None,
+            base: None,
         };
         let packages = [PackageDir {
             host: PathBuf::from("/p/six/1.17.0"),

@@ -210,6 +210,7 @@ impl Launcher {
             layers: &req.lambda.setup.layers,
             volumes: &volumes,
             gpu: req.lambda.setup.gpu.as_ref(),
+            base: req.lambda.setup.base.as_ref(),
             env: &env,
             limits: &req.lambda.limits,
             hardening: &hardening,
@@ -249,8 +250,9 @@ impl Launcher {
 
     /// Step 6: a fork from a zygote when the import cache offers one, else a fresh sandbox.
     fn fork_or_spawn(&self, id: u64, fresh: &FreshSandbox<'_>) -> Result<Launched, StartError> {
-        // A GPU sandbox starts fresh: a zygote's /dev and cgroup have no GPU in them.
-        if self.import_cache.enabled() && fresh.gpu.is_none() {
+        // A GPU sandbox starts fresh: a zygote's /dev and cgroup have no GPU in them. So does a
+        // sandbox on a custom base: the zygotes run on the default one.
+        if self.import_cache.enabled() && fresh.gpu.is_none() && fresh.base.is_none() {
             match self.fork_from_zygote(fresh) {
                 Ok(Some(launched)) => return Ok(launched),
                 Ok(None) => {}
@@ -514,6 +516,9 @@ pub struct FreshSandbox<'a> {
     /// Its GPUs' nodes (bound in `/dev`), device rules and driver files (a read-only view
     /// at `/usr/local/nvidia`), with `enable_gpu`.
     pub gpu: Option<&'a crate::gpu::GpuMounts>,
+    /// The custom base it runs on (its root, Python and working directory); `None`: the
+    /// cluster's `base_dir`.
+    pub base: Option<&'a crate::bases::BaseRef>,
     /// Its whole environment ([`sandbox_env`]).
     pub env: &'a [(String, String)],
     pub limits: &'a LambdaLimits,
@@ -541,7 +546,20 @@ pub fn spawn_fresh(
 ) -> Result<(Sandbox, UnixStream), StartError> {
     let t0 = Instant::now();
     let (listener, conn) = listen_and_connect(fresh.scratch)?;
-    let mut builder = SandboxSpec::builder(&cfg.base_dir, fresh.cgroup.clone());
+    let root = fresh
+        .base
+        .map_or(cfg.base_dir.as_path(), |b| b.root.as_path());
+    let python = fresh.base.map_or(PYTHON, |b| b.info.python.as_str());
+    // The image's working directory, when it is a directory of the base; else /host.
+    let cwd = fresh
+        .base
+        .and_then(|b| b.info.workdir.as_deref())
+        .filter(|w| {
+            std::fs::symlink_metadata(root.join(w.trim_start_matches('/')))
+                .is_ok_and(|m| m.is_dir())
+        })
+        .unwrap_or("/host");
+    let mut builder = SandboxSpec::builder(root, fresh.cgroup.clone());
     if !fresh.packages.is_empty() {
         let views = fresh
             .packages
@@ -586,7 +604,7 @@ pub fn spawn_fresh(
         .net(cfg.net.sandbox())
         .limits(limits)
         .harden(fresh.hardening.clone())
-        .command([PYTHON, "-B", "-E", "-S", RUNTIME_PATH]);
+        .command([python, "-B", "-E", "-S", RUNTIME_PATH]);
     if let Some(map) = fresh.user_ns {
         builder = builder.user_ns(map.clone());
     }
@@ -604,7 +622,7 @@ pub fn spawn_fresh(
             })?,
     );
     let spec = builder
-        .cwd("/host")
+        .cwd(cwd)
         .stdio(Output::Fd(Arc::clone(&output)), Output::Fd(output))
         .build()?;
     let prepared = t0.elapsed();

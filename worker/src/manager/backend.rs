@@ -47,6 +47,8 @@ pub struct FunctionSetup {
     pub volumes: Vec<VolumeMount>,
     /// With `enable_gpu`: the GPUs' nodes, device rules and driver files its sandboxes get.
     pub gpu: Option<crate::gpu::GpuMounts>,
+    /// The custom base its sandboxes run on (`None`: the cluster's default).
+    pub base: Option<crate::bases::BaseRef>,
 }
 
 /// One access point a function mounts, with the root directory of its volume on the host.

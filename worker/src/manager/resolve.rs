@@ -234,7 +234,18 @@ pub(crate) fn function_setup(
             })?)
         }
     };
+    let base = match &config.base {
+        Some(name) if name.as_str() != "default" => Some(
+            crate::bases::find(&cfg.bases(), name).map_err(|e| LambdaConfigError {
+                path: handler.dir.join(LAMBDA_CONFIG_FILE),
+                key: Some("base".to_owned()),
+                message: e.to_string(),
+            })?,
+        ),
+        _ => None,
+    };
     Ok(FunctionSetup {
+        base,
         gpu,
         volumes: mounts,
         entry: handler.entry.clone(),
