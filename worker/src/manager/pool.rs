@@ -3,7 +3,11 @@
 //!
 //! Rules:
 //! - a call takes the most recently used idle sandbox of the current handler version whose
-//!   process is alive; stale or dead ones met on the way are destroyed;
+//!   process is alive; stale or dead ones met on the way are destroyed, except an older
+//!   version's provisioned sandboxes while the current version's are not all ready (one of
+//!   them serves the call then: `provision.rs`);
+//! - provisioned sandboxes are never paused, reaped or evicted, and a GPU cold start ends the
+//!   least recently used idle GPU sandbox that is not provisioned (`gpu_slots.rs`);
 //! - idle lists are ordered by last use, so the candidates for pausing (idle for
 //!   `pause_after_ms`), reaping (idle for `idle_timeout_s`) and eviction are at the front;
 //!   paused sandboxes are the oldest of their pool;
