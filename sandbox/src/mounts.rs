@@ -125,6 +125,34 @@ fn bind_remount(what: &'static str, target: CString, flags: MsFlags) -> Step {
     }
 }
 
+/// The small tmpfs a view is assembled in (`nosuid,nodev,noexec`).
+fn view_tmpfs(what: &'static str, target: CString) -> Result<Step, SpecError> {
+    Ok(Step::Mount {
+        what,
+        source: Some(cstr("tmpfs", "fstype")?),
+        target,
+        fstype: Some(cstr("tmpfs", "fstype")?),
+        flags: MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+        data: Some(cstr("mode=755,size=1m,nr_inodes=4096", "data")?),
+    })
+}
+
+/// A view's tmpfs remounted read-only once its entries are in place.
+fn view_remount(what: &'static str, target: CString) -> Step {
+    Step::Mount {
+        what,
+        source: None,
+        target,
+        fstype: None,
+        flags: MsFlags::MS_REMOUNT
+            | MsFlags::MS_RDONLY
+            | MsFlags::MS_NOSUID
+            | MsFlags::MS_NODEV
+            | MsFlags::MS_NOEXEC,
+        data: None,
+    }
+}
+
 /// `/dev`'s final flags: read-only, `nosuid,noexec` (its device nodes must work).
 const DEV_FLAGS: MsFlags = MsFlags::MS_RDONLY
     .union(MsFlags::MS_NOSUID)
@@ -346,14 +374,7 @@ impl SetupPlan {
         for v in &spec.views {
             let base = root.join(v.target.strip_prefix("/").unwrap_or(&v.target));
             let target = path_c(&base)?;
-            steps.push(Step::Mount {
-                what: "view tmpfs",
-                source: Some(cstr("tmpfs", "fstype")?),
-                target: target.clone(),
-                fstype: Some(cstr("tmpfs", "fstype")?),
-                flags: nosuid_nodev | MsFlags::MS_NOEXEC,
-                data: Some(cstr("mode=755,size=1m,nr_inodes=4096", "data")?),
-            });
+            steps.push(view_tmpfs("view tmpfs", target.clone())?);
             let mut made = std::collections::HashSet::new();
             for (source, rel) in &v.entries {
                 let mut dir = base.clone();
@@ -389,27 +410,13 @@ impl SetupPlan {
                     MsFlags::MS_RDONLY | nosuid_nodev,
                 ));
             }
-            steps.push(Step::Mount {
-                what: "view remount read-only",
-                source: None,
-                target,
-                fstype: None,
-                flags: MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | nosuid_nodev | MsFlags::MS_NOEXEC,
-                data: None,
-            });
+            steps.push(view_remount("view remount read-only", target));
         }
         for v in &spec.attached_views {
             use std::os::fd::{AsFd, AsRawFd};
             let base = root.join(v.target.strip_prefix("/").unwrap_or(&v.target));
             let target = path_c(&base)?;
-            steps.push(Step::Mount {
-                what: "attached view tmpfs",
-                source: Some(cstr("tmpfs", "fstype")?),
-                target: target.clone(),
-                fstype: Some(cstr("tmpfs", "fstype")?),
-                flags: nosuid_nodev | MsFlags::MS_NOEXEC,
-                data: Some(cstr("mode=755,size=1m,nr_inodes=4096", "data")?),
-            });
+            steps.push(view_tmpfs("attached view tmpfs", target.clone())?);
             let mut made = std::collections::HashSet::new();
             for (mount, rel) in &v.entries {
                 let mut dir = base.clone();
@@ -427,14 +434,7 @@ impl SetupPlan {
                     target: path_c(&dir)?,
                 });
             }
-            steps.push(Step::Mount {
-                what: "attached view remount read-only",
-                source: None,
-                target,
-                fstype: None,
-                flags: MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | nosuid_nodev | MsFlags::MS_NOEXEC,
-                data: None,
-            });
+            steps.push(view_remount("attached view remount read-only", target));
         }
         steps.push(bind_remount(
             "root remount read-only",

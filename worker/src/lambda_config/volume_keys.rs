@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 
 use serde_json::{Map, Value};
 
+use super::keys::InvalidValue;
 use super::KeyError;
 use crate::name::LambdaName;
 
@@ -103,59 +104,64 @@ pub(crate) fn parse(value: &Value) -> Result<Vec<AccessPoint>, KeyError> {
     Ok(points)
 }
 
-fn parse_one(item: &Value) -> Result<AccessPoint, String> {
+fn parse_one(item: &Value) -> Result<AccessPoint, InvalidValue> {
     let Value::Object(map) = item else {
-        return Err(format!("must be an object, not {item}"));
+        return Err(InvalidValue(format!("must be an object, not {item}")));
     };
     if let Some(unknown) = map.keys().find(|k| !FIELDS.contains(&k.as_str())) {
-        return Err(format!(
+        return Err(InvalidValue(format!(
             "unknown field {unknown:?} (known: {})",
             FIELDS.join(", ")
-        ));
+        )));
     }
-    let text = |field: &str| -> Result<Option<&str>, String> {
+    let text = |field: &str| -> Result<Option<&str>, InvalidValue> {
         match map.get(field) {
             None => Ok(None),
             Some(Value::String(s)) => Ok(Some(s.as_str())),
-            Some(other) => Err(format!("{field} must be a string, not {other}")),
+            Some(other) => Err(InvalidValue(format!(
+                "{field} must be a string, not {other}"
+            ))),
         }
     };
-    let volume = text("volume")?.ok_or("volume is required: the volume's name")?;
-    let volume = LambdaName::parse(volume).map_err(|m| format!("volume {volume:?}: {m}"))?;
+    let volume = text("volume")?
+        .ok_or_else(|| InvalidValue("volume is required: the volume's name".to_owned()))?;
+    let volume =
+        LambdaName::parse(volume).map_err(|m| InvalidValue(format!("volume {volume:?}: {m}")))?;
     let path = match text("path")? {
         None => PathBuf::new(),
         Some(raw) => {
             let p = Path::new(raw);
             if !p.is_absolute() || !normal_below_root(p) {
-                return Err(format!(
+                return Err(InvalidValue(format!(
                     "path {raw:?} must be an absolute path inside the volume, without '.' or '..'"
-                ));
+                )));
             }
             p.strip_prefix("/").unwrap_or(p).to_owned()
         }
     };
-    let raw_mount = text("mount")?.ok_or("mount is required: a directory under /mnt")?;
+    let raw_mount = text("mount")?
+        .ok_or_else(|| InvalidValue("mount is required: a directory under /mnt".to_owned()))?;
     let mount = Path::new(raw_mount)
         .strip_prefix(VOLUMES_MOUNT_DIR)
         .ok()
         .filter(|rel| rel.components().count() > 0 && normal_below_root(rel))
         .filter(|_| normal_below_root(Path::new(raw_mount)))
         .ok_or_else(|| {
-            format!("mount {raw_mount:?} must be a directory under /mnt (such as /mnt/data), without '.' or '..'")
+            InvalidValue(format!("mount {raw_mount:?} must be a directory under /mnt (such as /mnt/data), without '.' or '..'"))
         })?
         .to_owned();
     if raw_mount.len() > 255 || path.as_os_str().len() > 1024 {
-        return Err("mount or path is too long".to_owned());
+        return Err(InvalidValue("mount or path is too long".to_owned()));
     }
-    let id = |field: &str| -> Result<u32, String> {
+    let id = |field: &str| -> Result<u32, InvalidValue> {
         match map.get(field) {
             None => Ok(DEFAULT_AP_ID),
             Some(v) => match v.as_u64() {
-                Some(0) => Err(format!("{field} 0 (root) is not allowed")),
+                Some(0) => Err(InvalidValue(format!("{field} 0 (root) is not allowed"))),
                 Some(n) if n < u64::from(u32::MAX) => Ok(n as u32),
-                _ => Err(format!(
+                _ => Err(InvalidValue(format!(
                     "{field} must be a number from 1 to 4294967294, not {v}"
-                )),
+                ))),
             },
         }
     };
@@ -168,9 +174,9 @@ fn parse_one(item: &Value) -> Result<AccessPoint, String> {
             match u32::from_str_radix(raw, 8) {
                 Ok(m) if ok && m <= 0o777 => m,
                 _ => {
-                    return Err(format!(
+                    return Err(InvalidValue(format!(
                         "mode {raw:?} must be octal permissions such as \"0750\" (at most 0777)"
-                    ))
+                    )))
                 }
             }
         }
@@ -178,7 +184,11 @@ fn parse_one(item: &Value) -> Result<AccessPoint, String> {
     let read_only = match map.get("read_only") {
         None => false,
         Some(Value::Bool(b)) => *b,
-        Some(other) => return Err(format!("read_only must be true or false, not {other}")),
+        Some(other) => {
+            return Err(InvalidValue(format!(
+                "read_only must be true or false, not {other}"
+            )))
+        }
     };
     Ok(AccessPoint {
         volume,
