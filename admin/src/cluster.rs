@@ -93,6 +93,12 @@ pub enum ClusterError {
         mirror::MIRROR_ENV
     )]
     NoMirror,
+    #[error("{what} failed ({status}); its last lines:\n{tail}")]
+    Command {
+        what: &'static str,
+        status: String,
+        tail: String,
+    },
     #[error("debootstrap failed ({status}) building {target}; its last lines:\n{tail}")]
     Debootstrap {
         target: PathBuf,

@@ -2,7 +2,10 @@
 //! cluster's default base plus one layer (a file added, one whiteout), imported with
 //! `admin base import`, and a function that names it seeing the image's files, environment
 //! and working directory; the same image as a `docker save` archive; refusals of a corrupted
-//! blob, a wrong diff_id and an image without Python; list and delete.
+//! blob, a wrong diff_id and an image without Python; list and delete. A recipe base (the
+//! default plus `python3-pil`) whose handler makes a JPEG with PIL and libjpeg, built once and
+//! then taken from the cache; refusals of bad package names, a missing source and a package
+//! apt does not know.
 
 mod support;
 
@@ -12,15 +15,20 @@ use std::path::{Path, PathBuf};
 use sha2::{Digest, Sha256};
 use support::{can_run, fails, free_port, ok, Cluster};
 
-/// `admin base import` that must fail (exit 1): its last stderr line, the error (the lines
-/// before it are progress).
+/// `admin base import` that must fail (exit 1): the error.
 fn import_fails(f: &str, name: &str, image: &Path) -> String {
-    let out = support::admin(&["base", "import", f, name, &image.display().to_string()]);
+    fails_after_progress(&["base", "import", f, name, &image.display().to_string()])
+}
+
+/// `admin args...` that must fail (exit 1) after lines of progress: its error, from the
+/// `admin: ` line to the end.
+fn fails_after_progress(args: &[&str]) -> String {
+    let out = support::admin(args);
     let err = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert_eq!(out.status.code(), Some(1), "{err}");
-    let last = err.trim_end().lines().last().unwrap_or_default().to_owned();
-    assert!(last.starts_with("admin: "), "{err}");
-    last
+    assert_eq!(out.status.code(), Some(1), "{args:?}: {err}");
+    let at = err.rfind("\nadmin: ").map_or(0, |i| i + 1);
+    assert!(err[at..].starts_with("admin: "), "{err}");
+    err[at..].trim_end().to_owned()
 }
 
 fn sha(bytes: &[u8]) -> String {
@@ -335,4 +343,116 @@ fn walk(dir: &Path) -> Vec<(String, PathBuf)> {
         }
     }
     out
+}
+
+const PIL_PROBE: &str = r#"
+import io
+
+def handler(event):
+    from PIL import Image, features
+    img = Image.new("RGB", (4, 3), (255, 0, 0))
+    out = io.BytesIO()
+    img.save(out, "JPEG")
+    return {"jpeg": out.getvalue()[:3].hex(), "libjpeg": features.check("jpg"),
+            "size": list(Image.open(io.BytesIO(out.getvalue())).size)}
+"#;
+
+#[test]
+fn a_recipe_base_adds_debian_packages_a_handler_uses() {
+    if !can_run("a_recipe_base_adds_debian_packages_a_handler_uses") {
+        return;
+    }
+    let c = Cluster::new();
+    let f = c.flag();
+    let create = |name: &str, extra: &[&str]| {
+        let mut args = vec!["base", "create", &f, name];
+        args.extend_from_slice(extra);
+        args.iter().map(|s| s.to_string()).collect::<Vec<String>>()
+    };
+    let run = |args: Vec<String>| ok(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    let refuse = |args: Vec<String>| fails(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    let err = refuse(create("x", &["--packages", "python3-pil,Bad_Name"]));
+    assert!(
+        err.contains("\"Bad_Name\" is not a Debian package name"),
+        "{err}"
+    );
+    let err = refuse(create(
+        "x",
+        &["--from", "nosuch", "--packages", "python3-pil"],
+    ));
+    assert!(err.contains("base nosuch does not exist"), "{err}");
+    let err = refuse(create("default", &["--packages", "python3-pil"]));
+    assert!(err.contains("the cluster's own base"), "{err}");
+
+    let t = std::time::Instant::now();
+    let out = run(create(
+        "pil",
+        &["--from", "default", "--packages", "python3-pil"],
+    ));
+    eprintln!(
+        "admin base create (default + python3-pil): {:.1} s: {out}",
+        t.elapsed().as_secs_f64()
+    );
+    assert!(
+        out.contains("created base pil from default + python3-pil"),
+        "{out}"
+    );
+    let err = refuse(create("pil", &["--packages", "python3-pil"]));
+    assert!(err.contains("already exists"), "{err}");
+    // The same recipe again: from the cache, not built.
+    let t = std::time::Instant::now();
+    let out = run(create("pil2", &["--packages", "python3-pil"]));
+    eprintln!(
+        "admin base create (cached): {:.1} s: {out}",
+        t.elapsed().as_secs_f64()
+    );
+    assert!(out.contains("(cached "), "{out}");
+    // A package apt does not know: apt's own words, and nothing left behind.
+    let err = fails_after_progress(
+        &create("nopkg", &["--packages", "no-such-package-lambdaworker"])
+            .iter()
+            .map(String::as_str)
+            .collect::<Vec<_>>(),
+    );
+    assert!(err.contains("apt-get install failed"), "{err}");
+    assert!(err.contains("no-such-package-lambdaworker"), "{err}");
+    assert!(!c.path("bases/nopkg").exists());
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(
+        !mounts.contains("/recipe-"),
+        "a build's mount is left: {mounts}"
+    );
+    let cache = admin::cluster::base::default_cache_dir();
+    let stale: Vec<_> = std::fs::read_dir(&cache)
+        .unwrap()
+        .filter_map(Result::ok)
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains(".tmp-"))
+        .collect();
+    assert!(
+        stale.is_empty(),
+        "build directories left in the cache: {stale:?}"
+    );
+
+    for (name, config) in [("onpil", r#"{"base": "pil"}"#), ("plain", "{}")] {
+        let dir = c.path("registry").join(name);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("lambda_func.py"), PIL_PROBE).unwrap();
+        std::fs::write(dir.join("lambda.json"), config).unwrap();
+    }
+    let port = free_port();
+    ok(&["workers", &f, &format!("--port={port}")]);
+    let on_pil = support::call(port, "onpil", "{}");
+    let plain = support::call(port, "plain", "{}");
+    let _ = support::admin(&["kill", &f]);
+    assert_eq!(
+        on_pil,
+        (
+            200,
+            r#"{"jpeg": "ffd8ff", "libjpeg": true, "size": [4, 3]}"#.to_owned()
+        )
+    );
+    assert!(plain.1.contains("No module named 'PIL'"), "{plain:?}");
+    let list = ok(&["base", "list", &f]);
+    assert!(list.contains("recipe default: python3-pil"), "{list}");
 }

@@ -1,5 +1,5 @@
 //! Custom bases: root filesystems other than the cluster's default that a function names with
-//! `"base": "NAME"` (`docs/bases.md`). `admin base import` makes them, under the cluster's
+//! `"base": "NAME"` (`docs/bases.md`). `admin base create` and `admin base import` make them, under the cluster's
 //! `bases/<name>/`: `rootfs/` (shared read-only by every sandbox on it, with the runtime
 //! installed) and `base.json`, written last (a directory without it is an import that did not
 //! finish). This module reads them.
@@ -20,7 +20,8 @@ pub const META_FILE: &str = "base.json";
 #[serde(deny_unknown_fields)]
 pub struct BaseInfo {
     pub name: String,
-    /// Where it came from: `oci sha256:<manifest digest>`, or `docker-save sha256:<config>`.
+    /// Where it came from: `oci sha256:<manifest digest>`, `docker-save sha256:<config>`, or
+    /// `recipe <from>: <packages>`.
     pub origin: String,
     /// Seconds since the epoch.
     pub created: u64,
@@ -45,7 +46,7 @@ pub struct BaseRef {
 /// A base that cannot be used.
 #[derive(Debug, thiserror::Error)]
 pub enum BaseError {
-    #[error("base {0} does not exist (admin base import makes one)")]
+    #[error("base {0} does not exist (admin base create or import makes one)")]
     NotFound(String),
     #[error("base {name}: {path} is not a valid base.json: {reason}")]
     Meta {

@@ -1,6 +1,6 @@
 //! Custom bases of a cluster (`<cluster>/bases/<name>/`, read by the worker through
 //! `worker::bases`): imported from an OCI image layout or a `docker save` archive
-//! ([`import`]), listed, deleted. `docs/bases.md` says how a function uses one.
+//! ([`import`]), built from a recipe ([`recipe::create`]), listed, deleted. `docs/bases.md` says how a function uses one.
 //!
 //! An import, in order:
 //! 1. the archive is unpacked into a staging directory `bases/.tmp-<name>-<pid>/image`;
@@ -19,6 +19,7 @@
 
 mod layers;
 pub mod oci;
+pub mod recipe;
 
 use std::path::{Path, PathBuf};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
@@ -49,6 +50,8 @@ pub enum BaseError {
         expected: String,
         actual: String,
     },
+    #[error("{0}")]
+    Recipe(String),
     #[error("the image has no Python 3 (no usr/bin/python3 in its root): a base needs one to run the runtime")]
     NoPython,
     #[error(transparent)]
@@ -70,7 +73,7 @@ pub struct Imported {
     pub seconds: f64,
 }
 
-fn parse_name(raw: &str) -> Result<LambdaName, BaseError> {
+pub(crate) fn parse_name(raw: &str) -> Result<LambdaName, BaseError> {
     LambdaName::parse(raw).map_err(|reason| BaseError::Name {
         name: raw.to_owned(),
         reason,

@@ -273,6 +273,27 @@ fn run_debootstrap(
     progress: &dyn Fn(&str),
 ) -> Result<(), ClusterError> {
     let program = find_debootstrap().ok_or(ClusterError::DebootstrapMissing)?;
+    let mut cmd = Command::new(&program);
+    cmd.args(recipe.debootstrap_args(target, mirror))
+        .env("DEBIAN_FRONTEND", "noninteractive");
+    run_streamed(&mut cmd, "debootstrap", progress).map_err(|e| match e {
+        ClusterError::Command { status, tail, .. } => ClusterError::Debootstrap {
+            target: target.to_owned(),
+            status,
+            tail,
+        },
+        other => other,
+    })
+}
+
+/// Runs `cmd` with its output (stdout and stderr merged) streamed to `progress`; a failure
+/// carries the last lines.
+pub(crate) fn run_streamed(
+    cmd: &mut Command,
+    what: &'static str,
+    progress: &dyn Fn(&str),
+) -> Result<(), ClusterError> {
+    let program = PathBuf::from(cmd.get_program());
     let (reader, writer) = nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|e| ClusterError::Io {
         op: "create pipe for",
         path: program.clone(),
@@ -284,15 +305,14 @@ fn run_debootstrap(
         source,
     };
     let mut child = {
-        // The command holds our copies of the pipe's write end; dropping it at the end of this
-        // block leaves debootstrap as the only writer, so reading ends when it exits.
-        let mut cmd = Command::new(&program);
-        cmd.args(recipe.debootstrap_args(target, mirror))
-            .env("DEBIAN_FRONTEND", "noninteractive")
-            .stdin(Stdio::null())
+        // Dropping `cmd`'s copies of the write end at the end of this block leaves the child
+        // as the only writer, so reading ends when it exits.
+        cmd.stdin(Stdio::null())
             .stdout(Stdio::from(writer.try_clone().map_err(spawn_err)?))
             .stderr(Stdio::from(writer));
-        cmd.spawn().map_err(spawn_err)?
+        let child = cmd.spawn().map_err(spawn_err)?;
+        cmd.stdout(Stdio::null()).stderr(Stdio::null());
+        child
     };
     let mut tail: VecDeque<String> = VecDeque::with_capacity(TAIL_LINES);
     for line in BufReader::new(std::fs::File::from(reader)).split(b'\n') {
@@ -314,8 +334,8 @@ fn run_debootstrap(
         source,
     })?;
     if !status.success() {
-        return Err(ClusterError::Debootstrap {
-            target: target.to_owned(),
+        return Err(ClusterError::Command {
+            what,
             status: status.to_string(),
             tail: Vec::from(tail).join("\n"),
         });

@@ -1,3 +1,4 @@
+//! `admin base create -cluster DIR NAME --from BASE --packages P,...`,
 //! `admin base import -cluster DIR NAME IMAGE.tar`, `admin base list -cluster DIR` and
 //! `admin base delete -cluster DIR NAME`: the cluster's custom bases (`docs/bases.md`), which
 //! functions name with `"base": "NAME"`.
@@ -18,12 +19,30 @@ pub struct Args {
 
 #[derive(Debug, clap::Subcommand)]
 pub enum BaseCmd {
+    /// Build a base that extends another (`default`, or a custom base) with Debian packages
+    Create(CreateArgs),
     /// Import an OCI image layout or a `docker save` archive (a tar) as a base
     Import(ImportArgs),
     /// List the custom bases
     List(ListArgs),
     /// Delete a custom base
     Delete(DeleteArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct CreateArgs {
+    /// The cluster directory
+    #[arg(long, value_name = "DIR")]
+    pub cluster: PathBuf,
+    /// The base's name (letters, digits, '_' and '-')
+    #[arg(value_name = "NAME")]
+    pub name: String,
+    /// The base it extends: `default` (the cluster's own) or a custom base
+    #[arg(long, value_name = "BASE", default_value = "default")]
+    pub from: String,
+    /// Debian packages to install, comma-separated (the option may be repeated)
+    #[arg(long, value_name = "P,...", required = true)]
+    pub packages: Vec<String>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -58,6 +77,7 @@ pub struct DeleteArgs {
 
 pub fn run(args: &Args) -> anyhow::Result<()> {
     match &args.command {
+        BaseCmd::Create(a) => create(a),
         BaseCmd::Import(a) => import(a),
         BaseCmd::List(a) => list(a),
         BaseCmd::Delete(a) => delete(a),
@@ -65,13 +85,42 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
 }
 
 fn bases_dir(dir: &Path) -> anyhow::Result<PathBuf> {
+    Ok(dirs(dir)?.0)
+}
+
+/// The cluster's bases directory and its default base.
+fn dirs(dir: &Path) -> anyhow::Result<(PathBuf, PathBuf)> {
     let cluster = ClusterDir::open(dir)?;
     let template = Config::load(&cluster.template())?;
-    Ok(if template.bases_dir.as_os_str().is_empty() {
+    let bases = if template.bases_dir.as_os_str().is_empty() {
         cluster.root().join("bases")
     } else {
         template.bases_dir
-    })
+    };
+    Ok((bases, template.base_dir))
+}
+
+fn create(args: &CreateArgs) -> anyhow::Result<()> {
+    use admin::bases::recipe;
+    let (bases, default_root) = dirs(&args.cluster)?;
+    let not_made = || format!("base {} not created", args.name);
+    let plan = recipe::Recipe::new(&args.from, &args.packages).with_context(not_made)?;
+    let from = recipe::source(&bases, &default_root, &args.from).with_context(not_made)?;
+    let progress = |line: &str| eprintln!("base {}: {line}", args.name);
+    let cache = admin::cluster::base::default_cache_dir();
+    let done = recipe::create(&bases, &cache, &args.name, &plan, &from, &progress)
+        .with_context(not_made)?;
+    println!(
+        "created base {} from {} + {} ({} {}), python {}, in {:.1} s",
+        done.info.name,
+        plan.from,
+        plan.packages.join(","),
+        if done.built { "built" } else { "cached" },
+        done.entry.display(),
+        done.info.python,
+        done.seconds
+    );
+    Ok(())
 }
 
 fn import(args: &ImportArgs) -> anyhow::Result<()> {
