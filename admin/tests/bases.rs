@@ -1,9 +1,10 @@
 //! Custom bases through the real binaries (root only): an OCI image built here from the
 //! cluster's default base plus one layer (a file added, one whiteout), imported with
 //! `admin base import`, and a function that names it seeing the image's files, environment
-//! and working directory; the same image as a `docker save` archive; refusals of a corrupted
+//! and working directory, in a sandbox forked from a zygote on that base; the same image as a `docker save` archive; refusals of a corrupted
 //! blob, a wrong diff_id and an image without Python; list and delete. A recipe base (the
-//! default plus `python3-pil`) whose handler makes a JPEG with PIL and libjpeg, built once and
+//! default plus `python3-pil`) whose handler makes a JPEG with PIL and libjpeg in a fresh
+//! sandbox, built once and
 //! then taken from the cache; refusals of bad package names, a missing source and a package
 //! apt does not know.
 
@@ -302,7 +303,19 @@ fn an_oci_image_and_a_docker_save_archive_become_bases() {
         .iter()
         .map(|n| support::call(port, n, "{}"))
         .collect();
+    let (_, stats) = support::get(port, "/stats");
     let _ = support::admin(&["kill", &f]);
+    // Each sandbox was forked from a zygote on its own base: a root zygote per base.
+    let stats: serde_json::Value = serde_json::from_str(&stats).unwrap();
+    assert_eq!(stats["import_cache"]["forks"], 3, "{stats}");
+    let mut bases: Vec<String> = stats["import_cache"]["zygotes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|z| z["base"].as_str().unwrap_or("default").to_owned())
+        .collect();
+    bases.sort();
+    assert_eq!(bases, ["default", "img", "saved"], "{stats}");
     let image_view = r#"{"hello": "from layer 2", "motd": false, "greeting": "from the image", "cwd": "/opt/extra"}"#;
     assert_eq!(answers[0], (200, image_view.to_owned()));
     assert_eq!(answers[1], (200, image_view.to_owned()));
@@ -440,6 +453,8 @@ fn a_recipe_base_adds_debian_packages_a_handler_uses() {
         std::fs::write(dir.join("lambda_func.py"), PIL_PROBE).unwrap();
         std::fs::write(dir.join("lambda.json"), config).unwrap();
     }
+    // Fresh sandboxes here (the OCI test above forks them from the bases' zygotes).
+    ok(&["setconf", &f, r#"{"import_cache": false}"#]);
     let port = free_port();
     ok(&["workers", &f, &format!("--port={port}")]);
     let on_pil = support::call(port, "onpil", "{}");

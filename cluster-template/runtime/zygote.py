@@ -115,6 +115,8 @@ def load_filters(text):
 # The worker's seccomp policy in two parts (see sandbox/src/harden.rs): compiling a filter
 # costs the kernel time in proportion to its length, so the long part goes in while a spare
 # prepares, and only the short one while a call waits.
+# The handler children's working directory: /host, or a custom base's image WorkingDir.
+WORKDIR = os.environ.get("LAMBDA_WORKDIR") or "/host"
 SECCOMP_SPARE = load_filters(os.environ.get("LAMBDA_SECCOMP_SPARE", ""))
 SECCOMP_HANDLER = load_filters(os.environ.get("LAMBDA_SECCOMP_HANDLER", ""))
 # True in a process that has the spare's part, and so in everything it forks later (a spare
@@ -607,9 +609,9 @@ def become_sandbox(req, own_packages, tmp_mb, net_ns):
     for key, value in req.env:
         os.environ[key] = value
     try:
-        os.chdir("/host")
+        os.chdir(WORKDIR)
     except OSError as exc:
-        raise StepError("enter /host", exc.strerror)
+        raise StepError("enter " + WORKDIR, exc.strerror)
     # 10. Give up privileges as a fresh sandbox does right before execve (docs/security.md).
     if req.harden is not None:
         give_up_privileges(req.harden)

@@ -43,6 +43,38 @@ pub struct BaseRef {
     pub info: BaseInfo,
 }
 
+impl BaseRef {
+    /// Its sandboxes' working directory: the image's `WorkingDir` when it is a directory of
+    /// the base, else `/host`. Blocking (a stat).
+    pub fn workdir(&self) -> &str {
+        self.info
+            .workdir
+            .as_deref()
+            .filter(|w| {
+                std::fs::symlink_metadata(self.root.join(w.trim_start_matches('/')))
+                    .is_ok_and(|m| m.is_dir())
+            })
+            .unwrap_or("/host")
+    }
+}
+
+/// Lays an image's `Env` (`KEY=value` entries) over `env`: a later value of a name replaces an
+/// earlier one, but `HOME` (the sandbox's own) and `LAMBDA_PACKAGES` (the worker's) stay.
+pub fn overlay_env(env: &mut Vec<(String, String)>, image: &[String]) {
+    for kv in image {
+        let Some((key, value)) = kv.split_once('=') else {
+            continue;
+        };
+        if matches!(key, "HOME" | "LAMBDA_PACKAGES") {
+            continue;
+        }
+        match env.iter_mut().find(|(k, _)| k == key) {
+            Some(slot) => slot.1 = value.to_owned(),
+            None => env.push((key.to_owned(), value.to_owned())),
+        }
+    }
+}
+
 /// A base that cannot be used.
 #[derive(Debug, thiserror::Error)]
 pub enum BaseError {

@@ -29,18 +29,7 @@ pub fn sandbox_env(
     // A custom base's image environment over the platform's (not HOME, the sandbox's own,
     // nor LAMBDA_PACKAGES, the worker's).
     if let Some(base) = &setup.base {
-        for kv in &base.info.env {
-            let Some((key, value)) = kv.split_once('=') else {
-                continue;
-            };
-            if matches!(key, "HOME" | "LAMBDA_PACKAGES") {
-                continue;
-            }
-            match env.iter_mut().find(|(k, _)| k == key) {
-                Some(slot) => slot.1 = value.to_owned(),
-                None => env.push((key.to_owned(), value.to_owned())),
-            }
-        }
+        crate::bases::overlay_env(&mut env, &base.info.env);
     }
     let layers: Vec<String> = setup.layers.iter().map(LayerDir::sys_path).collect();
     let (name, region) = (name.as_str(), cfg.aws_region.as_str());

@@ -250,9 +250,9 @@ impl Launcher {
 
     /// Step 6: a fork from a zygote when the import cache offers one, else a fresh sandbox.
     fn fork_or_spawn(&self, id: u64, fresh: &FreshSandbox<'_>) -> Result<Launched, StartError> {
-        // A GPU sandbox starts fresh: a zygote's /dev and cgroup have no GPU in them. So does a
-        // sandbox on a custom base: the zygotes run on the default one.
-        if self.import_cache.enabled() && fresh.gpu.is_none() && fresh.base.is_none() {
+        // A GPU sandbox starts fresh: a zygote's /dev and cgroup have no GPU in them. One on a
+        // custom base forks from that base's zygotes.
+        if self.import_cache.enabled() && fresh.gpu.is_none() {
             match self.fork_from_zygote(fresh) {
                 Ok(Some(launched)) => return Ok(launched),
                 Ok(None) => {}
@@ -302,6 +302,7 @@ impl Launcher {
             env: fresh.env,
             limits: fresh.limits,
             hardening: fresh.hardening,
+            base: fresh.base,
         };
         let forked = self.import_cache.fork_handler(&req)?;
         drop(listener);
@@ -551,14 +552,7 @@ pub fn spawn_fresh(
         .map_or(cfg.base_dir.as_path(), |b| b.root.as_path());
     let python = fresh.base.map_or(PYTHON, |b| b.info.python.as_str());
     // The image's working directory, when it is a directory of the base; else /host.
-    let cwd = fresh
-        .base
-        .and_then(|b| b.info.workdir.as_deref())
-        .filter(|w| {
-            std::fs::symlink_metadata(root.join(w.trim_start_matches('/')))
-                .is_ok_and(|m| m.is_dir())
-        })
-        .unwrap_or("/host");
+    let cwd = fresh.base.map_or("/host", crate::bases::BaseRef::workdir);
     let mut builder = SandboxSpec::builder(root, fresh.cgroup.clone());
     if !fresh.packages.is_empty() {
         let views = fresh

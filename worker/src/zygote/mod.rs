@@ -27,8 +27,11 @@
 //! - a zygote that fails to fork by its own fault (dead, or no report within
 //!   [`FORK_TIMEOUT`]: [`Fault::Zygote`]) is retired at once; the cold start then falls back to
 //!   a fresh sandbox, so a broken zygote costs time, never a failed call;
-//! - the cache is off when the base's `zygote.py` is missing or speaks another [`PROTOCOL`].
+//! - the cache is off when the base's `zygote.py` is missing or speaks another [`PROTOCOL`];
+//! - each custom base a function names has a family of zygotes of its own, on that base, with
+//!   these same rules (`families.rs`: which are kept, and how they give way).
 
+mod families;
 mod fork;
 mod policy;
 mod protocol;
@@ -76,6 +79,9 @@ pub struct ZygoteInfo {
     pub parent: Option<u64>,
     pub pid: i32,
     pub packages: Vec<String>,
+    /// The custom base it runs on; absent: the default base.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub base: Option<String>,
     pub forks: u64,
     pub memory_mb: f64,
     pub uptime_s: f64,
@@ -124,6 +130,8 @@ pub struct HandlerRequest<'a> {
     pub limits: &'a crate::lambda_config::LambdaLimits,
     /// What the child gives up before it loads the handler.
     pub hardening: &'a sandbox::Hardening,
+    /// The custom base it runs on (forked from that base's zygotes); `None`: the default.
+    pub base: Option<&'a crate::bases::BaseRef>,
 }
 
 /// The import cache of one worker (see the module docs).
@@ -131,7 +139,10 @@ pub struct HandlerRequest<'a> {
 pub struct ImportCache {
     enabled: bool,
     package_zygotes: bool,
+    /// The default base's zygotes.
     cache: Policy<zygote::SandboxMaker>,
+    /// Each custom base's.
+    families: families::Families<zygote::SandboxMaker>,
 }
 
 impl ImportCache {
@@ -162,6 +173,7 @@ impl ImportCache {
                 zygote::SandboxMaker::new(cfg, cgroups, hardening, ids),
                 rules,
             ),
+            families: families::Families::default(),
         }
     }
 
@@ -186,7 +198,21 @@ impl ImportCache {
             return Ok(None);
         }
         let want = package_set(req.packages)?;
-        let forked = self.cache.fork_handler(&want, req)?;
+        let forked = match req.base {
+            None => {
+                self.families.used_default();
+                self.cache.fork_handler(&want, req)?
+            }
+            Some(base) => {
+                let Some(policy) = self
+                    .families
+                    .policy(base, &self.cache.maker, &self.cache.rules)
+                else {
+                    return Ok(None);
+                };
+                policy.fork_handler(&want, req)?
+            }
+        };
         Ok(forked.map(|(sandbox, zygote)| Forked { sandbox, zygote }))
     }
 
@@ -198,19 +224,36 @@ impl ImportCache {
         if let Err(e) = self.cache.maker.refill(zygote) {
             tracing::warn!(zygote = zygote.id(), error = %e, "cannot prepare a spare's cgroup");
             if e.fault() == Fault::Zygote {
-                drop(self.cache.retire(zygote.id(), "a cgroup hand-over failed"));
+                let why = "a cgroup hand-over failed";
+                if self.cache.retire(zygote.id(), why).is_none() {
+                    for p in self.families.policies() {
+                        drop(p.retire(zygote.id(), why));
+                    }
+                }
             }
         }
     }
 
-    /// Retires the least recently used leaf zygote other than the root and `keep`; returns its id.
+    /// Retires the least recently used leaf zygote other than the default base's root and
+    /// `keep` (a custom base's root when it has no leaf: `families.rs`); returns its id.
     pub fn retire_lru(&self, keep: Option<u64>) -> Option<u64> {
-        self.cache.retire_lru(keep)
+        self.families.retire_lru(&self.cache, keep)
+    }
+
+    /// The zygotes of every base still alive, live ones and retired ones.
+    fn all_zygotes(&self) -> policy::Zygotes<Zygote> {
+        let mut all = self.cache.zygotes();
+        for p in self.families.policies() {
+            let z = p.zygotes();
+            all.live.extend(z.live);
+            all.retired.extend(z.retired);
+        }
+        all
     }
 
     /// Memory of every zygote still alive, retired ones included (blocking, cheap).
     pub fn memory_in_use(&self) -> u64 {
-        let z = self.cache.zygotes();
+        let z = self.all_zygotes();
         z.live
             .iter()
             .chain(&z.retired)
@@ -218,12 +261,18 @@ impl ImportCache {
             .sum()
     }
 
-    /// Counters and the zygotes, live first (blocking, cheap).
+    /// Counters (of every base's zygotes) and the zygotes, live first (blocking, cheap).
     pub fn stats(&self) -> ImportCacheStats {
-        let policy::Zygotes { mut live, retired } = self.cache.zygotes();
+        let policy::Zygotes { mut live, retired } = self.all_zygotes();
         live.sort_by_key(|z| z.id());
         let zygotes: Vec<ZygoteInfo> = live.iter().chain(&retired).map(|z| z.info()).collect();
-        let c = &self.cache.counters;
+        let families = self.families.policies();
+        let sum = |counter: fn(&policy::Counters) -> &std::sync::atomic::AtomicU64| {
+            std::iter::once(&self.cache.counters)
+                .chain(families.iter().map(|p| &p.counters))
+                .map(|c| counter(c).load(Ordering::Relaxed))
+                .sum::<u64>()
+        };
         ImportCacheStats {
             enabled: self.enabled,
             package_zygotes: self.package_zygotes,
@@ -232,19 +281,20 @@ impl ImportCache {
                 .map(|z| (z.memory_mb * 1048576.0) as u64)
                 .sum()),
             zygotes,
-            created: c.created.load(Ordering::Relaxed),
-            retired: c.retired.load(Ordering::Relaxed),
-            forks: c.forks.load(Ordering::Relaxed),
-            fork_failures: c.fork_failures.load(Ordering::Relaxed),
+            created: sum(|c| &c.created),
+            retired: sum(|c| &c.retired),
+            forks: sum(|c| &c.forks),
+            fork_failures: sum(|c| &c.fork_failures),
         }
     }
 
     /// True while any zygote, live or retired, still exists or is being destroyed.
     pub fn any_alive(&self) -> bool {
+        // One count of destroys under way, shared by every base's maker.
         if self.cache.maker.destroying() {
             return true;
         }
-        let z = self.cache.zygotes();
+        let z = self.all_zygotes();
         !z.live.is_empty() || !z.retired.is_empty()
     }
 
@@ -252,6 +302,7 @@ impl ImportCache {
     /// made are retired as they come.
     pub fn close(&self) {
         self.cache.close();
+        self.families.close();
     }
 }
 

@@ -23,6 +23,44 @@ use super::{zygote_env, Handle, HandlerRequest, Maker, ZygoteInfo, SPARES, ZYGOT
 use crate::config::{Config, NetMode};
 
 const PYTHON: &str = "/usr/bin/python3";
+
+/// The root filesystem a maker's zygotes run on: the cluster's default base, or a custom one
+/// (`crate::bases`), with its Python, image environment and working directory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct ZygoteRoot {
+    /// The custom base's name; `None`: the default base.
+    pub base: Option<String>,
+    pub dir: PathBuf,
+    pub python: String,
+    /// `KEY=value` entries of the image's `Env`.
+    pub env: Vec<String>,
+    /// The handler children's working directory (`/host` unless the base names another).
+    pub workdir: String,
+}
+
+impl ZygoteRoot {
+    /// The default base of `cfg`.
+    pub(crate) fn default_of(cfg: &Config) -> Self {
+        Self {
+            base: None,
+            dir: cfg.base_dir.clone(),
+            python: PYTHON.to_owned(),
+            env: Vec::new(),
+            workdir: "/host".to_owned(),
+        }
+    }
+
+    /// A custom base.
+    pub(crate) fn of(base: &crate::bases::BaseRef) -> Self {
+        Self {
+            base: Some(base.name.to_string()),
+            dir: base.root.clone(),
+            python: base.info.python.clone(),
+            env: base.info.env.clone(),
+            workdir: base.workdir().to_owned(),
+        }
+    }
+}
 /// Memory (MiB) a zygote's cgroup keeps for each live sandbox forked from it: measured about
 /// 0.5 MiB per hello sandbox on the root zygote (`docs/import-cache.md`), doubled for headroom.
 const CHARGE_PER_CHILD_MB: u64 = 1;
@@ -44,6 +82,8 @@ pub struct Zygote {
     last_used: Mutex<Instant>,
     forks: AtomicU64,
     retired: AtomicBool,
+    /// The custom base it runs on (`None`: the default one).
+    base: Option<String>,
     /// The maker's count of zygote destroys under way.
     destroying: Arc<AtomicUsize>,
 }
@@ -149,6 +189,7 @@ impl Zygote {
             parent: self.parent.as_ref().map(|p| p.id),
             pid: self.pid,
             packages: self.packages.clone(),
+            base: self.base.clone(),
             forks: self.forks.load(Ordering::Relaxed),
             memory_mb: super::mb(self.memory_bytes()),
             uptime_s: super::round1(self.created.elapsed().as_secs_f64()),
@@ -269,16 +310,19 @@ pub(crate) struct SandboxMaker {
     pub(super) cgroups: CgroupSetup,
     cgroup_parent: PathBuf,
     dir: PathBuf,
-    next_id: AtomicU64,
+    /// Shared by the makers of every base, so that zygote and spare ids never repeat.
+    next_id: Arc<AtomicU64>,
     destroying: Arc<AtomicUsize>,
     /// The uid range: zygotes get user namespaces mapped to all of it.
     ids: Option<Arc<crate::identity::HostIds>>,
+    pub(super) root: ZygoteRoot,
 }
 
 impl std::fmt::Debug for SandboxMaker {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SandboxMaker")
             .field("dir", &self.dir)
+            .field("root", &self.root)
             .finish_non_exhaustive()
     }
 }
@@ -307,11 +351,27 @@ impl SandboxMaker {
             ),
             cgroup_parent: cfg.cgroup_parent(),
             dir: cfg.worker_dir.join("import-cache"),
-            next_id: AtomicU64::new(1),
+            next_id: Arc::new(AtomicU64::new(1)),
             destroying: Arc::new(AtomicUsize::new(0)),
             ids,
             cgroups,
+            root: ZygoteRoot::default_of(&cfg),
             cfg,
+        }
+    }
+
+    /// A maker of zygotes on `root`, sharing this one's ids, hardening and destroy count.
+    pub(super) fn for_root(&self, root: ZygoteRoot) -> Self {
+        Self {
+            cfg: Arc::clone(&self.cfg),
+            seccomp_hex: self.seccomp_hex.clone(),
+            cgroups: self.cgroups.clone(),
+            cgroup_parent: self.cgroup_parent.clone(),
+            dir: self.dir.clone(),
+            next_id: Arc::clone(&self.next_id),
+            destroying: Arc::clone(&self.destroying),
+            ids: self.ids.clone(),
+            root,
         }
     }
 
@@ -341,7 +401,8 @@ impl SandboxMaker {
         match self.spawn_root_in(id, &dir) {
             Ok((sandbox, control)) => {
                 let z = self.register(id, Vec::new(), None, sandbox, control, dir);
-                tracing::info!(zygote = id, pid = z.pid, "root zygote started");
+                let base = self.root.base.as_deref().unwrap_or("default");
+                tracing::info!(zygote = id, pid = z.pid, base, "root zygote started");
                 Ok(z)
             }
             Err(e) => {
@@ -363,24 +424,25 @@ impl SandboxMaker {
         } else {
             "0"
         };
-        let mut spec = SandboxSpec::builder(
-            &self.cfg.base_dir,
-            self.cgroup_parent.join(format!("zy-{id}")),
-        )
-        .mount(dir, "/host", true)
-        .tmp_mb(self.cfg.tmp_mb)
-        .hostname("zygote")
-        .net(self.cfg.net.sandbox())
-        .limits(self.zygote_limits())
-        .command([PYTHON, "-B", "-S", ZYGOTE_PATH])
-        .env("LAMBDA_TMP_MB", &self.cfg.tmp_mb.to_string())
-        .env("LAMBDA_NET_NS", net_ns)
-        .env("LAMBDA_SECCOMP_SPARE", &self.seccomp_hex.0)
-        .env("LAMBDA_SECCOMP_HANDLER", &self.seccomp_hex.1)
-        .env("LAMBDA_PROC_MASK", &sandbox::ProcMask::host().to_env())
-        .cwd("/host")
-        .output(dir.join("stdout"), dir.join("stderr"));
-        for (key, value) in zygote_env(&[]) {
+        let mut spec =
+            SandboxSpec::builder(&self.root.dir, self.cgroup_parent.join(format!("zy-{id}")))
+                .mount(dir, "/host", true)
+                .tmp_mb(self.cfg.tmp_mb)
+                .hostname("zygote")
+                .net(self.cfg.net.sandbox())
+                .limits(self.zygote_limits())
+                .command([self.root.python.as_str(), "-B", "-S", ZYGOTE_PATH])
+                .env("LAMBDA_WORKDIR", &self.root.workdir)
+                .env("LAMBDA_TMP_MB", &self.cfg.tmp_mb.to_string())
+                .env("LAMBDA_NET_NS", net_ns)
+                .env("LAMBDA_SECCOMP_SPARE", &self.seccomp_hex.0)
+                .env("LAMBDA_SECCOMP_HANDLER", &self.seccomp_hex.1)
+                .env("LAMBDA_PROC_MASK", &sandbox::ProcMask::host().to_env())
+                .cwd("/host")
+                .output(dir.join("stdout"), dir.join("stderr"));
+        let mut env = zygote_env(&[]);
+        crate::bases::overlay_env(&mut env, &self.root.env);
+        for (key, value) in env {
             spec = spec.env(&key, &value);
         }
         if let Some(ids) = &self.ids {
@@ -420,6 +482,7 @@ impl SandboxMaker {
             last_used: Mutex::new(Instant::now()),
             forks: AtomicU64::new(0),
             retired: AtomicBool::new(false),
+            base: self.root.base.clone(),
             destroying: Arc::clone(&self.destroying),
         });
         self.refill_or_log(&z);
@@ -497,6 +560,12 @@ impl SandboxMaker {
                 Err(e)
             }
         }
+    }
+}
+
+impl super::families::BaseMaker for SandboxMaker {
+    fn for_base(&self, base: &crate::bases::BaseRef) -> Option<Self> {
+        super::base_speaks_protocol(&base.root).then(|| self.for_root(ZygoteRoot::of(base)))
     }
 }
 
