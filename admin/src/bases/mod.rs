@@ -80,6 +80,55 @@ pub(crate) fn parse_name(raw: &str) -> Result<LambdaName, BaseError> {
     })
 }
 
+/// A new base's name, checked: valid, not `default`, not taken under `bases`.
+pub(crate) fn new_name(bases: &Path, raw: &str) -> Result<LambdaName, BaseError> {
+    let name = parse_name(raw)?;
+    if name.as_str() == "default" {
+        return Err(BaseError::Name {
+            name: name.to_string(),
+            reason: "`default` is the cluster's own base",
+        });
+    }
+    if std::fs::symlink_metadata(bases.join(name.as_str())).is_ok() {
+        return Err(BaseError::Exists(name.to_string()));
+    }
+    Ok(name)
+}
+
+/// Makes base `name` under `bases`: `fill` fills the staging directory
+/// `bases/.tmp-<name>-<pid>` (its `rootfs/`, and whatever else it needs and removes again)
+/// and says what `base.json` holds; then `base.json` is written and the staging directory
+/// renamed to `bases/<name>`. A failure removes the staging directory.
+pub(crate) fn stage<T>(
+    bases: &Path,
+    name: &LambdaName,
+    fill: impl FnOnce(&Path) -> Result<(BaseInfo, T), BaseError>,
+) -> Result<(BaseInfo, T), BaseError> {
+    std::fs::create_dir_all(bases).map_err(io("create", bases))?;
+    let target = bases.join(name.as_str());
+    let staging = bases.join(format!(".tmp-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&staging);
+    std::fs::create_dir(&staging).map_err(io("create", &staging))?;
+    let result = fill(&staging).and_then(|(info, made)| {
+        let meta = staging.join(META_FILE);
+        let text = serde_json::to_vec_pretty(&info).unwrap_or_default();
+        worker::files::write_durably(&meta, &text).map_err(io("write", &meta))?;
+        std::fs::rename(&staging, &target).map_err(io("rename into place", &target))?;
+        Ok((info, made))
+    });
+    if result.is_err() {
+        let _ = std::fs::remove_dir_all(&staging);
+    }
+    result
+}
+
+/// Seconds since the epoch: a base's `created`.
+pub(crate) fn now_secs() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
 /// Imports the image archive `image` as base `name` under `bases` (see the module docs).
 /// Blocking; `progress` gets a line per step.
 pub fn import(
@@ -89,22 +138,8 @@ pub fn import(
     progress: &dyn Fn(&str),
 ) -> Result<Imported, BaseError> {
     let t0 = Instant::now();
-    let name = parse_name(name)?;
-    if name.as_str() == "default" {
-        return Err(BaseError::Name {
-            name: name.to_string(),
-            reason: "`default` is the cluster's own base",
-        });
-    }
-    let target = bases.join(name.as_str());
-    if std::fs::symlink_metadata(&target).is_ok() {
-        return Err(BaseError::Exists(name.to_string()));
-    }
-    std::fs::create_dir_all(bases).map_err(io("create", bases))?;
-    let staging = bases.join(format!(".tmp-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&staging);
-    std::fs::create_dir(&staging).map_err(io("create", &staging))?;
-    let result = (|| {
+    let name = new_name(bases, name)?;
+    let (info, (layers, bytes)) = stage(bases, &name, |staging| {
         let unpacked = staging.join("image");
         progress(&format!("unpacking {}", image.display()));
         layers::unpack_archive(image, &unpacked)?;
@@ -125,32 +160,23 @@ pub fn import(
         progress("installing the runtime");
         crate::cluster::base::post_process(&rootfs)?;
         crate::cluster::install_runtime(&rootfs)?;
+        std::fs::remove_dir_all(&unpacked).map_err(io("remove", &unpacked))?;
         let info = BaseInfo {
             name: name.to_string(),
             origin: found.origin.clone(),
-            created: SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map_or(0, |d| d.as_secs()),
+            created: now_secs(),
             env: found.env.clone(),
             workdir: found.workdir.clone(),
             python,
         };
-        std::fs::remove_dir_all(&unpacked).map_err(io("remove", &unpacked))?;
-        let text = serde_json::to_vec_pretty(&info).unwrap_or_default();
-        worker::files::write_durably(&staging.join(META_FILE), &text)
-            .map_err(io("write", &staging.join(META_FILE)))?;
-        std::fs::rename(&staging, &target).map_err(io("rename into place", &target))?;
-        Ok(Imported {
-            info,
-            layers: found.layers.len(),
-            bytes,
-            seconds: t0.elapsed().as_secs_f64(),
-        })
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_dir_all(&staging);
-    }
-    result
+        Ok((info, (found.layers.len(), bytes)))
+    })?;
+    Ok(Imported {
+        info,
+        layers,
+        bytes,
+        seconds: t0.elapsed().as_secs_f64(),
+    })
 }
 
 /// The Python 3 of a root: `/usr/bin/python3` when it is a file or a link that stays in the

@@ -31,12 +31,12 @@
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::Instant;
 
 use sha2::{Digest, Sha256};
-use worker::bases::{BaseInfo, META_FILE, ROOTFS_DIR};
+use worker::bases::{BaseInfo, ROOTFS_DIR};
 
-use super::{io, parse_name, BaseError};
+use super::{io, new_name, now_secs, parse_name, stage, BaseError};
 use crate::cluster::base::{ensure_cached, run_streamed};
 use crate::cluster::{copy, ClusterError};
 
@@ -160,17 +160,7 @@ pub fn create(
     progress: &dyn Fn(&str),
 ) -> Result<Created, BaseError> {
     let t0 = Instant::now();
-    let name = parse_name(name)?;
-    if name.as_str() == DEFAULT_BASE {
-        return Err(BaseError::Name {
-            name: name.to_string(),
-            reason: "`default` is the cluster's own base",
-        });
-    }
-    let target = bases.join(name.as_str());
-    if std::fs::symlink_metadata(&target).is_ok() {
-        return Err(BaseError::Exists(name.to_string()));
-    }
+    let name = new_name(bases, name)?;
     let status_path = from.root.join("var/lib/dpkg/status");
     let status = std::fs::read(&status_path).map_err(|source| {
         if source.kind() == std::io::ErrorKind::NotFound {
@@ -196,11 +186,7 @@ pub fn create(
     if !built {
         progress(&format!("using the cached {}", entry.display()));
     }
-    std::fs::create_dir_all(bases).map_err(io("create", bases))?;
-    let staging = bases.join(format!(".tmp-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&staging);
-    std::fs::create_dir(&staging).map_err(io("create", &staging))?;
-    let result = (|| {
+    let (info, ()) = stage(bases, &name, |staging| {
         let rootfs = staging.join(ROOTFS_DIR);
         progress("installing the runtime");
         copy::hardlink_tree(&entry, &rootfs)?;
@@ -209,9 +195,7 @@ pub fn create(
         let info = BaseInfo {
             name: name.to_string(),
             origin: format!("recipe {}: {}", recipe.from, recipe.packages.join(",")),
-            created: SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map_or(0, |d| d.as_secs()),
+            created: now_secs(),
             env: inherited
                 .as_ref()
                 .map(|i| i.env.clone())
@@ -219,21 +203,14 @@ pub fn create(
             workdir: inherited.as_ref().and_then(|i| i.workdir.clone()),
             python: inherited.map_or_else(|| "/usr/bin/python3".to_owned(), |i| i.python),
         };
-        let text = serde_json::to_vec_pretty(&info).unwrap_or_default();
-        worker::files::write_durably(&staging.join(META_FILE), &text)
-            .map_err(io("write", &staging.join(META_FILE)))?;
-        std::fs::rename(&staging, &target).map_err(io("rename into place", &target))?;
-        Ok(Created {
-            info,
-            entry: entry.clone(),
-            built,
-            seconds: t0.elapsed().as_secs_f64(),
-        })
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_dir_all(&staging);
-    }
-    result
+        Ok((info, ()))
+    })?;
+    Ok(Created {
+        info,
+        entry,
+        built,
+        seconds: t0.elapsed().as_secs_f64(),
+    })
 }
 
 /// Step 2 of the module docs: fills `tmp` (which does not exist yet).
