@@ -4,9 +4,8 @@
 //! and working directory, in a sandbox forked from a zygote on that base; the same image as a `docker save` archive; refusals of a corrupted
 //! blob, a wrong diff_id and an image without Python; list and delete. A recipe base (the
 //! default plus `python3-pil`) whose handler makes a JPEG with PIL and libjpeg in a fresh
-//! sandbox, built once and
-//! then taken from the cache; refusals of bad package names, a missing source and a package
-//! apt does not know.
+//! sandbox, built once and then taken from the cache; refusals of bad package names, a missing source and a package
+//! apt does not know; admin killed in the middle of a build, and the build done again.
 
 mod support;
 
@@ -430,6 +429,37 @@ fn a_recipe_base_adds_debian_packages_a_handler_uses() {
     assert!(err.contains("apt-get install failed"), "{err}");
     assert!(err.contains("no-such-package-lambdaworker"), "{err}");
     assert!(!c.path("bases/nopkg").exists());
+    // admin killed in the middle of a build: apt dies with it, and the next try builds anew.
+    let mut child = std::process::Command::new(support::ADMIN)
+        .args(create("jq", &["--packages", "jq"]))
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let lines = std::io::BufReader::new(child.stderr.take().unwrap());
+    for line in std::io::BufRead::lines(lines) {
+        let line = line.unwrap();
+        if line.contains("Get:") || line.contains("created base") {
+            break;
+        }
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let apt_alive = || {
+        std::fs::read_dir("/proc")
+            .unwrap()
+            .filter_map(Result::ok)
+            .any(|e| {
+                std::fs::read(e.path().join("cmdline"))
+                    .is_ok_and(|c| String::from_utf8_lossy(&c).contains("apt-get"))
+            })
+    };
+    let t = std::time::Instant::now();
+    while apt_alive() && t.elapsed() < std::time::Duration::from_secs(10) {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert!(!apt_alive(), "apt-get still runs after admin was killed");
+    let out = run(create("jq", &["--packages", "jq"]));
+    assert!(out.contains("created base jq"), "{out}");
     let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
     assert!(
         !mounts.contains("/recipe-"),

@@ -14,10 +14,10 @@
 //!    b. `/tmp` and `/var/tmp` opened again (1777: the cluster's copy closes them) and a
 //!    `policy-rc.d` that keeps packages from starting services;
 //!    c. in a private mount, PID, UTS and IPC namespace (`unshare`, so every mount below ends
-//!    with it): `/proc`, a `/dev` tmpfs with the usual character devices bound in, the
-//!    host's `resolv.conf` and CA certificates bound read-only, then, in a `chroot` with a
-//!    clean environment, `apt-get update` and `apt-get install --no-install-recommends`,
-//!    its output streamed as progress;
+//!    with it, and every process in it when admin dies): `/proc`, a `/dev` tmpfs with the
+//!    usual character devices bound in, the host's `resolv.conf` and CA certificates bound
+//!    read-only, then, in a `chroot` with a clean environment, `apt-get update` and
+//!    `apt-get install --no-install-recommends`, its output streamed as progress;
 //!    d. the `policy-rc.d` removed, and the same post-processing as the default base (mount
 //!    points, no package lists or downloaded `.deb` files);
 //! 3. stage `bases/.tmp-<name>-<pid>`: `rootfs/` a hardlink copy of the cache entry with the
@@ -29,6 +29,7 @@
 //! a base whose contents you trust (the default, or an image you would also `docker build` on).
 
 use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
@@ -257,11 +258,34 @@ fn build(
     progress(&format!("apt-get install {}", packages.join(" ")));
     let mut cmd = Command::new("unshare");
     cmd.args(["--mount", "--propagation", "private", "--pid", "--fork"])
-        .args(["--uts", "--ipc", "--", "sh", "-ec", INSTALL_SCRIPT, "sh"])
+        .args([
+            "--kill-child",
+            "--uts",
+            "--ipc",
+            "--",
+            "sh",
+            "-ec",
+            INSTALL_SCRIPT,
+        ])
+        .arg("sh")
         .arg(tmp)
         .args(packages)
         .env_clear()
         .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin");
+    // If admin dies (even by SIGKILL), `unshare` gets SIGKILL, and with `--kill-child` so
+    // does its PID namespace, apt included: no install goes on into a build directory the next
+    // builder removes.
+    // SAFETY: between fork and exec the closure makes one prctl call with constant
+    // arguments; nothing is allocated or locked.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) == 0 {
+                Ok(())
+            } else {
+                Err(std::io::Error::last_os_error())
+            }
+        });
+    }
     let installed = run_streamed(&mut cmd, "apt-get install", progress);
     if !had_policy {
         std::fs::remove_file(&policy).map_err(cio("remove", &policy))?;
