@@ -151,6 +151,22 @@ def detach(target):
     check(libc.umount2(target.encode(), MNT_DETACH), "detach the zygote's " + target)
 
 
+def mount_view(where, entries):
+    """A read-only tmpfs view at `where` over the base's empty directory, with each
+    (relative path, detached mount fd) of `entries` attached at its place in it."""
+    view = "mode=755,size=1m,nr_inodes=4096"
+    mount("tmpfs", where, "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, view, "mount the " + where + " view")
+    for rel, fd in entries:
+        target = where + "/" + rel
+        try:
+            os.makedirs(target, 0o755)
+        except OSError as exc:
+            raise StepError("make " + target, exc.strerror)
+        attach(fd, target)
+    ro = MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC
+    mount(None, where, None, ro, None, "remount the " + where + " view read-only")
+
+
 def attach(fd, target):
     rc = libc.syscall(
         ctypes.c_long(SYS_MOVE_MOUNT),
@@ -557,41 +573,11 @@ def become_sandbox(req, own_packages, tmp_mb, net_ns):
     if req.rels() != own_packages:
         if own_packages:  # the root zygote has no view: /packages is the base's empty directory
             detach("/packages")
-        view = "mode=755,size=1m,nr_inodes=4096"
-        mount("tmpfs", "/packages", "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, view, "mount the /packages view")
-        for rel, fd in req.packages:  # each package with the fd the worker gave it
-            target = "/packages/" + rel
-            try:
-                os.makedirs(target, 0o755)
-            except OSError as exc:
-                raise StepError("make " + target, exc.strerror)
-            attach(fd, target)
-        ro = MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC
-        mount(None, "/packages", None, ro, None, "remount the /packages view read-only")
+        mount_view("/packages", req.packages)  # each package with the fd the worker gave it
     if req.layers:  # a view of the function's layers over the base's empty /opt
-        view = "mode=755,size=1m,nr_inodes=4096"
-        mount("tmpfs", "/opt", "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, view, "mount the /opt view")
-        for name, fd in req.layers:
-            target = "/opt/" + name
-            try:
-                os.mkdir(target, 0o755)
-            except OSError as exc:
-                raise StepError("make " + target, exc.strerror)
-            attach(fd, target)
-        ro = MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC
-        mount(None, "/opt", None, ro, None, "remount the /opt view read-only")
+        mount_view("/opt", req.layers)
     if req.volumes:  # the access points, each at its place in a view over the base's /mnt
-        view = "mode=755,size=1m,nr_inodes=4096"
-        mount("tmpfs", "/mnt", "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, view, "mount the /mnt view")
-        for rel, fd in req.volumes:
-            target = "/mnt/" + rel
-            try:
-                os.makedirs(target, 0o755)
-            except OSError as exc:
-                raise StepError("make " + target, exc.strerror)
-            attach(fd, target)
-        ro = MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC
-        mount(None, "/mnt", None, ro, None, "remount the /mnt view read-only")
+        mount_view("/mnt", req.volumes)
     # 8. stdin from /dev/null, stdout and stderr from the worker's files, the listening socket
     # as fd 3, the reply socket as fd 4; every other fd (the zygote's control socket and its
     # namespace fd among them) is closed. Sources are first copied high, so no dup2 clobbers one.
