@@ -6,9 +6,11 @@
 //!   the same name gets a new family, and the old one is closed;
 //! - a base whose `zygote.py` does not speak [`super::PROTOCOL`] (made by another admin) has no
 //!   family: its sandboxes start fresh, as with the cache off;
-//! - to make room (a new base, or memory), the least recently used family goes first: its
-//!   least recently used leaf, else its root, which closes the family. The default base's root
-//!   is never retired.
+//! - a base past [`BASE_FAMILIES`] closes the least recently used family (its zygotes are
+//!   retired, and end with their last sandbox);
+//! - when memory needs a zygote retired, the least recently used family gives first (the
+//!   default base's taking its turn by its last use): its least recently used leaf, else its
+//!   root, which closes the family. The default base's root is never retired.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};

@@ -61,6 +61,7 @@ impl ZygoteRoot {
         }
     }
 }
+
 /// Memory (MiB) a zygote's cgroup keeps for each live sandbox forked from it: measured about
 /// 0.5 MiB per hello sandbox on the root zygote (`docs/import-cache.md`), doubled for headroom.
 const CHARGE_PER_CHILD_MB: u64 = 1;
