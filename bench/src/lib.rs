@@ -6,6 +6,7 @@
 //! nothing here passes or fails on timing; a run fails only when a scenario cannot run at all
 //! or lambdaworker answers wrongly.
 
+pub mod bases;
 pub mod cluster;
 pub mod fresh;
 pub mod functions;
@@ -69,7 +70,7 @@ pub fn check_interrupt() -> Result<()> {
 }
 
 /// The scenarios, in the order they run.
-pub const SCENARIOS: [&str; 8] = [
+pub const SCENARIOS: [&str; 9] = [
     "latency",
     "throughput",
     "churn",
@@ -78,6 +79,7 @@ pub const SCENARIOS: [&str; 8] = [
     "functions",
     "invoke",
     "provisioned",
+    "bases",
 ];
 
 /// What to run and where to put the results.
@@ -123,6 +125,7 @@ pub fn run(opts: &Options) -> Result<Report> {
         functions: None,
         invoke: None,
         provisioned: None,
+        bases: None,
         failed: Vec::new(),
         elapsed_s: 0.0,
     };
@@ -145,6 +148,7 @@ pub fn run(opts: &Options) -> Result<Report> {
     scenario!("functions", functions, functions::functions);
     scenario!("invoke", invoke, invoke::invoke);
     scenario!("provisioned", provisioned, provisioned::provisioned);
+    scenario!("bases", bases, bases::bases);
     drop(cluster);
     if interrupted() {
         report

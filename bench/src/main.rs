@@ -30,7 +30,7 @@ struct Args {
     #[arg(long, default_value_t = 2000)]
     events: usize,
     /// Run only these scenarios (comma-separated: latency, throughput, churn, density, scaling,
-    /// functions, invoke, provisioned).
+    /// functions, invoke, provisioned, bases).
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
     /// Where latest.json and the plots go (default: bench/results, or bench/results/smoke).

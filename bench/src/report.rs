@@ -25,6 +25,7 @@ pub struct Report {
     pub functions: Option<Functions>,
     pub invoke: Option<Invoke>,
     pub provisioned: Option<crate::provisioned::Provisioned>,
+    pub bases: Option<crate::bases::Bases>,
     /// Scenarios that failed, with the error.
     pub failed: Vec<(String, String)>,
     pub elapsed_s: f64,
@@ -214,6 +215,9 @@ impl Report {
         }
         if let Some(p) = &self.provisioned {
             crate::provisioned::render(&mut o, p, ms);
+        }
+        if let Some(b) = &self.bases {
+            crate::bases::render(&mut o, b, ms);
         }
         for (what, err) in &self.failed {
             let _ = writeln!(o, "\nFAILED {what}: {err}");
