@@ -430,18 +430,31 @@ fn a_recipe_base_adds_debian_packages_a_handler_uses() {
     assert!(err.contains("no-such-package-lambdaworker"), "{err}");
     assert!(!c.path("bases/nopkg").exists());
     // admin killed in the middle of a build: apt dies with it, and the next try builds anew.
-    let mut child = std::process::Command::new(support::ADMIN)
-        .args(create("jq", &["--packages", "jq"]))
+    // A cache of this test's own, so that the build really runs whatever this machine has.
+    let own_cache = c.scratch("cache");
+    let in_own_cache = |args: Vec<String>| {
+        let mut cmd = std::process::Command::new(support::ADMIN);
+        cmd.args(args).env("LAMBDAWORKER_CACHE", &own_cache);
+        cmd
+    };
+    let mut child = in_own_cache(create("jq", &["--packages", "jq"]))
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
     let lines = std::io::BufReader::new(child.stderr.take().unwrap());
+    let mut seen = Vec::new();
     for line in std::io::BufRead::lines(lines) {
         let line = line.unwrap();
-        if line.contains("Get:") || line.contains("created base") {
+        let apt_running = line.contains("Get:");
+        seen.push(line);
+        if apt_running {
             break;
         }
     }
+    assert!(
+        seen.last().is_some_and(|l| l.contains("Get:")),
+        "apt never ran: {seen:?}"
+    );
     child.kill().unwrap();
     child.wait().unwrap();
     let apt_alive = || {
@@ -458,8 +471,25 @@ fn a_recipe_base_adds_debian_packages_a_handler_uses() {
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
     assert!(!apt_alive(), "apt-get still runs after admin was killed");
-    let out = run(create("jq", &["--packages", "jq"]));
-    assert!(out.contains("created base jq"), "{out}");
+    assert!(!c.path("bases/jq").exists());
+    let out = in_own_cache(create("jq", &["--packages", "jq"]))
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("created base jq") && stdout.contains("(built "),
+        "{stdout}"
+    );
+    let own: Vec<String> = std::fs::read_dir(&own_cache)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(own.iter().all(|n| !n.contains(".tmp-")), "{own:?}");
     let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
     assert!(
         !mounts.contains("/recipe-"),
