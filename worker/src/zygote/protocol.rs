@@ -500,15 +500,19 @@ mod tests {
     fn paths_env_and_sizes_the_zygote_would_refuse_are_not_built() {
         let null = File::open("/dev/null").unwrap();
         let fd = null.as_fd();
-        let fork = |packages: &[(&str, BorrowedFd<'_>)], env: &[(String, String)]| {
+        type Mounts<'a> = &'a [(&'a str, BorrowedFd<'a>)];
+        let request = |packages: Mounts<'_>,
+                       layers: Mounts<'_>,
+                       volumes: Mounts<'_>,
+                       env: &[(String, String)]| {
             Outgoing::fork(&Fork {
                 role: Role::Handler,
                 reply: fd,
                 host: fd,
                 handler: Some(fd),
                 packages,
-                layers: &[],
-                volumes: &[],
+                layers,
+                volumes,
                 listen: fd,
                 stdout: fd,
                 stderr: fd,
@@ -519,25 +523,9 @@ mod tests {
             })
             .map(|_| ())
         };
-        let with_layers = |layers: &[(&str, BorrowedFd<'_>)]| {
-            Outgoing::fork(&Fork {
-                role: Role::Handler,
-                reply: fd,
-                host: fd,
-                handler: Some(fd),
-                packages: &[],
-                layers,
-                volumes: &[],
-                listen: fd,
-                stdout: fd,
-                stderr: fd,
-                env: &[],
-                net_ns: true,
-                tmp_mb: 64,
-                harden: None,
-            })
-            .map(|_| ())
-        };
+        let fork =
+            |packages: Mounts<'_>, env: &[(String, String)]| request(packages, &[], &[], env);
+        let with_layers = |layers: Mounts<'_>| request(&[], layers, &[], &[]);
         for names in [
             &["common", "common"][..],
             &[""],
@@ -554,25 +542,7 @@ mod tests {
             );
         }
         with_layers(&[("common", fd), ("tools", fd)]).unwrap();
-        let with_volumes = |volumes: &[(&str, BorrowedFd<'_>)]| {
-            Outgoing::fork(&Fork {
-                role: Role::Handler,
-                reply: fd,
-                host: fd,
-                handler: Some(fd),
-                packages: &[],
-                layers: &[],
-                volumes,
-                listen: fd,
-                stdout: fd,
-                stderr: fd,
-                env: &[],
-                net_ns: true,
-                tmp_mb: 64,
-                harden: None,
-            })
-            .map(|_| ())
-        };
+        let with_volumes = |volumes: Mounts<'_>| request(&[], &[], volumes, &[]);
         for mounts in [
             &["msg", "msg"][..],
             &["a", "a/b"],
