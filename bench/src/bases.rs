@@ -13,6 +13,7 @@ use serde_json::json;
 use crate::cluster::{BenchCluster, HELLO};
 use crate::http::BlockingConn;
 use crate::scenarios::{worker_patch, Plan};
+use crate::stats::{median, ratio_rows};
 
 /// The custom base the scenario makes.
 const BASE: &str = "bench-jq";
@@ -28,12 +29,6 @@ pub struct Bases {
     /// Time to make the base (`built`: apt ran; else the recipe came from the cache).
     pub create_s: f64,
     pub built: bool,
-}
-
-fn median(v: &[f64]) -> f64 {
-    let mut s = v.to_vec();
-    s.sort_by(f64::total_cmp);
-    s.get(s.len() / 2).copied().unwrap_or(0.0)
 }
 
 /// Runs the scenario on two workers of its own.
@@ -118,21 +113,17 @@ pub fn render(o: &mut String, b: &Bases, ms: fn(f64) -> String) {
         "{:<28} {:>8} {:>8} {:>8}",
         "cold start", "p50", "max", "x fresh"
     );
-    let fresh = median(&b.base_fresh_ms);
-    for (label, v) in [
-        ("custom base, forked", &b.base_forked_ms),
-        ("custom base, fresh", &b.base_fresh_ms),
-        ("default base, forked", &b.default_forked_ms),
-    ] {
-        let max = v.iter().copied().fold(0.0, f64::max);
-        let x = if fresh > 0.0 { median(v) / fresh } else { 0.0 };
-        let _ = writeln!(
-            o,
-            "{label:<28} {:>8} {:>8} {x:>7.3}x",
-            ms(median(v)),
-            ms(max)
-        );
-    }
+    ratio_rows(
+        o,
+        (28, 7),
+        &[
+            ("custom base, forked", &b.base_forked_ms),
+            ("custom base, fresh", &b.base_fresh_ms),
+            ("default base, forked", &b.default_forked_ms),
+        ],
+        median(&b.base_fresh_ms),
+        ms,
+    );
     let _ = writeln!(
         o,
         "{:<28} {:>8}",

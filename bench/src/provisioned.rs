@@ -12,6 +12,7 @@ use serde_json::json;
 use crate::cluster::BenchCluster;
 use crate::http::BlockingConn;
 use crate::scenarios::{worker_patch, Plan};
+use crate::stats::{median, ratio_rows};
 
 /// What the scenario measured.
 #[derive(Debug, Clone, Serialize)]
@@ -25,12 +26,6 @@ pub struct Provisioned {
 
 fn handler(init_s: f64) -> String {
     format!("import time\ntime.sleep({init_s})\n\ndef handler(event):\n    return 'ready'\n")
-}
-
-fn median(v: &[f64]) -> f64 {
-    let mut s = v.to_vec();
-    s.sort_by(f64::total_cmp);
-    s.get(s.len() / 2).copied().unwrap_or(0.0)
 }
 
 /// Runs the scenario on a worker of its own.
@@ -105,24 +100,16 @@ pub fn render(o: &mut String, p: &Provisioned, ms: fn(f64) -> String) {
         "{:<24} {:>8} {:>8} {:>10}",
         "first call", "p50", "max", "x on demand"
     );
-    let demand = median(&p.on_demand_ms);
-    for (label, v) in [
-        ("provisioned_concurrency 1", &p.provisioned_ms),
-        ("on demand", &p.on_demand_ms),
-    ] {
-        let max = v.iter().copied().fold(0.0, f64::max);
-        let x = if demand > 0.0 {
-            median(v) / demand
-        } else {
-            0.0
-        };
-        let _ = writeln!(
-            o,
-            "{label:<24} {:>8} {:>8} {x:>9.3}x",
-            ms(median(v)),
-            ms(max)
-        );
-    }
+    ratio_rows(
+        o,
+        (24, 9),
+        &[
+            ("provisioned_concurrency 1", &p.provisioned_ms),
+            ("on demand", &p.on_demand_ms),
+        ],
+        median(&p.on_demand_ms),
+        ms,
+    );
 }
 
 #[cfg(test)]

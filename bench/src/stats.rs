@@ -73,6 +73,39 @@ impl Samples {
     }
 }
 
+/// The middle value of `v` (the upper one of an even count); 0 when it is empty.
+pub fn median(v: &[f64]) -> f64 {
+    let mut s = v.to_vec();
+    s.sort_by(f64::total_cmp);
+    s.get(s.len() / 2).copied().unwrap_or(0.0)
+}
+
+/// Rows of a `label  p50  max  x` table, `x` each row's median over `against` (0 when that is
+/// 0): the label left-aligned in `label_width`, the ratio right-aligned in `ratio_width`.
+pub fn ratio_rows(
+    o: &mut String,
+    (label_width, ratio_width): (usize, usize),
+    rows: &[(&str, &[f64])],
+    against: f64,
+    ms: fn(f64) -> String,
+) {
+    use std::fmt::Write as _;
+    for (label, v) in rows {
+        let max = v.iter().copied().fold(0.0, f64::max);
+        let x = if against > 0.0 {
+            median(v) / against
+        } else {
+            0.0
+        };
+        let _ = writeln!(
+            o,
+            "{label:<label_width$} {:>8} {:>8} {x:>ratio_width$.3}x",
+            ms(median(v)),
+            ms(max)
+        );
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
