@@ -1,11 +1,12 @@
 //! Custom bases through the real binaries (root only): an OCI image built here from the
 //! cluster's default base plus one layer (a file added, one whiteout), imported with
 //! `admin base import`, and a function that names it seeing the image's files, environment
-//! and working directory, in a sandbox forked from a zygote on that base; the same image as a `docker save` archive; refusals of a corrupted
-//! blob, a wrong diff_id and an image without Python; list and delete. A recipe base (the
-//! default plus `python3-pil`) whose handler makes a JPEG with PIL and libjpeg in a fresh
-//! sandbox, built once and then taken from the cache; refusals of bad package names, a missing source and a package
-//! apt does not know; admin killed in the middle of a build, and the build done again.
+//! and working directory, in a sandbox forked from a zygote on that base; the same image as a
+//! `docker save` archive; refusals of a corrupted blob, a wrong diff_id and an image without
+//! Python; list and delete. A recipe base (the default plus `python3-pil`) whose handler makes
+//! a JPEG with PIL and libjpeg in a fresh sandbox, built once and then taken from the cache;
+//! refusals of bad package names, a missing source and a package apt does not know; admin
+//! killed in the middle of a build, and the build done again.
 
 mod support;
 

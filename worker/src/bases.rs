@@ -1,8 +1,8 @@
 //! Custom bases: root filesystems other than the cluster's default that a function names with
-//! `"base": "NAME"` (`docs/bases.md`). `admin base create` and `admin base import` make them, under the cluster's
-//! `bases/<name>/`: `rootfs/` (shared read-only by every sandbox on it, with the runtime
-//! installed) and `base.json`, written last (a directory without it is an import that did not
-//! finish). This module reads them.
+//! `"base": "NAME"` (`docs/bases.md`). `admin base create` and `admin base import` make them,
+//! under the cluster's `bases/<name>/`: `rootfs/` (shared read-only by every sandbox on it,
+//! with the runtime installed) and `base.json`, written last (a directory without it is an
+//! import that did not finish). This module reads them.
 
 use std::path::{Path, PathBuf};
 

@@ -1,6 +1,7 @@
 //! Custom bases of a cluster (`<cluster>/bases/<name>/`, read by the worker through
 //! `worker::bases`): imported from an OCI image layout or a `docker save` archive
-//! ([`import`]), built from a recipe ([`recipe::create`]), listed, deleted. `docs/bases.md` says how a function uses one.
+//! ([`import`]), built from a recipe ([`recipe::create`]), listed, deleted. `docs/bases.md`
+//! says how a function uses one.
 //!
 //! An import, in order:
 //! 1. the archive is unpacked into a staging directory `bases/.tmp-<name>-<pid>/image`;

@@ -305,8 +305,8 @@ pub(crate) fn run_streamed(
         source,
     };
     let mut child = {
-        // Dropping `cmd`'s copies of the write end at the end of this block leaves the child
-        // as the only writer, so reading ends when it exits.
+        // Replacing `cmd`'s stdio once the child is spawned drops its copies of the write end,
+        // leaving the child as the only writer, so reading ends when it exits.
         cmd.stdin(Stdio::null())
             .stdout(Stdio::from(writer.try_clone().map_err(spawn_err)?))
             .stderr(Stdio::from(writer));
