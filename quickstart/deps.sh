@@ -11,10 +11,11 @@ if [ "$(id -u)" != 0 ]; then
     exit 1
 fi
 
-# Debian packages: debootstrap builds the base root filesystem; curl is used by the demo.
+# Debian packages: debootstrap builds the base root filesystem; curl is used by the demo;
+# haproxy is the balancer `admin lb` runs.
 # shellcheck source=quickstart/apt-missing.sh
 . ./quickstart/apt-missing.sh
-packages=(debootstrap curl ca-certificates)
+packages=(debootstrap curl ca-certificates haproxy)
 mapfile -t missing < <(missing_debian_packages "${packages[@]}")
 if [ ${#missing[@]} -gt 0 ]; then
     say "installing ${missing[*]}"

@@ -6,6 +6,7 @@
 //! [`preflight`] says what `admin doctor` checks for a cluster. The `admin` binary (`main.rs` and `commands/`) is a thin CLI over this library and the
 //! `worker` library.
 
+pub mod balancer;
 pub mod bases;
 pub mod cluster;
 pub mod preflight;

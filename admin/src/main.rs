@@ -44,6 +44,8 @@ enum Cmd {
     Status(commands::status::Args),
     /// Stop the cluster's workers (and registry server) and remove their sandboxes, cgroups and scratch space
     Kill(commands::kill::Args),
+    /// Run HAProxy in front of the cluster's workers: calls hashed by function, health and load checks
+    Lb(commands::lb::Args),
     /// Start the cluster's registry server in the background; workers started afterwards pull code from it
     Registry(commands::registry::Args),
     /// Run the cluster's registry server in the foreground (Ctrl-C stops it)
@@ -92,6 +94,7 @@ fn main() -> ExitCode {
         Cmd::WorkerExec(a) => commands::worker_exec::run(a),
         Cmd::Status(a) => commands::status::run(a),
         Cmd::Kill(a) => commands::kill::run(a),
+        Cmd::Lb(a) => commands::lb::run(a),
         Cmd::Registry(a) => commands::registry::run(a),
         Cmd::RegistryExec(a) => commands::registry_exec::run(a),
         Cmd::Upload(a) => commands::upload::run(a),

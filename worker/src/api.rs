@@ -199,6 +199,8 @@ pub struct ApiState {
     pub invoke: crate::invoke::InvokeContext,
     /// One info line per request (`access_log`).
     pub access_log: bool,
+    /// Calls in flight and the drain flag: the load headers on every answer and the agent.
+    pub gauge: Arc<crate::balance::Gauge>,
 }
 
 /// Serves one request; never fails at the HTTP level (errors become JSON responses). Blocking
@@ -217,6 +219,7 @@ pub async fn handle(
         function = call.as_ref().map(|c| c.0.as_str()),
         request_id = tracing::field::Empty,
     );
+    let in_flight = call.as_ref().map(|_| state.gauge.enter());
     let run = crate::metrics::CALL_START.scope(std::cell::Cell::new(None), async {
         let result = execute(&state, req, peer).await;
         (
@@ -237,6 +240,9 @@ pub async fn handle(
             err.into_response()
         }
     };
+    drop(in_flight);
+    let mut response = response;
+    state.gauge.stamp(response.headers_mut());
     let status = response.status().as_u16();
     if let Some((function, kind)) = &call {
         let metrics = state.manager.metrics();
@@ -323,6 +329,11 @@ async fn execute(
             if state.manager.is_closing() {
                 return Err(ApiError::Unavailable {
                     reason: Unavailable::ShuttingDown,
+                });
+            }
+            if state.gauge.draining() {
+                return Err(ApiError::Unavailable {
+                    reason: Unavailable::Draining,
                 });
             }
             Ok(text(StatusCode::OK, "ready"))

@@ -141,6 +141,15 @@ pub struct Config {
     pub worker_port: u16,
     /// Address the HTTP API binds to.
     pub worker_host: String,
+    /// TCP port of the load agent a balancer's agent check reads (HAProxy's agent protocol:
+    /// one line, `up N%` or `drain`; `docs/scale-out.md`), on `worker_host`; `0`: none.
+    pub agent_port: u16,
+    /// This worker's name in the `X-Worker-Id` answer header and the agent; empty: the host's
+    /// name and the worker directory's (`host/worker-0`).
+    pub worker_id: String,
+    /// After SIGTERM, how long the worker keeps serving while it reports `drain` (so that a
+    /// balancer stops sending it calls) before it stops accepting, in milliseconds.
+    pub drain_delay_ms: u64,
     /// This worker's state directory (`<cluster>/workers/worker-N`); set by `admin workers`.
     pub worker_dir: PathBuf,
     /// Where function code comes from: `local` or a registry server's URL.
@@ -299,6 +308,9 @@ impl Default for Config {
         Self {
             worker_port: 8080,
             worker_host: "127.0.0.1".to_owned(),
+            agent_port: 0,
+            worker_id: String::new(),
+            drain_delay_ms: 0,
             worker_dir: PathBuf::new(),
             registry: RegistryKind::Local,
             registry_revalidate_ms: 1000,
@@ -502,6 +514,15 @@ impl Config {
         }
         if self.max_connections == 0 {
             return bad("max_connections", "must be at least 1");
+        }
+        if self.agent_port != 0 && self.agent_port == self.worker_port {
+            return bad("agent_port", "must differ from worker_port");
+        }
+        if self.worker_id.len() > 128 || !self.worker_id.bytes().all(|b| b.is_ascii_graphic()) {
+            return bad(
+                "worker_id",
+                "must be at most 128 printable ASCII characters without spaces",
+            );
         }
         if self.host_mb == 0 {
             return bad("host_mb", "must be at least 1");

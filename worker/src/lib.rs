@@ -13,6 +13,7 @@ pub mod api;
 pub mod archive;
 pub mod argv;
 pub mod aws;
+pub mod balance;
 pub mod bases;
 pub mod bundle;
 pub mod cleanup;

@@ -39,6 +39,7 @@ use crate::{WorkerError, WorkerManager};
 /// A running worker (HTTP API bound, ready to serve).
 #[derive(Debug)]
 pub struct Worker {
+    gauge: Arc<crate::balance::Gauge>,
     addr: SocketAddr,
     cfg: Arc<Config>,
     manager: Arc<WorkerManager>,
@@ -127,7 +128,25 @@ impl Worker {
                     source,
                 })??
         };
+        let gauge = crate::balance::Gauge::new(
+            &crate::balance::worker_id(&cfg.worker_id, &cfg.worker_dir),
+            cfg.handler_cache_size,
+            Arc::clone(&manager),
+        );
+        let agent = if cfg.agent_port == 0 {
+            None
+        } else {
+            let at = format!("{}:{}", cfg.worker_host, cfg.agent_port);
+            let listener = TcpListener::bind((cfg.worker_host.as_str(), cfg.agent_port))
+                .await
+                .map_err(|e| WorkerError::Bind {
+                    addr: at.clone(),
+                    source: e,
+                })?;
+            Some(listener)
+        };
         let state = Arc::new(ApiState {
+            gauge: Arc::clone(&gauge),
             manager: Arc::clone(&manager),
             max_body_bytes: cfg.max_body_bytes,
             body_timeout: Duration::from_secs(cfg.body_timeout_s),
@@ -144,6 +163,13 @@ impl Worker {
         });
         let (stop, stop_rx) = watch::channel(false);
         let dispatch_task = tokio::spawn(Arc::clone(&queue).run(stop_rx.clone()));
+        if let Some(listener) = agent {
+            tokio::spawn(crate::balance::agent::serve(
+                listener,
+                Arc::clone(&gauge),
+                stop_rx.clone(),
+            ));
+        }
         let handler = move |req, peer| api::handle(Arc::clone(&state), req, peer);
         let accept_task = tokio::spawn(serve::accept_loop(
             listener,
@@ -159,8 +185,9 @@ impl Worker {
             reaper_tick(cfg.pause_after_ms),
             stop_rx,
         ));
-        tracing::info!(%addr, cgroups = version, worker_dir = %cfg.worker_dir.display(), "worker ready");
+        tracing::info!(%addr, cgroups = version, worker_dir = %cfg.worker_dir.display(), id = gauge.id(), agent_port = cfg.agent_port, "worker ready");
         Ok(Worker {
+            gauge,
             addr,
             cfg,
             manager,
@@ -175,6 +202,26 @@ impl Worker {
     /// The bound address of the HTTP API.
     pub fn local_addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// Starts draining: the load agent answers `drain` and `/status` 503, so that a balancer
+    /// sends no new calls; calls still arriving are served.
+    pub fn start_draining(&self) {
+        self.gauge.start_draining();
+    }
+
+    /// Drains for `drain_delay_ms` (see [`Worker::start_draining`]), then shuts down.
+    pub async fn drain_and_shutdown(self) -> Result<(), WorkerError> {
+        let delay = Duration::from_millis(self.cfg.drain_delay_ms);
+        self.start_draining();
+        if !delay.is_zero() {
+            tracing::info!(
+                delay_ms = self.cfg.drain_delay_ms,
+                "draining before shutdown"
+            );
+            tokio::time::sleep(delay).await;
+        }
+        self.shutdown().await
     }
 
     /// Graceful shutdown: stop accepting requests and taking queued events, drain in-flight
@@ -327,7 +374,7 @@ pub async fn run_until_signal(config: Config) -> Result<(), WorkerError> {
         _ = int.recv() => tracing::info!("SIGINT received"),
     }
     crate::systemd::stopping();
-    worker.shutdown().await
+    worker.drain_and_shutdown().await
 }
 
 /// Raises the soft limit of open files to the hard limit: every connection, sandbox and zygote

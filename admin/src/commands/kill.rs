@@ -1,4 +1,4 @@
-//! `admin kill -cluster DIR`: stops every worker of the cluster (SIGTERM, a grace period, then
+//! `admin kill -cluster DIR`: stops the cluster's balancer (`admin lb`), then every worker of the cluster (SIGTERM, a grace period, then
 //! SIGKILL) and removes what they leave behind: pid files, sandbox processes, cgroups and scratch
 //! directories (via `worker::cleanup_leftovers`); then stops the cluster's registry server, if
 //! one runs (`logs/registry.pid`, or any `admin registry-exec` naming the cluster).
@@ -15,6 +15,8 @@ use crate::process::{self, Stopped};
 
 /// How long a worker gets between SIGTERM and SIGKILL (it drains calls for `shutdown_timeout_s`).
 const GRACE: Duration = Duration::from_secs(15);
+/// How long HAProxy gets between SIGTERM and SIGKILL.
+const LB_GRACE: Duration = Duration::from_secs(5);
 /// How long the registry server gets between SIGTERM and SIGKILL.
 const REGISTRY_GRACE: Duration = Duration::from_secs(10);
 
@@ -27,6 +29,13 @@ pub struct Args {
 
 pub fn run(args: &Args) -> anyhow::Result<()> {
     let cluster = ClusterDir::open(&args.cluster)?;
+    // The balancer first: it stops sending calls to workers that are about to go.
+    if let Some((line, ok)) = stop_balancer(&cluster) {
+        println!("lb: {line}");
+        if !ok {
+            bail!("the balancer could not be stopped: {line}");
+        }
+    }
     let failures = stop_workers(&cluster)?;
     let registry_ok = match stop_registry(&cluster) {
         Some((line, ok)) => {
@@ -78,6 +87,34 @@ fn stop_workers(cluster: &ClusterDir) -> anyhow::Result<usize> {
         println!("worker-{i}: {process}; {leftovers}");
     }
     Ok(failures)
+}
+
+/// Stops the HAProxy `admin lb` started (`logs/lb.pid`); `None` when there is none.
+fn stop_balancer(cluster: &ClusterDir) -> Option<(String, bool)> {
+    let pid_file = super::lb::pid_path(cluster);
+    let config = cluster.root().join("config").join("haproxy.cfg");
+    let pid = match process::read_pid_file(&pid_file) {
+        Ok(None) => return None,
+        Ok(Some(pid)) => pid,
+        Err(e) => return Some((format!("{e:#}"), false)),
+    };
+    let mut line = if !process::is_alive(pid) {
+        format!("not running (stale pid {pid})")
+    } else if !super::lb::is_balancer_process(pid, &config) {
+        format!("pid {pid} is not the cluster's HAProxy, left alone")
+    } else {
+        match describe_stop(pid, LB_GRACE, "") {
+            Ok(what) => what,
+            Err(e) => return Some((e, false)),
+        }
+    };
+    let mut ok = true;
+    if let Err(e) = process::remove_pid_file(&pid_file) {
+        ok = false;
+        line.push_str(&format!("; {e:#}"));
+    }
+    let _ = std::fs::remove_file(super::lb::record_path(cluster));
+    Some((line, ok))
 }
 
 /// Stops the registry server named by `logs/registry.pid` and any other `admin registry-exec`

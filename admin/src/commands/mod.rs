@@ -11,6 +11,7 @@ pub mod install_service;
 pub mod invocations;
 pub mod kill;
 pub mod layer;
+pub mod lb;
 pub mod logs;
 pub mod new;
 pub mod registry;

@@ -138,7 +138,25 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
             problems += 1;
         }
         pings.push(ping_line(cfg.worker_port, &ping));
+        let header = |r: &Response, name: &str| {
+            r.headers
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned)
+        };
+        let (load, id) = match &ping {
+            Ok(r) => (header(r, "x-worker-load"), header(r, "x-worker-id")),
+            Err(_) => (None, None),
+        };
+        if let Some(load) = &load {
+            pings.push(format!(
+                "  {name} ({}): load {load}",
+                id.as_deref().unwrap_or("-")
+            ));
+        }
         let mut entry = json!({
+            "id": id,
+            "load": load,
             "name": name,
             "port": cfg.worker_port,
             "url": format!("http://localhost:{}", cfg.worker_port),
@@ -175,14 +193,17 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         workers_json.push(entry);
     }
     let registry = registry(&cluster);
+    let balancer = super::lb::status(&cluster);
+    let balancer_ok = balancer.as_ref().is_none_or(|(_, _, ok)| *ok);
     if args.json {
         let doc = json!({
             "cluster": cluster.root(),
             "workers": workers_json,
             "registry": registry,
+            "balancer": balancer.as_ref().map(|(_, j, _)| j),
         });
         println!("{}", serde_json::to_string_pretty(&doc)?);
-        return verdict(problems, registry.ok);
+        return verdict(problems, registry.ok, balancer_ok);
     }
     println!("Worker Pings:");
     for line in &pings {
@@ -198,16 +219,34 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     }
     println!("Registry:");
     println!("{}", registry.line);
-    verdict(problems, registry.ok)
+    if let Some((lines, _, _)) = &balancer {
+        println!("Balancer:");
+        for line in lines {
+            println!("{line}");
+        }
+    }
+    verdict(problems, registry.ok, balancer_ok)
 }
 
 /// The exit status: an error naming what did not answer.
-fn verdict(problems: usize, registry_ok: bool) -> anyhow::Result<()> {
-    match (problems, registry_ok) {
-        (0, true) => Ok(()),
-        (0, false) => bail!("the registry server is not reachable"),
-        (n, true) => bail!("{n} worker(s) not ready"),
-        (n, false) => bail!("{n} worker(s) not ready, and the registry server is not reachable"),
+fn verdict(problems: usize, registry_ok: bool, balancer_ok: bool) -> anyhow::Result<()> {
+    let mut wrong = Vec::new();
+    if problems > 0 {
+        wrong.push(format!("{problems} worker(s) not ready"));
+    }
+    if !registry_ok {
+        wrong.push("the registry server is not reachable".to_owned());
+    }
+    if !balancer_ok {
+        wrong.push("the balancer is not running or not answering".to_owned());
+    }
+    match wrong.split_first() {
+        None => Ok(()),
+        Some((first, [])) => bail!("{first}"),
+        Some(_) => {
+            let last = wrong.pop().unwrap_or_default();
+            bail!("{}, and {last}", wrong.join(", "))
+        }
     }
 }
 

@@ -186,6 +186,14 @@ pub fn write_config(
     let mut cfg = template.clone();
     cfg.worker_dir = cluster.worker_dir(i);
     cfg.worker_port = port;
+    if template.agent_port != 0 {
+        // The agent keeps the template's distance from the HTTP port (`docs/scale-out.md`).
+        let offset = i32::from(template.agent_port) - i32::from(template.worker_port);
+        cfg.agent_port = u16::try_from(i32::from(port) + offset)
+            .ok()
+            .filter(|p| *p != 0)
+            .ok_or_else(|| anyhow!("{name}: agent port {port} + {offset} is not a valid port"))?;
+    }
     if cfg.function_log_dir.as_os_str().is_empty() {
         // A template from before handler logs: the cluster's place for them.
         cfg.function_log_dir = cluster.root().join("logs").join("functions");

@@ -156,7 +156,7 @@ pub fn classify(err: &RunError, arn: &str, request_id: &RequestId) -> Failure {
                 | Unavailable::GpuBusy { .. },
         } => too_many(format!("Rate Exceeded. {text}")),
         RunError::Unavailable {
-            reason: Unavailable::ShuttingDown,
+            reason: Unavailable::ShuttingDown | Unavailable::Draining,
         }
         | RunError::Registry(RegistryError::Remote(_)) => unavailable(text),
         RunError::EventRefused { message } => Failure::Request(AwsError::bad_content(format!(

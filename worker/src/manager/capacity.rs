@@ -51,6 +51,11 @@ impl Capacity {
         self.budget
     }
 
+    /// The last measurement of the memory in use, in bytes (no file is read).
+    pub(crate) fn last_measured(&self) -> u64 {
+        self.seen.load(Ordering::Relaxed)
+    }
+
     /// Whether memory could be near the budget: the last measurement plus the limits of every
     /// sandbox started since is above 90% of it.
     pub(crate) fn maybe_near_budget(&self) -> bool {
@@ -99,6 +104,12 @@ pub(crate) fn memory_budget_bytes(cfg: &Config) -> u64 {
 }
 
 impl<B: Backend> Manager<B> {
+    /// The memory in use at the last measurement (about once a second) and the budget, in
+    /// bytes; reads no file.
+    pub fn memory_measured(&self) -> (u64, u64) {
+        (self.capacity.last_measured(), self.capacity.budget())
+    }
+
     /// Memory charged to the cgroups of all live sandboxes and to what they share, in bytes.
     /// Blocking (one cgroup file read per sandbox).
     pub fn memory_in_use(&self) -> u64 {

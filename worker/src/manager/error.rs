@@ -74,6 +74,8 @@ pub enum RunError {
 pub enum Unavailable {
     #[error("the worker is shutting down")]
     ShuttingDown,
+    #[error("the worker is draining: it finishes its calls and takes no new ones from a balancer")]
+    Draining,
     #[error("all {handler_cache_size} sandboxes are busy (handler_cache_size)")]
     Full { handler_cache_size: usize },
     #[error("the worker has {max_connections} connections open (max_connections)")]
