@@ -233,7 +233,10 @@ mod tests {
         assert_eq!(load(1000, 8, 0, 100).weight(), MIN_WEIGHT);
         for n in 0..40 {
             let w = load(n, 8, 0, 100).weight();
-            assert!(w.is_multiple_of(10) && (MIN_WEIGHT..=100).contains(&w), "{n}: {w}");
+            assert!(
+                w.is_multiple_of(10) && (MIN_WEIGHT..=100).contains(&w),
+                "{n}: {w}"
+            );
         }
     }
 
