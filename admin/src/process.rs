@@ -74,14 +74,18 @@ pub fn is_worker_process(pid: i32) -> bool {
         .unwrap_or(false)
 }
 
-/// A worker is `admin worker-exec ...` or the `worker` binary.
+/// A worker is `admin worker-exec ...`, `admin workers --foreground ...` or the `worker`
+/// binary.
 pub fn cmdline_is_worker(cmdline: &[u8]) -> bool {
     let mut args = cmdline.split(|b| *b == 0).filter(|a| !a.is_empty());
     let Some(arg0) = args.next() else {
         return false;
     };
     let base = arg0.rsplit(|b| *b == b'/').next().unwrap_or(arg0);
-    base == b"worker" || args.any(|a| a == b"worker-exec")
+    let args: Vec<&[u8]> = args.collect();
+    base == b"worker"
+        || args.contains(&&b"worker-exec"[..])
+        || (args.first() == Some(&&b"workers"[..]) && args.contains(&&b"--foreground"[..]))
 }
 
 /// True if `cmdline` is a worker started with `config` (`--config=PATH`, `--config PATH`, or the
@@ -90,10 +94,15 @@ pub fn cmdline_serves_config(cmdline: &[u8], config: &Path) -> bool {
     cmdline_is_worker(cmdline) && cmdline_names_path(cmdline, "config", config)
 }
 
-/// A registry server is `admin registry-exec ...`.
+/// A registry server is `admin registry-exec ...` or `admin registry --foreground ...`.
 pub fn cmdline_is_registry(cmdline: &[u8]) -> bool {
     let mut args = cmdline.split(|b| *b == 0).filter(|a| !a.is_empty());
-    args.next().is_some() && args.any(|a| a == b"registry-exec")
+    if args.next().is_none() {
+        return false;
+    }
+    let args: Vec<&[u8]> = args.collect();
+    args.contains(&&b"registry-exec"[..])
+        || (args.first() == Some(&&b"registry"[..]) && args.contains(&&b"--foreground"[..]))
 }
 
 /// True if `cmdline` is a registry server of the cluster `cluster` (`--cluster=DIR` or any
@@ -259,6 +268,10 @@ mod tests {
         let worker = format!("/x/admin\0worker-exec\0--cluster={c}\0");
         assert!(!cmdline_serves_cluster(worker.as_bytes(), dir.path()));
         assert!(!cmdline_is_registry(b"registry-exec\0"));
+        assert!(cmdline_is_registry(
+            b"/x/admin\0registry\0--cluster=/c\0--port=9000\0--foreground\0"
+        ));
+        assert!(!cmdline_is_registry(b"/x/admin\0registry\0--cluster=/c\0"));
         assert!(!cmdline_is_registry(b""));
     }
 
@@ -269,6 +282,10 @@ mod tests {
         ));
         assert!(cmdline_is_worker(b"./bin/worker\0--config=w.json\0"));
         assert!(cmdline_is_worker(b"worker\0"));
+        assert!(cmdline_is_worker(
+            b"/usr/local/bin/admin\0workers\0--cluster=/c\0--foreground\0"
+        ));
+        assert!(!cmdline_is_worker(b"/x/admin\0workers\0--cluster=/c\0"));
         assert!(!cmdline_is_worker(b"/usr/bin/python3\0worker-exec.py\0"));
         assert!(!cmdline_is_worker(b"/usr/sbin/sshd\0-D\0"));
         assert!(!cmdline_is_worker(b"/x/networker\0"));

@@ -1,5 +1,6 @@
-//! `admin registry -cluster DIR --port P --access-key K --secret-key S [--host H]`: starts the
-//! cluster's registry server in the background and points the cluster's template at it.
+//! `admin registry -cluster DIR --port P --access-key K --secret-key S [--host H]
+//! [--foreground]`: starts the cluster's registry server in the background (or, with
+//! `--foreground`, serves in this process) and points the cluster's template at it.
 //!
 //! In order: check the keys; refuse if a registry server of this cluster runs (its pid file or
 //! any `admin registry-exec` naming the cluster) or the port is taken; write
@@ -45,6 +46,10 @@ pub struct Args {
     /// The address to listen on; 0.0.0.0 (or ::) serves other hosts too
     #[arg(long, value_name = "HOST", default_value = "127.0.0.1")]
     pub host: String,
+    /// Run the server in the foreground, logging to stderr, until SIGTERM or SIGINT (for
+    /// containers and supervisors)
+    #[arg(long)]
+    pub foreground: bool,
 }
 
 /// What a failed start puts back.
@@ -78,6 +83,9 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         restore(&cluster, &saved);
         return Err(e);
     }
+    if args.foreground {
+        return run_foreground(&cluster, &url, &saved);
+    }
     match start(&cluster, &record) {
         Ok((pid, elapsed)) => {
             println!(
@@ -109,11 +117,33 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     }
 }
 
+/// `--foreground`: serves in this process (its pid in `logs/registry.pid` while it runs). If
+/// the server cannot start, the settings are put back as they were.
+fn run_foreground(cluster: &ClusterDir, url: &str, saved: &Saved) -> anyhow::Result<()> {
+    let pid_file = cluster.registry_pid_file();
+    if let Err(e) = process::write_pid_file(&pid_file, std::process::id()) {
+        restore(cluster, saved);
+        return Err(e);
+    }
+    eprintln!(
+        "registry: serving {url} in the foreground; updated {}",
+        cluster.template().display()
+    );
+    let result = super::registry_exec::run(&super::registry_exec::Args {
+        cluster: cluster.root().to_owned(),
+    });
+    let _ = process::remove_pid_file(&pid_file);
+    result
+}
+
 /// Refuses when a registry server of this cluster is alive; removes a stale pid file.
 fn refuse_if_running(cluster: &ClusterDir) -> anyhow::Result<()> {
     let pid_file = cluster.registry_pid_file();
     if let Some(pid) = process::read_pid_file(&pid_file)? {
-        if process::is_alive(pid) && process::is_registry_process(pid) {
+        // Not this process: a container restarted keeps the pid file of its last run, often
+        // with the same pid.
+        let this = u32::try_from(pid).ok() == Some(std::process::id());
+        if !this && process::is_alive(pid) && process::is_registry_process(pid) {
             bail!(
                 "the registry server is already running (pid {pid}, {}); stop it first with `admin kill -cluster={}`",
                 pid_file.display(),

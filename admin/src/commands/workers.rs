@@ -1,5 +1,5 @@
-//! `admin workers -cluster DIR [--num-workers N] [--port P] [--skip-checks]`: starts N workers
-//! in the background.
+//! `admin workers -cluster DIR [--num-workers N] [--port P] [--skip-checks] [--foreground]`:
+//! starts N workers in the background (or, with `--foreground`, runs one in this process).
 //!
 //! First the quick checks of `admin doctor` (kernel, cgroups, base; `--skip-checks` skips
 //! them): a failure refuses before anything starts. Then for worker i, in order: refuse if
@@ -53,6 +53,10 @@ pub struct Args {
     /// Start without the host checks of admin doctor that run first (kernel, cgroups, base)
     #[arg(long)]
     pub skip_checks: bool,
+    /// Run the one worker in the foreground, logging to stderr, until SIGTERM or SIGINT (for
+    /// containers and supervisors: `admin worker-exec` with the config this writes)
+    #[arg(long)]
+    pub foreground: bool,
 }
 
 /// A worker started by this command.
@@ -75,6 +79,9 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     if !args.skip_checks {
         super::doctor::before_workers(&cluster, &template)?;
     }
+    if args.foreground {
+        return run_foreground(&cluster, &template, args.fleet.num_workers, first_port);
+    }
     let exe = std::env::current_exe().context("cannot locate the admin binary")?;
     let mut started: Vec<Started> = Vec::new();
     for i in 0..u32::from(args.fleet.num_workers) {
@@ -91,6 +98,40 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// `--foreground`: writes `config/worker-0.json` (log to stderr) and runs that worker in this
+/// process, with this process's pid in `logs/worker-0.pid` while it runs.
+fn run_foreground(
+    cluster: &ClusterDir,
+    template: &Config,
+    num_workers: u16,
+    port: u16,
+) -> anyhow::Result<()> {
+    if num_workers != 1 {
+        bail!("--foreground runs one worker: leave out --num-workers (or pass 1)");
+    }
+    let pid_file = cluster.pid_file(0);
+    if let Some(pid) = process::read_pid_file(&pid_file)? {
+        if u32::try_from(pid).ok() != Some(std::process::id())
+            && process::is_alive(pid)
+            && process::is_worker_process(pid)
+        {
+            bail!(
+                "worker-0 is already running (pid {pid}, {}); stop it first with `admin kill -cluster={}`",
+                pid_file.display(),
+                cluster.root().display()
+            );
+        }
+    }
+    let (cfg, cfg_path) = write_config(cluster, template, 0, port, Output::Stderr)?;
+    if port_in_use(local_host(&cfg.worker_host), port) {
+        bail!("worker-0: port {port} is already in use; choose another with --port P");
+    }
+    process::write_pid_file(&pid_file, std::process::id())?;
+    let result = super::worker_exec::run(&super::worker_exec::Args { config: cfg_path });
+    let _ = process::remove_pid_file(&pid_file);
+    result
 }
 
 fn start_worker(
