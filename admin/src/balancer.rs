@@ -45,6 +45,37 @@ pub struct Spec {
     pub call_timeout_s: u64,
     /// HAProxy's runtime API socket (`show stat`), for `admin status`.
     pub stats_socket: std::path::PathBuf,
+    /// Workers found by DNS as well as (or instead of) `backends`.
+    pub discovery: Option<Discovery>,
+}
+
+/// Workers found by DNS: every address of `name` (Kubernetes: a headless Service's records),
+/// re-resolved as they change, up to `max` of them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Discovery {
+    pub name: String,
+    pub port: u16,
+    pub agent_port: Option<u16>,
+    pub max: u32,
+}
+
+/// The balancer in front of the DaemonSet of `contrib/k8s/` (its ConfigMap holds this
+/// configuration; a test checks that it is the same).
+pub fn kubernetes() -> Spec {
+    Spec {
+        bind: SocketAddr::from(([0, 0, 0, 0], 8080)),
+        backends: Vec::new(),
+        balance: Balance::Consistent,
+        balance_factor: 150,
+        call_timeout_s: 60,
+        stats_socket: "/var/lib/haproxy/stats".into(),
+        discovery: Some(Discovery {
+            name: "lambdaworker-workers.lambdaworker.svc.cluster.local".to_owned(),
+            port: 5000,
+            agent_port: Some(6000),
+            max: 64,
+        }),
+    }
 }
 
 /// Seconds added to a call's timeout for HAProxy's server timeout.
@@ -125,7 +156,7 @@ pub fn render(spec: &Spec) -> String {
     let _ = write!(
         c,
         "\
-# Written by `admin lb`; written again by each run of it (docs/scale-out.md).
+# {origin} (docs/scale-out.md).
 global
     log stdout format raw local0 info
     maxconn 8192
@@ -149,7 +180,7 @@ defaults
     retry-on conn-failure
     option redispatch 1
 
-frontend lambdas
+{resolvers}frontend lambdas
     bind {bind}
     http-request set-var(txn.function) path,field(3,/) if {{ path_beg /runLambda/ }}
     http-request set-var(txn.function) path,field(3,/) if {{ path_beg /run/ }}
@@ -158,8 +189,19 @@ frontend lambdas
 
 backend workers
 ",
+        origin = if spec.discovery.is_some() {
+            "The balancer of contrib/k8s, as admin's balancer module writes it"
+        } else {
+            "Written by `admin lb`; written again by each run of it"
+        },
         socket = spec.stats_socket.display(),
         bind = spec.bind,
+        resolvers = if spec.discovery.is_some() {
+            "resolvers dns\n    parse-resolv-conf\n    resolve_retries 3\n    timeout retry 1s\n    \
+             hold valid 5s\n    hold obsolete 10s\n\n"
+        } else {
+            ""
+        },
     );
     match spec.balance {
         Balance::Consistent => {
@@ -174,6 +216,18 @@ backend workers
         "    option httpchk GET /status\n    http-check expect status 200\n    \
          default-server check inter 1s fall 2 rise 2 weight 100 agent-inter 1s\n",
     );
+    if let Some(d) = &spec.discovery {
+        // `init-addr none`: start with no worker resolved; slots fill as the records appear.
+        let _ = write!(
+            c,
+            "    server-template worker 1-{} {}:{} resolvers dns resolve-prefer ipv4 init-addr none",
+            d.max, d.name, d.port
+        );
+        if let Some(agent) = d.agent_port {
+            let _ = write!(c, " agent-check agent-port {agent}");
+        }
+        c.push('\n');
+    }
     for b in &spec.backends {
         let _ = write!(c, "    server {} {}", b.name, b.addr);
         if let Some(agent) = b.agent_port {
@@ -195,6 +249,10 @@ pub struct ServerStat {
     /// Requests being served now, and since the start.
     pub current: u64,
     pub total: u64,
+    /// Connections to this worker that failed and were retried (`wretr`), and requests
+    /// sent on to another worker after that (`wredis`).
+    pub retries: u64,
+    pub redispatches: u64,
     /// The last agent check's answer or error.
     pub agent: String,
 }
@@ -217,7 +275,9 @@ pub fn parse_show_stat(csv: &str) -> Vec<ServerStat> {
     ) else {
         return Vec::new();
     };
-    let agent = col("agent_desc");
+    // `last_agt`: the agent's last answer (or the check's error); older versions lack it.
+    let agent = col("last_agt").or_else(|| col("agent_desc"));
+    let (retr, redis) = (col("wretr"), col("wredis"));
     lines
         .map(|l| l.split(',').collect::<Vec<_>>())
         .filter(|f| f.get(px) == Some(&"workers"))
@@ -230,6 +290,8 @@ pub fn parse_show_stat(csv: &str) -> Vec<ServerStat> {
                 weight: get(w),
                 current: get(cur).parse().unwrap_or(0),
                 total: get(tot).parse().unwrap_or(0),
+                retries: retr.and_then(|i| get(i).parse().ok()).unwrap_or(0),
+                redispatches: redis.and_then(|i| get(i).parse().ok()).unwrap_or(0),
                 agent: agent.map(get).unwrap_or_default(),
             }
         })
@@ -240,17 +302,18 @@ pub fn parse_show_stat(csv: &str) -> Vec<ServerStat> {
 mod tests {
     #[test]
     fn show_stat_lists_the_workers_backend_servers() {
-        let csv = "# pxname,svname,qcur,scur,stot,status,weight,agent_desc\n\
-                   lambdas,FRONTEND,,2,10,OPEN,,\n\
-                   workers,worker-0,0,1,7,UP,1,up 100%\n\
-                   workers,worker-1,0,0,3,DRAIN,0,drain\n\
-                   workers,BACKEND,0,1,10,UP,1,\n";
+        let csv = "# pxname,svname,qcur,scur,stot,status,weight,wretr,wredis,agent_desc\n\
+                   lambdas,FRONTEND,,2,10,OPEN,,,,\n\
+                   workers,worker-0,0,1,7,UP,1,0,0,up 100%\n\
+                   workers,worker-1,0,0,3,DRAIN,0,4,2,drain\n\
+                   workers,BACKEND,0,1,10,UP,1,4,2,\n";
         let s = parse_show_stat(csv);
         assert_eq!(s.len(), 2);
         assert_eq!(s[0].name, "worker-0");
         assert_eq!((s[0].current, s[0].total), (1, 7));
         assert_eq!(s[1].status, "DRAIN");
         assert_eq!(s[1].agent, "drain");
+        assert_eq!((s[1].retries, s[1].redispatches), (4, 2));
         assert!(parse_show_stat("garbage").is_empty());
     }
 
@@ -264,7 +327,37 @@ mod tests {
             balance_factor: 150,
             call_timeout_s: 60,
             stats_socket: "/c/logs/lb.sock".into(),
+            discovery: None,
         }
+    }
+
+    /// `contrib/k8s/haproxy.cfg` is what [`kubernetes`] renders;
+    /// `LAMBDAWORKER_WRITE_K8S=1 cargo test -p admin --lib kubernetes` writes it again.
+    #[test]
+    fn the_kubernetes_configmap_holds_this_configuration() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../contrib/k8s/haproxy.cfg");
+        let want = render(&kubernetes());
+        if std::env::var_os("LAMBDAWORKER_WRITE_K8S").is_some() {
+            std::fs::write(path, &want).unwrap();
+        }
+        let have = std::fs::read_to_string(path).unwrap_or_default();
+        assert!(
+            have == want,
+            "{path} is not what balancer::kubernetes() renders; write it again with \
+             LAMBDAWORKER_WRITE_K8S=1 cargo test -p admin --lib kubernetes"
+        );
+    }
+
+    #[test]
+    fn the_kubernetes_balancer_finds_workers_by_dns() {
+        let c = render(&kubernetes());
+        assert!(c.contains("resolvers dns\n    parse-resolv-conf\n"), "{c}");
+        assert!(c.contains(
+            "    server-template worker 1-64 lambdaworker-workers.lambdaworker.svc.cluster.local:5000 resolvers dns resolve-prefer ipv4 init-addr none agent-check agent-port 6000\n"
+        ));
+        assert!(c.contains("hash-balance-factor 150"));
+        assert!(!c.contains("\n    server "), "no listed workers");
+        assert!(!render(&spec(Balance::Consistent)).contains("resolvers"));
     }
 
     #[test]

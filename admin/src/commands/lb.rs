@@ -147,6 +147,7 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         balance_factor: args.hash_balance_factor,
         call_timeout_s: template.timeout_s,
         stats_socket: socket_path(&cluster),
+        discovery: None,
     };
     std::fs::write(&cfg_path, balancer::render(&spec))
         .with_context(|| format!("cannot write {}", cfg_path.display()))?;
@@ -329,8 +330,8 @@ pub fn status(cluster: &ClusterDir) -> Option<(Vec<String>, serde_json::Value, b
         .unwrap_or_default();
     for s in &servers {
         lines.push(format!(
-            "  {}  {}  weight={}  in_flight={}  total={}  agent={:?}",
-            s.name, s.status, s.weight, s.current, s.total, s.agent
+            "  {}  {}  weight={}  in_flight={}  total={}  retries={}  redispatched={}  agent={:?}",
+            s.name, s.status, s.weight, s.current, s.total, s.retries, s.redispatches, s.agent
         ));
     }
     let json = serde_json::json!({
