@@ -14,6 +14,9 @@ say "set-up (quickstart/deps.sh)"
 say "AWS clients for the tests (tests/clients/setup.sh: pinned boto3 and aws-cli in target/client-venv)"
 ./tests/clients/setup.sh >/dev/null
 
+say "Kubernetes manifests' schema checker (tests/k8s/setup.sh: pinned kubernetes-validate in target/k8s-venv)"
+./tests/k8s/setup.sh >/dev/null
+
 say "operations test tools (tests/tools/setup.sh: prometheus, chromium, systemd from Debian)"
 ./tests/tools/setup.sh
 

@@ -1,4 +1,4 @@
-# Sourced by tests/clients/setup.sh and clients/python/setup-venv.sh.
+# Sourced by tests/clients/setup.sh, tests/k8s/setup.sh and clients/python/setup-venv.sh.
 # stamped_venv ROOT VENV PYTHON MADE_FROM INSTALL: makes the virtual environment VENV with PYTHON
 # once, and prints its path. MADE_FROM is a function printing what the venv is made from; its
 # output is kept as a stamp in VENV, so that while it is unchanged a second run is instant.
