@@ -19,6 +19,7 @@ pub mod plot;
 pub mod provisioned;
 pub mod report;
 pub mod scenarios;
+pub mod sim;
 pub mod stats;
 pub mod system;
 

@@ -28,10 +28,10 @@ const MIN_MS: f64 = 1e-3;
 /// A series with more samples than this is drawn through this many evenly spaced quantiles
 /// instead of every step, which keeps the SVG small and looks the same.
 const MAX_POINTS: usize = 1000;
-const FONT: &str = "sans-serif";
+pub(crate) const FONT: &str = "sans-serif";
 
 /// Line colors, cycled (a colorblind-friendly ten-color palette).
-const COLORS: [RGBColor; 10] = [
+pub(crate) const COLORS: [RGBColor; 10] = [
     RGBColor(31, 119, 180),
     RGBColor(255, 127, 14),
     RGBColor(44, 160, 44),
@@ -125,7 +125,7 @@ pub fn throughput(path: &Path, title: &str, points: &[(u32, f64)]) -> Result<()>
     })
 }
 
-type Area<'a> = DrawingArea<SVGBackend<'a>, Shift>;
+pub(crate) type Area<'a> = DrawingArea<SVGBackend<'a>, Shift>;
 
 /// Turns any plotters error into one that names the file being drawn.
 fn plot_err(path: &Path, e: impl Display) -> anyhow::Error {
@@ -135,9 +135,18 @@ fn plot_err(path: &Path, e: impl Display) -> anyhow::Error {
 /// Renders with `draw` into an SVG string of `SIZE` and writes it to `path`. `draw` returns
 /// plotters' errors as strings; they are reported with the path.
 fn render(path: &Path, draw: impl FnOnce(&Area<'_>) -> Result<(), String>) -> Result<()> {
+    render_sized(path, SIZE, draw)
+}
+
+/// [`render`] at another size.
+pub(crate) fn render_sized(
+    path: &Path,
+    size: (u32, u32),
+    draw: impl FnOnce(&Area<'_>) -> Result<(), String>,
+) -> Result<()> {
     let mut svg = String::new();
     {
-        let root = SVGBackend::with_string(&mut svg, SIZE).into_drawing_area();
+        let root = SVGBackend::with_string(&mut svg, size).into_drawing_area();
         draw(&root).map_err(|e| plot_err(path, e))?;
         root.present().map_err(|e| plot_err(path, e))?;
     }
@@ -145,7 +154,7 @@ fn render(path: &Path, draw: impl FnOnce(&Area<'_>) -> Result<(), String>) -> Re
 }
 
 /// Maps a plotters error to a string (plotters' error types are generic over the backend).
-fn s<E: Display>(e: E) -> String {
+pub(crate) fn s<E: Display>(e: E) -> String {
     e.to_string()
 }
 
