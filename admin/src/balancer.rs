@@ -216,6 +216,22 @@ backend workers
         "    option httpchk GET /status\n    http-check expect status 200\n    \
          default-server check inter 1s fall 2 rise 2 weight 100 agent-inter 1s\n",
     );
+    // An asynchronous call's record lives on the worker that took it, and its path names no
+    // function: the `Location` of a 202 gets `?worker=<server>`, which sends the lookup back
+    // to that worker (while it is up; the worker ignores the query).
+    c.push_str(
+        "    http-response replace-value Location ^(/invocations/[^?]+)$ \\1?worker=%[srv_name] if { status 202 }\n",
+    );
+    let mut names: Vec<String> = spec.backends.iter().map(|b| b.name.clone()).collect();
+    if let Some(d) = &spec.discovery {
+        names.extend((1..=d.max).map(|i| format!("worker{i}")));
+    }
+    for name in &names {
+        let _ = writeln!(
+            c,
+            "    use-server {name} if {{ path_beg /invocations/ }} {{ urlp(worker) -m str {name} }}"
+        );
+    }
     if let Some(d) = &spec.discovery {
         // `init-addr none`: start with no worker resolved; slots fill as the records appear.
         let _ = write!(
@@ -357,6 +373,9 @@ mod tests {
         ));
         assert!(c.contains("hash-balance-factor 150"));
         assert!(!c.contains("\n    server "), "no listed workers");
+        assert!(c.contains(
+            "    use-server worker64 if { path_beg /invocations/ } { urlp(worker) -m str worker64 }\n"
+        ));
         assert!(!render(&spec(Balance::Consistent)).contains("resolvers"));
     }
 
@@ -405,6 +424,8 @@ mod tests {
             "stats socket /c/logs/lb.sock",
             "path,field(3,/) if { path_beg /runLambda/ }",
             "path,field(4,/) if { path_beg /2015-03-31/functions/ } { path_end /invocations }",
+            "http-response replace-value Location ^(/invocations/[^?]+)$ \\1?worker=%[srv_name] if { status 202 }",
+            "use-server 10.0.0.2-5000 if { path_beg /invocations/ } { urlp(worker) -m str 10.0.0.2-5000 }",
         ] {
             assert!(c.contains(line), "missing {line:?} in\n{c}");
         }

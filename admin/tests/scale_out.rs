@@ -131,6 +131,7 @@ fn ok_in(netns: &str, args: &[&str]) -> String {
 struct Answer {
     status: u16,
     worker: String,
+    location: String,
     body: String,
 }
 
@@ -151,23 +152,29 @@ fn post(addr: SocketAddr, path: &str, body: &str) -> std::io::Result<Answer> {
         .nth(1)
         .and_then(|s| s.parse().ok())
         .unwrap_or(0);
-    let worker = head
-        .lines()
-        .find_map(|l| {
-            let (k, v) = l.split_once(':')?;
-            k.eq_ignore_ascii_case("x-worker-id")
-                .then(|| v.trim().to_owned())
-        })
-        .unwrap_or_default();
+    let header = |name: &str| {
+        head.lines()
+            .find_map(|l| {
+                let (k, v) = l.split_once(':')?;
+                k.eq_ignore_ascii_case(name).then(|| v.trim().to_owned())
+            })
+            .unwrap_or_default()
+    };
     Ok(Answer {
         status,
-        worker,
+        worker: header("x-worker-id"),
+        location: header("location"),
         body: body.to_owned(),
     })
 }
 
-/// `GET path` to `addr`.
-fn get_body(addr: SocketAddr, path: &str) -> String {
+/// `GET path` to `addr`: its body.
+fn get_text(addr: SocketAddr, path: &str) -> String {
+    get_body(addr, path).1
+}
+
+/// `GET path` to `addr`: status and body.
+fn get_body(addr: SocketAddr, path: &str) -> (u16, String) {
     let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).expect("connect");
     write!(
         s,
@@ -176,9 +183,16 @@ fn get_body(addr: SocketAddr, path: &str) -> String {
     .unwrap();
     let mut raw = String::new();
     s.read_to_string(&mut raw).unwrap();
-    raw.split_once("\r\n\r\n")
+    let status = raw
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = raw
+        .split_once("\r\n\r\n")
         .map(|(_, b)| b.to_owned())
-        .unwrap_or_default()
+        .unwrap_or_default();
+    (status, body)
 }
 
 /// Runs `f` on a thread that has joined the network namespace at `netns`.
@@ -281,7 +295,7 @@ fn cache_counts(net: &Net, hosts: usize) -> (u64, u64) {
         let addr: SocketAddr = format!("{SUBNET}.{}:{WORKER_PORT}", 10 + k)
             .parse()
             .unwrap();
-        let body = in_netns(&net.path("lb"), move || get_body(addr, "/stats"));
+        let body = in_netns(&net.path("lb"), move || get_text(addr, "/stats"));
         let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
         sum.0 += v["cache"]["hits"].as_u64().unwrap_or(0);
         sum.1 += v["cache"]["misses"].as_u64().unwrap_or(0);
@@ -526,6 +540,28 @@ fn many_hosts_behind_haproxy_keep_functions_warm_and_lose_no_call() {
     // on another worker.
     start_worker(&net, 1, &hosts[1]);
     std::thread::sleep(Duration::from_secs(3)); // the balancer's checks see h1 up again
+                                                // An asynchronous call's record is on the worker that took it: the balancer's Location
+                                                // leads back there, every time.
+    let lb: SocketAddr = format!("{LB_IP}:{LB_PORT}").parse().unwrap();
+    let (queued, lookups) = in_netns(&lb_ns, move || {
+        let a = post(lb, "/runLambda/f7?async=1", "{}").unwrap();
+        let lookups: Vec<(u16, String)> = (0..6).map(|_| get_body(lb, &a.location)).collect();
+        (a, lookups)
+    });
+    assert_eq!(queued.status, 202, "{}", queued.body);
+    assert!(queued.location.contains("?worker="), "{queued:?}");
+    for (status, body) in &lookups {
+        assert_eq!(
+            *status, 200,
+            "{} through the balancer: {body}",
+            queued.location
+        );
+    }
+    eprintln!(
+        "async through the balancer: 202 from {}, Location {}, 6 lookups answered 200",
+        queued.worker, queued.location
+    );
+
     let before = retried(&ok_in(&lb_ns, &["status", &main.flag()]));
     let pid: i32 = std::fs::read_to_string(hosts[2].path("logs/worker-0.pid"))
         .unwrap()

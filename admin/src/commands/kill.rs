@@ -31,7 +31,7 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     let cluster = ClusterDir::open(&args.cluster)?;
     // The balancer first: it stops sending calls to workers that are about to go.
     if let Some((line, ok)) = stop_balancer(&cluster) {
-        println!("lb: {line}");
+        say(format_args!("lb: {line}"));
         if !ok {
             bail!("the balancer could not be stopped: {line}");
         }
@@ -39,7 +39,7 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     let failures = stop_workers(&cluster)?;
     let registry_ok = match stop_registry(&cluster) {
         Some((line, ok)) => {
-            println!("registry: {line}");
+            say(format_args!("registry: {line}"));
             ok
         }
         None => true,
@@ -59,7 +59,7 @@ fn stop_workers(cluster: &ClusterDir) -> anyhow::Result<usize> {
     let mut indexes: BTreeSet<u32> = cluster.pid_files()?.into_iter().collect();
     indexes.extend(cluster.worker_configs()?);
     if indexes.is_empty() {
-        println!("no workers in {}", cluster.root().display());
+        say(format_args!("no workers in {}", cluster.root().display()));
         return Ok(0);
     }
     let mut failures = 0;
@@ -84,7 +84,7 @@ fn stop_workers(cluster: &ClusterDir) -> anyhow::Result<usize> {
         if !(ok_process && ok_leftovers) {
             failures += 1;
         }
-        println!("worker-{i}: {process}; {leftovers}");
+        say(format_args!("worker-{i}: {process}; {leftovers}"));
     }
     Ok(failures)
 }
@@ -265,4 +265,11 @@ fn clean_worker(cluster: &ClusterDir, i: u32) -> (String, bool) {
         Ok(summary) => (summary, true),
         Err(e) => (format!("cleanup failed: {e}"), false),
     }
+}
+
+/// Prints a line of the report. A reader that went away (`admin kill | head -1`) must not stop
+/// the kill half-way, so write errors are ignored, unlike `println!`'s panic.
+fn say(line: std::fmt::Arguments<'_>) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stdout(), "{line}");
 }

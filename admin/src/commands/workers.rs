@@ -76,11 +76,14 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
             cluster.template().display()
         );
     }
+    if args.foreground && args.fleet.num_workers != 1 {
+        bail!("--foreground runs one worker: leave out --num-workers (or pass 1)");
+    }
     if !args.skip_checks {
         super::doctor::before_workers(&cluster, &template)?;
     }
     if args.foreground {
-        return run_foreground(&cluster, &template, args.fleet.num_workers, first_port);
+        return run_foreground(&cluster, &template, first_port);
     }
     let exe = std::env::current_exe().context("cannot locate the admin binary")?;
     let mut started: Vec<Started> = Vec::new();
@@ -102,15 +105,7 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
 
 /// `--foreground`: writes `config/worker-0.json` (log to stderr) and runs that worker in this
 /// process, with this process's pid in `logs/worker-0.pid` while it runs.
-fn run_foreground(
-    cluster: &ClusterDir,
-    template: &Config,
-    num_workers: u16,
-    port: u16,
-) -> anyhow::Result<()> {
-    if num_workers != 1 {
-        bail!("--foreground runs one worker: leave out --num-workers (or pass 1)");
-    }
+fn run_foreground(cluster: &ClusterDir, template: &Config, port: u16) -> anyhow::Result<()> {
     let pid_file = cluster.pid_file(0);
     if let Some(pid) = process::read_pid_file(&pid_file)? {
         if u32::try_from(pid).ok() != Some(std::process::id())
