@@ -9,6 +9,9 @@
 //! the next worker on the ring. Health checks are `GET /status`; the agent check reads each
 //! worker's load agent (weight, `drain`). Retries happen only when the connection to a worker
 //! failed (`retry-on conn-failure`), so a request that reached a handler is never sent twice.
+//! A `202`'s `Location: /invocations/<id>` gets `?worker=<server>`, and such lookups go back to
+//! that server: an asynchronous call's record is on the worker that took it. For Kubernetes
+//! ([`kubernetes`]) the workers are found by DNS instead of listed.
 
 use std::fmt::Write;
 use std::net::{IpAddr, SocketAddr};
